@@ -1,0 +1,74 @@
+"""One-model command line: `python -m converter MODEL_FILE [options]` (argument parsing only)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .discovery import Case
+from .report import format_result
+from .runner import convert_case
+from .settings import SETTINGS, SettingsError, resolve
+from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec, parse_shape
+
+
+def _shape(text: str):
+    try:
+        return parse_shape(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m converter",
+        description="Convert one PyTorch model to a verified, dynamic-range-quantized TFLite file.")
+    parser.add_argument("model", type=Path, help="a .pt/.pth (TorchScript, state_dict, pickle) or .pt2 file")
+    parser.add_argument("--input-shape", action="append", type=_shape, default=[],
+                        help="static input shape like 1,3,224,224; repeat for several inputs "
+                             "(overrides the model's .toml)")
+    parser.add_argument("--out", default=None, help=f"deliverables folder ({SETTINGS['tflite_dir'][3]}; "
+                                                    "default tflite_models)")
+    parser.add_argument("--reports", default=None, help="reports folder, artifacts go to REPORTS/artifacts/<name>/ "
+                                                        "(default: reports)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a full pickled nn.Module (runs code from the file)")
+    parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")
+    parser.add_argument("--layout", choices=LAYOUTS, help="TFLite input layout (default: nhwc)")
+    parser.add_argument("--timeout", help=SETTINGS["timeout"][3])
+    parser.add_argument("--memory-limit-mb", help=SETTINGS["memory_limit_mb"][3])
+    parser.add_argument("--threads", help=SETTINGS["threads"][3])
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = resolve({"tflite_dir": args.out, "reports_dir": args.reports, "timeout": args.timeout,
+                            "memory_limit_mb": args.memory_limit_mb, "threads": args.threads})
+    except SettingsError as exc:
+        parser.error(str(exc))
+    overrides = {}
+    if args.input_shape:
+        overrides["inputs"] = defaults_layer([",".join(map(str, s)) for s in args.input_shape])["inputs"]
+    if args.trust_pickle:
+        overrides["trust_pickle"] = True
+    for key in ("exporter", "layout"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    model_id = args.model.stem
+    try:
+        spec = load_spec(args.model, model_id, defaults=defaults_layer(settings.input_shapes,
+                                                                       timeout=settings.timeout),
+                         overrides=overrides)
+        case = Case(model_id, args.model, args.model.parent, spec)
+    except SpecError as exc:
+        case = Case(model_id, args.model, args.model.parent, None, str(exc))
+    result = convert_case(case, settings)
+    print(format_result(result, settings))
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

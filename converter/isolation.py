@@ -1,0 +1,172 @@
+"""Run one model's conversion in a fresh child process and classify how it ended.
+
+The child gets its own session (so the whole process group can be killed), its share of
+threads, a wall-clock timeout and a memory ceiling enforced by watching its resident
+memory: TensorFlow reserves huge virtual memory, so an address-space rlimit is useless.
+The parent never imports torch or tensorflow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from .environment import child_environment, tool_versions
+from .results import Failure, FailureKind, Result, normalise_message, write_json_atomic
+
+POLL_SECONDS = 0.1
+MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
+                 "workers) or convert with a smaller input shape")
+_MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in _MEMORY_MARKERS)
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: dict
+    artifacts_dir: str
+    deliverable: str | None
+    threads: int
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> "Job":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        members = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    popen.wait()
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def _log_tail_mentions_memory(log: Path) -> bool:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 20000))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(m in tail for m in _MEMORY_MARKERS)
+
+
+def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads: int,
+                 memory_limit_mb: float, timeout: float | None = None,
+                 on_start: Callable[[int], None] | None = None) -> Result:
+    """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies."""
+    artifacts = Path(artifacts_dir)
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    timeout = spec.timeout if timeout is None else timeout
+    limit_mb = spec.memory_limit_mb or memory_limit_mb
+    job_path = artifacts / "job.json"
+    Job(spec.to_dict(), str(artifacts.resolve()), str(Path(deliverable).resolve()) if deliverable else None,
+        threads).write(job_path)
+
+    log_path = artifacts / "convert.log"
+    start = time.monotonic()
+    peak = 0
+    ended_by = None
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen([sys.executable, "-m", "converter.pipeline", str(job_path)],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 cwd=str(PROJECT_ROOT), env=child_environment(threads),
+                                 start_new_session=True)
+        if on_start is not None:
+            on_start(popen.pid)
+        watched = psutil.Process(popen.pid)
+        while popen.poll() is None:
+            peak = max(peak, _tree_rss(watched))
+            if peak > limit_mb * 2**20:
+                ended_by = FailureKind.OUT_OF_MEMORY
+            elif time.monotonic() - start > timeout:
+                ended_by = FailureKind.TIMEOUT
+            if ended_by:
+                _kill_group(popen)
+                break
+            time.sleep(POLL_SECONDS)
+        else:
+            _kill_group(popen)  # reap anything the child left running in its group
+    seconds = time.monotonic() - start
+    peak_mb = peak / 2**20
+    result_path = artifacts / "result.json"
+    if ended_by is None and popen.returncode == 0 and result_path.is_file():
+        result = Result.read(result_path)
+        return _with(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
+
+    progress = _read_progress(artifacts / "progress.json")
+    stage = progress.get("stage", "load")
+    if ended_by is FailureKind.OUT_OF_MEMORY:
+        failure = Failure(ended_by, stage, f"resident memory exceeded the {limit_mb:.0f} MB ceiling "
+                                           f"during {stage}; {MEMORY_ADVICE}")
+    elif ended_by is FailureKind.TIMEOUT:
+        failure = Failure(ended_by, stage, f"no result after the {timeout:g} s timeout (still in {stage}); "
+                                           "raise timeout in the model's .toml if it is just slow")
+    elif popen.returncode < 0:
+        failure = Failure(FailureKind.CRASH, stage,
+                          f"conversion process killed by {_signal_name(popen.returncode)} during {stage}")
+    elif _log_tail_mentions_memory(log_path):
+        failure = Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
+    else:
+        failure = Failure(FailureKind.CRASH, stage,
+                          f"conversion process exited with status {popen.returncode} during {stage} "
+                          "without a result")
+    result = Result(model_id=spec.model_id, model_path=spec.path, status="failed",
+                    failure=Failure(failure.kind, failure.stage, normalise_message(failure.message)),
+                    stage_seconds=progress.get("stage_seconds", {}),
+                    seconds=round(seconds, 3),
+                    peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
+                    versions=tool_versions())
+    result.write(result_path)
+    return result
+
+
+def _read_progress(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _with(result: Result, **changes) -> Result:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)

@@ -1,0 +1,174 @@
+"""Stage 1: a model file -> an nn.Module (or ExportedProgram) and example inputs.
+
+Formats: TorchScript archives, ExportedPrograms (.pt2), state_dicts (weights-only load
+plus an architecture factory) and, only when the user opted in, full pickled modules.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .results import ConversionError, FailureKind
+from .spec import InputSpec, ModelSpec
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
+                "int32": torch.int32, "bool": torch.bool}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: object  # torch.nn.Module, ScriptModule or torch.export.ExportedProgram
+    format: str
+    inputs: tuple[InputSpec, ...]
+
+
+def sniff_format(path: Path) -> str:
+    """Tell TorchScript, ExportedProgram and torch.save pickles apart without unpickling."""
+    if not path.is_file():
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file does not exist: {path.name}")
+    if path.stat().st_size == 0:
+        raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise ConversionError(
+            FailureKind.LOAD_ERROR,
+            "not a PyTorch archive (not a zip file): the file is corrupt, truncated, or was saved "
+            "with a legacy non-zip torch.save")
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from None
+    if any(n.endswith("models/model.json") or "/serialized_exported_program" in n for n in names):
+        return "exported_program"
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    return "pickle_archive"  # torch.save: a state_dict or a full module, decided on load
+
+
+def _import_factory(ref: str):
+    module_name, func_name = ref.split(":")
+    try:
+        return getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConversionError(FailureKind.SPEC_ERROR,
+                              f"factory '{ref}' cannot be imported: {exc}") from None
+
+
+def _from_state_dict(state, spec: ModelSpec):
+    if not spec.factory:
+        raise ConversionError(FailureKind.SPEC_ERROR,
+                              "file holds a state_dict: name its architecture with "
+                              "factory = 'package.module:function' in the model's .toml")
+    module = _import_factory(spec.factory)(**spec.factory_kwargs)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConversionError(FailureKind.LOAD_ERROR,
+                              f"state_dict does not fit factory '{spec.factory}': "
+                              f"{str(exc).splitlines()[0]}") from None
+    return module
+
+
+def _load_pickle_archive(path: Path, spec: ModelSpec):
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything beyond tensors and plain containers
+        if "Weights only load failed" not in str(exc):
+            raise ConversionError(FailureKind.LOAD_ERROR, f"cannot unpickle: {exc}") from None
+        if not spec.trust_pickle:
+            raise ConversionError(
+                FailureKind.UNTRUSTED_PICKLE,
+                "file is a pickled Python object, and unpickling runs arbitrary code; if you "
+                "trust its source, set trust_pickle = true in its .toml (CLI: --trust-pickle), "
+                "or better re-save it as TorchScript, torch.export (.pt2) or a state_dict") from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise ConversionError(FailureKind.LOAD_ERROR,
+                                  f"trusted pickle failed to load: {type(exc2).__name__}: {exc2}") from None
+        if not isinstance(obj, torch.nn.Module):
+            raise ConversionError(FailureKind.LOAD_ERROR,
+                                  f"pickle holds a {type(obj).__name__}, not an nn.Module")
+        return obj, "pickle"
+    if isinstance(obj, dict) and obj and all(
+            isinstance(v, torch.Tensor) or k == "state_dict" for k, v in obj.items()):
+        return _from_state_dict(obj, spec), "state_dict"
+    raise ConversionError(FailureKind.LOAD_ERROR,
+                          f"file holds a {type(obj).__name__} that is neither a state_dict nor a module")
+
+
+def _example_inputs_of(program) -> tuple[InputSpec, ...]:
+    args = getattr(program, "example_inputs", None)
+    if not args or not args[0]:
+        return ()
+    tensors = [a for a in args[0] if isinstance(a, torch.Tensor)]
+    inv = {v: k for k, v in TORCH_DTYPES.items()}
+    return tuple(InputSpec("input" if len(tensors) == 1 else f"input_{i}", tuple(t.shape),
+                           inv.get(t.dtype, "float32")) for i, t in enumerate(tensors))
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    path = Path(spec.path)
+    # factories and pickled classes live beside the model
+    sys.path.insert(0, str(path.resolve().parent))
+    sniffed = sniff_format(path)
+    fmt = spec.format if spec.format != "auto" else sniffed
+    try:
+        if fmt == "torchscript":
+            module, fmt = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+        elif fmt == "exported_program":
+            module = torch.export.load(str(path))
+        else:
+            module, fmt = _load_pickle_archive(path, spec)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(FailureKind.LOAD_ERROR,
+                              f"cannot load as {fmt}: {type(exc).__name__}: {exc}") from None
+    inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())
+    if not inputs:
+        raise ConversionError(FailureKind.SPEC_ERROR, "no input shape: add [[inputs]] to the model's .toml")
+    if hasattr(module, "eval"):
+        module.eval()
+    return LoadedModel(module, fmt, tuple(inputs))
+
+
+def make_inputs(inputs: tuple[InputSpec, ...], seed: int) -> list[np.ndarray]:
+    """Seeded sample inputs that respect each input's dtype and range."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in inputs:
+        if spec.dtype == "bool":
+            arrays.append(rng.random(spec.shape) < 0.5)
+        elif spec.dtype in ("int64", "int32"):
+            low, high = spec.range or (0, 10)
+            arrays.append(rng.integers(int(low), int(high), size=spec.shape).astype(spec.dtype))
+        else:
+            a = (rng.uniform(*spec.range, size=spec.shape) if spec.range
+                 else rng.standard_normal(spec.shape))
+            arrays.append(a.astype(spec.dtype))
+    return arrays
+
+
+def run_torch(loaded: LoadedModel, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    module = loaded.module.module() if loaded.format == "exported_program" else loaded.module
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(a) for a in arrays])
+    return [t.detach().float().numpy() for t in flatten_outputs(out)]
+
+
+def flatten_outputs(out) -> list:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten_outputs(v)]
+    raise ConversionError(FailureKind.EXPORT_ERROR, f"model returns a {type(out).__name__}, not tensors")

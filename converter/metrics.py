@@ -1,0 +1,61 @@
+"""Numeric comparison of one output against its PyTorch reference (numpy only).
+
+Elementwise relative error is meaningless for quantized models (near-zero outputs), so
+the gate is the maximum absolute error relative to the reference's output range.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .results import OutputComparison
+
+_TINY = 1e-12
+
+
+def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> OutputComparison:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        nan = float("nan")
+        return OutputComparison(name, tuple(ref.shape), tuple(cand.shape), nan, nan, nan,
+                                float("inf"), nan, None, int(ref.size), int(ref.size), tolerance)
+    if ref.size == 0:
+        return OutputComparison(name, ref.shape, cand.shape, 0.0, 0.0, 0.0, 0.0, 1.0, None, 0, 0, tolerance)
+    finite = np.isfinite(cand).all() and np.isfinite(ref).all()
+    diff = np.abs(ref - cand) if finite else np.full(ref.shape, np.inf)
+    output_range = float(ref.max() - ref.min()) if finite else float("nan")
+    # a constant output has no range: fall back to its magnitude, then to absolute error
+    scale = output_range if output_range > _TINY else max(float(np.abs(ref).max()), 1.0)
+    max_abs = float(diff.max())
+    rel = max_abs / scale if finite else float("inf")
+    return OutputComparison(
+        name=name,
+        reference_shape=tuple(ref.shape),
+        candidate_shape=tuple(cand.shape),
+        max_abs_err=max_abs,
+        mean_abs_err=float(diff.mean()),
+        output_range=output_range,
+        range_rel_err=rel,
+        cosine=cosine_similarity(ref, cand) if finite else float("nan"),
+        top1_agreement=top1_agreement(ref, cand),
+        mismatched=int((diff > tolerance * scale).sum()),
+        elements=int(ref.size),
+        tolerance=tolerance,
+    )
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < _TINY and nb < _TINY:
+        return 1.0
+    if na < _TINY or nb < _TINY:
+        return 0.0
+    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+
+
+def top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
+    """Share of rows whose arg-max agrees, for outputs shaped like class scores [N, C]."""
+    if ref.ndim != 2 or ref.shape[1] < 2 or not np.isfinite(cand).all():
+        return None
+    return float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean())

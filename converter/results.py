@@ -1,0 +1,262 @@
+"""Stage results, the per-model Result and the small vocabulary of failure kinds.
+
+Everything that crosses a process boundary (child -> parent, worker -> controller,
+run -> baseline) is one of these frozen dataclasses, serialised with to_dict/from_dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import re
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+class FailureKind(str, enum.Enum):
+    LOAD_ERROR = "load_error"
+    UNTRUSTED_PICKLE = "untrusted_pickle"
+    SPEC_ERROR = "spec_error"
+    EXPORT_ERROR = "export_error"
+    SAVEDMODEL_ERROR = "savedmodel_error"
+    TFLITE_ERROR = "tflite_error"
+    FLEX_OPS = "flex_ops"
+    SHAPE_MISMATCH = "shape_mismatch"
+    NUMERIC_MISMATCH = "numeric_mismatch"
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    CRASH = "crash"
+
+
+class ConversionError(Exception):
+    """Raised by a stage when it fails in a way it understands."""
+
+    def __init__(self, kind: FailureKind, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_HEX = re.compile(r"0x[0-9a-fA-F]{6,}")
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+
+
+def normalise_message(text: str, limit: int = 400) -> str:
+    """One stable line: no colour codes, no addresses, no machine-specific paths.
+
+    CI diffs these lines between runs, so anything that changes from run to run
+    (tmp folders, object ids) is replaced by a placeholder.
+    """
+    text = _ANSI.sub("", str(text))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else "(no message)"
+    line = _HEX.sub("0x…", line)
+    line = _ABS_PATH.sub(r"…/\1", line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    stage: str
+    message: str
+
+    def one_line(self, model_id: str) -> str:
+        return f"{model_id}: {self.stage} failed [{self.kind.value}]: {self.message}"
+
+    @property
+    def signature(self) -> str:
+        """What the baseline compares: kind + stage + normalised message."""
+        return f"{self.kind.value}@{self.stage}: {self.message}"
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """One output of a candidate (ONNX, fp32 or DRQ TFLite) against PyTorch."""
+
+    __test__ = False
+    name: str
+    reference_shape: tuple[int, ...]
+    candidate_shape: tuple[int, ...]
+    max_abs_err: float
+    mean_abs_err: float
+    output_range: float
+    range_rel_err: float
+    cosine: float
+    top1_agreement: float | None
+    mismatched: int
+    elements: int
+    tolerance: float
+
+    @property
+    def shape_ok(self) -> bool:
+        return tuple(self.reference_shape) == tuple(self.candidate_shape)
+
+    @property
+    def passed(self) -> bool:
+        return self.shape_ok and self.range_rel_err <= self.tolerance
+
+    def describe(self, label: str) -> str:
+        if not self.shape_ok:
+            return (f"{label} output '{self.name}': shape {list(self.candidate_shape)} "
+                    f"!= PyTorch {list(self.reference_shape)}")
+        top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
+        return (f"{label} output '{self.name}': range-relative max error {self.range_rel_err:.3g} "
+                f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} "
+                f"({self.mismatched}/{self.elements} elements off; max abs {self.max_abs_err:.3g}, "
+                f"mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}, "
+                f"cosine {self.cosine:.6f}{top1})")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    format: str
+    seconds: float
+    input_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    exporter: str
+    opset: int
+    onnx_path: str
+    onnx_bytes: int
+    input_shapes: tuple[tuple[int, ...], ...]
+    attempts: tuple[str, ...]
+    outputs: tuple[OutputComparison, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SavedModelResult:
+    path: str
+    layout: str
+    # onnx input name -> (tflite signature name, permutation from torch to TFLite layout)
+    input_names: tuple[tuple[str, str], ...]
+    input_perms: tuple[tuple[int, ...], ...]
+    output_names: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TFLiteResult:
+    drq_path: str
+    fp32_path: str
+    drq_bytes: int
+    fp32_bytes: int
+    flex_ops: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    fp32: tuple[OutputComparison, ...]
+    drq: tuple[OutputComparison, ...]
+    deployable: bool
+    deploy_message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Result:
+    model_id: str
+    model_path: str
+    status: str  # "passed" | "failed"
+    failure: Failure | None = None
+    load: LoadResult | None = None
+    export: ExportResult | None = None
+    savedmodel: SavedModelResult | None = None
+    tflite: TFLiteResult | None = None
+    verify: VerifyResult | None = None
+    deliverable: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    network_attempts: tuple[str, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Result":
+        return _build(cls, data)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> "Result":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _plain(value):
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(tp, value):
+    """Rebuild a (nested) dataclass from the plain data that _plain produced."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        return tp(**{k: _build(hints[k], v) for k, v in value.items() if k in names})
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v) for v in value)
+        return tuple(_build(a, v) for a, v in zip(args, value))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    return value
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Temp file in the same folder, then os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

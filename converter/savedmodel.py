@@ -1,0 +1,123 @@
+"""Stage 3: ONNX -> TensorFlow SavedModel with onnx2tf, offline, on the fast path.
+
+onnx2tf's own TFLite export costs O(parameters) (minutes on resnet18); asking it for the
+Keras model only and writing the SavedModel ourselves is ~10x faster with identical outputs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .results import ConversionError, FailureKind, SavedModelResult
+from .spec import ModelSpec
+
+# onnx2tf fetches calibration images from the internet for 3-channel image inputs; it only
+# needs an array of this shape (None crashes it), and it never changes the conversion.
+CALIBRATION_SHAPE = (20, 128, 128, 3)
+
+
+def _offline_calibration_data():
+    return np.zeros(CALIBRATION_SHAPE, dtype=np.float32)
+
+
+def prepare_onnx2tf():
+    """Import onnx2tf with its network download replaced and onnxsim reachable on PATH."""
+    venv_bin = os.path.dirname(sys.executable)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    import onnx2tf  # noqa: F401  (registers onnx2tf.onnx2tf in sys.modules)
+
+    sys.modules["onnx2tf.onnx2tf"].download_test_image_data = _offline_calibration_data
+    import onnx2tf.utils.common_functions as common
+
+    common.download_test_image_data = _offline_calibration_data
+    return sys.modules["onnx2tf.onnx2tf"]
+
+
+def signature_key(name: str, index: int, prefix: str) -> str:
+    key = re.sub(r"\W", "_", name)
+    return key if key and not key[0].isdigit() else f"{prefix}_{index}"
+
+
+def layout_perm(torch_shape: tuple[int, ...], tf_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation that turns a torch-layout input into what the TF model expects."""
+    rank = len(torch_shape)
+    identity = tuple(range(rank))
+    if tuple(tf_shape) == tuple(torch_shape):
+        return identity
+    channels_last = (0, *range(2, rank), 1)
+    if rank >= 3 and tuple(tf_shape) == tuple(torch_shape[i] for i in channels_last):
+        return channels_last
+    raise ConversionError(FailureKind.SHAPE_MISMATCH,
+                          f"onnx2tf made input shape {list(tf_shape)} from {list(torch_shape)}, "
+                          "which is neither the same layout nor channels-last")
+
+
+def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, output_names,
+                  work_dir: Path) -> SavedModelResult:
+    start = time.perf_counter()
+    converter_module = prepare_onnx2tf()
+    import tensorflow as tf
+    import tf_keras
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
+    shutil.copyfile(onnx_path, copy)
+    keep = [n for n, s in zip(input_names, input_shapes) if spec.layout == "nchw" and 3 <= len(s) <= 5]
+    try:
+        model = converter_module.convert(
+            input_onnx_file_path=str(copy),
+            output_folder_path=str(work_dir / "onnx2tf_out"),
+            disable_model_save=True,
+            output_signaturedefs=True,
+            non_verbose=True,
+            keep_ncw_or_nchw_or_ncdhw_input_names=keep or None,
+            replace_to_pseudo_operators=list(spec.pseudo_ops) or None,
+        )
+    except SystemExit as exc:
+        raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
+                              f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
+                              f"onnx2tf: {type(exc).__name__}: {text[0] if text else ''}") from None
+    if model is None or len(model.inputs) != len(input_shapes):
+        raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
+
+    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape))
+                  for s, k in zip(input_shapes, model.inputs))
+    in_keys = [signature_key(n, i, "input") for i, n in enumerate(input_names)]
+    out_keys = [signature_key(n, i, "output") for i, n in enumerate(output_names)]
+    specs = [tf.TensorSpec(k.shape, k.dtype, name=key) for k, key in zip(model.inputs, in_keys)]
+
+    @tf.function(input_signature=specs)
+    def serve(*args):
+        outs = model(list(args) if len(args) > 1 else args[0], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        return {key: out for key, out in zip(out_keys, outs)}
+
+    path = work_dir / "saved_model"
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        archive = tf_keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serve)
+        archive.write_out(str(path))
+    except Exception as exc:
+        raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
+                              f"writing the SavedModel failed: {type(exc).__name__}: {exc}") from None
+    copy.unlink(missing_ok=True)
+    return SavedModelResult(
+        path=str(path), layout=spec.layout,
+        input_names=tuple(zip(input_names, in_keys)), input_perms=perms,
+        output_names=tuple(zip(output_names, out_keys)),
+        seconds=time.perf_counter() - start)
+

@@ -1,0 +1,124 @@
+"""The one place where harness settings are resolved: command line > environment > ini > default.
+
+Values stay plain strings until here (pytest-xdist ships option values to workers), and
+come out as one frozen Settings object.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import psutil
+
+from .spec import DEFAULT_TIMEOUT, parse_shape
+
+ENV_PREFIX = "TFLITE_HARNESS_"
+MEMORY_SHARE = 0.8  # of physical RAM, split among parallel workers
+
+# name -> (environment variable, ini key, default as a string or None, help)
+SETTINGS = {
+    "models_dir": (ENV_PREFIX + "MODELS_DIR", "models_dir", None,
+                   "folder of models to convert, searched recursively (repeatable; "
+                   "default: the bundled examples)"),
+    "tflite_dir": (ENV_PREFIX + "TFLITE_DIR", "tflite_dir", "tflite_models",
+                   "where the quantized .tflite deliverables go"),
+    "reports_dir": (ENV_PREFIX + "REPORTS_DIR", "reports_dir", "reports",
+                    "where summary.json/.md/.html and per-model artifacts go"),
+    "input_shape": (ENV_PREFIX + "INPUT_SHAPE", "default_input_shape", None,
+                    "input shape for models without one in a .toml, e.g. 1,3,224,224 "
+                    "(repeat for several inputs; environment/ini: separate inputs with ';')"),
+    "timeout": (ENV_PREFIX + "TIMEOUT", "conversion_timeout", str(DEFAULT_TIMEOUT),
+                "seconds one model's conversion may take unless its .toml says otherwise"),
+    "memory_limit_mb": (ENV_PREFIX + "MEMORY_LIMIT_MB", "memory_limit_mb", None,
+                        "resident-memory ceiling of one conversion (default: 80% of RAM shared "
+                        "among workers)"),
+    "threads": (ENV_PREFIX + "THREADS", "conversion_threads", None,
+                "CPU threads of one conversion (default: the cores shared among workers)"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dirs: tuple[Path, ...]
+    tflite_dir: Path
+    reports_dir: Path
+    input_shapes: tuple[tuple[int, ...], ...]
+    timeout: float
+    memory_limit_mb: float
+    threads: int
+    sources: dict  # setting -> where its value came from, for the report header
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.reports_dir / "artifacts"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _pick(name: str, cli, env: Mapping[str, str], ini: Mapping[str, str]):
+    env_var, ini_key, default, _ = SETTINGS[name]
+    if cli not in (None, [], ()):
+        return cli, "command line"
+    if env.get(env_var):
+        return env[env_var], f"${env_var}"
+    if ini.get(ini_key):
+        return ini[ini_key], f"ini {ini_key}"
+    return default, "default"
+
+
+def _split(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [p.strip() for p in str(value).replace("\n", ";").split(";") if p.strip()]
+
+
+def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
+            ini: Mapping[str, str] | None = None, *, workers: int = 1, base: Path | None = None,
+            default_models_dir: Path | None = None) -> Settings:
+    env = os.environ if env is None else env
+    ini = ini or {}
+    base = Path(base or Path.cwd())
+    workers = max(1, int(workers))
+    picked = {name: _pick(name, cli.get(name), env, ini) for name in SETTINGS}
+    sources = {name: where for name, (_, where) in picked.items()}
+
+    def number(name, cast, minimum):
+        value, where = picked[name]
+        if value is None:
+            return None
+        try:
+            result = cast(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} from {where} must be a number, not {value!r}") from None
+        if result < minimum:
+            raise SettingsError(f"{name} from {where} must be at least {minimum}, not {value!r}")
+        return result
+
+    dirs = [base / d for d in _split(picked["models_dir"][0])]
+    if not dirs and default_models_dir is not None:
+        dirs = [default_models_dir]
+    try:
+        shapes = tuple(parse_shape(s) for s in _split(picked["input_shape"][0]))
+    except ValueError as exc:
+        raise SettingsError(f"input_shape from {sources['input_shape']}: {exc}") from None
+    cpus = os.cpu_count() or 1
+    memory = number("memory_limit_mb", float, 64)
+    if memory is None:
+        memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / workers
+    threads = number("threads", int, 1) or max(1, cpus // workers)
+    return Settings(
+        models_dirs=tuple(dirs),
+        tflite_dir=base / str(picked["tflite_dir"][0]),
+        reports_dir=base / str(picked["reports_dir"][0]),
+        input_shapes=shapes,
+        timeout=number("timeout", float, 1),
+        memory_limit_mb=round(memory),
+        threads=threads,
+        sources=sources,
+    )

@@ -1,0 +1,320 @@
+"""The model spec: what a model needs to be converted, from its TOML sidecar.
+
+Layers, lowest priority first: harness defaults (ini / CLI / environment), every
+folder-level `models.toml` from the models root down to the model's folder, and the
+model's own `<stem>.toml`. Unknown keys and bad values are errors naming file and key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .results import FailureKind
+
+DEFAULTS_FILE = "models.toml"
+FORMATS = ("auto", "torchscript", "exported_program", "state_dict", "pickle")
+EXPORTERS = ("auto", "legacy", "dynamo")
+LAYOUTS = ("nhwc", "nchw")
+DTYPES = ("float32", "float16", "int64", "int32", "bool")
+DEFAULT_TOLERANCE = {"onnx": 1e-4, "fp32": 1e-4, "drq": 5e-2}
+DEFAULT_TIMEOUT = 600.0
+
+
+class SpecError(Exception):
+    kind = FailureKind.SPEC_ERROR
+
+    def __init__(self, where: str, key: str | None, problem: str):
+        self.where, self.key, self.problem = where, key, problem
+        at = f" key '{key}'" if key else ""
+        super().__init__(f"{where}{at}: {problem}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str
+    path: str
+    inputs: tuple[InputSpec, ...] = ()
+    output_names: tuple[str, ...] = ()
+    format: str = "auto"
+    factory: str | None = None
+    factory_kwargs: dict = field(default_factory=dict)
+    trust_pickle: bool = False
+    exporter: str = "auto"
+    layout: str = "nhwc"
+    pseudo_ops: tuple[str, ...] = ()
+    allow_flex: bool = False
+    tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    output_tolerance: dict = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    memory_limit_mb: float | None = None
+    seed: int = 0
+    expect: Expectation | None = None
+    sources: tuple[str, ...] = ()
+
+    def tolerance_for(self, stage: str, output: str) -> float:
+        return float(self.output_tolerance.get(output, {}).get(stage, self.tolerance[stage]))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        data = dict(data)
+        data["inputs"] = tuple(
+            InputSpec(i["name"], tuple(i["shape"]), i["dtype"],
+                      tuple(i["range"]) if i.get("range") is not None else None)
+            for i in data.get("inputs", ()))
+        for key in ("output_names", "pseudo_ops", "sources"):
+            data[key] = tuple(data.get(key, ()))
+        if data.get("expect"):
+            data["expect"] = Expectation(**data["expect"])
+        return cls(**data)
+
+
+# key -> (checker, description); checkers return the normalised value or raise ValueError
+def _str_choice(choices):
+    def check(v):
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {v!r}")
+        return v
+    return check
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, not {v!r}")
+    return v
+
+
+def _positive_number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+        raise ValueError(f"must be a positive number, not {v!r}")
+    return float(v)
+
+
+def _int(v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be an integer, not {v!r}")
+    return v
+
+
+def _str_list(v):
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise ValueError(f"must be a list of names, not {v!r}")
+    return tuple(v)
+
+
+def _factory(v):
+    if not isinstance(v, str) or v.count(":") != 1 or not all(v.split(":")):
+        raise ValueError(f"must look like 'package.module:function', not {v!r}")
+    return v
+
+
+def _table(v):
+    if not isinstance(v, dict):
+        raise ValueError(f"must be a table, not {v!r}")
+    return dict(v)
+
+
+def parse_shape(v) -> tuple[int, ...]:
+    if isinstance(v, str):
+        try:
+            v = [int(p) for p in v.replace("x", ",").split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"must be a list of positive integers like 1,3,224,224, not {v!r}") from None
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)):
+        raise ValueError(f"must be a list of positive integers (static shape), not {v!r}")
+    return tuple(v)
+
+
+def _inputs(v):
+    if not isinstance(v, list) or not v:
+        raise ValueError("must be a non-empty array of tables ([[inputs]])")
+    out = []
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise ValueError(f"entry {i} must be a table")
+        unknown = set(item) - {"name", "shape", "dtype", "range"}
+        if unknown:
+            raise ValueError(f"entry {i} has unknown key(s) {', '.join(sorted(unknown))}")
+        name = item.get("name", f"input_{i}" if len(v) > 1 else "input")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"entry {i}: name must be a non-empty string")
+        if "shape" not in item:
+            raise ValueError(f"entry {i} ({name}) needs a shape")
+        try:
+            shape = parse_shape(item["shape"])
+        except ValueError as exc:
+            raise ValueError(f"entry {i} ({name}) shape {exc}") from None
+        dtype = item.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise ValueError(f"entry {i} ({name}) dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        rng = item.get("range")
+        if rng is not None:
+            if (not isinstance(rng, list) or len(rng) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
+                    or not rng[0] < rng[1]):
+                raise ValueError(f"entry {i} ({name}) range must be [low, high] with low < high")
+            rng = (float(rng[0]), float(rng[1]))
+        out.append(InputSpec(name, shape, dtype, rng))
+    names = [i.name for i in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"input names must be unique, got {names}")
+    return tuple(out)
+
+
+def _tolerance(v):
+    v = _table(v)
+    plain, per_output = {}, {}
+    for key, value in v.items():
+        if key == "outputs":
+            for out_name, table in _table(value).items():
+                table = _table(table)
+                bad = set(table) - set(DEFAULT_TOLERANCE)
+                if bad:
+                    raise ValueError(f"outputs.{out_name} has unknown key(s) {', '.join(sorted(bad))}")
+                per_output[out_name] = {k: _positive_number(x) for k, x in table.items()}
+        elif key in DEFAULT_TOLERANCE:
+            plain[key] = _positive_number(value)
+        else:
+            raise ValueError(f"unknown key '{key}' (known: {', '.join(DEFAULT_TOLERANCE)}, outputs)")
+    return plain, per_output
+
+
+def _expect(v):
+    v = _table(v)
+    unknown = set(v) - {"kind", "reason"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    kinds = [k.value for k in FailureKind]
+    if v.get("kind") not in kinds:
+        raise ValueError(f"kind must be one of {', '.join(kinds)}")
+    if not isinstance(v.get("reason"), str) or not v["reason"].strip():
+        raise ValueError("needs a non-empty reason")
+    return Expectation(v["kind"], v["reason"].strip())
+
+
+KEYS = {
+    "inputs": _inputs,
+    "output_names": _str_list,
+    "format": _str_choice(FORMATS),
+    "factory": _factory,
+    "factory_kwargs": _table,
+    "trust_pickle": _bool,
+    "exporter": _str_choice(EXPORTERS),
+    "layout": _str_choice(LAYOUTS),
+    "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
+    "allow_flex": _bool,
+    "tolerance": _tolerance,
+    "timeout": _positive_number,
+    "memory_limit_mb": _positive_number,
+    "seed": _int,
+    "expect": _expect,
+}
+
+
+def read_layer(path: Path) -> dict:
+    """Parse and validate one TOML file into spec field values."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), None, f"cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), None, f"is not valid TOML ({exc})") from None
+    return validate_layer(raw, str(path))
+
+
+def validate_layer(raw: dict, where: str) -> dict:
+    layer = {}
+    for key, value in raw.items():
+        check = KEYS.get(key)
+        if check is None:
+            raise SpecError(where, key, f"unknown key (known keys: {', '.join(sorted(KEYS))})")
+        try:
+            layer[key] = check(value)
+        except ValueError as exc:
+            raise SpecError(where, key, str(exc)) from None
+    return layer
+
+
+def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None) -> dict:
+    """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
+    layer = {}
+    if input_shapes:
+        shapes = [parse_shape(s) for s in input_shapes]
+        layer["inputs"] = tuple(
+            InputSpec("input" if len(shapes) == 1 else f"input_{i}", s) for i, s in enumerate(shapes))
+    if timeout is not None:
+        layer["timeout"] = float(timeout)
+    if memory_limit_mb is not None:
+        layer["memory_limit_mb"] = float(memory_limit_mb)
+    return layer
+
+
+def folder_layers(model_path: Path, root: Path | None) -> list[tuple[Path, dict]]:
+    """`models.toml` files from root down to the model's folder (nearest last)."""
+    model_dir = Path(model_path).resolve().parent
+    root = Path(root).resolve() if root is not None else model_dir
+    dirs = [model_dir]
+    if model_dir != root and root in model_dir.parents:
+        dirs = [root] + [p for p in reversed(model_dir.parents) if root in p.parents] + [model_dir]
+    return [(d / DEFAULTS_FILE, read_layer(d / DEFAULTS_FILE)) for d in dirs if (d / DEFAULTS_FILE).is_file()]
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".toml")
+
+
+def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
+              defaults: dict | None = None, overrides: dict | None = None) -> ModelSpec:
+    """Resolve the spec of one model from all its layers. Raises SpecError."""
+    model_path = Path(model_path)
+    layers: list[tuple[str, dict]] = [("defaults", defaults or {})]
+    layers += [(str(p), layer) for p, layer in folder_layers(model_path, root)]
+    side = sidecar_path(model_path)
+    if side.is_file():
+        layers.append((str(side), read_layer(side)))
+    if overrides:
+        layers.append(("command line", overrides))
+
+    merged: dict = {}
+    tolerance = dict(DEFAULT_TOLERANCE)
+    per_output: dict = {}
+    for _, layer in layers:
+        for key, value in layer.items():
+            if key == "tolerance":
+                tolerance.update(value[0])
+                for name, table in value[1].items():
+                    per_output.setdefault(name, {}).update(table)
+            else:
+                merged[key] = value
+    sources = tuple(where for where, layer in layers[1:] if layer)
+    where = str(side) if side.is_file() else str(model_path)
+
+    if merged.get("format") == "state_dict" and not merged.get("factory"):
+        raise SpecError(where, "factory", "a state_dict needs an architecture factory "
+                        "('package.module:function') to build the module")
+    if "inputs" not in merged and model_path.suffix != ".pt2":
+        raise SpecError(where, "inputs", "no input shape from any source: add [[inputs]] with a "
+                        f"shape to {side.name}, a {DEFAULTS_FILE} in the folder, or set "
+                        "--input-shape / the ini key default_input_shape")
+    return ModelSpec(model_id=model_id, path=str(model_path), tolerance=tolerance,
+                     output_tolerance=per_output, sources=sources, **merged)
