@@ -21,7 +21,7 @@ from .results import ConversionError, ExportResult, FailureKind
 from .spec import ModelSpec
 
 OPSET = 17
-_UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^\n\[]*")
+_UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
 KNOWN_FIXES = {
     "adaptive_avg_pool2d": "give the model a fixed input size whose H and W the pooling output "
                            "size divides, or replace AdaptiveAvgPool2d by a fixed-size AvgPool2d",

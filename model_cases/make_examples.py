@@ -1,0 +1,91 @@
+"""Build the bundled example models from code with fixed seeds: `python model_cases/make_examples.py`.
+
+The files are committed (a few hundred kB in all), so a fresh clone converts them offline
+without running this; rerun it only after changing examples/architectures.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+sys.path.insert(0, str(EXAMPLES))  # pickled classes must refer to `architectures`, as the harness imports it
+
+import architectures as arch  # noqa: E402
+
+
+def settle(model: torch.nn.Module, *example) -> torch.nn.Module:
+    """Give BatchNorm layers non-trivial running statistics, then freeze for inference."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(*[e * 1.5 + 0.3 if e.is_floating_point() else e for e in example])
+    return model.eval()
+
+
+def build_all(out: Path = EXAMPLES) -> list[Path]:
+    written = []
+
+    def save(name: str, saver):
+        path = out / name
+        saver(path)
+        written.append(path)
+
+    torch.manual_seed(0)
+    img = torch.randn(1, 3, 32, 32)
+    cnn = settle(arch.BatchNormCNN(), img)
+    save("cnn_batchnorm.pt", lambda p: torch.jit.trace(cnn, img).save(str(p)))
+
+    torch.manual_seed(1)
+    dw = settle(arch.depthwise_net(width=16, classes=10), img)
+    save("mobilenet_block.pt", lambda p: torch.save(dw.state_dict(), p))
+
+    torch.manual_seed(2)
+    res = settle(arch.TinyResNet(), img)
+    save("resnet_tiny.pt2", lambda p: torch.export.save(torch.export.export(res, (img,)), str(p)))
+
+    torch.manual_seed(3)
+    seq = torch.randn(1, 16, 8)
+    rnn = arch.RecurrentTagger().eval()
+    save("lstm_gru_tagger.pt", lambda p: torch.jit.trace(rnn, seq).save(str(p)))
+
+    torch.manual_seed(4)
+    tokens = torch.randn(1, 10, 32)
+    tr = arch.TinyTransformer().eval()
+    save("transformer_encoder.pt", lambda p: torch.save(tr.state_dict(), p))
+
+    torch.manual_seed(5)
+    gelu = arch.GeluMLP().eval()
+    save("gelu_mlp.pt", lambda p: torch.jit.trace(gelu, torch.randn(1, 32)).save(str(p)))
+
+    torch.manual_seed(6)
+    ids = torch.randint(0, 100, (1, 12))
+    emb = arch.TokenClassifier().eval()
+    save("token_classifier.pt", lambda p: torch.jit.trace(emb, ids).save(str(p)))
+
+    torch.manual_seed(7)
+    two = arch.TwoInTwoOut().eval()
+    save("two_in_two_out.pt", lambda p: torch.jit.trace(two, (torch.randn(1, 3, 24, 24),
+                                                              torch.randn(1, 6))).save(str(p)))
+
+    torch.manual_seed(8)
+    pool = arch.AdaptivePoolNet().eval()
+    save("adaptive_pool.pt", lambda p: torch.save(pool.state_dict(), p))
+
+    torch.manual_seed(9)
+    clip = torch.randn(1, 3, 4, 16, 16)
+    video = settle(arch.VideoNet(), clip)
+    save("video_conv3d.pt", lambda p: torch.jit.trace(video, clip).save(str(p)))
+
+    torch.manual_seed(10)
+    mlp = arch.PickledMLP().eval()
+    save("pickled_mlp.pt", lambda p: torch.save(mlp, p))
+    save("untrusted_pickle.pt", lambda p: torch.save(mlp, p))
+    return written
+
+
+if __name__ == "__main__":
+    for path in build_all():
+        print(f"{path.relative_to(EXAMPLES.parent.parent)}  {path.stat().st_size / 1e3:.1f} kB")
