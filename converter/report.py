@@ -47,3 +47,83 @@ def format_result(result: Result, settings=None) -> str:
     if settings is not None:
         lines.append(f"  artifacts and log: {settings.artifacts_dir / result.model_id}/")
     return "\n".join(lines)
+
+
+def summary_row(result: Result) -> dict:
+    """The flat per-model record behind summary.json/.md, JUnit properties and the baseline."""
+    export, tfl = result.export, result.tflite
+    fp32 = worst(result.verify.fp32) if result.verify else None
+    drq = worst(result.verify.drq) if result.verify else None
+    return {
+        "status": result.status,
+        "failure_kind": result.failure.kind.value if result.failure else None,
+        "failure_stage": result.failure.stage if result.failure else None,
+        "failure_message": result.failure.message if result.failure else None,
+        "failure_signature": result.failure.signature if result.failure else None,
+        "exporter": export.exporter if export else None,
+        "opset": export.opset if export else None,
+        "onnx_bytes": export.onnx_bytes if export else None,
+        "tflite_bytes": tfl.drq_bytes if tfl else None,
+        "tflite_fp32_bytes": tfl.fp32_bytes if tfl else None,
+        "size_ratio": round(tfl.drq_bytes / export.onnx_bytes, 4) if tfl and export else None,
+        "fp32_range_rel_err": fp32.range_rel_err if fp32 else None,
+        "drq_range_rel_err": drq.range_rel_err if drq else None,
+        "drq_cosine": min(c.cosine for c in result.verify.drq) if result.verify and result.verify.drq else None,
+        "flex_ops": list(tfl.flex_ops) if tfl else [],
+        "convert_seconds": result.seconds,
+        "peak_rss_mb": result.peak_rss_mb,
+        "deliverable": result.deliverable,
+    }
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if kind == "bytes":
+        return _mb(value)
+    if kind == "err":
+        return f"{value:.2e}"
+    if kind == "float":
+        return f"{value:.4f}"
+    if kind == "secs":
+        return f"{value:.1f}"
+    return str(value)
+
+
+MD_COLUMNS = (("outcome", "outcome", "str"), ("stage", "failure_stage", "str"),
+              ("kind", "failure_kind", "str"), ("exporter", "exporter", "str"), ("opset", "opset", "str"),
+              ("ONNX", "onnx_bytes", "bytes"), ("TFLite DRQ", "tflite_bytes", "bytes"),
+              ("DRQ/ONNX", "size_ratio", "float"), ("fp32 err", "fp32_range_rel_err", "err"),
+              ("DRQ err", "drq_range_rel_err", "err"), ("DRQ cosine", "drq_cosine", "float"),
+              ("seconds", "convert_seconds", "secs"), ("peak MB", "peak_rss_mb", "secs"))
+
+
+def build_summary(rows: dict[str, dict], versions: dict, settings: dict) -> dict:
+    from .results import SCHEMA_VERSION
+
+    counts: dict[str, int] = {}
+    for row in rows.values():
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {"schema_version": SCHEMA_VERSION, "versions": versions, "settings": settings,
+            "counts": dict(sorted(counts.items())), "models": dict(sorted(rows.items()))}
+
+
+def summary_markdown(summary: dict, extra_columns=()) -> str:
+    """extra_columns: (title, function(model_id, row) -> str) pairs, e.g. the baseline verdict."""
+    counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items()) or "no models"
+    lines = ["# TFLite conversion summary", "",
+             f"{len(summary['models'])} models: {counts}.", "",
+             "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs.", ""]
+    titles = ["model"] + [t for t, _, _ in MD_COLUMNS] + [t for t, _ in extra_columns]
+    lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for model_id, row in summary["models"].items():
+        cells = [f"`{model_id}`"] + [_fmt(row.get(key), kind) for _, key, kind in MD_COLUMNS]
+        cells += [fn(model_id, row) for _, fn in extra_columns]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    failures = [(m, r) for m, r in summary["models"].items() if r.get("failure_message")]
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- `{m}` ({r['outcome']}): {r['failure_stage']} [{r['failure_kind']}]: {r['failure_message']}"
+                  for m, r in failures]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
+    return "\n".join(lines)

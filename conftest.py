@@ -1,0 +1,1 @@
+pytest_plugins = ["converter.pytest_plugin"]

@@ -1,0 +1,51 @@
+"""Assertions on a conversion Result, written for the person reading a failing test."""
+from __future__ import annotations
+
+from .results import Result
+from .spec import Expectation
+
+
+class ExpectedConversionFailure(Exception):
+    """Raised when a model fails exactly as its spec's `expect` says (xfail(raises=...))."""
+
+
+PROPERTY_NAMES = ("failure_kind", "failure_stage", "exporter", "opset", "onnx_bytes", "tflite_bytes",
+                  "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
+                  "convert_seconds", "peak_rss_mb")
+
+
+def junit_properties(result: Result) -> list[tuple[str, object]]:
+    """The per-model figures CI dashboards read, under stable names ('' when unknown)."""
+    from .report import summary_row
+
+    row = summary_row(result)
+    return [(name, "" if row.get(name) is None else row[name]) for name in PROPERTY_NAMES]
+
+
+def assert_conversion(result: Result, expect: Expectation | None = None) -> None:
+    """Fail with the model, stage and cause; checks in a fixed order: converted, shapes, values, deployable."""
+    __tracebackhide__ = True
+    failure = result.failure
+    if expect is not None:
+        if failure is None:
+            raise AssertionError(f"{result.model_id}: expected to fail with {expect.kind} "
+                                 f"({expect.reason}) but converted and passed every check: remove [expect]")
+        if failure.kind.value == expect.kind:
+            raise ExpectedConversionFailure(failure.one_line(result.model_id))
+        raise AssertionError(f"expected {expect.kind} ({expect.reason}), got instead: "
+                             f"{failure.one_line(result.model_id)}")
+    groups = []
+    if result.export:
+        groups.append(("ONNX", result.export.outputs))
+    if result.verify:
+        groups += [("float32 TFLite", result.verify.fp32), ("DRQ TFLite", result.verify.drq)]
+    for label, comparisons in groups:
+        for c in comparisons:
+            assert c.shape_ok, f"{result.model_id}: {c.describe(label)}"
+    for label, comparisons in groups:
+        for c in comparisons:
+            assert c.passed, f"{result.model_id}: {c.describe(label)}"
+    assert failure is None, failure.one_line(result.model_id)
+    assert result.verify is not None and result.verify.deployable, \
+        f"{result.model_id}: deliverable does not run without TensorFlow"
+    assert result.deliverable, f"{result.model_id}: passed but no deliverable was written"

@@ -1,0 +1,187 @@
+"""pytest plugin: every discovered model is a test case converted in an isolated child.
+
+Glue only: options, parametrization, the conversion fixture, JUnit properties and the
+controller-side summary. The work happens in converter/ (runner, report).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .assertions import ExpectedConversionFailure, junit_properties
+from .discovery import discover
+from .environment import tool_versions
+from .report import build_summary, summary_markdown, summary_row
+from .results import Failure, FailureKind, Result, write_json_atomic, write_text_atomic
+from .runner import convert_case
+from .settings import SETTINGS, Settings, SettingsError, resolve
+
+OPTIONS = {  # setting -> command-line flag
+    "models_dir": "--models-dir", "tflite_dir": "--tflite-dir", "reports_dir": "--reports-dir",
+    "input_shape": "--input-shape", "timeout": "--conversion-timeout",
+    "memory_limit_mb": "--memory-limit-mb", "threads": "--conversion-threads",
+}
+REPEATABLE = ("models_dir", "input_shape")
+OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
+SETTINGS_KEY = pytest.StashKey[Settings]()
+RESULTS_KEY = pytest.StashKey[dict]()
+RESULT_ON_ITEM = pytest.StashKey[Result]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
+    for name, flag in OPTIONS.items():
+        env_var, ini_key, default, help_text = SETTINGS[name]
+        group.addoption(flag, dest=f"tflite_{name}", action="append" if name in REPEATABLE else "store",
+                        default=None, help=f"{help_text} [env {env_var}, ini {ini_key}]")
+        parser.addini(ini_key, help=help_text, default=None)
+
+
+def _workers(config) -> int:
+    if hasattr(config, "workerinput"):
+        return int(config.workerinput.get("workercount", 1))
+    n = getattr(config.option, "numprocesses", None)
+    if n in (None, 0):
+        return 1
+    return n if isinstance(n, int) else (os.cpu_count() or 1)
+
+
+def _settings(config) -> Settings:
+    cli = {}
+    invocation = Path(config.invocation_params.dir)
+    for name in OPTIONS:
+        value = config.getoption(f"tflite_{name}")
+        if value and name in ("models_dir", "tflite_dir", "reports_dir"):  # relative to where pytest ran
+            value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
+        cli[name] = value
+    ini = {SETTINGS[n][1]: config.getini(SETTINGS[n][1]) for n in OPTIONS}
+    try:
+        return resolve(cli, os.environ, ini, workers=_workers(config), base=config.rootpath)
+    except SettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config):
+    config.stash[SETTINGS_KEY] = _settings(config)
+    config.stash[RESULTS_KEY] = {}
+    config.addinivalue_line("markers", "xdist_group(name): keep a model's tests on one worker")
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
+
+
+def pytest_report_header(config):
+    s = config.stash[SETTINGS_KEY]
+    versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items())
+    return [f"tflite harness: {versions}",
+            f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
+            f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
+            f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
+            f"timeout {s.timeout:g} s"]
+
+
+def pytest_generate_tests(metafunc):
+    if "model_case" not in metafunc.fixturenames:
+        return
+    s = metafunc.config.stash[SETTINGS_KEY]
+    if not s.models_dirs:
+        raise pytest.UsageError("no models folder: pass --models-dir DIR or set models_dir in pytest.ini")
+    missing = [str(d) for d in s.models_dirs if not d.exists()]
+    if missing:
+        raise pytest.UsageError(f"models folder not found: {', '.join(missing)}")
+    cases = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout)
+    if not cases:
+        raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, s.models_dirs))}")
+    params = []
+    for case in cases:
+        timeout = (case.spec.timeout if case.spec else s.timeout) + OUTER_TIMEOUT_MARGIN
+        marks = [pytest.mark.xdist_group(case.model_id), pytest.mark.timeout(timeout)]
+        if case.spec and case.spec.expect:
+            marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True,
+                                           raises=ExpectedConversionFailure))
+        params.append(pytest.param(case, id=case.model_id, marks=marks))
+    metafunc.parametrize("model_case", params)
+
+
+@pytest.fixture
+def conversion(request, model_case, record_property) -> Result:
+    """The model converted in its own child process, once per run; its figures go to JUnit."""
+    cache = request.config.stash[RESULTS_KEY]
+    if model_case.model_id not in cache:
+        cache[model_case.model_id] = convert_case(model_case, request.config.stash[SETTINGS_KEY])
+    result = cache[model_case.model_id]
+    request.node.stash[RESULT_ON_ITEM] = result
+    for name, value in junit_properties(result):
+        record_property(name, value)
+    return result
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    result = item.stash.get(RESULT_ON_ITEM, None)
+    if result is not None and report.when == "call":
+        # plain data on the report travels from xdist workers to the controller
+        report.tflite_result = result.to_dict()
+
+
+def _outcome(report) -> str:
+    if "XPASS(strict)" in str(report.longrepr or ""):
+        return "failed"
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    return report.outcome
+
+
+class ControllerReport:
+    """Collects every model's result from reports and writes the summaries.
+
+    Registered only where reports are written: the xdist controller, or a plain run.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.rows: dict[str, dict] = {}
+        self.summary: dict | None = None
+
+    def pytest_runtest_logreport(self, report):
+        data = getattr(report, "tflite_result", None)
+        if data is not None:
+            result = Result.from_dict(data)
+            row = summary_row(result)
+            row["outcome"] = _outcome(report)
+            self.rows[result.model_id] = row
+        elif report.failed and report.nodeid.endswith("]") and "[" in report.nodeid:
+            model_id = report.nodeid.split("[", 1)[1][:-1]
+            if model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
+                failure = Failure(FailureKind.CRASH, report.when, "test process died without a result")
+                row = summary_row(Result(model_id=model_id, model_path="", status="failed", failure=failure))
+                row["outcome"] = "failed"
+                self.rows[model_id] = row
+
+    def pytest_sessionfinish(self, session):
+        if not self.rows:
+            return
+        s = self.config.stash[SETTINGS_KEY]
+        settings = {"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
+                    "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout}
+        self.summary = build_summary(self.rows, tool_versions(), settings)
+        write_json_atomic(s.reports_dir / "summary.json", self.summary)
+        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.summary:
+            return
+        s = self.config.stash[SETTINGS_KEY]
+        counts = self.summary["counts"]
+        terminalreporter.section("tflite conversion")
+        terminalreporter.line(
+            f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
+            f"{counts.get('xfailed', 0)} failed as expected, of {len(self.summary['models'])} models")
+        for model_id, row in self.summary["models"].items():
+            if row["outcome"] == "failed" and row.get("failure_kind"):
+                terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
+                                      f"{row['failure_message']}")
+        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'}   deliverables: {s.tflite_dir}")
