@@ -22,6 +22,7 @@ from .spec import ModelSpec
 
 OPSET = 17
 _UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
+_ATEN_OP = re.compile(r"\baten[.:]{1,2}(?!default\b)[a-z_0-9]+")
 KNOWN_FIXES = {
     "adaptive_avg_pool2d": "give the model a fixed input size whose H and W the pooling output "
                            "size divides, or replace AdaptiveAvgPool2d by a fixed-size AvgPool2d",
@@ -51,7 +52,10 @@ def describe_export_error(exc: BaseException) -> str:
     if match:
         return f"Unsupported: {match.group(0).strip().rstrip('.')}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    first = (lines[0] if lines else "").replace(" Next steps:", "")
+    ops = sorted(set(_ATEN_OP.findall(text)))
+    named = f" (op {', '.join(ops[:3])})" if ops and not any(op in first for op in ops) else ""
+    return f"{type(exc).__name__}: {first}{named}"
 
 
 def read_back(path: Path) -> tuple[int, tuple[tuple[int, ...], ...]]:

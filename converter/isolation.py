@@ -64,10 +64,21 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def _kill_group(popen: subprocess.Popen) -> None:
-    try:
-        os.killpg(popen.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    else:  # Windows has no process groups to signal: kill the tree one by one
+        try:
+            tree = psutil.Process(popen.pid).children(recursive=True) + [psutil.Process(popen.pid)]
+        except psutil.Error:
+            tree = []
+        for proc in tree:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
     popen.wait()
 
 

@@ -97,7 +97,7 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
             raise ConversionError(FailureKind.LOAD_ERROR,
                                   f"pickle holds a {type(obj).__name__}, not an nn.Module")
         return obj, "pickle"
-    if isinstance(obj, dict) and obj and all(
+    if isinstance(obj, dict) and all(
             isinstance(v, torch.Tensor) or k == "state_dict" for k, v in obj.items()):
         return _from_state_dict(obj, spec), "state_dict"
     raise ConversionError(FailureKind.LOAD_ERROR,

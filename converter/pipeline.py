@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -27,6 +26,12 @@ DEFAULT_KIND = {"load": FailureKind.LOAD_ERROR, "export": FailureKind.EXPORT_ERR
 
 
 def peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # Windows: the parent's watch of the process tree still records the peak
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024.0
