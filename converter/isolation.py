@@ -7,6 +7,7 @@ The parent never imports torch or tensorflow.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -141,7 +142,9 @@ def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads
     result_path = artifacts / "result.json"
     if ended_by is None and popen.returncode == 0 and result_path.is_file():
         result = Result.read(result_path)
-        return _with(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
+        result = dataclasses.replace(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
+        result.write(result_path)  # the parent saw the whole process tree: its peak is the true one
+        return result
 
     progress = _read_progress(artifacts / "progress.json")
     stage = progress.get("stage", "load")
@@ -176,8 +179,3 @@ def _read_progress(path: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
 
-
-def _with(result: Result, **changes) -> Result:
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)

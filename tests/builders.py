@@ -1,0 +1,84 @@
+"""Tiny models built in code for the harness's own tests (fixed seeds, written to a folder)."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def torchscript_cnn(folder: Path, name: str = "cnn", shape=(1, 3, 16, 16), seed: int = 0,
+                    channels: int = 8, scale: float = 1.0, toml: str | None = None) -> Path:
+    torch.manual_seed(seed)
+    model = SmallCNN(channels).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    path = Path(folder) / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.trace(model, torch.randn(*shape)).save(str(path))
+    if toml is None:
+        toml = f"[[inputs]]\nshape = {list(shape)}\n"
+    if toml:
+        path.with_suffix(".toml").write_text(toml)
+    return path
+
+
+def pickled_module(folder: Path, name: str = "pickled", trusted: bool = False) -> Path:
+    path = Path(folder) / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(nn.Sequential(nn.Linear(4, 3)), path)
+    path.with_suffix(".toml").write_text(
+        f"trust_pickle = {'true' if trusted else 'false'}\n[[inputs]]\nshape = [1, 4]\n")
+    return path
+
+
+def factory_model(folder: Path, name: str, source: str, factory: str, shape) -> Path:
+    """A state_dict whose architecture lives in a module beside it (imported by the child)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    module_name, func = factory.split(":")
+    (folder / f"{module_name}.py").write_text(textwrap.dedent(source))
+    namespace: dict = {}
+    exec(textwrap.dedent(source), namespace)
+    path = folder / f"{name}.pt"
+    torch.save(namespace[func]().state_dict(), path)
+    path.with_suffix(".toml").write_text(f'factory = "{factory}"\n[[inputs]]\nshape = {list(shape)}\n')
+    return path
+
+
+SEGFAULT_SOURCE = """
+import ctypes
+import torch
+
+class Segfaults(torch.nn.Module):
+    def forward(self, x):
+        ctypes.string_at(0)  # a native crash, like a broken custom op
+        return x
+
+def segfaults():
+    return Segfaults()
+"""
+
+EIGH_SOURCE = """
+import torch
+
+class Eigh(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.eigh(x @ x.transpose(-1, -2))[0]
+
+def eigh():
+    return Eigh()
+"""

@@ -1,0 +1,180 @@
+"""The real pipeline on tiny models: every failure kind produced for real, in a child process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from converter.discovery import Case, discover
+from converter.results import FailureKind, Result
+from converter.runner import convert_case
+from converter.settings import resolve
+
+from . import builders
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_for(tmp_path, **cli):
+    return resolve({"tflite_dir": str(tmp_path / "out"), "reports_dir": str(tmp_path / "reports"),
+                    "threads": "1", **cli}, env={}, ini={})
+
+
+def convert(tmp_path, model: Path, **cli) -> Result:
+    settings = settings_for(tmp_path, **cli)
+    (case,) = [c for c in discover([model.parent], timeout=settings.timeout) if c.path == model]
+    return convert_case(case, settings)
+
+
+def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
+    result = convert(tmp_path, builders.torchscript_cnn(tmp_path / "m", shape=(1, 3, 32, 32)))
+    assert result.passed, result.failure
+    assert result.export.exporter == "legacy" and result.export.opset == 17
+    assert result.savedmodel.input_perms == ((0, 2, 3, 1),)  # NCHW -> NHWC applied by onnx2tf
+    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)
+    assert all(c.range_rel_err < 5e-2 and c.cosine > 0.99 for c in result.verify.drq)
+    assert result.verify.deployable
+    deliverable = Path(result.deliverable)
+    assert deliverable == tmp_path / "out" / "cnn.tflite" and deliverable.stat().st_size == result.tflite.drq_bytes
+    assert not list(deliverable.parent.glob(".*tmp"))  # nothing half-written left behind
+    # a static 3-channel image input is what makes onnx2tf try to download calibration data
+    assert result.network_attempts == ()
+    artifacts = tmp_path / "reports" / "artifacts" / "cnn"
+    assert {"model.onnx", "model_fp32.tflite", "model_drq.tflite", "convert.log", "result.json",
+            "saved_model"} <= {p.name for p in artifacts.iterdir()}
+    assert Result.read(artifacts / "result.json") == result
+    assert "tensorflow" not in sys.modules  # the parent stays light
+
+
+def test_network_guard_refuses_and_records_connections():
+    code = ("import socket, converter.offline as o; o.install()\n"
+            "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+            "except OSError as e:\n    print('refused', e)\n"
+            "print(o.attempts)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "refused" in out and "blocked by the conversion harness" in out and "192.0.2.1" in out
+
+
+def test_corrupt_and_empty_files_are_load_errors(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not really a zip" * 10)
+    (folder / "empty.pt").write_bytes(b"")
+    for name in ("corrupt.pt", "empty.pt"):
+        (folder / name).with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 4]\n")
+    settings = settings_for(tmp_path)
+    results = {c.model_id: convert_case(c, settings) for c in discover([folder])}
+    assert results["corrupt"].failure.kind is FailureKind.LOAD_ERROR
+    assert "not a PyTorch archive" in results["corrupt"].failure.message
+    assert results["empty"].failure.kind is FailureKind.LOAD_ERROR
+    assert "empty" in results["empty"].failure.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_pickled_module_needs_opt_in(tmp_path):
+    refused = convert(tmp_path, builders.pickled_module(tmp_path / "a"))
+    assert refused.failure.kind is FailureKind.UNTRUSTED_PICKLE and refused.failure.stage == "load"
+    assert "trust_pickle = true" in refused.failure.message
+    trusted = convert(tmp_path, builders.pickled_module(tmp_path / "b", trusted=True))
+    assert trusted.passed, trusted.failure
+    assert trusted.load.format == "pickle"
+
+
+def test_memory_ceiling_kills_the_child(tmp_path):
+    result = convert(tmp_path, builders.torchscript_cnn(tmp_path / "m"), memory_limit_mb="400")
+    assert result.failure.kind is FailureKind.OUT_OF_MEMORY
+    assert "400 MB ceiling" in result.failure.message
+    assert result.peak_rss_mb > 400
+    assert not (tmp_path / "out" / "cnn.tflite").exists()
+
+
+def test_timeout_kills_the_child(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", toml="timeout = 2\n[[inputs]]\nshape = [1, 3, 16, 16]\n")
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.TIMEOUT
+    assert "2 s timeout" in result.failure.message
+    assert result.seconds < 30
+
+
+def test_native_crash_is_classified_with_its_signal(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "segv", builders.SEGFAULT_SOURCE,
+                                   "crashy:segfaults", (1, 4))
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.CRASH
+    assert "SIGSEGV" in result.failure.message and result.failure.stage == "load"
+    assert json.loads((tmp_path / "reports" / "artifacts" / "segv" / "result.json").read_text())["status"] == "failed"
+
+
+def test_export_error_names_the_op(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "eig", builders.EIGH_SOURCE, "eighs:eigh", (1, 4, 4))
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.EXPORT_ERROR
+    assert "linalg_eigh" in result.failure.message and "legacy" in result.failure.message
+
+
+def test_adaptive_pool_falls_back_to_dynamo_and_legacy_alone_explains_the_fix(tmp_path):
+    source = """
+    import torch
+    class Pool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
+            self.head = torch.nn.Linear(8 * 7 * 7, 3)
+        def forward(self, x):
+            return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+    def pool():
+        return Pool()
+    """
+    model = builders.factory_model(tmp_path / "m", "pool", source, "pools:pool", (1, 3, 20, 20))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    assert result.export.exporter == "dynamo"
+    assert "adaptive_avg_pool2d" in result.export.attempts[0]
+    model.with_suffix(".toml").write_text('exporter = "legacy"\n' + model.with_suffix(".toml").read_text())
+    legacy = convert(tmp_path, model)
+    assert legacy.failure.kind is FailureKind.EXPORT_ERROR
+    assert "adaptive_avg_pool2d" in legacy.failure.message and "fixed input size" in legacy.failure.message
+
+
+def test_tight_tolerance_is_a_numeric_mismatch_with_figures(tmp_path):
+    model = builders.torchscript_cnn(
+        tmp_path / "m", toml="[tolerance]\ndrq = 1e-9\n[[inputs]]\nshape = [1, 3, 16, 16]\n")
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.NUMERIC_MISMATCH
+    assert "DRQ TFLite output 'output_0'" in result.failure.message
+    assert "> tolerance 1e-09" in result.failure.message
+    assert not (tmp_path / "out" / "cnn.tflite").exists()
+
+
+def test_gelu_without_pseudo_op_needs_flex(tmp_path):
+    source = """
+    import torch
+    class Gelu(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.fc(x))
+    def gelu():
+        return Gelu()
+    """
+    model = builders.factory_model(tmp_path / "m", "gelu", source, "gelus:gelu", (1, 8))
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.FLEX_OPS and "Erf" in result.failure.message
+
+
+def test_cli_exit_codes(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", toml="")
+    base = [sys.executable, "-m", "converter", str(model), "--out", str(tmp_path / "out"),
+            "--reports", str(tmp_path / "reports")]
+    ok = subprocess.run(base + ["--input-shape", "1,3,16,16"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "cnn: PASS" in ok.stdout and "DRQ TFLite output" in ok.stdout
+    no_shape = subprocess.run(base, capture_output=True, text=True, cwd=ROOT)
+    assert no_shape.returncode == 1 and "[spec_error]" in no_shape.stdout
+    bad = subprocess.run(base + ["--input-shape", "1,abc"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "input-shape" in bad.stderr
