@@ -1,0 +1,111 @@
+"""The pytest plugin driven for real through pytester (subprocess runs, -n 2 included)."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from converter.assertions import PROPERTY_NAMES
+
+from . import builders
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_FILE = """
+from converter.assertions import assert_conversion
+
+def test_model(model_case, conversion):
+    assert_conversion(conversion, model_case.spec.expect if model_case.spec else None)
+"""
+
+
+@pytest.fixture
+def harness(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    for var in ("TFLITE_HARNESS_MODELS_DIR", "TFLITE_HARNESS_INPUT_SHAPE"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')
+    pytester.makepyfile(test_models=TEST_FILE)
+    pytester.makeini("[pytest]\njunit_family = xunit1\n")
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
+                                         "--conversion-threads=1", *args)
+
+
+def test_ids_are_model_names_sorted_and_k_selects(harness):
+    models = harness.path / "models"
+    for rel in ("b/net.pt", "a/net.pt", "solo.pt", "z_last.pt2"):
+        (models / rel).parent.mkdir(parents=True, exist_ok=True)
+        (models / rel).write_bytes(b"")
+    (models / "models.toml").write_text("[[inputs]]\nshape = [1, 4]\n")
+    result = run(harness, "--collect-only", "-q", "--models-dir", "models")
+    ids = [line.split("[", 1)[1].rstrip("]") for line in result.outlines if "test_model[" in line]
+    assert ids == ["a/net", "b/net", "solo", "z_last"]
+    picked = run(harness, "--collect-only", "-q", "--models-dir", "models", "-k", "solo")
+    assert [ln for ln in picked.outlines if "test_model[" in ln] == ["test_models.py::test_model[solo]"]
+
+
+def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
+    shared = harness.path / "shared_shape"
+    builders.torchscript_cnn(shared, name="good", toml="")
+    (shared / "models.toml").write_text("[[inputs]]\nshape = [1, 3, 16, 16]\n")
+    builders.factory_model(shared, "segv", builders.SEGFAULT_SOURCE, "crashy:segfaults", (1, 4))
+    lonely = harness.path / "lonely"
+    builders.torchscript_cnn(lonely, name="noshape", toml="")
+
+    result = run(harness, "-n", "2", "--models-dir", "shared_shape", "--models-dir", "lonely")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*1 converted and verified, 2 failed, 0 failed as expected, of 3 models*",
+                                 "*noshape: spec [[]spec_error[]]*no input shape*",
+                                 "*segv: load [[]crash[]]*SIGSEGV*"])
+
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    rows = summary["models"]
+    assert sorted(rows) == ["good", "noshape", "segv"]
+    assert rows["good"]["outcome"] == "passed" and rows["good"]["exporter"] == "legacy"
+    assert rows["segv"]["failure_kind"] == "crash" and rows["noshape"]["failure_kind"] == "spec_error"
+    assert (harness.path / "tflite_models" / "good.tflite").is_file()
+    assert "| `segv` | failed | load | crash |" in (harness.path / "reports" / "summary.md").read_text()
+
+    cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
+    props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
+    assert set(props) == {"test_model[good]", "test_model[segv]", "test_model[noshape]"}
+    for values in props.values():
+        assert tuple(values) == PROPERTY_NAMES
+    assert props["test_model[segv]"]["failure_kind"] == "crash"
+    assert int(props["test_model[good]"]["tflite_bytes"]) > 0
+    assert float(props["test_model[good]"]["drq_range_rel_err"]) < 0.05
+
+
+def test_expect_becomes_strict_xfail(harness):
+    models = harness.path / "models"
+    builders.pickled_module(models, "refused")
+    expected = '[expect]\nkind = "untrusted_pickle"\nreason = "no opt-in"\n'
+    (models / "refused.toml").write_text((models / "refused.toml").read_text() + expected)
+    builders.pickled_module(models, "wrongkind")
+    (models / "wrongkind.toml").write_text((models / "wrongkind.toml").read_text()
+                                           + expected.replace("untrusted_pickle", "export_error"))
+    builders.pickled_module(models, "nowconverts", trusted=True)  # a model that started to convert
+    (models / "nowconverts.toml").write_text((models / "nowconverts.toml").read_text() + expected)
+    result = run(harness, "--models-dir", "models", "-rxX")
+    result.assert_outcomes(xfailed=1, failed=2)
+    result.stdout.fnmatch_lines(["*nowconverts: expected to fail with untrusted_pickle (no opt-in) but converted*",
+                                 "*expected export_error (no opt-in), got instead: wrongkind: load failed*",
+                                 "*XFAIL*refused*no opt-in*"])
+
+
+def test_settings_come_from_environment_and_bad_values_are_usage_errors(harness, monkeypatch):
+    models = harness.path / "envmodels"
+    models.mkdir()
+    (models / "m.pt").write_bytes(b"")
+    monkeypatch.setenv("TFLITE_HARNESS_MODELS_DIR", str(models))
+    monkeypatch.setenv("TFLITE_HARNESS_INPUT_SHAPE", "1,4")
+    result = run(harness, "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["test_models.py::test_model[[]m[]]"])
+    bad = run(harness, "--collect-only", "--conversion-timeout", "soon")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*timeout from command line must be a number*"])

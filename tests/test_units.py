@@ -1,0 +1,154 @@
+"""Unit tests of converter/ pieces that need no conversion: spec, metrics, ids, settings, results."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from converter.discovery import assign_ids, discover
+from converter.metrics import compare
+from converter.results import Failure, FailureKind, Result, normalise_message
+from converter.settings import SettingsError, resolve
+from converter.spec import SpecError, defaults_layer, load_spec, parse_shape
+
+
+def write(path, text=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- spec -------------------------------------------------------------------------------
+
+def test_spec_layers_merge_nearest_wins(tmp_path):
+    write(tmp_path / "models.toml", "timeout = 100\n[tolerance]\ndrq = 0.1\n[[inputs]]\nshape = [1, 3, 8, 8]\n")
+    write(tmp_path / "sub" / "models.toml", "layout = \"nchw\"\n")
+    model = write(tmp_path / "sub" / "net.pt")
+    write(tmp_path / "sub" / "net.toml", "timeout = 5\n[tolerance.outputs.logits]\nfp32 = 0.002\n")
+    spec = load_spec(model, "net", root=tmp_path)
+    assert spec.timeout == 5 and spec.layout == "nchw"
+    assert spec.inputs[0].shape == (1, 3, 8, 8) and spec.inputs[0].name == "input"
+    assert spec.tolerance_for("drq", "logits") == 0.1
+    assert spec.tolerance_for("fp32", "logits") == 0.002
+    assert spec.tolerance_for("fp32", "other") == 1e-4
+    assert len(spec.sources) == 3
+
+
+@pytest.mark.parametrize("toml, key, words", [
+    ("colour = 1\n", "colour", "unknown key"),
+    ("layout = \"nhcw\"\n", "layout", "must be one of"),
+    ("timeout = -1\n", "timeout", "positive number"),
+    ("factory = \"no_colon\"\n", "factory", "package.module:function"),
+    ("[[inputs]]\nshape = [1, 0]\n", "inputs", "positive integers"),
+    ("[[inputs]]\nshape = [1]\ndtype = \"float64\"\n", "inputs", "dtype"),
+    ("[[inputs]]\nshape = [1]\nrange = [2, 1]\n", "inputs", "low < high"),
+    ("[expect]\nkind = \"nope\"\nreason = \"x\"\n", "expect", "kind must be one of"),
+    ("[tolerance]\ndrq = \"big\"\n", "tolerance", "positive number"),
+    ("timeout = [\n", None, "not valid TOML"),
+])
+def test_spec_errors_name_file_and_key(tmp_path, toml, key, words):
+    model = write(tmp_path / "m.pt")
+    side = write(tmp_path / "m.toml", toml + ("" if "inputs" in toml else "\n[[inputs]]\nshape = [1]\n"))
+    with pytest.raises(SpecError) as info:
+        load_spec(model, "m")
+    assert info.value.where == str(side) and info.value.key == key and words in str(info.value)
+
+
+def test_missing_shape_says_what_to_add(tmp_path):
+    with pytest.raises(SpecError, match="no input shape from any source.*--input-shape"):
+        load_spec(write(tmp_path / "m.pt"), "m")
+    spec = load_spec(tmp_path / "m.pt", "m", defaults=defaults_layer(["1,3,4,4", "1x2"]))
+    assert [(i.name, i.shape) for i in spec.inputs] == [("input_0", (1, 3, 4, 4)), ("input_1", (1, 2))]
+
+
+def test_spec_round_trips_through_the_child_job(tmp_path):
+    write(tmp_path / "m.toml", "[[inputs]]\nshape=[1,4]\ndtype=\"int64\"\nrange=[0,9]\n"
+                               "[expect]\nkind=\"crash\"\nreason=\"r\"\n")
+    spec = load_spec(write(tmp_path / "m.pt"), "m")
+    assert type(spec).from_dict(spec.to_dict()) == spec
+
+
+@given(st.lists(st.integers(1, 4096), min_size=1, max_size=5))
+def test_parse_shape_accepts_every_static_shape(dims):
+    assert parse_shape(",".join(map(str, dims))) == tuple(dims)
+    assert parse_shape(dims) == tuple(dims)
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+finite = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
+                    elements=st.floats(-1e3, 1e3, width=32))
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(finite)
+def test_identical_outputs_have_no_error(a):
+    c = compare("y", a, a.copy(), 1e-4)
+    assert c.max_abs_err == 0 and c.range_rel_err == 0 and c.passed and c.mismatched == 0
+    assert math.isclose(c.cosine, 1.0, abs_tol=1e-9) or not np.any(a)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(finite, st.floats(1e-3, 10))
+def test_error_is_relative_to_the_output_range(a, shift):
+    c = compare("y", a, a + np.float32(shift), 1e-4)
+    ref = a.astype(np.float64)
+    scale = float(ref.max() - ref.min())
+    scale = scale if scale > 1e-12 else max(float(np.abs(ref).max()), 1.0)
+    assert math.isclose(c.range_rel_err, c.max_abs_err / scale, rel_tol=1e-9)
+    assert c.passed == (c.range_rel_err <= 1e-4)
+
+
+def test_shape_mismatch_and_top1():
+    ref = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    swapped = np.array([[0.9, 0.1, 0.0], [0.8, 0.1, 0.1]])
+    c = compare("logits", ref, swapped, 0.05)
+    assert c.top1_agreement == 0.5 and not c.passed
+    assert "range-relative max error" in c.describe("DRQ TFLite") and "top-1 agreement 50.0%" in c.describe("x")
+    bad = compare("logits", ref, ref.T, 0.05)
+    assert not bad.shape_ok and "shape [3, 2] != PyTorch [2, 3]" in bad.describe("fp32")
+    assert not compare("y", ref, np.full_like(ref, np.nan), 1.0).passed
+
+
+# --- ids, settings, results -------------------------------------------------------------
+
+def test_ids_are_sorted_names_and_paths_on_collision(tmp_path):
+    for rel in ("b/net.pt", "a/net.pt", "solo.pt2", "c/x.txt", ".hidden/h.pt"):
+        write(tmp_path / rel)
+    write(tmp_path / "models.toml", "[[inputs]]\nshape = [1, 4]\n")
+    cases = discover([tmp_path])
+    assert [c.model_id for c in cases] == ["a/net", "b/net", "solo"]
+    # the same relative path under two roots is prefixed by the root's name
+    ids = assign_ids([(tmp_path / "r1" / "m.pt", tmp_path / "r1"), (tmp_path / "r2" / "m.pt", tmp_path / "r2")])
+    assert ids == ["r1/m", "r2/m"]
+
+
+def test_settings_precedence_cli_env_ini_default(tmp_path):
+    ini = {"conversion_timeout": "30", "default_input_shape": "1,3,8,8"}
+    assert resolve({}, {}, ini, base=tmp_path).timeout == 30
+    assert resolve({}, {"TFLITE_HARNESS_TIMEOUT": "20"}, ini, base=tmp_path).timeout == 20
+    s = resolve({"timeout": "10"}, {"TFLITE_HARNESS_TIMEOUT": "20"}, ini, base=tmp_path)
+    assert s.timeout == 10 and s.sources["timeout"] == "command line"
+    assert s.input_shapes == ((1, 3, 8, 8),)
+    assert resolve({}, {}, {}, base=tmp_path).timeout == 600
+    two = resolve({}, {}, {}, base=tmp_path, workers=2)
+    one = resolve({}, {}, {}, base=tmp_path, workers=1)
+    assert two.memory_limit_mb < one.memory_limit_mb and two.threads <= one.threads
+    with pytest.raises(SettingsError, match="timeout from command line must be a number"):
+        resolve({"timeout": "soon"}, {}, {}, base=tmp_path)
+
+
+def test_messages_are_stable_across_machines():
+    a = normalise_message("\x1b[31mError\x1b[0m at 0x7f3a2b1c4d5e in /tmp/pytest-7/run1/m/model.onnx\nmore")
+    b = normalise_message("\x1b[31mError\x1b[0m at 0x7f00000a1b2c in /home/ci/work/model.onnx")
+    assert a == b == "Error at 0x… in …/model.onnx"
+
+
+def test_result_round_trips():
+    r = Result("m", "m.pt", "failed", Failure(FailureKind.TIMEOUT, "export", "slow"),
+               stage_seconds={"load": 1.0}, network_attempts=("connect x",))
+    assert Result.from_dict(r.to_dict()) == r
+    assert r.failure.signature == "timeout@export: slow"
