@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from . import baseline as baseline_file
 from .assertions import ExpectedConversionFailure, junit_properties
+from .baseline import parse_thresholds
+from .html_report import render as render_html
 from .discovery import discover
 from .environment import tool_versions
 from .report import build_summary, summary_markdown, summary_row
@@ -22,7 +25,9 @@ OPTIONS = {  # setting -> command-line flag
     "models_dir": "--models-dir", "tflite_dir": "--tflite-dir", "reports_dir": "--reports-dir",
     "input_shape": "--input-shape", "timeout": "--conversion-timeout",
     "memory_limit_mb": "--memory-limit-mb", "threads": "--conversion-threads",
+    "baseline": "--baseline", "regression_threshold": "--regression-threshold",
 }
+PATH_OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "baseline")
 REPEATABLE = ("models_dir", "input_shape")
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -34,9 +39,23 @@ def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for name, flag in OPTIONS.items():
         env_var, ini_key, default, help_text = SETTINGS[name]
+        extra = {"type": _threshold_option} if name == "regression_threshold" else {}
         group.addoption(flag, dest=f"tflite_{name}", action="append" if name in REPEATABLE else "store",
-                        default=None, help=f"{help_text} [env {env_var}, ini {ini_key}]")
+                        default=None, help=f"{help_text} [env {env_var}, ini {ini_key}]", **extra)
         parser.addini(ini_key, help=help_text, default=None)
+    group.addoption("--baseline-update", dest="tflite_baseline_update", action="store_true",
+                    help="rewrite the baseline from this run instead of gating on it")
+
+
+def _threshold_option(text: str) -> str:
+    """Checked when options are parsed (a usage error), kept as a plain string for xdist."""
+    import argparse
+
+    try:
+        parse_thresholds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _workers(config) -> int:
@@ -53,7 +72,7 @@ def _settings(config) -> Settings:
     invocation = Path(config.invocation_params.dir)
     for name in OPTIONS:
         value = config.getoption(f"tflite_{name}")
-        if value and name in ("models_dir", "tflite_dir", "reports_dir"):  # relative to where pytest ran
+        if value and name in PATH_OPTIONS:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
         cli[name] = value
     ini = {SETTINGS[n][1]: config.getini(SETTINGS[n][1]) for n in OPTIONS}
@@ -78,7 +97,9 @@ def pytest_report_header(config):
             f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
             f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
             f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
-            f"timeout {s.timeout:g} s"]
+            f"timeout {s.timeout:g} s",
+            f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
+            f"  regression thresholds: {s.thresholds.describe()}"]
 
 
 def pytest_generate_tests(metafunc):
@@ -121,9 +142,13 @@ def conversion(request, model_case, record_property) -> Result:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    case = getattr(item, "callspec", None) and item.callspec.params.get("model_case")
+    if case is None:
+        return
+    # plain data on the report travels from xdist workers to the controller
+    report.tflite_model_id = case.model_id
     result = item.stash.get(RESULT_ON_ITEM, None)
     if result is not None and report.when == "call":
-        # plain data on the report travels from xdist workers to the controller
         report.tflite_result = result.to_dict()
 
 
@@ -145,6 +170,7 @@ class ControllerReport:
         self.config = config
         self.rows: dict[str, dict] = {}
         self.summary: dict | None = None
+        self.baseline_lines: list[str] = []
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "tflite_result", None)
@@ -153,8 +179,8 @@ class ControllerReport:
             row = summary_row(result)
             row["outcome"] = _outcome(report)
             self.rows[result.model_id] = row
-        elif report.failed and report.nodeid.endswith("]") and "[" in report.nodeid:
-            model_id = report.nodeid.split("[", 1)[1][:-1]
+        elif report.failed and getattr(report, "tflite_model_id", None):
+            model_id = report.tflite_model_id
             if model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
                 failure = Failure(FailureKind.CRASH, report.when, "test process died without a result")
                 row = summary_row(Result(model_id=model_id, model_path="", status="failed", failure=failure))
@@ -165,11 +191,49 @@ class ControllerReport:
         if not self.rows:
             return
         s = self.config.stash[SETTINGS_KEY]
+        versions = tool_versions()
+        self.baseline_lines, labels = self._judge_against_baseline(session, s, versions)
         settings = {"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
                     "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout}
-        self.summary = build_summary(self.rows, tool_versions(), settings)
+        self.summary = build_summary(self.rows, versions, settings)
+        columns = [("vs baseline", lambda m, _row: labels.get(m, ""))] if labels else []
         write_json_atomic(s.reports_dir / "summary.json", self.summary)
-        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary))
+        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary, columns))
+        write_text_atomic(s.reports_dir / "summary.html", render_html(self.summary, labels, self.baseline_lines))
+
+    def _judge_against_baseline(self, session, s: Settings, versions: dict) -> tuple[list[str], dict]:
+        """The session verdict: regressions fail the run even when every test passed."""
+        discovered = {c.model_id for c in discover(s.models_dirs, input_shapes=s.input_shapes)}
+        try:
+            previous = baseline_file.load(s.baseline)
+        except (ValueError, OSError) as exc:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return [f"ERROR: cannot read the baseline: {exc}"], {}
+        if self.config.getoption("tflite_baseline_update"):
+            data = baseline_file.write(s.baseline, self.rows, versions, previous, discovered)
+            return [f"baseline written: {s.baseline} ({len(data['models'])} models); commit it"], {}
+        if previous is None:
+            return [f"no baseline at {s.baseline}: nothing to gate on; create it with "
+                    f"pytest model_cases --baseline-update (then commit it)"], {}
+        verdict = baseline_file.compare(previous, self.rows, discovered, s.thresholds)
+        lines = []
+        if previous.get("versions") != versions:
+            changed = {k: (previous.get("versions", {}).get(k), v) for k, v in versions.items()
+                       if previous.get("versions", {}).get(k) != v}
+            lines.append("note: tool versions differ from the baseline's: "
+                         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+        lines += [f"REGRESSION {c.model_id}: {c.what}" for c in verdict.regressions]
+        lines += [f"improved {c.model_id}: {c.what}" for c in verdict.improvements]
+        lines += [f"note {c.model_id}: {c.what}" for c in verdict.notes]
+        if verdict.improvements:
+            lines.append("improvements: update the baseline with --baseline-update to keep them")
+        if verdict.failed:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            lines.append(f"{len(verdict.regressions)} regression(s) against {s.baseline} "
+                         f"(thresholds {s.thresholds.describe()})")
+        else:
+            lines.append(f"no regression against {s.baseline}")
+        return lines, verdict.labels
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.summary:
@@ -184,4 +248,10 @@ class ControllerReport:
             if row["outcome"] == "failed" and row.get("failure_kind"):
                 terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
                                       f"{row['failure_message']}")
-        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'}   deliverables: {s.tflite_dir}")
+        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
+                              f"deliverables: {s.tflite_dir}")
+        if self.baseline_lines:
+            terminalreporter.section("tflite baseline")
+            for line in self.baseline_lines:
+                terminalreporter.line(line, red=line.startswith(("REGRESSION", "ERROR")),
+                                      green=line.startswith("improved"))

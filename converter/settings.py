@@ -12,6 +12,7 @@ from typing import Mapping
 
 import psutil
 
+from .baseline import Thresholds, parse_thresholds
 from .spec import DEFAULT_TIMEOUT, parse_shape
 
 ENV_PREFIX = "TFLITE_HARNESS_"
@@ -36,6 +37,10 @@ SETTINGS = {
                         "among workers)"),
     "threads": (ENV_PREFIX + "THREADS", "conversion_threads", None,
                 "CPU threads of one conversion (default: the cores shared among workers)"),
+    "baseline": (ENV_PREFIX + "BASELINE", "baseline", "model_cases/baseline.json",
+                 "baseline file that regressions are judged against"),
+    "regression_threshold": (ENV_PREFIX + "REGRESSION_THRESHOLD", "regression_threshold", "",
+                             "what counts as a regression, e.g. drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%"),
 }
 
 
@@ -48,6 +53,8 @@ class Settings:
     timeout: float
     memory_limit_mb: float
     threads: int
+    baseline: Path
+    thresholds: Thresholds
     sources: dict  # setting -> where its value came from, for the report header
 
     @property
@@ -107,6 +114,10 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         shapes = tuple(parse_shape(s) for s in _split(picked["input_shape"][0]))
     except ValueError as exc:
         raise SettingsError(f"input_shape from {sources['input_shape']}: {exc}") from None
+    try:
+        thresholds = parse_thresholds(picked["regression_threshold"][0])
+    except ValueError as exc:
+        raise SettingsError(f"regression_threshold from {sources['regression_threshold']}: {exc}") from None
     cpus = os.cpu_count() or 1
     memory = number("memory_limit_mb", float, 64)
     if memory is None:
@@ -120,5 +131,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         timeout=number("timeout", float, 1),
         memory_limit_mb=round(memory),
         threads=threads,
+        baseline=base / str(picked["baseline"][0]),
+        thresholds=thresholds,
         sources=sources,
     )

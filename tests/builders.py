@@ -82,3 +82,18 @@ class Eigh(torch.nn.Module):
 def eigh():
     return Eigh()
 """
+
+
+def torchscript_mlp(folder: Path, name: str = "mlp", hidden: int = 64, outlier: float = 0.1) -> Path:
+    """An MLP big enough for DRQ to quantize; `outlier` plants one large weight per layer,
+    which coarsens the quantization grid and grows the DRQ error without changing the size."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, hidden), nn.ReLU(), nn.Linear(hidden, 8)).eval()
+    with torch.no_grad():
+        model[0].weight[0, 0] = outlier
+        model[2].weight[0, 5] = outlier
+    path = Path(folder) / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.trace(model, torch.randn(1, 32)).save(str(path))
+    path.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 32]\n")
+    return path

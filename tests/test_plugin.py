@@ -10,31 +10,7 @@ import pytest
 from converter.assertions import PROPERTY_NAMES
 
 from . import builders
-
-ROOT = Path(__file__).resolve().parent.parent
-TEST_FILE = """
-from converter.assertions import assert_conversion
-
-def test_model(model_case, conversion):
-    assert_conversion(conversion, model_case.spec.expect if model_case.spec else None)
-"""
-
-
-@pytest.fixture
-def harness(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    for var in ("TFLITE_HARNESS_MODELS_DIR", "TFLITE_HARNESS_INPUT_SHAPE"):
-        monkeypatch.delenv(var, raising=False)
-    pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')
-    pytester.makepyfile(test_models=TEST_FILE)
-    pytester.makeini("[pytest]\njunit_family = xunit1\n")
-    return pytester
-
-
-def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
-                                         "--conversion-threads=1", *args)
-
+from .conftest import run
 
 def test_ids_are_model_names_sorted_and_k_selects(harness):
     models = harness.path / "models"

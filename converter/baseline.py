@@ -1,0 +1,176 @@
+"""Regression gate: this run's per-model rows against a stored baseline.
+
+A baseline holds, per model id, what CI must not lose: status, failure signature, exporter,
+opset, sizes and errors. Regressions fail the session; improvements are good news that
+suggest updating the baseline; timing changes are reported, never gated (machines are noisy).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .results import write_json_atomic
+
+SCHEMA_VERSION = 1
+RECORD_KEYS = ("status", "failure_kind", "failure_signature", "exporter", "opset", "tflite_bytes",
+               "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
+               "convert_seconds")
+TIMING_NOTE_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drq_err: float = 2.0      # gated when the error grows by this factor ...
+    fp32_err: float = 2.0
+    err_floor: float = 1e-5   # ... and ends above this floor (noise at 1e-7 is no regression)
+    size: float = 0.10        # deliverable growth beyond +10 %
+
+    def describe(self) -> str:
+        return (f"drq_err:x{self.drq_err:g},fp32_err:x{self.fp32_err:g},err_floor:{self.err_floor:g},"
+                f"size:+{self.size * 100:g}%")
+
+
+_TERM = re.compile(r"^(drq_err|fp32_err):x(\d+(?:\.\d*)?)$|^(err_floor):(\d[\d.e+-]*)$|^(size):\+(\d+(?:\.\d*)?)%$")
+
+
+def parse_thresholds(text: str | None) -> Thresholds:
+    """`drq_err:x2,fp32_err:x3,err_floor:1e-5,size:+10%`; any subset, the rest default."""
+    values = {}
+    for term in filter(None, (t.strip() for t in (text or "").split(","))):
+        m = _TERM.match(term)
+        if not m:
+            raise ValueError(f"bad regression threshold {term!r}: expected drq_err:xN, fp32_err:xN, "
+                             "err_floor:N or size:+N%")
+        key = m.group(1) or m.group(3) or m.group(5)
+        number = float(m.group(2) or m.group(4) or m.group(6))
+        if key.endswith("_err") and number <= 1:
+            raise ValueError(f"bad regression threshold {term!r}: the factor must be above 1")
+        values[key] = number / 100 if key == "size" else number
+    return Thresholds(**values)
+
+
+def _rounded(key: str, value):
+    """Few enough digits that a baseline diff in review shows real changes, not noise."""
+    if not isinstance(value, float):
+        return value
+    if key == "convert_seconds":
+        return round(value, 1)
+    if key == "drq_cosine":
+        return round(value, 6)
+    return float(f"{value:.3g}")
+
+
+def record(row: dict) -> dict:
+    status = row.get("outcome", row["status"])
+    status = {"xpassed": "passed"}.get(status, status)
+    return {key: _rounded(key, status if key == "status" else row.get(key)) for key in RECORD_KEYS}
+
+
+@dataclass(frozen=True)
+class Change:
+    model_id: str
+    what: str
+    label: str  # short, for the summary's "vs baseline" column
+
+
+@dataclass
+class Verdict:
+    regressions: list[Change] = field(default_factory=list)
+    improvements: list[Change] = field(default_factory=list)
+    notes: list[Change] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions)
+
+    def _add(self, bucket: list, model_id: str, what: str, label: str) -> None:
+        bucket.append(Change(model_id, what, label))
+        previous = self.labels.get(model_id)
+        self.labels[model_id] = label if not previous or previous == "=" else f"{previous}; {label}"
+
+
+def load(path: Path) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: baseline schema {data.get('schema_version')} is not {SCHEMA_VERSION}; "
+                         "regenerate it with --baseline-update")
+    return data
+
+
+def write(path: Path, rows: dict[str, dict], versions: dict, previous: dict | None,
+          discovered: set[str]) -> dict:
+    """Rows of this run replace theirs; models not run (deselected) keep their record while they exist."""
+    models = {m: r for m, r in ((previous or {}).get("models", {})).items() if m in discovered}
+    models.update({m: record(r) for m, r in rows.items()})
+    data = {"schema_version": SCHEMA_VERSION, "versions": versions, "models": dict(sorted(models.items()))}
+    write_json_atomic(path, data)
+    return data
+
+
+def _ratio(new: float, old: float) -> float:
+    return new / old if old else float("inf")
+
+
+def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thresholds) -> Verdict:
+    verdict = Verdict()
+    base = baseline.get("models", {})
+    for model_id in sorted(set(base) - discovered):
+        verdict._add(verdict.regressions, model_id, "was in the baseline and has disappeared", "GONE")
+    for model_id, row in sorted(rows.items()):
+        new, old = record(row), base.get(model_id)
+        if old is None:
+            verdict._add(verdict.notes, model_id, "new model, not in the baseline yet", "new")
+            continue
+        verdict.labels[model_id] = "="
+        was_ok, is_ok = old["status"] == "passed", new["status"] == "passed"
+        if was_ok and not is_ok:
+            verdict._add(verdict.regressions, model_id,
+                         f"passed before, now {new['status']}: {new['failure_signature']}",
+                         f"PASS->{new['status'].upper()} ({new['failure_kind']})")
+            continue
+        if not was_ok and is_ok:
+            verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old['failure_kind']}), now passes",
+                         f"{old['status'].upper()}->PASS")
+            continue
+        if not is_ok:
+            if new["failure_signature"] != old["failure_signature"]:
+                verdict._add(verdict.regressions, model_id,
+                             f"fails differently: was '{old['failure_signature']}', now '{new['failure_signature']}'",
+                             f"new failure ({new['failure_kind']})")
+            continue
+        for key, factor, label in (("drq_range_rel_err", t.drq_err, "DRQ error"),
+                                   ("fp32_range_rel_err", t.fp32_err, "fp32 error")):
+            o, n = old.get(key), new.get(key)
+            if o is None or n is None:
+                continue
+            if n > t.err_floor and n > o * factor:
+                verdict._add(verdict.regressions, model_id,
+                             f"{label} grew x{_ratio(n, o):.1f} ({o:.3g} -> {n:.3g}; gate x{factor:g} above {t.err_floor:g})",
+                             f"{label} x{_ratio(n, o):.1f}")
+            elif o > t.err_floor and n * factor < o:
+                verdict._add(verdict.improvements, model_id, f"{label} shrank ({o:.3g} -> {n:.3g})",
+                             f"{label} /{o / max(n, 1e-30):.1f}")
+        o, n = old.get("tflite_bytes"), new.get("tflite_bytes")
+        if o and n:
+            growth = n / o - 1
+            if growth > t.size:
+                verdict._add(verdict.regressions, model_id,
+                             f"deliverable grew {growth:+.0%} ({o} -> {n} bytes; gate +{t.size:.0%})",
+                             f"size {growth:+.0%}")
+            elif growth < -t.size:
+                verdict._add(verdict.improvements, model_id, f"deliverable shrank {growth:+.0%} ({o} -> {n} bytes)",
+                             f"size {growth:+.0%}")
+        for key in ("exporter", "opset"):
+            if old.get(key) != new.get(key):
+                verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
+        o, n = old.get("convert_seconds"), new.get("convert_seconds")
+        if o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):
+            verdict.notes.append(Change(model_id, f"conversion took {n:.1f} s, {o:.1f} s in the baseline "
+                                                  "(reported, not gated)", ""))
+    return verdict

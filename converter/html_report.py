@@ -1,0 +1,100 @@
+"""summary.html: one self-contained file (no scripts, no network assets) a reviewer reads at a glance.
+
+Each row carries two inline SVG charts: deliverable size before/after quantization (float32
+vs DRQ TFLite, log scale) and the errors against PyTorch (float32 and DRQ, log scale).
+"""
+from __future__ import annotations
+
+import html
+import math
+
+from .report import MD_COLUMNS, _fmt
+
+OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1", "xpassed": "#ffd6d6"}
+ERR_RANGE = (1e-9, 1.0)
+W, H = 180, 28
+
+
+def _log_x(value: float, low: float, high: float) -> float:
+    value = min(max(value, low), high)
+    return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low)) * (W - 10) + 5
+
+
+def size_chart(fp32: int | None, drq: int | None, largest: int) -> str:
+    if not fp32 or not drq:
+        return ""
+    low, high = 1e3, max(largest, 1e4) * 1.2
+    bars = []
+    for y, value, colour, label in ((3, fp32, "#8ea9c8", "float32"), (15, drq, "#2b6cb0", "DRQ")):
+        width = _log_x(value, low, high) - 5
+        bars.append(f'<rect x="5" y="{y}" width="{width:.1f}" height="10" fill="{colour}">'
+                    f"<title>{label} {value / 1e3:.1f} kB</title></rect>")
+    return (f'<svg width="{W}" height="{H}" role="img" aria-label="size float32 vs DRQ">'
+            + "".join(bars) + "</svg>")
+
+
+def error_chart(fp32: float | None, drq: float | None, drq_tolerance: float = 5e-2) -> str:
+    if fp32 is None and drq is None:
+        return ""
+    parts = [f'<line x1="5" y1="14" x2="{W - 5}" y2="14" stroke="#bbb"/>']
+    for decade in range(-9, 1, 3):
+        x = _log_x(10.0 ** decade, *ERR_RANGE)
+        parts.append(f'<line x1="{x:.1f}" y1="9" x2="{x:.1f}" y2="19" stroke="#ccc"><title>1e{decade}</title></line>')
+    x = _log_x(drq_tolerance, *ERR_RANGE)
+    parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="24" stroke="#c53030" stroke-dasharray="2,2">'
+                 f"<title>default DRQ tolerance {drq_tolerance:g}</title></line>")
+    for value, colour, label in ((fp32, "#8ea9c8", "float32"), (drq, "#2b6cb0", "DRQ")):
+        if value is not None and math.isfinite(value):
+            parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="14" r="4.5" fill="{colour}">'
+                         f"<title>{label} error {value:.3g}</title></circle>")
+    return f'<svg width="{W}" height="{H}" role="img" aria-label="errors, log scale">' + "".join(parts) + "</svg>"
+
+
+def render(summary: dict, labels: dict[str, str] | None = None, verdict_lines=()) -> str:
+    labels = labels or {}
+    models = summary["models"]
+    largest = max([r.get("tflite_fp32_bytes") or 0 for r in models.values()] + [1])
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(t for t, _, _ in MD_COLUMNS)])
+    head += "<th>vs baseline</th>" if labels else ""
+    head += "<th>size: float32 / DRQ (log)</th><th>error vs PyTorch (log, 1e-9..1)</th>"
+    rows = []
+    for model_id, row in models.items():
+        colour = OUTCOME_COLOURS.get(row["outcome"], "#eee")
+        cells = [f"<td><code>{html.escape(model_id)}</code></td>"]
+        cells += [f"<td>{html.escape(_fmt(row.get(key), kind))}</td>" for _, key, kind in MD_COLUMNS]
+        if labels:
+            label = labels.get(model_id, "")
+            bad = any(w in label for w in ("PASS->", "GONE", "grew", "new failure", " x", "size +"))
+            cells.append(f'<td class="{"regress" if bad else ""}">{html.escape(label)}</td>')
+        cells.append(f"<td>{size_chart(row.get('tflite_fp32_bytes'), row.get('tflite_bytes'), largest)}</td>")
+        cells.append(f"<td>{error_chart(row.get('fp32_range_rel_err'), row.get('drq_range_rel_err'))}</td>")
+        title = html.escape(row.get("failure_message") or "")
+        rows.append(f'<tr style="background:{colour}" title="{title}">' + "".join(cells) + "</tr>")
+    counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items())
+    failures = "".join(f"<li><code>{html.escape(m)}</code> ({html.escape(r['outcome'])}): "
+                       f"{html.escape(str(r['failure_stage']))} [{html.escape(str(r['failure_kind']))}]: "
+                       f"{html.escape(r['failure_message'])}</li>"
+                       for m, r in models.items() if r.get("failure_message"))
+    verdict = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines)
+    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; white-space: nowrap; }}
+th {{ background: #f3f3f3; }} td.regress {{ color: #b00020; font-weight: bold; }}
+.legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
+</style></head><body>
+<h1>TFLite conversion summary</h1>
+<p>{len(models)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
+output's range. <span class="legend"><span style="background:#8ea9c8"></span>float32
+<span style="background:#2b6cb0"></span>DRQ (deliverable)
+<span style="border-left:2px dashed #c53030"></span>default DRQ tolerance</span></p>
+{f"<h2>Baseline</h2><ul>{verdict}</ul>" if verdict else ""}
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table>
+{f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
+<p><small>Versions: {html.escape(versions)}</small></p>
+</body></html>
+"""

@@ -1,0 +1,47 @@
+"""Fixtures for the harness's own tests: a pytester project wired to this repo's plugin."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_FILE = """
+from converter.assertions import assert_conversion
+
+def test_model(model_case, conversion):
+    assert_conversion(conversion, model_case.spec.expect if model_case.spec else None)
+"""
+
+
+@pytest.fixture(scope="session")
+def torch_warmed_up(tmp_path_factory):
+    """Run every model builder once before any pytester snapshot of sys.modules.
+
+    pytester restores sys.modules after each test; torch modules imported lazily during a
+    test (by tracing, export) would then be imported a second time, and torch refuses to
+    register its operator libraries twice.
+    """
+    from . import builders
+
+    folder = tmp_path_factory.mktemp("warm")
+    builders.torchscript_cnn(folder)
+    builders.torchscript_mlp(folder)
+    builders.pickled_module(folder)
+    builders.factory_model(folder, "eig", builders.EIGH_SOURCE, "eighs:eigh", (1, 4, 4))
+
+
+@pytest.fixture
+def harness(torch_warmed_up, pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    for var in ("TFLITE_HARNESS_MODELS_DIR", "TFLITE_HARNESS_INPUT_SHAPE"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')
+    pytester.makepyfile(test_models=TEST_FILE)
+    pytester.makeini("[pytest]\njunit_family = xunit1\n")
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
+                                         "--conversion-threads=1", *args)

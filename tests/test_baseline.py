@@ -1,0 +1,141 @@
+"""The regression gate: unit tests of the comparison, and the whole flow through pytester."""
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from converter.baseline import Thresholds, compare, parse_thresholds, record
+from converter.html_report import render
+from converter.report import build_summary
+
+from . import builders
+from .conftest import run
+
+
+def row(outcome="passed", kind=None, signature=None, drq=1e-3, fp32=1e-7, size=10_000, seconds=3.0):
+    return {"status": "passed" if outcome == "passed" else "failed", "outcome": outcome,
+            "failure_kind": kind, "failure_stage": "export" if kind else None,
+            "failure_message": signature, "failure_signature": signature, "exporter": "legacy", "opset": 17,
+            "onnx_bytes": 20_000, "tflite_bytes": size, "tflite_fp32_bytes": size * 2,
+            "size_ratio": 0.5, "fp32_range_rel_err": fp32, "drq_range_rel_err": drq, "drq_cosine": 0.9999,
+            "convert_seconds": seconds, "peak_rss_mb": 800.0}
+
+
+def baseline_of(**rows):
+    return {"schema_version": 1, "models": {m: record(r) for m, r in rows.items()}}
+
+
+def test_thresholds_parse_and_refuse_nonsense():
+    assert parse_thresholds("drq_err:x3,size:+5%") == Thresholds(drq_err=3.0, size=0.05)
+    assert parse_thresholds("") == Thresholds()
+    assert parse_thresholds(Thresholds(fp32_err=4, err_floor=1e-6).describe()) == Thresholds(fp32_err=4, err_floor=1e-6)
+    for bad in ("drq_err:2", "size:10%", "speed:x2", "drq_err:x0.5"):
+        with pytest.raises(ValueError, match="bad regression threshold"):
+            parse_thresholds(bad)
+
+
+def test_each_kind_of_regression_and_improvement():
+    base = baseline_of(a=row(), b=row(), c=row(outcome="failed", kind="export_error", signature="s1"),
+                       d=row(), e=row(drq=1e-7), gone=row(), f=row(outcome="failed", kind="crash", signature="s2"))
+    now = {"a": row(outcome="failed", kind="timeout", signature="t"),   # PASS -> FAIL
+           "b": row(drq=3.1e-3, size=11_200),                            # error x3.1 and size +12 %
+           "c": row(outcome="failed", kind="tflite_error", signature="s3"),  # fails differently
+           "d": row(drq=4e-4, size=8_000),                               # better on both counts
+           "e": row(drq=5e-7),                                           # x5 but under the noise floor
+           "f": row(),                                                   # a failure now passes
+           "new": row()}
+    v = compare(base, now, discovered=set(now), t=Thresholds())
+    regressions = {(c.model_id, c.label) for c in v.regressions}
+    assert regressions == {("a", "PASS->FAILED (timeout)"), ("b", "DRQ error x3.1"), ("b", "size +12%"),
+                           ("c", "new failure (tflite_error)"), ("gone", "GONE")}
+    assert {c.model_id for c in v.improvements} == {"d", "f"}
+    assert v.labels["b"] == "DRQ error x3.1; size +12%" and v.labels["e"] == "=" and v.labels["new"] == "new"
+    assert v.failed
+    quiet = compare(base, {"e": row(drq=5e-7), "d": row(seconds=30.0)}, discovered=set(base["models"]),
+                    t=Thresholds())
+    assert not quiet.failed and any("not gated" in c.what for c in quiet.notes)
+
+
+def test_html_report_is_self_contained_and_well_formed():
+    summary = build_summary({"good": row(), "bad": row(outcome="failed", kind="crash", signature="x <y>")},
+                            {"torch": "2.13.0"}, {})
+    page = render(summary, {"good": "=", "bad": "PASS->FAILED (crash)"}, ["REGRESSION bad: ..."])
+
+    class Check(HTMLParser):
+        tags, external = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.external += [v for k, v in attrs if k in ("src", "href") and v and "//" in v]
+
+    parser = Check()
+    parser.feed(page)
+    assert parser.external == [] and "script" not in parser.tags
+    assert parser.tags.count("svg") == 4 and "x &lt;y&gt;" in page and 'class="regress"' in page
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_regression_flow(harness, workers):
+    models = harness.path / "models"
+    builders.torchscript_mlp(models, "mlp")
+    builders.torchscript_mlp(models, "wide")
+    builders.pickled_module(models, "leaving")  # refused at load: cheap, and baselined as xfailed
+    with open(models / "leaving.toml", "a") as fh:
+        fh.write('[expect]\nkind = "untrusted_pickle"\nreason = "not opted in"\n')
+    builders.torchscript_mlp(models, "fails_later")
+    args = [*workers, "--models-dir", "models"]
+
+    if not workers:  # the start of the story, told once
+        first = run(harness, *args, "-k", "mlp")
+        assert first.ret == 0
+        first.stdout.fnmatch_lines(["*no baseline at *baseline.json*--baseline-update*"])
+
+    update = run(harness, *args, "--baseline-update")
+    assert update.ret == 0
+    baseline = json.loads((harness.path / "model_cases" / "baseline.json").read_text())
+    assert sorted(baseline["models"]) == ["fails_later", "leaving", "mlp", "wide"] and baseline["versions"]["onnx2tf"]
+    assert baseline["models"]["leaving"]["status"] == "xfailed"
+    if not workers:
+        rerun = run(harness, *args, "-k", "mlp")  # models not run are neither judged nor GONE
+        assert rerun.ret == 0 and "GONE" not in rerun.stdout.str() and "REGRESSION" not in rerun.stdout.str()
+        rerun.stdout.fnmatch_lines(["*no regression against*"])
+
+    builders.torchscript_mlp(models, "mlp", outlier=8.0)   # drifts, but within its tolerance
+    builders.torchscript_mlp(models, "wide", hidden=128)  # a grown layer
+    (models / "leaving.pt").unlink()
+    (models / "fails_later.pt").unlink()  # now holds an op that no exporter supports
+    builders.factory_model(models, "fails_later", builders.EIGH_SOURCE, "eighs:eigh", (1, 4, 4))
+    builders.torchscript_mlp(models, "arrived")
+    broken = run(harness, *args)
+    assert broken.ret == 1
+    broken.assert_outcomes(passed=3, failed=1)  # the drift and the growth pass every test ...
+    broken.stdout.fnmatch_lines([               # ... and only the baseline gate catches them
+        "*REGRESSION leaving: was in the baseline and has disappeared*",
+        "*REGRESSION fails_later: passed before, now failed: export_error@export: every exporter failed*",
+        "*REGRESSION mlp: DRQ error grew x*",
+        "*REGRESSION wide: deliverable grew +*",
+        "*note arrived: new model, not in the baseline yet*",
+        "*regression(s) against*"])
+    summary_md = (harness.path / "reports" / "summary.md").read_text()
+    assert "vs baseline" in summary_md and "| PASS->FAILED (export_error) |" in summary_md
+    assert (harness.path / "reports" / "summary.html").read_text().count("<svg") == 2 * 3  # no charts for the failed model
+
+    accept = run(harness, *args, "--baseline-update")  # accept the broken state (its failing test still fails) ...
+    accept.stdout.fnmatch_lines(["*baseline written: *baseline.json (4 models)*"])
+    builders.torchscript_mlp(models, "mlp")                    # ... then mend it
+    builders.torchscript_mlp(models, "wide")
+    builders.torchscript_mlp(models, "fails_later")
+    mended = run(harness, *args)
+    assert mended.ret == 0
+    mended.stdout.fnmatch_lines(["*improved fails_later: failed before (export_error), now passes*",
+                                 "*improved mlp: DRQ error shrank*", "*improved wide: deliverable shrank*",
+                                 "*update the baseline with --baseline-update*", "*no regression against*"])
+
+
+def test_bad_threshold_is_a_usage_error(harness):
+    result = run(harness, "--collect-only", "--regression-threshold", "size:10%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--regression-threshold*bad regression threshold 'size:10%'*"])
