@@ -21,12 +21,17 @@ def deliverable_path(settings: Settings, model_id: str) -> Path:
 
 def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None) -> Result:
     artifacts = artifacts_dir(settings, case.model_id)
+    deliverable = deliverable_path(settings, case.model_id)
     if case.spec is None:
         result = Result(model_id=case.model_id, model_path=str(case.path), status="failed",
                         failure=Failure(FailureKind.SPEC_ERROR, "spec", normalise_message(case.spec_error)),
                         versions=tool_versions())
         result.write(artifacts / "result.json")
-        return result
-    return run_isolated(case.spec, artifacts, deliverable=deliverable_path(settings, case.model_id),
-                        threads=settings.threads, memory_limit_mb=settings.memory_limit_mb,
-                        on_start=on_start)
+    else:
+        result = run_isolated(case.spec, artifacts, deliverable=deliverable, threads=settings.threads,
+                              memory_limit_mb=settings.memory_limit_mb, on_start=on_start)
+    if not result.passed:
+        # a deliverable from an earlier run no longer matches this model: shipping it would
+        # pass off an unverified file as verified (its artifacts stay, for diagnosis)
+        deliverable.unlink(missing_ok=True)
+    return result

@@ -148,6 +148,30 @@ def test_tight_tolerance_is_a_numeric_mismatch_with_figures(tmp_path):
     assert "DRQ TFLite output 'output_0'" in result.failure.message
     assert "> tolerance 1e-09" in result.failure.message
     assert not (tmp_path / "out" / "cnn.tflite").exists()
+    assert (tmp_path / "reports" / "artifacts" / "cnn" / "model_drq.tflite").is_file()  # kept to diagnose
+
+
+def test_a_model_that_stops_passing_loses_its_stale_deliverable(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m")
+    assert convert(tmp_path, model).passed
+    assert (tmp_path / "out" / "cnn.tflite").is_file()
+    model.write_bytes(b"")
+    assert convert(tmp_path, model).failure.kind is FailureKind.LOAD_ERROR
+    assert not (tmp_path / "out" / "cnn.tflite").exists()
+
+
+def test_allocation_failure_is_out_of_memory_with_advice(tmp_path):
+    source = """
+    import torch
+    class Greedy(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.empty(10 ** 13).sum()  # 40 TB: the allocator refuses at once
+    def greedy():
+        return Greedy()
+    """
+    result = convert(tmp_path, builders.factory_model(tmp_path / "m", "greedy", source, "greedies:greedy", (1, 4)))
+    assert result.failure.kind is FailureKind.OUT_OF_MEMORY and result.failure.stage == "load"
+    assert "more memory" in result.failure.message and "smaller input shape" in result.failure.message
 
 
 def test_gelu_without_pseudo_op_needs_flex(tmp_path):
