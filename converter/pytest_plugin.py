@@ -31,7 +31,7 @@ PATH_OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "baseline")
 REPEATABLE = ("models_dir", "input_shape")
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
-RESULTS_KEY = pytest.StashKey[dict]()
+CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
 
 
@@ -84,7 +84,7 @@ def _settings(config) -> Settings:
 
 def pytest_configure(config):
     config.stash[SETTINGS_KEY] = _settings(config)
-    config.stash[RESULTS_KEY] = {}
+    config.stash[CONVERSIONS_KEY] = {}
     config.addinivalue_line("markers", "xdist_group(name): keep a model's tests on one worker")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
@@ -128,7 +128,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def conversion(request, model_case, record_property) -> Result:
     """The model converted in its own child process, once per run; its figures go to JUnit."""
-    cache = request.config.stash[RESULTS_KEY]
+    cache = request.config.stash[CONVERSIONS_KEY]
     if model_case.model_id not in cache:
         cache[model_case.model_id] = convert_case(model_case, request.config.stash[SETTINGS_KEY])
     result = cache[model_case.model_id]

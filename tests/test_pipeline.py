@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from converter.discovery import Case, discover
+from converter.assertions import assert_conversion
+from converter.discovery import discover
+from converter.report import format_result
 from converter.results import FailureKind, Result
 from converter.runner import convert_case
 from converter.settings import resolve
@@ -189,6 +191,30 @@ def test_gelu_without_pseudo_op_needs_flex(tmp_path):
     model = builders.factory_model(tmp_path / "m", "gelu", source, "gelus:gelu", (1, 8))
     result = convert(tmp_path, model)
     assert result.failure.kind is FailureKind.FLEX_OPS and "Erf" in result.failure.message
+
+
+def test_flex_ops_when_allowed_are_reported_and_bool_inputs_are_fed(tmp_path):
+    source = """
+    import torch
+    class MaskedGelu(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+        def forward(self, x, mask):
+            return torch.nn.functional.gelu(self.fc(x * mask.to(x.dtype)))
+    def masked_gelu():
+        return MaskedGelu()
+    """
+    model = builders.factory_model(tmp_path / "m", "flexy", source, "flexies:masked_gelu", (1, 8))
+    model.with_suffix(".toml").write_text('factory = "flexies:masked_gelu"\nallow_flex = true\n'
+                                          '[[inputs]]\nname = "x"\nshape = [1, 8]\n'
+                                          '[[inputs]]\nname = "mask"\nshape = [1, 8]\ndtype = "bool"\n')
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    assert result.tflite.flex_ops == ("FlexErf",)
+    assert not result.verify.deployable and "Flex" in result.verify.deploy_message
+    assert_conversion(result)  # allowed Flex is reported, not failed
+    assert "Flex ops FlexErf" in format_result(result)
 
 
 def test_cli_exit_codes(tmp_path):
