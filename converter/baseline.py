@@ -17,7 +17,7 @@ SCHEMA_VERSION = 1
 RECORD_KEYS = ("status", "failure_kind", "failure_signature", "exporter", "opset", "tflite_bytes",
                "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
                "convert_seconds")
-TIMING_NOTE_FACTOR = 1.5
+TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,12 @@ def _ratio(new: float, old: float) -> float:
 def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thresholds) -> Verdict:
     verdict = Verdict()
     base = baseline.get("models", {})
+    timed = [(base[m].get("convert_seconds"), r.get("convert_seconds")) for m, r in rows.items() if m in base]
+    timed = [(o, n) for o, n in timed if o and n]
+    if timed:
+        old_total, new_total = sum(o for o, _ in timed), sum(n for _, n in timed)
+        verdict.notes.append(Change("(all)", f"conversions took {new_total:.1f} s, {old_total:.1f} s in the "
+                                             f"baseline (x{new_total / old_total:.2f}; reported, not gated)", ""))
     for model_id in sorted(set(base) - discovered):
         verdict._add(verdict.regressions, model_id, "was in the baseline and has disappeared", "GONE")
     for model_id, row in sorted(rows.items()):
