@@ -57,6 +57,11 @@ def main(argv=None) -> int:
     for key in ("exporter", "layout"):
         if getattr(args, key):
             overrides[key] = getattr(args, key)
+    # given for this one model, they beat its .toml (the batch harness treats them as defaults)
+    if args.timeout is not None:
+        overrides["timeout"] = settings.timeout
+    if args.memory_limit_mb is not None:
+        overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
     model_id = args.model.stem
     try:
         spec = load_spec(args.model, model_id, defaults=defaults_layer(settings.input_shapes,

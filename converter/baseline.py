@@ -32,7 +32,8 @@ class Thresholds:
                 f"size:+{self.size * 100:g}%")
 
 
-_TERM = re.compile(r"^(drq_err|fp32_err):x(\d+(?:\.\d*)?)$|^(err_floor):(\d[\d.e+-]*)$|^(size):\+(\d+(?:\.\d*)?)%$")
+_TERM = re.compile(r"^(drq_err|fp32_err):x(\d+(?:\.\d*)?)$|^(err_floor):(\d+(?:\.\d*)?(?:e[+-]?\d+)?)$"
+                   r"|^(size):\+(\d+(?:\.\d*)?)%$")
 
 
 def parse_thresholds(text: str | None) -> Thresholds:
@@ -44,6 +45,8 @@ def parse_thresholds(text: str | None) -> Thresholds:
             raise ValueError(f"bad regression threshold {term!r}: expected drq_err:xN, fp32_err:xN, "
                              "err_floor:N or size:+N%")
         key = m.group(1) or m.group(3) or m.group(5)
+        if key in values:
+            raise ValueError(f"bad regression threshold {term!r}: {key} is given twice")
         number = float(m.group(2) or m.group(4) or m.group(6))
         if key.endswith("_err") and number <= 1:
             raise ValueError(f"bad regression threshold {term!r}: the factor must be above 1")
@@ -104,11 +107,12 @@ def load(path: Path) -> dict | None:
 
 
 def write(path: Path, rows: dict[str, dict], versions: dict, previous: dict | None,
-          discovered: set[str]) -> dict:
+          discovered: set[str], models_dirs: list[str]) -> dict:
     """Rows of this run replace theirs; models not run (deselected) keep their record while they exist."""
     models = {m: r for m, r in ((previous or {}).get("models", {})).items() if m in discovered}
     models.update({m: record(r) for m, r in rows.items()})
-    data = {"schema_version": SCHEMA_VERSION, "versions": versions, "models": dict(sorted(models.items()))}
+    data = {"schema_version": SCHEMA_VERSION, "versions": versions, "models_dirs": models_dirs,
+            "models": dict(sorted(models.items()))}
     write_json_atomic(path, data)
     return data
 
@@ -143,6 +147,10 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
         if not was_ok and is_ok:
             verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old['failure_kind']}), now passes",
                          f"{old['status'].upper()}->PASS")
+            continue
+        if not is_ok and new["failure_kind"] is None:  # a strict xfail whose model now converts
+            verdict._add(verdict.improvements, model_id, "expected to fail but now converts: remove its "
+                         "[expect] and update the baseline", "now converts")
             continue
         if not is_ok:
             if new["failure_signature"] != old["failure_signature"]:
@@ -180,3 +188,56 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
             verdict.notes.append(Change(model_id, f"conversion took {n:.1f} s, {o:.1f} s in the baseline "
                                                   "(reported, not gated)", ""))
     return verdict
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    lines: tuple[str, ...]
+    labels: dict
+    failed: bool
+    gone: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"lines": list(self.lines), "labels": dict(sorted(self.labels.items())),
+                "failed": self.failed, "gone": list(self.gone)}
+
+
+def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds: Thresholds,
+         versions: dict, models_dirs: list[str], update: bool) -> GateOutcome:
+    """The session's verdict against the baseline file (or its rewrite, with update)."""
+    try:
+        previous = load(path)
+    except (ValueError, OSError) as exc:
+        if not update:
+            return GateOutcome((f"ERROR: cannot read the baseline: {exc}",), {}, True)
+        previous = None  # a broken baseline is exactly what --baseline-update is for
+    if update:
+        if previous is not None and previous.get("models_dirs") != models_dirs:
+            previous = None  # records of another models folder do not carry over
+        data = write(path, rows, versions, previous, discovered, models_dirs)
+        return GateOutcome((f"baseline written: {path} ({len(data['models'])} models); commit it",), {}, False)
+    if previous is None:
+        return GateOutcome((f"no baseline at {path}: nothing to gate on; create it with "
+                            "pytest model_cases --baseline-update (then commit it)",), {}, False)
+    if previous.get("models_dirs") != models_dirs:
+        return GateOutcome((f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
+                            f"run converts {models_dirs}: not compared; give this folder its own baseline "
+                            "with --baseline FILE --baseline-update",), {}, False)
+    verdict = compare(previous, rows, discovered, thresholds)
+    lines = []
+    old_versions = previous.get("versions", {})
+    changed = {k: (old_versions.get(k), v) for k, v in versions.items() if old_versions.get(k) != v}
+    if changed:
+        lines.append("note: tool versions differ from the baseline's: "
+                     + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    lines += [f"REGRESSION {c.model_id}: {c.what}" for c in verdict.regressions]
+    lines += [f"improved {c.model_id}: {c.what}" for c in verdict.improvements]
+    lines += [f"note {c.model_id}: {c.what}" for c in verdict.notes]
+    if verdict.improvements:
+        lines.append("improvements: update the baseline with --baseline-update to keep them")
+    if verdict.failed:
+        lines.append(f"{len(verdict.regressions)} regression(s) against {path} (thresholds {thresholds.describe()})")
+    else:
+        lines.append(f"no regression against {path}")
+    gone = tuple(c.model_id for c in verdict.regressions if c.label == "GONE")
+    return GateOutcome(tuple(lines), verdict.labels, verdict.failed, gone)

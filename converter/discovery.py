@@ -5,6 +5,7 @@ same everywhere: everything here is sorted and derived from relative paths only.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,24 +33,38 @@ def find_model_files(root: Path) -> list[Path]:
 
 
 def assign_ids(entries: list[tuple[Path, Path]]) -> list[str]:
-    """Stem where unique; the path relative to its models folder (without suffix) otherwise."""
-    stems = [p.stem for p, _ in entries]
-    ids = []
-    for (path, root), stem in zip(entries, stems):
-        if stems.count(stem) == 1:
-            ids.append(stem)
-        else:
-            rel = path.relative_to(root) if root.is_dir() else Path(path.name)
-            ids.append(rel.with_suffix("").as_posix())
-    # the same relative path in two different folders: prefix the folder's name
-    return [f"{root.name}/{i}" if ids.count(i) > 1 else i for i, (_, root) in zip(ids, entries)]
+    """Unique ids, as short as possible: the stem; else the path relative to its models folder
+    (without, then with its suffix); else relative to the common parent of all folders."""
+    if not entries:
+        return []
+    roots = [r.resolve() for _, r in entries]
+    common = Path(os.path.commonpath([str(r if r.is_dir() else r.parent) for r in roots]))
+
+    def rel(path: Path, root: Path) -> Path:
+        return path.resolve().relative_to(root.resolve()) if root.is_dir() else Path(path.name)
+
+    levels = (lambda p, r: p.stem,
+              lambda p, r: rel(p, r).with_suffix("").as_posix(),
+              lambda p, r: rel(p, r).as_posix(),
+              lambda p, r: p.resolve().relative_to(common).with_suffix("").as_posix(),
+              lambda p, r: p.resolve().relative_to(common).as_posix())
+    ids: list[str | None] = [None] * len(entries)
+    for level in levels:
+        candidates = [level(p, r) for p, r in entries]
+        for i, candidate in enumerate(candidates):
+            if ids[i] is None and candidates.count(candidate) == 1 and candidate not in ids:
+                ids[i] = candidate
+    return [i if i is not None else f"{c}~{n}" for n, (i, c) in enumerate(zip(ids, candidates))]
 
 
 def discover(roots, *, input_shapes=(), timeout=None) -> list[Case]:
-    entries = []
+    entries, seen = [], set()
     for root in roots:
         root = Path(root)
-        entries += [(p, root) for p in find_model_files(root)]
+        for path in find_model_files(root):
+            if path.resolve() not in seen:  # overlapping or repeated folders
+                seen.add(path.resolve())
+                entries.append((path, root))
     defaults = defaults_layer(input_shapes, timeout=timeout)
     cases = []
     for (path, root), model_id in zip(entries, assign_ids(entries)):

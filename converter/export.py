@@ -17,10 +17,9 @@ import torch
 
 from .load import LoadedModel
 from .metrics import compare
-from .results import ConversionError, ExportResult, FailureKind
-from .spec import ModelSpec
+from .results import ConversionError, ExportResult, FailureKind, reraise_if_memory
+from .spec import OPSET, ModelSpec
 
-OPSET = 17
 _UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
 _ATEN_OP = re.compile(r"\baten[.:]{1,2}(?!default\b)[a-z_0-9]+")
 KNOWN_FIXES = {
@@ -95,6 +94,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
         try:
             _export_once(exporter, loaded, args, out_path, input_names, output_names)
         except Exception as exc:  # every exporter failure is data for the message below
+            reraise_if_memory(exc)
             errors.append((exporter, exc))
             attempts.append(f"{exporter}: {describe_export_error(exc)}")
             continue
@@ -106,6 +106,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
     try:
         onnx.checker.check_model(str(out_path), full_check=True)
     except Exception as exc:
+        reraise_if_memory(exc)
         raise ConversionError(FailureKind.EXPORT_ERROR,
                               f"{exporter} exporter wrote an invalid ONNX file: {describe_export_error(exc)}") from None
     opset, shapes = read_back(out_path)
@@ -117,6 +118,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
     try:
         names, outputs = run_onnxruntime(out_path, input_names, arrays, threads)
     except Exception as exc:
+        reraise_if_memory(exc)
         raise ConversionError(FailureKind.EXPORT_ERROR,
                               f"onnxruntime cannot run the exported file: {describe_export_error(exc)}") from None
     if len(outputs) != len(reference):

@@ -22,17 +22,11 @@ from typing import Callable
 import psutil
 
 from .environment import child_environment, tool_versions
-from .results import Failure, FailureKind, Result, normalise_message, write_json_atomic
+from .results import (MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind, Result, normalise_message,
+                      write_json_atomic)
 
 POLL_SECONDS = 0.1
-MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
-                 "workers) or convert with a smaller input shape")
-_MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def is_memory_error(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in _MEMORY_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,7 @@ def _log_tail_mentions_memory(log: Path) -> bool:
             tail = fh.read().decode(errors="replace")
     except OSError:
         return False
-    return any(m in tail for m in _MEMORY_MARKERS)
+    return any(m in tail for m in MEMORY_MARKERS)
 
 
 def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads: int,
@@ -122,25 +116,29 @@ def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  cwd=str(PROJECT_ROOT), env=child_environment(threads),
                                  start_new_session=True)
-        if on_start is not None:
-            on_start(popen.pid)
-        watched = psutil.Process(popen.pid)
-        while popen.poll() is None:
-            peak = max(peak, _tree_rss(watched))
-            if peak > limit_mb * 2**20:
-                ended_by = FailureKind.OUT_OF_MEMORY
-            elif time.monotonic() - start > timeout:
-                ended_by = FailureKind.TIMEOUT
-            if ended_by:
-                _kill_group(popen)
-                break
-            time.sleep(POLL_SECONDS)
-        else:
-            _kill_group(popen)  # reap anything the child left running in its group
+        try:
+            if on_start is not None:
+                on_start(popen.pid)
+            watched = psutil.Process(popen.pid)
+            while popen.poll() is None:
+                peak = max(peak, _tree_rss(watched))
+                if peak > limit_mb * 2**20:
+                    ended_by = FailureKind.OUT_OF_MEMORY
+                elif time.monotonic() - start > timeout:
+                    ended_by = FailureKind.TIMEOUT
+                if ended_by:
+                    break
+                time.sleep(POLL_SECONDS)
+        finally:
+            # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else
+            # would stop it; this also reaps whatever the child left running in its group
+            _kill_group(popen)
     seconds = time.monotonic() - start
     peak_mb = peak / 2**20
     result_path = artifacts / "result.json"
-    if ended_by is None and popen.returncode == 0 and result_path.is_file():
+    # the child writes result.json atomically as its last act: trust it even if the
+    # interpreter died afterwards (TensorFlow's teardown), unless the parent killed it
+    if ended_by is None and result_path.is_file():
         result = Result.read(result_path)
         result = dataclasses.replace(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
         result.write(result_path)  # the parent saw the whole process tree: its peak is the true one
@@ -154,11 +152,16 @@ def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads
     elif ended_by is FailureKind.TIMEOUT:
         failure = Failure(ended_by, stage, f"no result after the {timeout:g} s timeout (still in {stage}); "
                                            "raise timeout in the model's .toml if it is just slow")
+    elif _log_tail_mentions_memory(log_path):  # e.g. an uncaught std::bad_alloc aborts with SIGABRT
+        failure = Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
+    elif popen.returncode == -getattr(signal, "SIGKILL", 9):
+        failure = Failure(FailureKind.CRASH, stage,
+                          f"conversion process killed by SIGKILL during {stage} (peak {peak_mb:.0f} MB; the "
+                          "system's out-of-memory killer sends SIGKILL: if memory was short, "
+                          f"{MEMORY_ADVICE})")
     elif popen.returncode < 0:
         failure = Failure(FailureKind.CRASH, stage,
                           f"conversion process killed by {_signal_name(popen.returncode)} during {stage}")
-    elif _log_tail_mentions_memory(log_path):
-        failure = Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
     else:
         failure = Failure(FailureKind.CRASH, stage,
                           f"conversion process exited with status {popen.returncode} during {stage} "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .results import ConversionError, FailureKind
+from .results import ConversionError, FailureKind, reraise_if_memory
 from .spec import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
@@ -35,10 +35,7 @@ def sniff_format(path: Path) -> str:
     if path.stat().st_size == 0:
         raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
     if not zipfile.is_zipfile(path):
-        raise ConversionError(
-            FailureKind.LOAD_ERROR,
-            "not a PyTorch archive (not a zip file): the file is corrupt, truncated, or was saved "
-            "with a legacy non-zip torch.save")
+        return "pickle_archive"  # perhaps a legacy (pre-1.6, non-zip) torch.save; torch.load decides
     try:
         names = zipfile.ZipFile(path).namelist()
     except (zipfile.BadZipFile, OSError) as exc:
@@ -65,11 +62,10 @@ def _from_state_dict(state, spec: ModelSpec):
                               "file holds a state_dict: name its architecture with "
                               "factory = 'package.module:function' in the model's .toml")
     module = _import_factory(spec.factory)(**spec.factory_kwargs)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
+        reraise_if_memory(exc)
         raise ConversionError(FailureKind.LOAD_ERROR,
                               f"state_dict does not fit factory '{spec.factory}': "
                               f"{str(exc).splitlines()[0]}") from None
@@ -80,8 +76,12 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything beyond tensors and plain containers
+        reraise_if_memory(exc)
         if "Weights only load failed" not in str(exc):
-            raise ConversionError(FailureKind.LOAD_ERROR, f"cannot unpickle: {exc}") from None
+            raise ConversionError(FailureKind.LOAD_ERROR,
+                                  "not a PyTorch file: neither a TorchScript / torch.export archive nor a "
+                                  f"torch.save pickle, or it is corrupt or truncated ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
         if not spec.trust_pickle:
             raise ConversionError(
                 FailureKind.UNTRUSTED_PICKLE,
@@ -91,14 +91,18 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
+            reraise_if_memory(exc2)
             raise ConversionError(FailureKind.LOAD_ERROR,
                                   f"trusted pickle failed to load: {type(exc2).__name__}: {exc2}") from None
         if not isinstance(obj, torch.nn.Module):
             raise ConversionError(FailureKind.LOAD_ERROR,
                                   f"pickle holds a {type(obj).__name__}, not an nn.Module")
         return obj, "pickle"
-    if isinstance(obj, dict) and all(
-            isinstance(v, torch.Tensor) or k == "state_dict" for k, v in obj.items()):
+    for key in ("state_dict", "model_state_dict", "model"):  # training checkpoints wrap the weights
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _from_state_dict(obj, spec), "state_dict"
     raise ConversionError(FailureKind.LOAD_ERROR,
                           f"file holds a {type(obj).__name__} that is neither a state_dict nor a module")
@@ -116,8 +120,10 @@ def _example_inputs_of(program) -> tuple[InputSpec, ...]:
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     path = Path(spec.path)
-    # factories and pickled classes live beside the model
-    sys.path.insert(0, str(path.resolve().parent))
+    if spec.factory or spec.trust_pickle:
+        # factories and pickled classes live beside the model; only then may that folder's
+        # modules be imported (a stray tensorflow.py there must not shadow the real one)
+        sys.path.insert(0, str(path.resolve().parent))
     sniffed = sniff_format(path)
     fmt = spec.format if spec.format != "auto" else sniffed
     try:
@@ -130,6 +136,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     except ConversionError:
         raise
     except Exception as exc:
+        reraise_if_memory(exc)
         raise ConversionError(FailureKind.LOAD_ERROR,
                               f"cannot load as {fmt}: {type(exc).__name__}: {exc}") from None
     inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())

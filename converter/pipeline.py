@@ -5,9 +5,7 @@ stage the child notes it in progress.json, so the parent can say where a killed 
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -15,8 +13,9 @@ from pathlib import Path
 
 from . import offline
 from .environment import tool_versions
-from .isolation import Job, MEMORY_ADVICE, is_memory_error
-from .results import (ConversionError, Failure, FailureKind, LoadResult, Result, normalise_message,
+from .isolation import Job
+from .results import (MEMORY_ADVICE, ConversionError, Failure, FailureKind, LoadResult, Result,
+                      is_memory_error, normalise_message,
                       write_bytes_atomic, write_json_atomic)
 from .spec import ModelSpec, SpecError
 
@@ -101,6 +100,10 @@ def convert(spec: ModelSpec, artifacts: Path, deliverable: Path | None, threads:
         if len(output_names) != len(reference):
             raise SpecError(spec.path, "output_names",
                             f"names {len(output_names)} outputs, the model returns {len(reference)}")
+        unknown = sorted(set(spec.output_tolerance) - set(output_names))
+        if unknown:  # a typo would silently leave the default tolerance in force
+            raise SpecError(spec.path, "tolerance.outputs",
+                            f"names no output of this model: {', '.join(unknown)} (outputs: {', '.join(output_names)})")
 
         progress.start("export")
         done["export"] = export_onnx(spec, loaded, arrays, reference, artifacts / "model.onnx",
@@ -148,4 +151,7 @@ def main(job_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    status = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # skip TensorFlow's interpreter teardown: the result is written, nothing is left to do

@@ -20,6 +20,7 @@ from .report import build_summary, summary_markdown, summary_row
 from .results import Failure, FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, resolve
+from .spec import OPSET
 
 OPTIONS = {  # setting -> command-line flag
     "models_dir": "--models-dir", "tflite_dir": "--tflite-dir", "reports_dir": "--reports-dir",
@@ -82,8 +83,12 @@ def _settings(config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads the path
 def pytest_configure(config):
     config.stash[SETTINGS_KEY] = _settings(config)
+    if getattr(config.option, "xmlpath", None) is None and not hasattr(config, "workerinput"):
+        # the JUnit report always goes beside the other reports, wherever pytest runs from
+        config.option.xmlpath = str(config.stash[SETTINGS_KEY].reports_dir / "junit.xml")
     config.stash[CONVERSIONS_KEY] = {}
     config.addinivalue_line("markers", "xdist_group(name): keep a model's tests on one worker")
     if not hasattr(config, "workerinput"):
@@ -152,6 +157,17 @@ def pytest_runtest_makereport(item, call):
         report.tflite_result = result.to_dict()
 
 
+def _relative_dirs(dirs, root: Path) -> list[str]:
+    """Models folders as the baseline records them: relative to the rootdir where possible."""
+    out = []
+    for d in dirs:
+        try:
+            out.append(Path(d).resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            out.append(Path(d).resolve().as_posix())
+    return sorted(out)
+
+
 def _outcome(report) -> str:
     if "XPASS(strict)" in str(report.longrepr or ""):
         return "failed"
@@ -171,6 +187,7 @@ class ControllerReport:
         self.rows: dict[str, dict] = {}
         self.summary: dict | None = None
         self.baseline_lines: list[str] = []
+        self._discovered_ids: set[str] | None = None
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "tflite_result", None)
@@ -179,61 +196,53 @@ class ControllerReport:
             row = summary_row(result)
             row["outcome"] = _outcome(report)
             self.rows[result.model_id] = row
-        elif report.failed and getattr(report, "tflite_model_id", None):
-            model_id = report.tflite_model_id
-            if model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
+        elif report.failed:
+            # xdist builds the report of a crashed worker itself, without our attributes
+            model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
+            if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
                 failure = Failure(FailureKind.CRASH, report.when, "test process died without a result")
                 row = summary_row(Result(model_id=model_id, model_path="", status="failed", failure=failure))
                 row["outcome"] = "failed"
                 self.rows[model_id] = row
+
+    def _model_id_of(self, nodeid: str) -> str | None:
+        if not nodeid.endswith("]") or "[" not in nodeid:
+            return None
+        candidate = nodeid.split("[", 1)[1][:-1]
+        return candidate if candidate in self._discovered(self.config.stash[SETTINGS_KEY]) else None
 
     def pytest_sessionfinish(self, session):
         if not self.rows:
             return
         s = self.config.stash[SETTINGS_KEY]
         versions = tool_versions()
-        self.baseline_lines, labels = self._judge_against_baseline(session, s, versions)
+        rows = dict(self.rows)
+        labels = {}
+        if session.exitstatus != pytest.ExitCode.INTERRUPTED:  # a partial run is not judged
+            outcome = baseline_file.gate(
+                s.baseline, rows, discovered=self._discovered(s), thresholds=s.thresholds,
+                versions=versions, models_dirs=_relative_dirs(s.models_dirs, self.config.rootpath),
+                update=self.config.getoption("tflite_baseline_update"))
+            self.baseline_lines, labels = list(outcome.lines), outcome.labels
+            if outcome.failed and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            for model_id in outcome.gone:  # listed, so the table shows what vanished
+                rows[model_id] = {"outcome": "gone", "status": "gone"}
         settings = {"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
                     "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout}
-        self.summary = build_summary(self.rows, versions, settings)
+        self.summary = build_summary(rows, versions, settings)
+        if self.baseline_lines:
+            self.summary["baseline"] = {"path": str(s.baseline), "lines": self.baseline_lines,
+                                        "labels": dict(sorted(labels.items()))}
         columns = [("vs baseline", lambda m, _row: labels.get(m, ""))] if labels else []
         write_json_atomic(s.reports_dir / "summary.json", self.summary)
         write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary, columns))
         write_text_atomic(s.reports_dir / "summary.html", render_html(self.summary, labels, self.baseline_lines))
 
-    def _judge_against_baseline(self, session, s: Settings, versions: dict) -> tuple[list[str], dict]:
-        """The session verdict: regressions fail the run even when every test passed."""
-        discovered = {c.model_id for c in discover(s.models_dirs, input_shapes=s.input_shapes)}
-        try:
-            previous = baseline_file.load(s.baseline)
-        except (ValueError, OSError) as exc:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            return [f"ERROR: cannot read the baseline: {exc}"], {}
-        if self.config.getoption("tflite_baseline_update"):
-            data = baseline_file.write(s.baseline, self.rows, versions, previous, discovered)
-            return [f"baseline written: {s.baseline} ({len(data['models'])} models); commit it"], {}
-        if previous is None:
-            return [f"no baseline at {s.baseline}: nothing to gate on; create it with "
-                    f"pytest model_cases --baseline-update (then commit it)"], {}
-        verdict = baseline_file.compare(previous, self.rows, discovered, s.thresholds)
-        lines = []
-        if previous.get("versions") != versions:
-            changed = {k: (previous.get("versions", {}).get(k), v) for k, v in versions.items()
-                       if previous.get("versions", {}).get(k) != v}
-            lines.append("note: tool versions differ from the baseline's: "
-                         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-        lines += [f"REGRESSION {c.model_id}: {c.what}" for c in verdict.regressions]
-        lines += [f"improved {c.model_id}: {c.what}" for c in verdict.improvements]
-        lines += [f"note {c.model_id}: {c.what}" for c in verdict.notes]
-        if verdict.improvements:
-            lines.append("improvements: update the baseline with --baseline-update to keep them")
-        if verdict.failed:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            lines.append(f"{len(verdict.regressions)} regression(s) against {s.baseline} "
-                         f"(thresholds {s.thresholds.describe()})")
-        else:
-            lines.append(f"no regression against {s.baseline}")
-        return lines, verdict.labels
+    def _discovered(self, s: Settings) -> set[str]:
+        if self._discovered_ids is None:
+            self._discovered_ids = {c.model_id for c in discover(s.models_dirs, input_shapes=s.input_shapes)}
+        return self._discovered_ids
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.summary:
@@ -248,6 +257,10 @@ class ControllerReport:
             if row["outcome"] == "failed" and row.get("failure_kind"):
                 terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
                                       f"{row['failure_message']}")
+            elif row.get("opset") not in (None, OPSET):
+                terminalreporter.line(f"  note {model_id}: the {row['exporter']} exporter wrote opset {row['opset']}, "
+                                      f"not {OPSET} (its down-conversion failed); the model was converted and "
+                                      "verified at that opset")
         terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
                               f"deliverables: {s.tflite_dir}")
         if self.baseline_lines:

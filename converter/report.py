@@ -1,6 +1,8 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
+import math
+
 from .results import OutputComparison, Result
 
 STAGES = ("load", "export", "savedmodel", "tflite", "verify")
@@ -45,8 +47,12 @@ def format_result(result: Result, settings=None) -> str:
     if result.deliverable:
         lines.append(f"  deliverable: {result.deliverable}")
     if settings is not None:
-        lines.append(f"  artifacts and log: {settings.artifacts_dir / result.model_id}/")
+        lines.append(f"  artifacts and log: {settings.artifacts_for(result.model_id)}/")
     return "\n".join(lines)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def summary_row(result: Result) -> dict:
@@ -66,9 +72,9 @@ def summary_row(result: Result) -> dict:
         "tflite_bytes": tfl.drq_bytes if tfl else None,
         "tflite_fp32_bytes": tfl.fp32_bytes if tfl else None,
         "size_ratio": round(tfl.drq_bytes / export.onnx_bytes, 4) if tfl and export else None,
-        "fp32_range_rel_err": fp32.range_rel_err if fp32 else None,
-        "drq_range_rel_err": drq.range_rel_err if drq else None,
-        "drq_cosine": min(c.cosine for c in result.verify.drq) if result.verify and result.verify.drq else None,
+        "fp32_range_rel_err": _finite(fp32.range_rel_err) if fp32 else None,
+        "drq_range_rel_err": _finite(drq.range_rel_err) if drq else None,
+        "drq_cosine": _finite(min(c.cosine for c in result.verify.drq)) if result.verify and result.verify.drq else None,
         "flex_ops": list(tfl.flex_ops) if tfl else [],
         "convert_seconds": result.seconds,
         "peak_rss_mb": result.peak_rss_mb,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import re
 import tempfile
@@ -33,6 +34,21 @@ class FailureKind(str, enum.Enum):
     CRASH = "crash"
 
 
+MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
+                 "workers) or convert with a smaller input shape")
+MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in MEMORY_MARKERS)
+
+
+def reraise_if_memory(exc: BaseException) -> None:
+    """Stages wrap library errors in their own kind; running out of memory must stay out_of_memory."""
+    if is_memory_error(exc):
+        raise exc
+
+
 class ConversionError(Exception):
     """Raised by a stage when it fails in a way it understands."""
 
@@ -45,6 +61,8 @@ class ConversionError(Exception):
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _HEX = re.compile(r"0x[0-9a-fA-F]{6,}")
 _ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+_WIN_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\\\s:'\"]+\\)*([^\\\s:'\"]+)")
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 
 
 def normalise_message(text: str, limit: int = 400) -> str:
@@ -58,6 +76,7 @@ def normalise_message(text: str, limit: int = 400) -> str:
     line = lines[0] if lines else "(no message)"
     line = _HEX.sub("0x…", line)
     line = _ABS_PATH.sub(r"…/\1", line)
+    line = _WIN_PATH.sub(r"…\\\1", line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -72,8 +91,9 @@ class Failure:
 
     @property
     def signature(self) -> str:
-        """What the baseline compares: kind + stage + normalised message."""
-        return f"{self.kind.value}@{self.stage}: {self.message}"
+        """What the baseline compares: kind, stage and the message without its figures
+        (a ceiling that depends on the machine, an error's last digit), which vary run to run."""
+        return f"{self.kind.value}@{self.stage}: {_NUMBER.sub('#', self.message)}"
 
 
 @dataclass(frozen=True)
@@ -205,6 +225,8 @@ class Result:
 def _plain(value):
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'inf' / 'nan': strict JSON has no such numbers
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -231,6 +253,8 @@ def _build(tp, value):
         return tuple(_build(a, v) for a, v in zip(args, value))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(value)
+    if tp is float and isinstance(value, str):
+        return float(value)
     return value
 
 
@@ -241,7 +265,7 @@ def write_json_atomic(path: Path, data) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
+            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -1,7 +1,7 @@
 """One case -> one Result, the way both the CLI and the pytest plugin convert a model."""
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 from typing import Callable
 
 from .discovery import Case
@@ -11,18 +11,11 @@ from .results import Failure, FailureKind, Result, normalise_message
 from .settings import Settings
 
 
-def artifacts_dir(settings: Settings, model_id: str) -> Path:
-    return settings.artifacts_dir / model_id
-
-
-def deliverable_path(settings: Settings, model_id: str) -> Path:
-    return settings.tflite_dir / f"{model_id}.tflite"
-
-
 def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None) -> Result:
-    artifacts = artifacts_dir(settings, case.model_id)
-    deliverable = deliverable_path(settings, case.model_id)
+    artifacts = settings.artifacts_for(case.model_id)
+    deliverable = settings.deliverable_for(case.model_id)
     if case.spec is None:
+        shutil.rmtree(artifacts, ignore_errors=True)  # nothing from an earlier run may pass for this one
         result = Result(model_id=case.model_id, model_path=str(case.path), status="failed",
                         failure=Failure(FailureKind.SPEC_ERROR, "spec", normalise_message(case.spec_error)),
                         versions=tool_versions())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import ConversionError, FailureKind, SavedModelResult
+from .results import ConversionError, FailureKind, SavedModelResult, reraise_if_memory
 from .spec import ModelSpec
 
 # onnx2tf fetches calibration images from the internet for 3-channel image inputs; it only
@@ -40,20 +40,30 @@ def prepare_onnx2tf():
     return sys.modules["onnx2tf.onnx2tf"]
 
 
-def signature_key(name: str, index: int, prefix: str) -> str:
-    key = re.sub(r"\W", "_", name)
-    return key if key and not key[0].isdigit() else f"{prefix}_{index}"
+def signature_keys(names, prefix: str) -> list[str]:
+    """Valid, unique TF signature names ('a.b' and 'a_b' must not both become 'a_b')."""
+    keys = []
+    for index, name in enumerate(names):
+        key = re.sub(r"\W", "_", name)
+        if not key or key[0].isdigit() or key in keys:
+            key = f"{prefix}_{index}"
+        keys.append(key)
+    return keys
 
 
-def layout_perm(torch_shape: tuple[int, ...], tf_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The permutation that turns a torch-layout input into what the TF model expects."""
+def layout_perm(torch_shape: tuple[int, ...], tf_shape: tuple[int, ...], kept: bool) -> tuple[int, ...]:
+    """The permutation that turns a torch-layout input into what the TF model expects.
+
+    onnx2tf makes every 3-5-D input channels-last unless told to keep it; that rule decides
+    (shapes alone cannot when dimensions coincide, e.g. [1, 64, 64]), the shape only checks it.
+    """
     rank = len(torch_shape)
     identity = tuple(range(rank))
-    if tuple(tf_shape) == tuple(torch_shape):
-        return identity
     channels_last = (0, *range(2, rank), 1)
-    if rank >= 3 and tuple(tf_shape) == tuple(torch_shape[i] for i in channels_last):
-        return channels_last
+    expected = channels_last if 3 <= rank <= 5 and not kept else identity
+    for perm in (expected, identity, channels_last):
+        if tuple(tf_shape) == tuple(torch_shape[i] for i in perm):
+            return perm
     raise ConversionError(FailureKind.SHAPE_MISMATCH,
                           f"onnx2tf made input shape {list(tf_shape)} from {list(torch_shape)}, "
                           "which is neither the same layout nor channels-last")
@@ -83,19 +93,18 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     except SystemExit as exc:
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from None
-    except MemoryError:
-        raise
     except Exception as exc:
+        reraise_if_memory(exc)
         text = str(exc).strip().splitlines()
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"onnx2tf: {type(exc).__name__}: {text[0] if text else ''}") from None
     if model is None or len(model.inputs) != len(input_shapes):
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
 
-    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape))
-                  for s, k in zip(input_shapes, model.inputs))
-    in_keys = [signature_key(n, i, "input") for i, n in enumerate(input_names)]
-    out_keys = [signature_key(n, i, "output") for i, n in enumerate(output_names)]
+    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
+                  for n, s, k in zip(input_names, input_shapes, model.inputs))
+    in_keys = signature_keys(input_names, "input")
+    out_keys = signature_keys(output_names, "output")
     specs = [tf.TensorSpec(k.shape, k.dtype, name=key) for k, key in zip(model.inputs, in_keys)]
 
     @tf.function(input_signature=specs)
@@ -112,6 +121,7 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         archive.add_endpoint("serving_default", serve)
         archive.write_out(str(path))
     except Exception as exc:
+        reraise_if_memory(exc)
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"writing the SavedModel failed: {type(exc).__name__}: {exc}") from None
     copy.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ come out as one frozen Settings object.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,13 @@ class Settings:
     def artifacts_dir(self) -> Path:
         return self.reports_dir / "artifacts"
 
+    def artifacts_for(self, model_id: str) -> Path:
+        # flat, so that clearing model "a"'s folder can never touch model "a/net"'s
+        return self.artifacts_dir / model_id.replace("/", "__")
+
+    def deliverable_for(self, model_id: str) -> Path:
+        return self.tflite_dir / f"{model_id}.tflite"
+
 
 class SettingsError(ValueError):
     pass
@@ -101,8 +109,10 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
             return None
         try:
             result = cast(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SettingsError(f"{name} from {where} must be a number, not {value!r}") from None
+        if not math.isfinite(result):
+            raise SettingsError(f"{name} from {where} must be a finite number, not {value!r}")
         if result < minimum:
             raise SettingsError(f"{name} from {where} must be at least {minimum}, not {value!r}")
         return result

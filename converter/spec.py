@@ -15,6 +15,7 @@ from pathlib import Path
 from .results import FailureKind
 
 DEFAULTS_FILE = "models.toml"
+OPSET = 17  # the ONNX opset of the original workflow
 FORMATS = ("auto", "torchscript", "exported_program", "state_dict", "pickle")
 EXPORTERS = ("auto", "legacy", "dynamo")
 LAYOUTS = ("nhwc", "nchw")
@@ -136,7 +137,7 @@ def _table(v):
 def parse_shape(v) -> tuple[int, ...]:
     if isinstance(v, str):
         try:
-            v = [int(p) for p in v.replace("x", ",").split(",") if p.strip()]
+            v = [int(p) for p in v.strip().replace("x", ",").split(",")]
         except ValueError:
             raise ValueError(f"must be a list of positive integers like 1,3,224,224, not {v!r}") from None
     if (not isinstance(v, (list, tuple)) or not v

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from .results import ConversionError, FailureKind, TFLiteResult, write_bytes_atomic
+from .results import ConversionError, FailureKind, TFLiteResult, reraise_if_memory, write_bytes_atomic
 from .spec import ModelSpec
 
 _TF_OP = re.compile(r"\btf\.([A-Z]\w+)")
@@ -45,6 +45,7 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult
         try:
             models[label] = _convert(saved_model, quantize=quantize, allow_flex=spec.allow_flex)
         except Exception as exc:
+            reraise_if_memory(exc)
             text = str(exc)
             needed = sorted(set(_TF_OP.findall(text)))
             if not spec.allow_flex and ("Select TF ops" in text or "flex" in text.lower()) and needed:

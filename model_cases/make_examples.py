@@ -52,7 +52,6 @@ def build_all(out: Path = EXAMPLES) -> list[Path]:
     save("lstm_gru_tagger.pt", lambda p: torch.jit.trace(rnn, seq).save(str(p)))
 
     torch.manual_seed(4)
-    tokens = torch.randn(1, 10, 32)
     tr = arch.TinyTransformer().eval()
     save("transformer_encoder.pt", lambda p: torch.save(tr.state_dict(), p))
 

@@ -1,6 +1,7 @@
 """Fixtures for the harness's own tests: a pytester project wired to this repo's plugin."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,8 @@ def torch_warmed_up(tmp_path_factory):
 @pytest.fixture
 def harness(torch_warmed_up, pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    for var in ("TFLITE_HARNESS_MODELS_DIR", "TFLITE_HARNESS_INPUT_SHAPE"):
-        monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith("TFLITE_HARNESS_")]:  # a developer's own settings
+        monkeypatch.delenv(var)
     pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')
     pytester.makepyfile(test_models=TEST_FILE)
     pytester.makeini("[pytest]\njunit_family = xunit1\n")

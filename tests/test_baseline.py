@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -139,3 +138,34 @@ def test_bad_threshold_is_a_usage_error(harness):
     result = run(harness, "--collect-only", "--regression-threshold", "size:10%")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--regression-threshold*bad regression threshold 'size:10%'*"])
+
+
+def test_gate_only_compares_the_folder_it_was_made_for_and_update_repairs(tmp_path):
+    from converter.baseline import gate
+
+    path = tmp_path / "baseline.json"
+    common = dict(thresholds=Thresholds(), versions={"torch": "x"})
+    gate(path, {"a": row()}, discovered={"a"}, models_dirs=["examples"], update=True, **common)
+    other = gate(path, {"b": row()}, discovered={"b"}, models_dirs=["mine"], update=False, **common)
+    assert not other.failed and "not compared" in other.lines[0]
+    same = gate(path, {"a": row(outcome="failed", kind="crash", signature="c")}, discovered={"a"},
+                models_dirs=["examples"], update=False, **common)
+    assert same.failed and same.labels == {"a": "PASS->FAILED (crash)"}
+    path.write_text("{ not json")
+    assert gate(path, {"a": row()}, discovered={"a"}, models_dirs=["examples"], update=False, **common).failed
+    repaired = gate(path, {"a": row()}, discovered={"a"}, models_dirs=["examples"], update=True, **common)
+    assert not repaired.failed and json.loads(path.read_text())["models"]["a"]["status"] == "passed"
+
+
+def test_an_expected_failure_that_now_converts_is_good_news():
+    base = baseline_of(m=row(outcome="xfailed", kind="export_error", signature="e"))
+    v = compare(base, {"m": {**row(), "status": "passed", "outcome": "failed"}}, {"m"}, Thresholds())
+    assert not v.failed and v.labels["m"] == "now converts"
+
+
+def test_signatures_ignore_figures_that_vary_between_machines():
+    from converter.results import Failure, FailureKind
+
+    a = Failure(FailureKind.OUT_OF_MEMORY, "export", "resident memory exceeded the 9642 MB ceiling")
+    b = Failure(FailureKind.OUT_OF_MEMORY, "export", "resident memory exceeded the 4821 MB ceiling")
+    assert a.signature == b.signature and a.message != b.message

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+
 import pytest
 
 from converter.assertions import assert_conversion
@@ -51,6 +52,57 @@ def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
     assert "tensorflow" not in sys.modules  # the parent stays light
 
 
+def test_the_conversion_child_refuses_and_records_network_access(tmp_path):
+    source = """
+    import socket
+    import torch
+    class Phones(torch.nn.Module):
+        def forward(self, x):
+            try:  # like a library that swallows its download error
+                socket.create_connection(("192.0.2.1", 80), timeout=1)
+            except OSError:
+                pass
+            return x * 2
+    def phones():
+        return Phones()
+    """
+    result = convert(tmp_path, builders.factory_model(tmp_path / "m", "phones", source, "phoning:phones", (1, 4)))
+    assert result.passed, result.failure
+    assert result.network_attempts and all("192.0.2.1" in a for a in result.network_attempts)
+
+
+def test_interrupting_the_parent_kills_the_child(tmp_path):
+    import psutil
+
+    from converter.isolation import run_isolated
+
+    (case,) = discover([builders.torchscript_cnn(tmp_path / "m").parent])
+    started = []
+
+    def interrupt(pid):
+        started.append(pid)
+        raise KeyboardInterrupt  # as Ctrl-C or pytest-timeout would, mid-conversion
+
+    with pytest.raises(KeyboardInterrupt):
+        run_isolated(case.spec, tmp_path / "a", deliverable=None, threads=1, memory_limit_mb=4000,
+                     on_start=interrupt)
+    assert started and not psutil.pid_exists(started[0])
+
+
+def test_training_checkpoint_dicts_are_unwrapped(tmp_path):
+    import torch
+
+    model = builders.torchscript_cnn(tmp_path / "m", toml="")  # only for its folder
+    source = "import torch\ndef lin():\n    return torch.nn.Linear(4, 2)\n"
+    (model.parent / "lins.py").write_text(source)
+    torch.save({"epoch": 3, "state_dict": torch.nn.Linear(4, 2).state_dict(), "lr": 0.1},
+               model.parent / "ckpt.pt")
+    (model.parent / "ckpt.toml").write_text('factory = "lins:lin"\n[[inputs]]\nshape = [1, 4]\n')
+    result = convert(tmp_path, model.parent / "ckpt.pt")
+    assert result.passed, result.failure
+    assert result.load.format == "state_dict"
+
+
 def test_network_guard_refuses_and_records_connections():
     code = ("import socket, converter.offline as o; o.install()\n"
             "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
@@ -70,7 +122,7 @@ def test_corrupt_and_empty_files_are_load_errors(tmp_path):
     settings = settings_for(tmp_path)
     results = {c.model_id: convert_case(c, settings) for c in discover([folder])}
     assert results["corrupt"].failure.kind is FailureKind.LOAD_ERROR
-    assert "not a PyTorch archive" in results["corrupt"].failure.message
+    assert "not a PyTorch file" in results["corrupt"].failure.message
     assert results["empty"].failure.kind is FailureKind.LOAD_ERROR
     assert "empty" in results["empty"].failure.message
     assert not (tmp_path / "out").exists()

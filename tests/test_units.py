@@ -152,3 +152,55 @@ def test_result_round_trips():
                stage_seconds={"load": 1.0}, network_attempts=("connect x",))
     assert Result.from_dict(r.to_dict()) == r
     assert r.failure.signature == "timeout@export: slow"
+
+
+def test_ids_stay_unique_when_names_collide(tmp_path):
+    for rel in ("a/models/x.pt", "b/models/x.pt", "c/net.pt", "c/net.pt2", "c/sub/net.pt"):
+        write(tmp_path / rel)
+    roots = [tmp_path / "a" / "models", tmp_path / "b" / "models", tmp_path / "c", tmp_path / "c"]
+    cases = discover(roots, input_shapes=["1,4"])
+    ids = [c.model_id for c in cases]
+    assert len(ids) == len(set(ids)) == 5  # the repeated folder is read once
+    assert set(ids) == {"a/models/x", "b/models/x", "net.pt", "net.pt2", "sub/net"}
+
+
+def test_artifact_folders_of_nested_ids_never_contain_each_other(tmp_path):
+    s = resolve({}, {}, {}, base=tmp_path)
+    assert s.artifacts_for("a") not in s.artifacts_for("a/net").parents
+    assert s.deliverable_for("a/net") == tmp_path / "tflite_models" / "a" / "net.tflite"
+
+
+def test_layout_follows_onnx2tf_even_when_dimensions_coincide():
+    from converter.savedmodel import layout_perm, signature_keys
+
+    assert layout_perm((1, 64, 64), (1, 64, 64), kept=False) == (0, 2, 1)
+    assert layout_perm((1, 64, 64), (1, 64, 64), kept=True) == (0, 1, 2)
+    assert layout_perm((1, 3, 8, 8), (1, 8, 8, 3), kept=False) == (0, 2, 3, 1)
+    assert layout_perm((1, 12), (1, 12), kept=False) == (0, 1)
+    assert signature_keys(["a.b", "a_b", "0x"], "input") == ["a_b", "input_1", "input_2"]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "-5"])
+def test_non_finite_or_negative_settings_are_refused(tmp_path, value):
+    with pytest.raises(SettingsError, match="must be"):
+        resolve({"memory_limit_mb": value}, {}, {}, base=tmp_path)
+    with pytest.raises(SettingsError, match="must be"):
+        resolve({"timeout": value}, {}, {}, base=tmp_path)
+
+
+def test_shapes_with_holes_are_refused():
+    for bad in ("1,,3", "", "1,3,"):
+        with pytest.raises(ValueError):
+            parse_shape(bad)
+
+
+def test_non_finite_metrics_survive_json(tmp_path):
+    from converter.results import ExportResult, OutputComparison
+
+    bad = compare("y", np.zeros((2, 3)), np.zeros((3, 2)), 0.1)
+    r = Result("m", "m.pt", "failed", export=ExportResult("legacy", 17, "x", 1, ((1,),), (), (bad,), 0.1))
+    r.write(tmp_path / "r.json")  # strict JSON: no Infinity / NaN tokens
+    assert "Infinity" not in (tmp_path / "r.json").read_text()
+    back = Result.read(tmp_path / "r.json")
+    assert isinstance(back.export.outputs[0], OutputComparison)
+    assert math.isinf(back.export.outputs[0].range_rel_err) and math.isnan(back.export.outputs[0].cosine)
