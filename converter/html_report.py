@@ -75,14 +75,15 @@ def render(summary: dict, labels: dict[str, str] | None = None, verdict_lines=()
                        f"{html.escape(str(r['failure_stage']))} [{html.escape(str(r['failure_kind']))}]: "
                        f"{html.escape(r['failure_message'])}</li>"
                        for m, r in models.items() if r.get("failure_message"))
-    verdict = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines)
+    verdict = "".join(f'<li class="{"regress" if line.startswith(("REGRESSION", "ERROR")) else ""}">'
+                      f"{html.escape(line)}</li>" for line in verdict_lines)
     versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; white-space: nowrap; }}
-th {{ background: #f3f3f3; }} td.regress {{ color: #b00020; font-weight: bold; }}
+th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>
 <h1>TFLite conversion summary</h1>

@@ -250,9 +250,10 @@ class ControllerReport:
         s = self.config.stash[SETTINGS_KEY]
         counts = self.summary["counts"]
         terminalreporter.section("tflite conversion")
+        run = len(self.summary["models"]) - counts.get("gone", 0)
         terminalreporter.line(
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
-            f"{counts.get('xfailed', 0)} failed as expected, of {len(self.summary['models'])} models")
+            f"{counts.get('xfailed', 0)} failed as expected, of {run} models")
         for model_id, row in self.summary["models"].items():
             if row["outcome"] == "failed" and row.get("failure_kind"):
                 terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
