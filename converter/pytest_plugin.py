@@ -13,9 +13,9 @@ import pytest
 from . import baseline as baseline_file
 from .assertions import ExpectedConversionFailure, junit_properties
 from .baseline import parse_thresholds
-from .html_report import render as render_html
 from .discovery import discover
 from .environment import tool_versions
+from .html_report import render as render_html
 from .report import build_summary, summary_markdown, summary_row
 from .results import Failure, FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case

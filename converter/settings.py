@@ -94,8 +94,7 @@ def _split(value) -> list[str]:
 
 
 def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
-            ini: Mapping[str, str] | None = None, *, workers: int = 1, base: Path | None = None,
-            default_models_dir: Path | None = None) -> Settings:
+            ini: Mapping[str, str] | None = None, *, workers: int = 1, base: Path | None = None) -> Settings:
     env = os.environ if env is None else env
     ini = ini or {}
     base = Path(base or Path.cwd())
@@ -118,8 +117,6 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         return result
 
     dirs = [base / d for d in _split(picked["models_dir"][0])]
-    if not dirs and default_models_dir is not None:
-        dirs = [default_models_dir]
     try:
         shapes = tuple(parse_shape(s) for s in _split(picked["input_shape"][0]))
     except ValueError as exc:
