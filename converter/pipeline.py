@@ -115,8 +115,7 @@ def convert(spec: ModelSpec, artifacts: Path, deliverable: Path | None, threads:
         progress.start("tflite")
         done["tflite"] = to_tflite(spec, Path(done["savedmodel"].path), artifacts)
         progress.start("verify")
-        done["verify"] = verify(spec, arrays, reference, done["export"], done["savedmodel"],
-                                done["tflite"], threads)
+        done["verify"] = verify(spec, arrays, reference, done["savedmodel"], done["tflite"], threads)
         problem = verdict(done["export"], done["verify"], done["tflite"], spec.allow_flex)
         if problem is not None:
             raise problem

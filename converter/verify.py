@@ -49,8 +49,8 @@ def deploy_check(path: str) -> tuple[bool, str]:
     return report["ok"], report["error"]
 
 
-def verify(spec: ModelSpec, arrays, reference, export: ExportResult, saved: SavedModelResult,
-           tfl: TFLiteResult, threads: int) -> VerifyResult:
+def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFLiteResult,
+           threads: int) -> VerifyResult:
     start = time.perf_counter()
     results: dict[str, tuple[OutputComparison, ...]] = {}
     for label, path in (("fp32", tfl.fp32_path), ("drq", tfl.drq_path)):
