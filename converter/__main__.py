@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", action="append", type=_shape, default=[],
                         help="static input shape like 1,3,224,224; repeat for several inputs "
                              "(overrides the model's .toml)")
-    parser.add_argument("--out", default=None, help=f"deliverables folder ({SETTINGS['tflite_dir'][3]}; "
+    parser.add_argument("--out", default=None, help=f"deliverables folder ({SETTINGS['tflite_dir'].help}; "
                                                     "default tflite_models)")
     parser.add_argument("--reports", default=None, help="reports folder, artifacts go to REPORTS/artifacts/<name>/ "
                                                         "(default: reports)")
@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow loading a full pickled nn.Module (runs code from the file)")
     parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")
     parser.add_argument("--layout", choices=LAYOUTS, help="TFLite input layout (default: nhwc)")
-    parser.add_argument("--timeout", help=SETTINGS["timeout"][3])
-    parser.add_argument("--memory-limit-mb", help=SETTINGS["memory_limit_mb"][3])
-    parser.add_argument("--threads", help=SETTINGS["threads"][3])
+    parser.add_argument("--timeout", help=SETTINGS["timeout"].help)
+    parser.add_argument("--memory-limit-mb", help=SETTINGS["memory_limit_mb"].help)
+    parser.add_argument("--threads", help=SETTINGS["threads"].help)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Assertions on a conversion Result, written for the person reading a failing test."""
 from __future__ import annotations
 
-from .results import Result
+from .report import summary_row
+from .results import Result, labelled_comparisons
 from .spec import Expectation
 
 
@@ -16,8 +17,6 @@ PROPERTY_NAMES = ("failure_kind", "failure_stage", "exporter", "opset", "onnx_by
 
 def junit_properties(result: Result) -> list[tuple[str, object]]:
     """The per-model figures CI dashboards read, under stable names ('' when unknown)."""
-    from .report import summary_row
-
     row = summary_row(result)
     return [(name, "" if row.get(name) is None else row[name]) for name in PROPERTY_NAMES]
 
@@ -34,17 +33,11 @@ def assert_conversion(result: Result, expect: Expectation | None = None) -> None
             raise ExpectedConversionFailure(failure.one_line(result.model_id))
         raise AssertionError(f"expected {expect.kind} ({expect.reason}), got instead: "
                              f"{failure.one_line(result.model_id)}")
-    groups = []
-    if result.export:
-        groups.append(("ONNX", result.export.outputs))
-    if result.verify:
-        groups += [("float32 TFLite", result.verify.fp32), ("DRQ TFLite", result.verify.drq)]
-    for label, comparisons in groups:
-        for c in comparisons:
-            assert c.shape_ok, f"{result.model_id}: {c.describe(label)}"
-    for label, comparisons in groups:
-        for c in comparisons:
-            assert c.passed, f"{result.model_id}: {c.describe(label)}"
+    labelled = labelled_comparisons(result.export, result.verify)
+    for label, c in labelled:
+        assert c.shape_ok, f"{result.model_id}: {c.describe(label)}"
+    for label, c in labelled:
+        assert c.passed, f"{result.model_id}: {c.describe(label)}"
     assert failure is None, failure.one_line(result.model_id)
     # a Flex model (allow_flex) needs the Flex delegate on the device: reported, not failed
     assert result.verify is not None and (result.verify.deployable or result.tflite.flex_ops), \

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import math
 
-from .report import MD_COLUMNS, _fmt
+from .report import MD_COLUMNS, format_cell
 
 OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1", "xpassed": "#ffd6d6"}
 ERR_RANGE = (1e-9, 1.0)
@@ -61,7 +61,7 @@ def render(summary: dict, labels: dict[str, str] | None = None, verdict_lines=()
     for model_id, row in models.items():
         colour = OUTCOME_COLOURS.get(row["outcome"], "#eee")
         cells = [f"<td><code>{html.escape(model_id)}</code></td>"]
-        cells += [f"<td>{html.escape(_fmt(row.get(key), kind))}</td>" for _, key, kind in MD_COLUMNS]
+        cells += [f"<td>{html.escape(format_cell(row.get(key), kind))}</td>" for _, key, kind in MD_COLUMNS]
         if labels:
             label = labels.get(model_id, "")
             bad = any(w in label for w in ("PASS->", "GONE", "grew", "new failure", " x", "size +"))

@@ -22,8 +22,7 @@ from typing import Callable
 import psutil
 
 from .environment import child_environment, tool_versions
-from .results import (MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind, Result, normalise_message,
-                      write_json_atomic)
+from .results import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind, Result, write_json_atomic
 
 POLL_SECONDS = 0.1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -166,12 +165,10 @@ def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads
         failure = Failure(FailureKind.CRASH, stage,
                           f"conversion process exited with status {popen.returncode} during {stage} "
                           "without a result")
-    result = Result(model_id=spec.model_id, model_path=spec.path, status="failed",
-                    failure=Failure(failure.kind, failure.stage, normalise_message(failure.message)),
-                    stage_seconds=progress.get("stage_seconds", {}),
-                    seconds=round(seconds, 3),
-                    peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
-                    versions=tool_versions())
+    result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
+                           stage_seconds=progress.get("stage_seconds", {}), seconds=round(seconds, 3),
+                           peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
+                           versions=tool_versions())
     result.write(result_path)
     return result
 

@@ -17,7 +17,7 @@ from .discovery import discover
 from .environment import tool_versions
 from .html_report import render as render_html
 from .report import build_summary, summary_markdown, summary_row
-from .results import Failure, FailureKind, Result, write_json_atomic, write_text_atomic
+from .results import FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, resolve
 from .spec import OPSET
@@ -76,7 +76,7 @@ def _settings(config) -> Settings:
         if value and name in PATH_OPTIONS:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
         cli[name] = value
-    ini = {SETTINGS[n][1]: config.getini(SETTINGS[n][1]) for n in OPTIONS}
+    ini = {SETTINGS[n].ini: config.getini(SETTINGS[n].ini) for n in OPTIONS}
     try:
         return resolve(cli, os.environ, ini, workers=_workers(config), base=config.rootpath)
     except SettingsError as exc:
@@ -200,8 +200,8 @@ class ControllerReport:
             # xdist builds the report of a crashed worker itself, without our attributes
             model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
             if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
-                failure = Failure(FailureKind.CRASH, report.when, "test process died without a result")
-                row = summary_row(Result(model_id=model_id, model_path="", status="failed", failure=failure))
+                row = summary_row(Result.failed(model_id, "", FailureKind.CRASH, report.when,
+                                                "test process died without a result"))
                 row["outcome"] = "failed"
                 self.rows[model_id] = row
 

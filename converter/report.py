@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .results import OutputComparison, Result
+from .results import OutputComparison, Result, labelled_comparisons
 
 STAGES = ("load", "export", "savedmodel", "tflite", "verify")
 
@@ -35,12 +35,8 @@ def format_result(result: Result, settings=None) -> str:
         flex = f", Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite.flex_ops else ""
         lines.append(f"  TFLite: DRQ {_mb(result.tflite.drq_bytes)} (x{ratio:.2f} of ONNX), "
                      f"float32 {_mb(result.tflite.fp32_bytes)}{flex}")
-    groups = [("ONNX", result.export.outputs if result.export else ())]
-    if result.verify:
-        groups += [("float32 TFLite", result.verify.fp32), ("DRQ TFLite", result.verify.drq)]
-    for label, comparisons in groups:
-        for c in comparisons:
-            lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
+    for label, c in labelled_comparisons(result.export, result.verify):
+        lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
     if result.verify:
         lines.append(f"  deployable without TensorFlow: {'yes' if result.verify.deployable else 'no'}"
                      + (f" ({result.verify.deploy_message})" if result.verify.deploy_message else ""))
@@ -82,7 +78,7 @@ def summary_row(result: Result) -> dict:
     }
 
 
-def _fmt(value, kind: str) -> str:
+def format_cell(value, kind: str) -> str:
     if value is None or value == "":
         return "-"
     if kind == "bytes":
@@ -123,7 +119,7 @@ def summary_markdown(summary: dict, extra_columns=()) -> str:
     titles = ["model"] + [t for t, _, _ in MD_COLUMNS] + [t for t, _ in extra_columns]
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for model_id, row in summary["models"].items():
-        cells = [f"`{model_id}`"] + [_fmt(row.get(key), kind) for _, key, kind in MD_COLUMNS]
+        cells = [f"`{model_id}`"] + [format_cell(row.get(key), kind) for _, key, kind in MD_COLUMNS]
         cells += [fn(model_id, row) for _, fn in extra_columns]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     failures = [(m, r) for m, r in summary["models"].items() if r.get("failure_message")]

@@ -134,6 +134,14 @@ class OutputComparison:
                 f"cosine {self.cosine:.6f}{top1})")
 
 
+def labelled_comparisons(export: "ExportResult | None", verify: "VerifyResult | None"):
+    """Every output comparison with its label, in the order checks are made and reported."""
+    pairs = [("ONNX", c) for c in export.outputs] if export else []
+    if verify:
+        pairs += [("float32 TFLite", c) for c in verify.fp32] + [("DRQ TFLite", c) for c in verify.drq]
+    return pairs
+
+
 @dataclass(frozen=True)
 class LoadResult:
     format: str
@@ -206,6 +214,13 @@ class Result:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @classmethod
+    def failed(cls, model_id: str, model_path: str, kind: FailureKind, stage: str, message: str,
+               **fields) -> "Result":
+        """A Result that only carries its (normalised) failure, plus whatever was measured."""
+        return cls(model_id=model_id, model_path=model_path, status="failed",
+                   failure=Failure(kind, stage, normalise_message(message)), **fields)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))

@@ -7,7 +7,7 @@ from typing import Callable
 from .discovery import Case
 from .environment import tool_versions
 from .isolation import run_isolated
-from .results import Failure, FailureKind, Result, normalise_message
+from .results import FailureKind, Result
 from .settings import Settings
 
 
@@ -16,9 +16,8 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
     deliverable = settings.deliverable_for(case.model_id)
     if case.spec is None:
         shutil.rmtree(artifacts, ignore_errors=True)  # nothing from an earlier run may pass for this one
-        result = Result(model_id=case.model_id, model_path=str(case.path), status="failed",
-                        failure=Failure(FailureKind.SPEC_ERROR, "spec", normalise_message(case.spec_error)),
-                        versions=tool_versions())
+        result = Result.failed(case.model_id, str(case.path), FailureKind.SPEC_ERROR, "spec",
+                               case.spec_error, versions=tool_versions())
         result.write(artifacts / "result.json")
     else:
         result = run_isolated(case.spec, artifacts, deliverable=deliverable, threads=settings.threads,

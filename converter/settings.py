@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import psutil
 
@@ -19,29 +19,35 @@ from .spec import DEFAULT_TIMEOUT, parse_shape
 ENV_PREFIX = "TFLITE_HARNESS_"
 MEMORY_SHARE = 0.8  # of physical RAM, split among parallel workers
 
-# name -> (environment variable, ini key, default as a string or None, help)
-SETTINGS = {
-    "models_dir": (ENV_PREFIX + "MODELS_DIR", "models_dir", None,
-                   "folder of models to convert, searched recursively (repeatable; "
-                   "default: the bundled examples)"),
-    "tflite_dir": (ENV_PREFIX + "TFLITE_DIR", "tflite_dir", "tflite_models",
-                   "where the quantized .tflite deliverables go"),
-    "reports_dir": (ENV_PREFIX + "REPORTS_DIR", "reports_dir", "reports",
-                    "where summary.json/.md/.html and per-model artifacts go"),
-    "input_shape": (ENV_PREFIX + "INPUT_SHAPE", "default_input_shape", None,
-                    "input shape for models without one in a .toml, e.g. 1,3,224,224 "
-                    "(repeat for several inputs; environment/ini: separate inputs with ';')"),
-    "timeout": (ENV_PREFIX + "TIMEOUT", "conversion_timeout", str(DEFAULT_TIMEOUT),
-                "seconds one model's conversion may take unless its .toml says otherwise"),
-    "memory_limit_mb": (ENV_PREFIX + "MEMORY_LIMIT_MB", "memory_limit_mb", None,
-                        "resident-memory ceiling of one conversion (default: 80% of RAM shared "
-                        "among workers)"),
-    "threads": (ENV_PREFIX + "THREADS", "conversion_threads", None,
-                "CPU threads of one conversion (default: the cores shared among workers)"),
-    "baseline": (ENV_PREFIX + "BASELINE", "baseline", "model_cases/baseline.json",
-                 "baseline file that regressions are judged against"),
-    "regression_threshold": (ENV_PREFIX + "REGRESSION_THRESHOLD", "regression_threshold", "",
-                             "what counts as a regression, e.g. drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%"),
+class Setting(NamedTuple):
+    env: str
+    ini: str
+    default: str | None
+    help: str
+
+
+SETTINGS = {  # name -> where it can come from
+    "models_dir": Setting(ENV_PREFIX + "MODELS_DIR", "models_dir", None,
+        "folder of models to convert, searched recursively (repeatable; "
+        "default: the bundled examples)"),
+    "tflite_dir": Setting(ENV_PREFIX + "TFLITE_DIR", "tflite_dir", "tflite_models",
+        "where the quantized .tflite deliverables go"),
+    "reports_dir": Setting(ENV_PREFIX + "REPORTS_DIR", "reports_dir", "reports",
+        "where summary.json/.md/.html and per-model artifacts go"),
+    "input_shape": Setting(ENV_PREFIX + "INPUT_SHAPE", "default_input_shape", None,
+        "input shape for models without one in a .toml, e.g. 1,3,224,224 "
+        "(repeat for several inputs; environment/ini: separate inputs with ';')"),
+    "timeout": Setting(ENV_PREFIX + "TIMEOUT", "conversion_timeout", str(DEFAULT_TIMEOUT),
+        "seconds one model's conversion may take unless its .toml says otherwise"),
+    "memory_limit_mb": Setting(ENV_PREFIX + "MEMORY_LIMIT_MB", "memory_limit_mb", None,
+        "resident-memory ceiling of one conversion (default: 80% of RAM shared "
+        "among workers)"),
+    "threads": Setting(ENV_PREFIX + "THREADS", "conversion_threads", None,
+        "CPU threads of one conversion (default: the cores shared among workers)"),
+    "baseline": Setting(ENV_PREFIX + "BASELINE", "baseline", "model_cases/baseline.json",
+        "baseline file that regressions are judged against"),
+    "regression_threshold": Setting(ENV_PREFIX + "REGRESSION_THRESHOLD", "regression_threshold", "",
+        "what counts as a regression, e.g. drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%"),
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .metrics import compare
 from .results import (ConversionError, ExportResult, FailureKind, OutputComparison,
-                      SavedModelResult, TFLiteResult, VerifyResult)
+                      SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons)
 from .spec import ModelSpec
 
 
@@ -65,8 +65,7 @@ def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFL
 def verdict(export: ExportResult, result: VerifyResult, tfl: TFLiteResult,
             allow_flex: bool) -> ConversionError | None:
     """The first failed check, in a fixed order: shapes, then ONNX / fp32 / DRQ values, then deployability."""
-    labelled = [("ONNX", c) for c in export.outputs] + [("float32 TFLite", c) for c in result.fp32] \
-        + [("DRQ TFLite", c) for c in result.drq]
+    labelled = labelled_comparisons(export, result)
     for label, comparison in labelled:
         if not comparison.shape_ok:
             return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label))
