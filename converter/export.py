@@ -7,7 +7,9 @@ which handles what legacy cannot (adaptive pooling with non-dividing sizes, Expo
 from __future__ import annotations
 
 import re
+import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -95,6 +97,8 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
             _export_once(exporter, loaded, args, out_path, input_names, output_names)
         except Exception as exc:  # every exporter failure is data for the message below
             reraise_if_memory(exc)
+            print(f"--- the {exporter} exporter failed:", file=sys.stderr)
+            traceback.print_exception(exc)  # into convert.log: the one-line message cannot hold it
             errors.append((exporter, exc))
             attempts.append(f"{exporter}: {describe_export_error(exc)}")
             continue
@@ -108,7 +112,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
     except Exception as exc:
         reraise_if_memory(exc)
         raise ConversionError(FailureKind.EXPORT_ERROR,
-                              f"{exporter} exporter wrote an invalid ONNX file: {describe_export_error(exc)}") from None
+                              f"{exporter} exporter wrote an invalid ONNX file: {describe_export_error(exc)}") from exc
     opset, shapes = read_back(out_path)
     expected = tuple(tuple(i.shape) for i in loaded.inputs)
     if shapes != expected:
@@ -120,7 +124,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
     except Exception as exc:
         reraise_if_memory(exc)
         raise ConversionError(FailureKind.EXPORT_ERROR,
-                              f"onnxruntime cannot run the exported file: {describe_export_error(exc)}") from None
+                              f"onnxruntime cannot run the exported file: {describe_export_error(exc)}") from exc
     if len(outputs) != len(reference):
         raise ConversionError(FailureKind.SHAPE_MISMATCH,
                               f"ONNX has {len(outputs)} outputs, PyTorch returns {len(reference)}")

@@ -5,7 +5,10 @@ plus an architecture factory) and, only when the user opted in, full pickled mod
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import os
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -14,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .results import ConversionError, FailureKind, reraise_if_memory
+from .pickle_safety import inspect_pt2, is_legacy_torch_save, refusal_kind
+from .results import ConversionError, FailureKind, first_line, reraise_if_memory
 from .spec import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
@@ -28,32 +32,54 @@ class LoadedModel:
     inputs: tuple[InputSpec, ...]
 
 
+NOT_PYTORCH = "not a PyTorch file: neither a TorchScript / torch.export archive nor a torch.save file"
+
+
 def sniff_format(path: Path) -> str:
-    """Tell TorchScript, ExportedProgram and torch.save pickles apart without unpickling."""
+    """Tell TorchScript, ExportedProgram and torch.save files apart without unpickling."""
     if not path.is_file():
         raise ConversionError(FailureKind.LOAD_ERROR, f"model file does not exist: {path.name}")
     if path.stat().st_size == 0:
         raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
     if not zipfile.is_zipfile(path):
-        return "pickle_archive"  # perhaps a legacy (pre-1.6, non-zip) torch.save; torch.load decides
+        if is_legacy_torch_save(path):
+            return "pickle_archive"
+        raise ConversionError(FailureKind.LOAD_ERROR, NOT_PYTORCH)
     try:
-        names = zipfile.ZipFile(path).namelist()
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from None
+        raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from exc
     if any(n.endswith("models/model.json") or "/serialized_exported_program" in n for n in names):
         return "exported_program"
     if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
         return "torchscript"
-    return "pickle_archive"  # torch.save: a state_dict or a full module, decided on load
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle_archive"  # torch.save: a state_dict or a full module, decided on load
+    raise ConversionError(FailureKind.LOAD_ERROR, f"{NOT_PYTORCH} (a zip archive without data.pkl)")
 
 
-def _import_factory(ref: str):
-    module_name, func_name = ref.split(":")
+@contextlib.contextmanager
+def _folder_importable(folder: Path):
+    """The model's folder on sys.path only while its factory or pickled classes are imported:
+    afterwards nothing in it (a stray tensorflow.py) can shadow an installed package."""
+    entry = str(folder.resolve())
+    sys.path.insert(0, entry)
     try:
-        return getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConversionError(FailureKind.SPEC_ERROR,
-                              f"factory '{ref}' cannot be imported: {exc}") from None
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+
+
+def _import_factory(ref: str, folder: Path):
+    module_name, func_name = ref.split(":")
+    with _folder_importable(folder):
+        try:
+            return getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConversionError(FailureKind.SPEC_ERROR,
+                                  f"factory '{ref}' cannot be imported: {exc}") from exc
 
 
 def _from_state_dict(state, spec: ModelSpec):
@@ -61,14 +87,18 @@ def _from_state_dict(state, spec: ModelSpec):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               "file holds a state_dict: name its architecture with "
                               "factory = 'package.module:function' in the model's .toml")
-    module = _import_factory(spec.factory)(**spec.factory_kwargs)
+    module = _import_factory(spec.factory, Path(spec.path).parent)(**spec.factory_kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ConversionError(FailureKind.SPEC_ERROR,
+                              f"factory '{spec.factory}' returned a {type(module).__name__}, not a "
+                              "torch.nn.Module")
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         reraise_if_memory(exc)
         raise ConversionError(FailureKind.LOAD_ERROR,
                               f"state_dict does not fit factory '{spec.factory}': "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{str(exc).splitlines()[0]}") from exc
     return module
 
 
@@ -77,23 +107,22 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything beyond tensors and plain containers
         reraise_if_memory(exc)
-        if "Weights only load failed" not in str(exc):
+        if refusal_kind(exc) is FailureKind.LOAD_ERROR:
             raise ConversionError(FailureKind.LOAD_ERROR,
-                                  "not a PyTorch file: neither a TorchScript / torch.export archive nor a "
-                                  f"torch.save pickle, or it is corrupt or truncated ({type(exc).__name__}: "
-                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+                                  f"{NOT_PYTORCH}, or it is corrupt or truncated ({first_line(exc)})") from exc
         if not spec.trust_pickle:
             raise ConversionError(
                 FailureKind.UNTRUSTED_PICKLE,
                 "file is a pickled Python object, and unpickling runs arbitrary code; if you "
                 "trust its source, set trust_pickle = true in its .toml (CLI: --trust-pickle), "
-                "or better re-save it as TorchScript, torch.export (.pt2) or a state_dict") from None
+                "or better re-save it as TorchScript, torch.export (.pt2) or a state_dict") from exc
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            with _folder_importable(path.parent):  # pickled classes are imported while unpickling
+                obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
             reraise_if_memory(exc2)
             raise ConversionError(FailureKind.LOAD_ERROR,
-                                  f"trusted pickle failed to load: {type(exc2).__name__}: {exc2}") from None
+                                  f"trusted pickle failed to load: {first_line(exc2)}") from exc2
         if not isinstance(obj, torch.nn.Module):
             raise ConversionError(FailureKind.LOAD_ERROR,
                                   f"pickle holds a {type(obj).__name__}, not an nn.Module")
@@ -108,6 +137,14 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
                           f"file holds a {type(obj).__name__} that is neither a state_dict nor a module")
 
 
+def _load_exported_program(path: Path, spec: ModelSpec):
+    # read once: the bytes inspected are the bytes loaded, whatever happens to the file meanwhile
+    data = path.read_bytes()
+    if not spec.trust_pickle:
+        inspect_pt2(data)
+    return torch.export.load(io.BytesIO(data))
+
+
 def _example_inputs_of(program) -> tuple[InputSpec, ...]:
     args = getattr(program, "example_inputs", None)
     if not args or not args[0]:
@@ -120,25 +157,23 @@ def _example_inputs_of(program) -> tuple[InputSpec, ...]:
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     path = Path(spec.path)
-    if spec.factory or spec.trust_pickle:
-        # factories and pickled classes live beside the model; only then may that folder's
-        # modules be imported (a stray tensorflow.py there must not shadow the real one)
-        sys.path.insert(0, str(path.resolve().parent))
+    if not spec.trust_pickle:
+        # a second wall behind inspect_pt2: torch itself then refuses every weights_only=False load
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     sniffed = sniff_format(path)
     fmt = spec.format if spec.format != "auto" else sniffed
     try:
         if fmt == "torchscript":
             module, fmt = torch.jit.load(str(path), map_location="cpu"), "torchscript"
         elif fmt == "exported_program":
-            module = torch.export.load(str(path))
+            module = _load_exported_program(path, spec)
         else:
             module, fmt = _load_pickle_archive(path, spec)
     except ConversionError:
         raise
     except Exception as exc:
         reraise_if_memory(exc)
-        raise ConversionError(FailureKind.LOAD_ERROR,
-                              f"cannot load as {fmt}: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(FailureKind.LOAD_ERROR, f"cannot load as {fmt}: {first_line(exc)}") from exc
     inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())
     if not inputs:
         raise ConversionError(FailureKind.SPEC_ERROR, "no input shape: add [[inputs]] to the model's .toml")

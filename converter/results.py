@@ -49,6 +49,13 @@ def reraise_if_memory(exc: BaseException) -> None:
         raise exc
 
 
+def first_line(exc: BaseException) -> str:
+    """`Type: first non-empty line`: many torch errors start with a newline, which would leave
+    a one-line message saying only 'RuntimeError:'."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class ConversionError(Exception):
     """Raised by a stage when it fails in a way it understands."""
 
@@ -273,19 +280,18 @@ def _build(tp, value):
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file, as every other tool does
+
+
 def write_json_atomic(path: Path, data) -> None:
-    """Temp file in the same folder, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -293,12 +299,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, then os.replace: readers never see half a file.
+
+    mkstemp creates its file 0600; the final file gets the mode open() would have given it,
+    so a CI web server or a colleague can read deliverables and summaries."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

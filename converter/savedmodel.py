@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import ConversionError, FailureKind, SavedModelResult, reraise_if_memory
+from .results import ConversionError, FailureKind, SavedModelResult, first_line, reraise_if_memory
 from .spec import ModelSpec
 
 # onnx2tf fetches calibration images from the internet for 3-channel image inputs; it only
@@ -92,12 +92,10 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         )
     except SystemExit as exc:
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
-                              f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from None
+                              f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from exc
     except Exception as exc:
         reraise_if_memory(exc)
-        text = str(exc).strip().splitlines()
-        raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
-                              f"onnx2tf: {type(exc).__name__}: {text[0] if text else ''}") from None
+        raise ConversionError(FailureKind.SAVEDMODEL_ERROR, f"onnx2tf: {first_line(exc)}") from exc
     if model is None or len(model.inputs) != len(input_shapes):
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
 
@@ -123,7 +121,7 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     except Exception as exc:
         reraise_if_memory(exc)
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
-                              f"writing the SavedModel failed: {type(exc).__name__}: {exc}") from None
+                              f"writing the SavedModel failed: {first_line(exc)}") from exc
     copy.unlink(missing_ok=True)
     return SavedModelResult(
         path=str(path), layout=spec.layout,
