@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 from .discovery import Case
+from .lifeline import terminate_on_sigterm
+from .outputs import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
-from .settings import SETTINGS, SettingsError, resolve
+from .settings import SETTINGS, SettingsError, argparse_help, resolve
 from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec, parse_shape
 
 
@@ -27,17 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", action="append", type=_shape, default=[],
                         help="static input shape like 1,3,224,224; repeat for several inputs "
                              "(overrides the model's .toml)")
-    parser.add_argument("--out", default=None, help=f"deliverables folder ({SETTINGS['tflite_dir'].help}; "
-                                                    "default tflite_models)")
+    parser.add_argument("--out", default=None, help=argparse_help(f"deliverables folder ({SETTINGS['tflite_dir'].help}; "
+                                                                  "default tflite_models)"))
     parser.add_argument("--reports", default=None, help="reports folder, artifacts go to REPORTS/artifacts/<name>/ "
                                                         "(default: reports)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")
     parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")
     parser.add_argument("--layout", choices=LAYOUTS, help="TFLite input layout (default: nhwc)")
-    parser.add_argument("--timeout", help=SETTINGS["timeout"].help)
-    parser.add_argument("--memory-limit-mb", help=SETTINGS["memory_limit_mb"].help)
-    parser.add_argument("--threads", help=SETTINGS["threads"].help)
+    parser.add_argument("--timeout", help=argparse_help(SETTINGS["timeout"].help))
+    parser.add_argument("--memory-limit-mb", help=argparse_help(SETTINGS["memory_limit_mb"].help))
+    parser.add_argument("--threads", help=argparse_help(SETTINGS["threads"].help))
     return parser
 
 
@@ -62,15 +64,24 @@ def main(argv=None) -> int:
         overrides["timeout"] = settings.timeout
     if args.memory_limit_mb is not None:
         overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
-    model_id = args.model.stem
+    model = args.model.resolve()  # the child runs elsewhere: a path relative to here means nothing there
+    model_id = model.stem
     try:
-        spec = load_spec(args.model, model_id, defaults=defaults_layer(settings.input_shapes,
-                                                                       timeout=settings.timeout),
+        spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes,
+                                                                  timeout=settings.timeout),
                          overrides=overrides)
-        case = Case(model_id, args.model, args.model.parent, spec)
+        case = Case(model_id, model, model.parent, spec)
     except SpecError as exc:
-        case = Case(model_id, args.model, args.model.parent, None, str(exc))
-    result = convert_case(case, settings)
+        case = Case(model_id, model, model.parent, None, str(exc))
+    try:
+        lock = prepare(settings.tflite_dir, settings.reports_dir)
+    except OutputsError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    terminate_on_sigterm()
+    try:
+        result = convert_case(case, settings)
+    finally:
+        lock.release()
     print(format_result(result, settings))
     return 0 if result.passed else 1
 

@@ -7,6 +7,7 @@ suggest updating the baseline; timing changes are reported, never gated (machine
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ def parse_thresholds(text: str | None) -> Thresholds:
         if key in values:
             raise ValueError(f"bad regression threshold {term!r}: {key} is given twice")
         number = float(m.group(2) or m.group(4) or m.group(6))
+        if not math.isfinite(number):
+            raise ValueError(f"bad regression threshold {term!r}: the number must be finite")
         if key.endswith("_err") and number <= 1:
             raise ValueError(f"bad regression threshold {term!r}: the factor must be above 1")
         values[key] = number / 100 if key == "size" else number
@@ -96,14 +99,34 @@ class Verdict:
 
 
 def load(path: Path) -> dict | None:
+    """The baseline's data, or None when there is none; ValueError naming the file when it is broken."""
     path = Path(path)
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: baseline schema {data.get('schema_version')} is not {SCHEMA_VERSION}; "
-                         "regenerate it with --baseline-update")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc}); rewrite it with --baseline-update") from None
+    problem = _structure_problem(data)
+    if problem:
+        raise ValueError(f"{path}: {problem}; rewrite it with --baseline-update")
     return data
+
+
+def _structure_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    if data.get("schema_version") != SCHEMA_VERSION:
+        return f"baseline schema {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
+    if not isinstance(data.get("models"), dict):
+        return "'models' must be an object of model id -> record"
+    for model_id, entry in data["models"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+            return f"the record of model {model_id!r} is not an object with a status"
+    for key, kind in (("versions", dict), ("models_dirs", list)):
+        if key in data and not isinstance(data[key], kind):
+            return f"'{key}' must be a JSON {'object' if kind is dict else 'array'}"
+    return None
 
 
 def write(path: Path, rows: dict[str, dict], versions: dict, previous: dict | None,
@@ -145,7 +168,7 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
                          f"PASS->{new['status'].upper()} ({new['failure_kind']})")
             continue
         if not was_ok and is_ok:
-            verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old['failure_kind']}), now passes",
+            verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old.get('failure_kind')}), now passes",
                          f"{old['status'].upper()}->PASS")
             continue
         if not is_ok and new["failure_kind"] is None:  # a strict xfail whose model now converts
@@ -153,9 +176,9 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
                          "[expect] and update the baseline", "now converts")
             continue
         if not is_ok:
-            if new["failure_signature"] != old["failure_signature"]:
+            if new["failure_signature"] != old.get("failure_signature"):
                 verdict._add(verdict.regressions, model_id,
-                             f"fails differently: was '{old['failure_signature']}', now '{new['failure_signature']}'",
+                             f"fails differently: was '{old.get('failure_signature')}', now '{new['failure_signature']}'",
                              f"new failure ({new['failure_kind']})")
             continue
         for key, factor, label in (("drq_range_rel_err", t.drq_err, "DRQ error"),
@@ -209,7 +232,7 @@ def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds:
         previous = load(path)
     except (ValueError, OSError) as exc:
         if not update:
-            return GateOutcome((f"ERROR: cannot read the baseline: {exc}",), {}, True)
+            return GateOutcome((f"ERROR: cannot use the baseline {exc}",), {}, True)
         previous = None  # a broken baseline is exactly what --baseline-update is for
     if update:
         if previous is not None and previous.get("models_dirs") != models_dirs:

@@ -49,11 +49,15 @@ def assign_ids(entries: list[tuple[Path, Path]]) -> list[str]:
               lambda p, r: p.resolve().relative_to(common).with_suffix("").as_posix(),
               lambda p, r: p.resolve().relative_to(common).as_posix())
     ids: list[str | None] = [None] * len(entries)
+    taken: set[str] = set()
     for level in levels:
         candidates = [level(p, r) for p, r in entries]
+        # compared case-folded: on macOS and Windows 'Net' and 'net' would share one deliverable
+        folded = [c.casefold() for c in candidates]
         for i, candidate in enumerate(candidates):
-            if ids[i] is None and candidates.count(candidate) == 1 and candidate not in ids:
+            if ids[i] is None and folded.count(folded[i]) == 1 and folded[i] not in taken:
                 ids[i] = candidate
+                taken.add(folded[i])
     return [i if i is not None else f"{c}~{n}" for n, (i, c) in enumerate(zip(ids, candidates))]
 
 

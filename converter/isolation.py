@@ -22,6 +22,7 @@ from typing import Callable
 import psutil
 
 from .environment import child_environment, tool_versions
+from .lifeline import guardians_of_this_process
 from .results import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind, Result, write_json_atomic
 
 POLL_SECONDS = 0.1
@@ -32,8 +33,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Job:
     spec: dict
     artifacts_dir: str
-    deliverable: str | None
     threads: int
+    guardians: list[int]  # pids the child must not outlive (see lifeline.py)
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, asdict(self))
@@ -93,7 +94,7 @@ def _log_tail_mentions_memory(log: Path) -> bool:
     return any(m in tail for m in MEMORY_MARKERS)
 
 
-def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads: int,
+def run_isolated(spec, artifacts_dir: Path, *, threads: int,
                  memory_limit_mb: float, timeout: float | None = None,
                  on_start: Callable[[int], None] | None = None) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies."""
@@ -103,8 +104,7 @@ def run_isolated(spec, artifacts_dir: Path, *, deliverable: Path | None, threads
     timeout = spec.timeout if timeout is None else timeout
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / "job.json"
-    Job(spec.to_dict(), str(artifacts.resolve()), str(Path(deliverable).resolve()) if deliverable else None,
-        threads).write(job_path)
+    Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process()).write(job_path)
 
     log_path = artifacts / "convert.log"
     start = time.monotonic()

@@ -11,12 +11,11 @@ import time
 import traceback
 from pathlib import Path
 
-from . import offline
+from . import lifeline, offline
 from .environment import tool_versions
 from .isolation import Job
 from .results import (MEMORY_ADVICE, ConversionError, Failure, FailureKind, LoadResult, Result,
-                      is_memory_error, normalise_message,
-                      write_bytes_atomic, write_json_atomic)
+                      is_memory_error, normalise_message, write_json_atomic)
 from .spec import ModelSpec, SpecError
 
 DEFAULT_KIND = {"load": FailureKind.LOAD_ERROR, "export": FailureKind.EXPORT_ERROR,
@@ -74,7 +73,7 @@ def classify(exc: BaseException, stage: str) -> Failure:
                    normalise_message(f"{type(exc).__name__}: {exc}"))
 
 
-def convert(spec: ModelSpec, artifacts: Path, deliverable: Path | None, threads: int) -> Result:
+def convert(spec: ModelSpec, artifacts: Path, threads: int) -> Result:
     """Run every stage; never raises for a model's own problems, returns a Result."""
     from .export import export_onnx
     from .load import load_model, make_inputs, run_torch
@@ -125,25 +124,22 @@ def convert(spec: ModelSpec, artifacts: Path, deliverable: Path | None, threads:
         traceback.print_exc()
         failure = classify(exc, progress.stage or "load")
     progress.finish()
-
-    delivered = None
-    if failure is None and deliverable is not None:
-        write_bytes_atomic(deliverable, Path(done["tflite"].drq_path).read_bytes())
-        delivered = str(deliverable)
+    # the deliverable is the parent's to copy: only a run that is still alive delivers
     return Result(
         model_id=spec.model_id, model_path=spec.path,
         status="failed" if failure else "passed", failure=failure,
-        deliverable=delivered, stage_seconds=dict(progress.stage_seconds),
+        stage_seconds=dict(progress.stage_seconds),
         seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
         network_attempts=tuple(offline.attempts), versions=tool_versions(), **done)
 
 
 def main(job_path: str) -> int:
-    offline.install()
     job = Job.read(Path(job_path))
+    lifeline.hold(job.guardians)
+    offline.install()
     artifacts = Path(job.artifacts_dir)
     spec = ModelSpec.from_dict(job.spec)
-    result = convert(spec, artifacts, Path(job.deliverable) if job.deliverable else None, job.threads)
+    result = convert(spec, artifacts, job.threads)
     result.write(artifacts / "result.json")
     (artifacts / "progress.json").unlink(missing_ok=True)
     return 0

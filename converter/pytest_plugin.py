@@ -16,10 +16,12 @@ from .baseline import parse_thresholds
 from .discovery import discover
 from .environment import tool_versions
 from .html_report import render as render_html
+from .lifeline import terminate_on_sigterm
+from .outputs import OutputsError, prepare
 from .report import build_summary, summary_markdown, summary_row
 from .results import FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case
-from .settings import SETTINGS, Settings, SettingsError, resolve
+from .settings import SETTINGS, Settings, SettingsError, argparse_help, resolve
 from .spec import OPSET
 
 OPTIONS = {  # setting -> command-line flag
@@ -34,6 +36,7 @@ OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own ti
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
+LOCK_KEY = pytest.StashKey[object]()
 
 
 def pytest_addoption(parser):
@@ -42,7 +45,8 @@ def pytest_addoption(parser):
         env_var, ini_key, default, help_text = SETTINGS[name]
         extra = {"type": _threshold_option} if name == "regression_threshold" else {}
         group.addoption(flag, dest=f"tflite_{name}", action="append" if name in REPEATABLE else "store",
-                        default=None, help=f"{help_text} [env {env_var}, ini {ini_key}]", **extra)
+                        default=None, help=argparse_help(f"{help_text} [env {env_var}, ini {ini_key}]"),
+                        **extra)
         parser.addini(ini_key, help=help_text, default=None)
     group.addoption("--baseline-update", dest="tflite_baseline_update", action="store_true",
                     help="rewrite the baseline from this run instead of gating on it")
@@ -85,14 +89,28 @@ def _settings(config) -> Settings:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads the path
 def pytest_configure(config):
-    config.stash[SETTINGS_KEY] = _settings(config)
-    if getattr(config.option, "xmlpath", None) is None and not hasattr(config, "workerinput"):
-        # the JUnit report always goes beside the other reports, wherever pytest runs from
-        config.option.xmlpath = str(config.stash[SETTINGS_KEY].reports_dir / "junit.xml")
+    settings = config.stash[SETTINGS_KEY] = _settings(config)
     config.stash[CONVERSIONS_KEY] = {}
-    config.addinivalue_line("markers", "xdist_group(name): keep a model's tests on one worker")
-    if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return
+    terminate_on_sigterm()  # a cancelled CI job ends like Ctrl-C: children killed, summaries written
+    if hasattr(config, "workerinput"):
+        return
+    if getattr(config.option, "xmlpath", None) is None:
+        # the JUnit report always goes beside the other reports, wherever pytest runs from
+        config.option.xmlpath = str(settings.reports_dir / "junit.xml")
+    try:  # before the first conversion: a bad folder or a concurrent run is one line, not a crash per model
+        config.stash[LOCK_KEY] = prepare(settings.tflite_dir, settings.reports_dir,
+                                         lock=not config.option.collectonly)
+    except OutputsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
+
+
+def pytest_unconfigure(config):
+    lock = config.stash.get(LOCK_KEY, None)
+    if lock is not None:
+        lock.release()
 
 
 def pytest_report_header(config):
@@ -122,7 +140,7 @@ def pytest_generate_tests(metafunc):
     params = []
     for case in cases:
         timeout = (case.spec.timeout if case.spec else s.timeout) + OUTER_TIMEOUT_MARGIN
-        marks = [pytest.mark.xdist_group(case.model_id), pytest.mark.timeout(timeout)]
+        marks = [pytest.mark.timeout(timeout)]
         if case.spec and case.spec.expect:
             marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True,
                                            raises=ExpectedConversionFailure))
@@ -176,6 +194,14 @@ def _outcome(report) -> str:
     return report.outcome
 
 
+def _no_result_message(report) -> str:
+    lines = [ln.strip() for ln in str(report.longrepr or "").splitlines() if ln.strip()]
+    reason = lines[0] if lines else "no report"
+    if "crashed while running" in reason:  # xdist's words for a worker that died
+        return f"the pytest worker converting it was killed or crashed ({reason})"
+    return f"no result from the test process ({reason})"
+
+
 class ControllerReport:
     """Collects every model's result from reports and writes the summaries.
 
@@ -201,7 +227,7 @@ class ControllerReport:
             model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
             if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
                 row = summary_row(Result.failed(model_id, "", FailureKind.CRASH, report.when,
-                                                "test process died without a result"))
+                                                _no_result_message(report)))
                 row["outcome"] = "failed"
                 self.rows[model_id] = row
 

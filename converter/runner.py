@@ -1,13 +1,15 @@
 """One case -> one Result, the way both the CLI and the pytest plugin convert a model."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from pathlib import Path
 from typing import Callable
 
 from .discovery import Case
 from .environment import tool_versions
 from .isolation import run_isolated
-from .results import FailureKind, Result
+from .results import FailureKind, Result, write_bytes_atomic
 from .settings import Settings
 
 
@@ -20,9 +22,13 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
                                case.spec_error, versions=tool_versions())
         result.write(artifacts / "result.json")
     else:
-        result = run_isolated(case.spec, artifacts, deliverable=deliverable, threads=settings.threads,
+        result = run_isolated(case.spec, artifacts, threads=settings.threads,
                               memory_limit_mb=settings.memory_limit_mb, on_start=on_start)
-    if not result.passed:
+    if result.passed:
+        write_bytes_atomic(deliverable, Path(result.tflite.drq_path).read_bytes())
+        result = dataclasses.replace(result, deliverable=str(deliverable))
+        result.write(artifacts / "result.json")
+    else:
         # a deliverable from an earlier run no longer matches this model: shipping it would
         # pass off an unverified file as verified (its artifacts stay, for diagnosis)
         deliverable.unlink(missing_ok=True)

@@ -5,8 +5,8 @@ come out as one frozen Settings object.
 """
 from __future__ import annotations
 
-import math
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
@@ -14,7 +14,7 @@ from typing import Mapping, NamedTuple
 import psutil
 
 from .baseline import Thresholds, parse_thresholds
-from .spec import DEFAULT_TIMEOUT, parse_shape
+from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 
 ENV_PREFIX = "TFLITE_HARNESS_"
 MEMORY_SHARE = 0.8  # of physical RAM, split among parallel workers
@@ -70,14 +70,30 @@ class Settings:
 
     def artifacts_for(self, model_id: str) -> Path:
         # flat, so that clearing model "a"'s folder can never touch model "a/net"'s
-        return self.artifacts_dir / model_id.replace("/", "__")
+        return self.artifacts_dir / file_name(model_id)
 
     def deliverable_for(self, model_id: str) -> Path:
-        return self.tflite_dir / f"{model_id}.tflite"
+        return self.tflite_dir / ("/".join(file_name(part) for part in model_id.split("/")) + ".tflite")
+
+
+def file_name(text: str) -> str:
+    """A model id (or one of its path parts) as one inert file name, injectively.
+
+    Percent-encoding keeps letters, digits, '_.-~' and spaces, and encodes '%' and '/' (so
+    'a/b' and 'a__b' or 'a%2Fb' stay apart); a leading '.' is encoded too, so no id can name
+    '.', '..' or a hidden file, and nothing resolves to an output folder itself or outside it.
+    """
+    name = urllib.parse.quote(text, safe=" ")
+    return "%2E" + name[1:] if name.startswith(".") else name
 
 
 class SettingsError(ValueError):
     pass
+
+
+def argparse_help(text: str) -> str:
+    """argparse %-formats help strings: a bare % (as in '80% of RAM') would crash --help."""
+    return text.replace("%", "%%")
 
 
 def _pick(name: str, cli, env: Mapping[str, str], ini: Mapping[str, str]):
@@ -108,19 +124,14 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
     picked = {name: _pick(name, cli.get(name), env, ini) for name in SETTINGS}
     sources = {name: where for name, (_, where) in picked.items()}
 
-    def number(name, cast, minimum):
+    def number(name):
         value, where = picked[name]
         if value is None:
             return None
         try:
-            result = cast(value)
-        except (TypeError, ValueError, OverflowError):
-            raise SettingsError(f"{name} from {where} must be a number, not {value!r}") from None
-        if not math.isfinite(result):
-            raise SettingsError(f"{name} from {where} must be a finite number, not {value!r}")
-        if result < minimum:
-            raise SettingsError(f"{name} from {where} must be at least {minimum}, not {value!r}")
-        return result
+            return bounded(name, value)
+        except ValueError as exc:
+            raise SettingsError(f"{name} from {where} {exc}") from None
 
     dirs = [base / d for d in _split(picked["models_dir"][0])]
     try:
@@ -132,16 +143,16 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
     except ValueError as exc:
         raise SettingsError(f"regression_threshold from {sources['regression_threshold']}: {exc}") from None
     cpus = os.cpu_count() or 1
-    memory = number("memory_limit_mb", float, 64)
+    memory = number("memory_limit_mb")
     if memory is None:
         memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / workers
-    threads = number("threads", int, 1) or max(1, cpus // workers)
+    threads = number("threads") or max(1, cpus // workers)
     return Settings(
         models_dirs=tuple(dirs),
         tflite_dir=base / str(picked["tflite_dir"][0]),
         reports_dir=base / str(picked["reports_dir"][0]),
         input_shapes=shapes,
-        timeout=number("timeout", float, 1),
+        timeout=number("timeout"),
         memory_limit_mb=round(memory),
         threads=threads,
         baseline=base / str(picked["baseline"][0]),

@@ -22,6 +22,18 @@ LAYOUTS = ("nhwc", "nchw")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 DEFAULT_TOLERANCE = {"onnx": 1e-4, "fp32": 1e-4, "drq": 5e-2}
 DEFAULT_TIMEOUT = 600.0
+# One set of bounds for a number wherever it is set (sidecar, models.toml, pytest option,
+# environment, ini, CLI): a value outside them is an error naming its source, never a crash
+# later (pytest-timeout overflows on 1e308, numpy refuses a negative seed).
+LIMITS = {
+    "timeout": (1, 7 * 24 * 3600, float),          # seconds: a week
+    "memory_limit_mb": (64, 16 * 2**20, float),    # 64 MB .. 16 TB
+    "seed": (0, 2**32 - 1, int),
+    "threads": (1, 1024, int),
+}
+MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
+DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,
+                "int64": 2**63 - 1, "int32": 2**31 - 1}
 
 
 class SpecError(Exception):
@@ -105,15 +117,25 @@ def _bool(v):
 
 
 def _positive_number(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
-        raise ValueError(f"must be a positive number, not {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not v > 0:
+        raise ValueError(f"must be a positive finite number, not {v!r}")
     return float(v)
 
 
-def _int(v):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"must be an integer, not {v!r}")
-    return v
+def bounded(name: str, v):
+    """A number checked against LIMITS[name]; strings (options, environment) are parsed first."""
+    low, high, cast = LIMITS[name]
+    if isinstance(v, str):
+        try:
+            v = float(v.strip()) if cast is float else int(v.strip())
+        except ValueError:
+            raise ValueError(f"must be {'a number' if cast is float else 'an integer'}, not {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (cast is int and not isinstance(v, int)):
+        raise ValueError(f"must be {'a number' if cast is float else 'an integer'}, not {v!r}")
+    if not math.isfinite(v) or not low <= v <= high:
+        raise ValueError(f"must be between {low:g} and {high:g}, not {v!r}" if cast is float
+                         else f"must be between {low} and {high}, not {v!r}")
+    return cast(v)
 
 
 def _str_list(v):
@@ -143,7 +165,29 @@ def parse_shape(v) -> tuple[int, ...]:
     if (not isinstance(v, (list, tuple)) or not v
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)):
         raise ValueError(f"must be a list of positive integers (static shape), not {v!r}")
+    if math.prod(v) > MAX_ELEMENTS:
+        raise ValueError(f"has {math.prod(v):,} elements, more than the {MAX_ELEMENTS:,} one input may have")
     return tuple(v)
+
+
+def _range(v, dtype: str):
+    if dtype == "bool":
+        raise ValueError("range has no meaning for a bool input")
+    if (not isinstance(v, list) or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        raise ValueError(f"range must be [low, high], not {v!r}")
+    limit = DTYPE_BOUNDS[dtype]
+    if not all(math.isfinite(x) and abs(x) <= limit for x in v):
+        raise ValueError(f"range {v!r} must be finite and within +-{limit:g} for {dtype}")
+    if dtype.startswith("int"):
+        if not all(float(x).is_integer() for x in v):
+            raise ValueError(f"range {v!r} of an {dtype} input must hold whole numbers")
+        if not v[0] < v[1]:
+            raise ValueError(f"range {v!r} must be [low, high] with low < high (high is excluded)")
+        return (int(v[0]), int(v[1]))
+    if not v[0] < v[1]:
+        raise ValueError(f"range {v!r} must be [low, high] with low < high")
+    return (float(v[0]), float(v[1]))
 
 
 def _inputs(v):
@@ -170,11 +214,10 @@ def _inputs(v):
             raise ValueError(f"entry {i} ({name}) dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         rng = item.get("range")
         if rng is not None:
-            if (not isinstance(rng, list) or len(rng) != 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
-                    or not rng[0] < rng[1]):
-                raise ValueError(f"entry {i} ({name}) range must be [low, high] with low < high")
-            rng = (float(rng[0]), float(rng[1]))
+            try:
+                rng = _range(rng, dtype)
+            except ValueError as exc:
+                raise ValueError(f"entry {i} ({name}) {exc}") from None
         out.append(InputSpec(name, shape, dtype, rng))
     names = [i.name for i in out]
     if len(set(names)) != len(names):
@@ -225,9 +268,9 @@ KEYS = {
     "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
     "allow_flex": _bool,
     "tolerance": _tolerance,
-    "timeout": _positive_number,
-    "memory_limit_mb": _positive_number,
-    "seed": _int,
+    "timeout": lambda v: bounded("timeout", v),
+    "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),
+    "seed": lambda v: bounded("seed", v),
     "expect": _expect,
 }
 

@@ -97,3 +97,115 @@ def torchscript_mlp(folder: Path, name: str = "mlp", hidden: int = 64, outlier: 
     torch.jit.trace(model, torch.randn(1, 32)).save(str(path))
     path.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 32]\n")
     return path
+
+
+class Payload:
+    """Unpickling this runs code: it writes `marker` (what a hostile model file would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+def _plain_pt2_bytes() -> bytes:
+    import io
+
+    torch.manual_seed(0)
+    program = torch.export.export(nn.Sequential(nn.Linear(4, 3)).eval(), (torch.randn(1, 4),))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def plain_pt2(folder: Path, name: str = "plain") -> Path:
+    path = Path(folder) / f"{name}.pt2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_plain_pt2_bytes())
+    return path
+
+
+PT2_ATTACKS = ("sample_inputs", "pickled_weight", "opaque_constant")
+
+
+def crafted_pt2(folder: Path, attack: str, marker: Path) -> Path:
+    """A real torch.export archive rewritten so that `torch.export.load` unpickles `Payload`
+    through one of the three paths it has: sample inputs (its weights_only=False fallback),
+    a weight marked use_pickle, an opaque_obj_* constant (plain pickle.loads)."""
+    import io
+    import json
+    import pickle
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(_plain_pt2_bytes()))
+    members = {n: source.read(n) for n in source.namelist()}
+    evil = io.BytesIO()
+    torch.save(Payload(marker), evil)
+    if attack == "sample_inputs":
+        (name,) = [n for n in members if "/sample_inputs/" in n]
+        members[name] = evil.getvalue()
+    elif attack == "pickled_weight":
+        (name,) = [n for n in members if n.endswith("model_weights_config.json")]
+        config = json.loads(members[name])
+        entry = config["config"][sorted(config["config"])[0]]
+        entry["use_pickle"] = True
+        members[name] = json.dumps(config).encode()
+        members[name.rsplit("/", 1)[0] + "/" + entry["path_name"]] = evil.getvalue()
+    elif attack == "opaque_constant":
+        (name,) = [n for n in members if n.endswith("model_constants_config.json")]
+        config = json.loads(members[name])
+        config["config"]["hidden"] = {"path_name": "opaque_obj_0", "is_param": False,
+                                      "use_pickle": True, "tensor_meta": None}
+        members[name] = json.dumps(config).encode()
+        members[name.rsplit("/", 1)[0] + "/opaque_obj_0"] = pickle.dumps(Payload(marker))
+    else:
+        raise ValueError(attack)
+    path = Path(folder) / f"{attack}.pt2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as out:
+        for member, data in members.items():
+            out.writestr(member, data)
+    return path
+
+
+# The forward pass writes its process id where the test can see it, then waits: a conversion
+# child that is busy when the run around it is cancelled or its worker is killed.
+SLOW_SOURCE = """
+import os, time, torch
+
+class Slow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(60)
+        return self.fc(x)
+
+def slow():
+    return Slow()
+"""
+
+# Kills the process that started its conversion child (an xdist worker), as the kernel's
+# out-of-memory killer or a stray `kill -9` would, mid-conversion.
+WORKER_KILLER_SOURCE = """
+import os, signal, time, torch
+
+class KillsWorker(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
+            fh.write(str(os.getpid()))
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(60)
+        return self.fc(x)
+
+def kills_worker():
+    return KillsWorker()
+"""

@@ -84,7 +84,7 @@ def test_interrupting_the_parent_kills_the_child(tmp_path):
         raise KeyboardInterrupt  # as Ctrl-C or pytest-timeout would, mid-conversion
 
     with pytest.raises(KeyboardInterrupt):
-        run_isolated(case.spec, tmp_path / "a", deliverable=None, threads=1, memory_limit_mb=4000,
+        run_isolated(case.spec, tmp_path / "a", threads=1, memory_limit_mb=4000,
                      on_start=interrupt)
     assert started and not psutil.pid_exists(started[0])
 

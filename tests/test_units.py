@@ -40,13 +40,13 @@ def test_spec_layers_merge_nearest_wins(tmp_path):
 @pytest.mark.parametrize("toml, key, words", [
     ("colour = 1\n", "colour", "unknown key"),
     ("layout = \"nhcw\"\n", "layout", "must be one of"),
-    ("timeout = -1\n", "timeout", "positive number"),
+    ("timeout = -1\n", "timeout", "between 1 and"),
     ("factory = \"no_colon\"\n", "factory", "package.module:function"),
     ("[[inputs]]\nshape = [1, 0]\n", "inputs", "positive integers"),
     ("[[inputs]]\nshape = [1]\ndtype = \"float64\"\n", "inputs", "dtype"),
     ("[[inputs]]\nshape = [1]\nrange = [2, 1]\n", "inputs", "low < high"),
     ("[expect]\nkind = \"nope\"\nreason = \"x\"\n", "expect", "kind must be one of"),
-    ("[tolerance]\ndrq = \"big\"\n", "tolerance", "positive number"),
+    ("[tolerance]\ndrq = \"big\"\n", "tolerance", "positive finite number"),
     ("timeout = [\n", None, "not valid TOML"),
 ])
 def test_spec_errors_name_file_and_key(tmp_path, toml, key, words):
@@ -71,7 +71,7 @@ def test_spec_round_trips_through_the_child_job(tmp_path):
     assert type(spec).from_dict(spec.to_dict()) == spec
 
 
-@given(st.lists(st.integers(1, 4096), min_size=1, max_size=5))
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=5))
 def test_parse_shape_accepts_every_static_shape(dims):
     assert parse_shape(",".join(map(str, dims))) == tuple(dims)
     assert parse_shape(dims) == tuple(dims)

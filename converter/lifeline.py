@@ -1,0 +1,98 @@
+"""The conversion child never outlives the run that started it.
+
+The child has its own session (so its whole process group can be killed at once), which
+also means that nothing kills it when pytest, an xdist worker or the CLI dies: a cancelled
+CI job would leave it converting, and a deliverable nobody reports could appear later.
+Two guards, from the child's side:
+- Linux: the kernel sends SIGKILL the moment the parent dies (PR_SET_PDEATHSIG);
+- everywhere: a watchdog thread checks every guardian (the parent, and the xdist controller
+  above a worker) and kills the child's whole process group once one of them is gone.
+The parent, for its part, turns SIGTERM into an interrupt that kills the group (see
+`terminate_on_sigterm`), and copies the deliverable itself, so only a live run delivers.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 0.5
+
+
+def _kill_own_group() -> None:
+    if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():  # only a group this child leads
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)  # onnxsim and other grandchildren too
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    os._exit(70)
+
+
+def _die_with_parent_on_linux(parent: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        _kill_own_group()
+
+
+def hold(guardians: list[int]) -> None:
+    """Called first thing in the child: die as soon as any guardian process is gone."""
+    if not guardians:
+        return
+    _die_with_parent_on_linux(guardians[0])
+    watched = []
+    for pid in guardians:
+        try:
+            watched.append(psutil.Process(pid))  # remembers the start time: a reused pid is not alive
+        except psutil.NoSuchProcess:
+            _kill_own_group()
+
+    def alive(proc: psutil.Process) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def watch() -> None:
+        while all(alive(p) for p in watched):
+            time.sleep(WATCH_SECONDS)
+        _kill_own_group()
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def guardians_of_this_process() -> list[int]:
+    """This process, and the xdist controller when this is a worker (its parent)."""
+    pids = [os.getpid()]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pids.append(os.getppid())
+    return pids
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the code runs, so that every `finally` (killing a child's
+    process group, writing what is known) runs as on Ctrl-C."""
+
+
+def terminate_on_sigterm() -> None:
+    """Install once in the main thread of a process that starts conversion children."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return  # someone else's handler: theirs to keep
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,96 @@
+"""A run's output folders: checked before the first conversion, and held by one run at a time.
+
+Two runs on the same folders (two CI jobs on one runner) would clear each other's artifacts
+and report each other's results; a folder that cannot be written would let every model
+convert and then fail. Both are refused up front, in one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+LOCK_NAME = ".tflite-harness.lock"
+OWNER_NAME = ".tflite-harness.owner.json"
+
+
+class OutputsError(Exception):
+    """One line saying which folder cannot be used, and why."""
+
+
+def check_writable(folders: dict[str, Path]) -> None:
+    """Every folder (what -> path) exists or can be created, and takes a file."""
+    for what, folder in folders.items():  # all before creating any: a refused run leaves nothing behind
+        for path in (Path(folder), *Path(folder).parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise OutputsError(f"{what} {folder} is {'a file' if path == Path(folder) else f'under a file, {path}'}"
+                                       ", not a folder")
+                break
+    for what, folder in folders.items():
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
+                pass
+        except OSError as exc:
+            raise OutputsError(f"{what} {folder} cannot be written ({exc.strerror or exc})") from None
+
+
+class RunLock:
+    """An exclusive lock on each output folder for the life of a run (released by the OS if the
+    run is killed). A second run is refused with the first run's pid and start time."""
+
+    def __init__(self, folders: dict[str, Path]):
+        unique = {}
+        for what, folder in folders.items():
+            unique.setdefault(Path(folder).resolve(), what)
+        self.folders = [(what, path) for path, what in sorted(unique.items())]
+        self._held: list[FileLock] = []
+
+    def acquire(self) -> "RunLock":
+        for what, folder in self.folders:
+            lock = FileLock(str(folder / LOCK_NAME))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self.release()
+                raise OutputsError(f"{what} {folder} is in use by another run ({_owner(folder)}): wait for it "
+                                   "to end, or give this run its own --reports-dir and --tflite-dir") from None
+            self._held.append(lock)
+            _write_owner(folder)
+        return self
+
+    def release(self) -> None:
+        while self._held:
+            lock = self._held.pop()
+            with contextlib.suppress(OSError):
+                (Path(lock.lock_file).parent / OWNER_NAME).unlink()
+            lock.release()
+
+
+def _write_owner(folder: Path) -> None:
+    owner = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "command": " ".join(sys.argv)[:200]}
+    with contextlib.suppress(OSError):
+        (folder / OWNER_NAME).write_text(json.dumps(owner))
+
+
+def _owner(folder: Path) -> str:
+    try:
+        owner = json.loads((folder / OWNER_NAME).read_text())
+        return f"pid {owner['pid']}, started {owner['started']}: {owner['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details are unknown"
+
+
+def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLock | None:
+    """Check every output folder, then (with lock) hold them for this run."""
+    folders = {"deliverables folder": Path(tflite_dir), "reports folder": Path(reports_dir)}
+    check_writable({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
+    return RunLock(folders).acquire() if lock else None

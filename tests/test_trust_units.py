@@ -1,0 +1,195 @@
+"""Trust, without a conversion: bounds on every number, injective ids, locked and checked
+output folders, broken baselines, safe sniffing of model files, the .pt2 inspection."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from converter.baseline import Thresholds, gate
+from converter.outputs import OutputsError, RunLock, prepare
+from converter.results import ConversionError, FailureKind, write_text_atomic
+from converter.settings import SettingsError, file_name, resolve
+from converter.spec import SpecError, load_spec
+
+from . import builders
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path, text=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- one set of bounds for every number ---------------------------------------------------
+
+@pytest.mark.parametrize("toml, key, words", [
+    ("timeout = 1e308\n", "timeout", "between 1 and 604800"),
+    ("timeout = inf\n", "timeout", "between 1 and 604800"),
+    ("memory_limit_mb = 1\n", "memory_limit_mb", "between 64 and"),
+    ("seed = -1\n", "seed", "between 0 and 4294967295"),
+    ("seed = 1.5\n", "seed", "an integer"),
+    ("[[inputs]]\nshape = [1, 4]\nrange = [0, 1e400]\n", "inputs", "finite"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"float16\"\nrange = [0, 1e6]\n", "inputs", "65504"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"int64\"\nrange = [0, 2.5]\n", "inputs", "whole numbers"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"bool\"\nrange = [0, 1]\n", "inputs", "no meaning for a bool"),
+    ("[[inputs]]\nshape = [100000, 100000]\n", "inputs", "elements"),
+    ("[tolerance]\ndrq = nan\n", "tolerance", "positive finite"),
+])
+def test_absurd_numbers_in_a_sidecar_are_spec_errors_naming_file_and_key(tmp_path, toml, key, words):
+    model = write(tmp_path / "m.pt")
+    side = write(tmp_path / "m.toml", toml + ("" if "inputs" in toml else "\n[[inputs]]\nshape = [1]\n"))
+    with pytest.raises(SpecError) as info:
+        load_spec(model, "m")
+    assert info.value.where == str(side) and info.value.key == key and words in str(info.value)
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("timeout", "1e308", "between 1 and 604800"),
+    ("memory_limit_mb", "1", "between 64 and"),
+    ("threads", "0", "between 1 and 1024"),
+    ("threads", "2.5", "an integer"),
+])
+def test_options_environment_and_ini_share_the_sidecar_bounds(tmp_path, setting, value, words):
+    env_var = {"timeout": "TFLITE_HARNESS_TIMEOUT", "memory_limit_mb": "TFLITE_HARNESS_MEMORY_LIMIT_MB",
+               "threads": "TFLITE_HARNESS_THREADS"}[setting]
+    for cli, env, where in (({setting: value}, {}, "command line"), ({}, {env_var: value}, f"${env_var}")):
+        with pytest.raises(SettingsError) as info:
+            resolve(cli, env, {}, base=tmp_path)
+        assert f"{setting} from {where}" in str(info.value) and words in str(info.value)
+
+
+# --- ids map to files injectively, never to an output folder itself ------------------------
+
+def test_ids_that_looked_alike_get_their_own_folders_and_files(tmp_path):
+    s = resolve({}, {}, {}, base=tmp_path)
+    ids = [".", "..", "a/b", "a__b", "a%2Fb", "a", "%2E", ".hidden"]
+    folders = [s.artifacts_for(i) for i in ids]
+    files = [s.deliverable_for(i) for i in ids]
+    assert len(set(folders)) == len(ids) and len(set(files)) == len(ids)
+    for folder in folders:
+        assert folder.parent == s.artifacts_dir and not folder.name.startswith(".")
+    for path in files:
+        assert s.tflite_dir in path.parents and not path.name.startswith(".")
+    assert s.deliverable_for("a/b") == s.tflite_dir / "a" / "b.tflite"
+
+
+@given(st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=12))
+def test_file_names_are_injective_and_inert(a, b):
+    assert (file_name(a) == file_name(b)) == (a == b)
+    assert "/" not in file_name(a) and not file_name(a).startswith(".")
+
+
+def test_ids_differing_only_in_case_do_not_share_a_file(tmp_path):
+    from converter.discovery import discover
+
+    write(tmp_path / "x" / "Net.pt")
+    write(tmp_path / "y" / "net.pt")
+    ids = sorted(c.model_id for c in discover([tmp_path], input_shapes=["1,4"]))
+    assert ids == ["x/Net", "y/net"]
+
+
+# --- output folders: checked first, held by one run -----------------------------------------
+
+def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
+    write(tmp_path / "reports")
+    with pytest.raises(OutputsError, match=r"^reports folder .*reports is a file, not a folder$"):
+        prepare(tmp_path / "out", tmp_path / "reports", lock=False)
+
+
+def test_a_second_run_on_the_same_folders_is_refused_naming_the_first(tmp_path):
+    first = prepare(tmp_path / "out", tmp_path / "reports")
+    try:
+        code = ("import sys; from converter.outputs import prepare, OutputsError\n"
+                "try:\n    prepare(sys.argv[1], sys.argv[2])\nexcept OutputsError as e:\n    print(e)")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out"), str(tmp_path / "reports")],
+                             capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        assert "is in use by another run" in out and f"pid {os.getpid()}" in out
+    finally:
+        first.release()
+    prepare(tmp_path / "out", tmp_path / "reports").release()  # free again once the first run ends
+
+
+def test_one_folder_for_both_outputs_is_locked_once(tmp_path):
+    lock = RunLock({"deliverables folder": tmp_path, "reports folder": tmp_path}).acquire()
+    assert len(lock.folders) == 1
+    lock.release()
+
+
+# --- the baseline: any broken structure is one line naming the file ------------------------
+
+@pytest.mark.parametrize("content, words", [
+    ("[]", "holds a JSON list"),
+    ('{"schema_version": 1, "models": []}', "'models' must be an object"),
+    ('{"schema_version": 1, "models": {"m": "passed"}}', "record of model 'm'"),
+    ('{"schema_version": 1, "models": {"m": {"sta', "not readable JSON"),
+])
+def test_a_baseline_with_the_wrong_structure_is_one_error_line_and_update_repairs_it(tmp_path, content, words):
+    path = write(tmp_path / "baseline.json", content)
+    row = {"status": "passed", "outcome": "passed", "failure_kind": None, "failure_signature": None}
+    common = dict(discovered={"m"}, thresholds=Thresholds(), versions={}, models_dirs=["x"])
+    outcome = gate(path, {"m": row}, update=False, **common)
+    assert outcome.failed and len(outcome.lines) == 1
+    assert outcome.lines[0].startswith(f"ERROR: cannot use the baseline {path}") and words in outcome.lines[0]
+    assert not gate(path, {"m": row}, update=True, **common).failed
+    assert json.loads(path.read_text())["models"]["m"]["status"] == "passed"
+
+
+# --- model files: sniffed without executing them ------------------------------------------
+
+def test_random_bytes_are_not_a_pytorch_file_and_get_no_pickle_advice(tmp_path):
+    from converter.load import sniff_format
+
+    path = tmp_path / "noise.pt"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(ConversionError) as info:
+        sniff_format(path)
+    assert info.value.kind is FailureKind.LOAD_ERROR and "not a PyTorch file" in info.value.message
+    assert "trust_pickle" not in info.value.message
+
+
+def test_a_plain_pt2_passes_the_inspection(tmp_path):
+    from converter.pickle_safety import inspect_pt2
+
+    inspect_pt2(builders.plain_pt2(tmp_path).read_bytes())  # raises if it would refuse
+    inspect_pt2((ROOT / "model_cases" / "examples" / "resnet_tiny.pt2").read_bytes())
+
+
+@pytest.mark.parametrize("attack", builders.PT2_ATTACKS)
+def test_each_crafted_pt2_is_refused_by_inspection_and_really_runs_code_in_torch(tmp_path, attack):
+    from converter.pickle_safety import inspect_pt2
+
+    marker = tmp_path / "marker"
+    path = builders.crafted_pt2(tmp_path, attack, marker)
+    with pytest.raises(ConversionError) as info:
+        inspect_pt2(path.read_bytes())
+    assert info.value.kind is FailureKind.UNTRUSTED_PICKLE and "trust_pickle" in info.value.message
+    assert not marker.exists()
+    # the crafted file is a real attack: torch.export.load itself runs the payload
+    subprocess.run([sys.executable, "-c", "import sys, torch; torch.export.load(sys.argv[1])", str(path)],
+                   capture_output=True, cwd=tmp_path)
+    assert marker.read_text() == "code ran"
+
+
+def test_files_are_written_with_the_mode_the_umask_gives(tmp_path):
+    write_text_atomic(tmp_path / "summary.md", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "summary.md").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_legacy_torch_save_file_is_still_recognised(tmp_path):
+    import torch
+
+    from converter.load import sniff_format
+
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    assert sniff_format(path) == "pickle_archive"
