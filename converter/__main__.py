@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .discovery import Case
 from .lifeline import terminate_on_sigterm
-from .outputs import OutputsError, prepare
+from .output_folders import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
 from .settings import SETTINGS, SettingsError, argparse_help, resolve

@@ -17,7 +17,7 @@ from .discovery import discover
 from .environment import tool_versions
 from .html_report import render as render_html
 from .lifeline import terminate_on_sigterm
-from .outputs import OutputsError, prepare
+from .output_folders import OutputsError, prepare
 from .report import build_summary, summary_markdown, summary_row
 from .results import FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case

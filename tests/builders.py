@@ -169,32 +169,16 @@ def crafted_pt2(folder: Path, attack: str, marker: Path) -> Path:
     return path
 
 
-# The forward pass writes its process id where the test can see it, then waits: a conversion
-# child that is busy when the run around it is cancelled or its worker is killed.
-SLOW_SOURCE = """
-import os, time, torch
-
-class Slow(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 2)
-
-    def forward(self, x):
-        with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
-            fh.write(str(os.getpid()))
-        time.sleep(60)
-        return self.fc(x)
-
-def slow():
-    return Slow()
-"""
-
-# Kills the process that started its conversion child (an xdist worker), as the kernel's
-# out-of-memory killer or a stray `kill -9` would, mid-conversion.
-WORKER_KILLER_SOURCE = """
+def waiting_model_source(kill_parent: bool) -> str:
+    """A factory module whose forward pass writes its process id where a test can see it, then
+    waits: a conversion child that is busy when its run is cancelled. With kill_parent it first
+    kills the process that started it (an xdist worker), as the out-of-memory killer or a stray
+    `kill -9` would, mid-conversion."""
+    kill = "os.kill(os.getppid(), signal.SIGKILL)" if kill_parent else "pass"
+    return f"""
 import os, signal, time, torch
 
-class KillsWorker(torch.nn.Module):
+class Waits(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = torch.nn.Linear(4, 2)
@@ -202,10 +186,10 @@ class KillsWorker(torch.nn.Module):
     def forward(self, x):
         with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
             fh.write(str(os.getpid()))
-        os.kill(os.getppid(), signal.SIGKILL)
+        {kill}
         time.sleep(60)
         return self.fc(x)
 
-def kills_worker():
-    return KillsWorker()
+def waits():
+    return Waits()
 """

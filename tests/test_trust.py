@@ -197,7 +197,7 @@ def test_a_read_only_deliverables_folder_is_refused_before_converting(tmp_path):
 
 
 def test_a_second_run_on_the_same_folders_is_refused_and_the_first_keeps_its_results(harness):
-    from converter.outputs import prepare
+    from converter.output_folders import prepare
 
     (harness.path / "models").mkdir()
     (harness.path / "models" / "noshape.pt").write_bytes(b"")
@@ -253,7 +253,8 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
 def test_sigterm_to_pytest_kills_the_conversion_and_delivers_nothing(harness, tmp_path, workers):
-    builders.factory_model(harness.path / "models", "slow", builders.SLOW_SOURCE, "slowness:slow", (1, 4))
+    builders.factory_model(harness.path / "models", "slow", builders.waiting_model_source(kill_parent=False),
+                           "slowness:waits", (1, 4))
     pid_file = tmp_path / "child.pid"
     proc = start_pytest(harness, "--models-dir", "models", *workers,
                         env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)))
@@ -270,7 +271,7 @@ def test_sigterm_to_pytest_kills_the_conversion_and_delivers_nothing(harness, tm
 
 def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itself(harness, tmp_path):
     models = harness.path / "models"
-    builders.factory_model(models, "killer", builders.WORKER_KILLER_SOURCE, "killers:kills_worker", (1, 4))
+    builders.factory_model(models, "killer", builders.waiting_model_source(kill_parent=True), "killers:waits", (1, 4))
     for name in ("a_net", "b_net", "z_net"):
         builders.torchscript_cnn(models, name=name)
     pid_file = tmp_path / "child.pid"

@@ -48,6 +48,18 @@ def test_spec_layers_merge_nearest_wins(tmp_path):
     ("[expect]\nkind = \"nope\"\nreason = \"x\"\n", "expect", "kind must be one of"),
     ("[tolerance]\ndrq = \"big\"\n", "tolerance", "positive finite number"),
     ("timeout = [\n", None, "not valid TOML"),
+    # absurd numbers: the same bounds as the options, refused where they are written
+    ("timeout = 1e308\n", "timeout", "between 1 and 604800"),
+    ("timeout = inf\n", "timeout", "between 1 and 604800"),
+    ("memory_limit_mb = 1\n", "memory_limit_mb", "between 64 and"),
+    ("seed = -1\n", "seed", "between 0 and 4294967295"),
+    ("seed = 1.5\n", "seed", "an integer"),
+    ("[[inputs]]\nshape = [1, 4]\nrange = [0, 1e400]\n", "inputs", "finite"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"float16\"\nrange = [0, 1e6]\n", "inputs", "65504"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"int64\"\nrange = [0, 2.5]\n", "inputs", "whole numbers"),
+    ("[[inputs]]\nshape = [1, 4]\ndtype = \"bool\"\nrange = [0, 1]\n", "inputs", "no meaning for a bool"),
+    ("[[inputs]]\nshape = [100000, 100000]\n", "inputs", "elements"),
+    ("[tolerance]\ndrq = nan\n", "tolerance", "positive finite"),
 ])
 def test_spec_errors_name_file_and_key(tmp_path, toml, key, words):
     model = write(tmp_path / "m.pt")
