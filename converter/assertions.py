@@ -12,7 +12,7 @@ class ExpectedConversionFailure(Exception):
 
 PROPERTY_NAMES = ("failure_kind", "failure_stage", "exporter", "opset", "onnx_bytes", "tflite_bytes",
                   "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
-                  "convert_seconds", "peak_rss_mb")
+                  "convert_seconds", "peak_rss_mb", "fixes_applied")
 
 
 def junit_properties(result: Result) -> list[tuple[str, object]]:

@@ -17,7 +17,7 @@ from .results import write_json_atomic
 SCHEMA_VERSION = 1
 RECORD_KEYS = ("status", "failure_kind", "failure_signature", "exporter", "opset", "tflite_bytes",
                "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
-               "convert_seconds")
+               "convert_seconds", "fixes_applied")
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
 
 
@@ -203,7 +203,7 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
             elif growth < -t.size:
                 verdict._add(verdict.improvements, model_id, f"deliverable shrank {growth:+.0%} ({o} -> {n} bytes)",
                              f"size {growth:+.0%}")
-        for key in ("exporter", "opset"):
+        for key in ("exporter", "opset", "fixes_applied"):  # what changed in how it converts: reported
             if old.get(key) != new.get(key):
                 verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
         o, n = old.get("convert_seconds"), new.get("convert_seconds")

@@ -1,11 +1,14 @@
 """Stage 2: PyTorch -> ONNX (opset 17), checked with onnx.checker and onnxruntime.
 
 Strategy `auto` tries the legacy TorchScript exporter first (the original workflow's
-exporter: opset 17, one file, BatchNorm folded) and falls back to the dynamo exporter,
-which handles what legacy cannot (adaptive pooling with non-dividing sizes, ExportedPrograms).
+exporter: opset 17, one file, BatchNorm folded; an ExportedProgram's module is traced for it)
+and falls back to the dynamo exporter, which handles what legacy cannot (adaptive pooling with
+non-dividing sizes), when legacy fails or its file does not match PyTorch.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import sys
 import time
@@ -19,7 +22,8 @@ import torch
 
 from .load import LoadedModel
 from .metrics import compare
-from .results import ConversionError, ExportResult, FailureKind, reraise_if_memory
+from .model_outputs import FlatOutputs
+from .results import ConversionError, ExportResult, FailureKind, Fix, reraise_if_memory
 from .spec import OPSET, ModelSpec
 
 _UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
@@ -31,18 +35,38 @@ KNOWN_FIXES = {
 }
 
 
+PT2_TRACE_FIX = Fix("pt2_legacy_trace", "", "the dynamo exporter keeps opset 18 when its down-conversion fails; "
+                    "the ExportedProgram's module was traced for the legacy exporter at opset 17")
+
+
 def exporter_order(strategy: str, fmt: str) -> list[str]:
     if strategy != "auto":
         return [strategy]
-    # an ExportedProgram is already torch.export's graph: only the dynamo exporter takes it
-    return ["dynamo"] if fmt == "exported_program" else ["legacy", "dynamo"]
+    # for an ExportedProgram, `legacy` means: trace its module, then the legacy exporter (opset 17
+    # where dynamo's own down-conversion fails, and faster); dynamo takes the program as it is
+    return ["legacy", "dynamo"]
 
 
-def _export_once(exporter: str, loaded: LoadedModel, args, path: Path, input_names, output_names):
+def export_target(exporter: str, loaded: LoadedModel, args, flatten: bool):
+    """What the exporter is given, and the fix that took, if any."""
+    if loaded.format == "exported_program":
+        if exporter == "dynamo":
+            return loaded.module, ()  # the exporter flattens the program's outputs by its output spec
+        module = loaded.module.module()
+        module = FlatOutputs(module) if flatten else module
+        return torch.jit.trace(module, tuple(args), check_trace=False, strict=False), (PT2_TRACE_FIX,)
+    if not flatten:
+        return loaded.module, ()
+    if loaded.format == "torchscript":  # a ScriptModule's dict cannot be exported: re-trace a wrapper
+        return torch.jit.trace(FlatOutputs(loaded.module), tuple(args), check_trace=False, strict=False), ()
+    return FlatOutputs(loaded.module), ()
+
+
+def _export_once(exporter: str, target, args, path: Path, input_names, output_names):
     path.unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(loaded.module, tuple(args), str(path), opset_version=OPSET,
+        torch.onnx.export(target, tuple(args), str(path), opset_version=OPSET,
                           dynamo=(exporter == "dynamo"), external_data=False,
                           input_names=list(input_names), output_names=list(output_names))
 
@@ -87,14 +111,20 @@ def run_onnxruntime(path: Path, input_names, arrays, threads: int) -> tuple[list
 
 
 def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_path: Path,
-                output_names, threads: int) -> ExportResult:
+                output_names, threads: int, *, flatten: bool = False) -> ExportResult:
+    """The first exporter whose ONNX file runs and matches PyTorch; the last one tried otherwise."""
     start = time.perf_counter()
     args = [torch.from_numpy(a) for a in arrays]
     input_names = [i.name for i in loaded.inputs]
     attempts, errors = [], []
-    for exporter in exporter_order(spec.exporter, loaded.format):
+    order = exporter_order(spec.exporter, loaded.format)
+    result = None
+    for position, exporter in enumerate(order):
+        last = position == len(order) - 1
+        path = out_path.with_name(f"{out_path.stem}.{exporter}.onnx")  # an earlier attempt stays intact
         try:
-            _export_once(exporter, loaded, args, out_path, input_names, output_names)
+            target, fixes = export_target(exporter, loaded, args, flatten)
+            _export_once(exporter, target, args, path, input_names, output_names)
         except Exception as exc:  # every exporter failure is data for the message below
             reraise_if_memory(exc)
             print(f"--- the {exporter} exporter failed:", file=sys.stderr)
@@ -102,11 +132,36 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
             errors.append((exporter, exc))
             attempts.append(f"{exporter}: {describe_export_error(exc)}")
             continue
-        attempts.append(f"{exporter}: ok")
-        break
-    else:
+        try:
+            opset, shapes, comparisons = _check(exporter, path, loaded, input_names, arrays, reference,
+                                                spec, threads)
+        except ConversionError as exc:
+            if last:
+                raise
+            attempts.append(f"{exporter}: {exc.message}")
+            continue
+        result = ExportResult(exporter=exporter, opset=opset, onnx_path=str(path),
+                              onnx_bytes=path.stat().st_size, input_shapes=shapes,
+                              attempts=(), outputs=comparisons, seconds=0.0, fixes=fixes)
+        if all(c.passed for c in comparisons) or last:
+            attempts.append(f"{exporter}: ok" if all(c.passed for c in comparisons)
+                            else f"{exporter}: exported, but differs from PyTorch")
+            break
+        worst = max(comparisons, key=lambda c: c.range_rel_err)
+        attempts.append(f"{exporter}: differs from PyTorch (output '{worst.name}' range-relative error "
+                        f"{worst.range_rel_err:.3g})")
+    if result is None:
         raise ConversionError(FailureKind.EXPORT_ERROR, _all_failed_message(errors))
+    os.replace(result.onnx_path, out_path)
+    for exporter in order:
+        out_path.with_name(f"{out_path.stem}.{exporter}.onnx").unlink(missing_ok=True)
+    return dataclasses.replace(result, onnx_path=str(out_path), attempts=tuple(attempts),
+                               seconds=time.perf_counter() - start)
 
+
+def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arrays, reference,
+           spec: ModelSpec, threads: int):
+    """The written file is valid, has the static input shapes, runs, and its outputs compared."""
     try:
         onnx.checker.check_model(str(out_path), full_check=True)
     except Exception as exc:
@@ -130,10 +185,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
                               f"ONNX has {len(outputs)} outputs, PyTorch returns {len(reference)}")
     comparisons = tuple(compare(n, r, o, spec.tolerance_for("onnx", n))
                         for n, r, o in zip(names, reference, outputs))
-    return ExportResult(exporter=exporter, opset=opset, onnx_path=str(out_path),
-                        onnx_bytes=out_path.stat().st_size, input_shapes=shapes,
-                        attempts=tuple(attempts), outputs=comparisons,
-                        seconds=time.perf_counter() - start)
+    return opset, shapes, comparisons
 
 
 def _all_failed_message(errors) -> str:

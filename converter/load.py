@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .model_outputs import OutputStructure, flatten
 from .pickle_safety import inspect_pt2, is_legacy_torch_save, refusal_kind
 from .results import ConversionError, FailureKind, first_line, reraise_if_memory
 from .spec import InputSpec, ModelSpec
@@ -199,18 +200,13 @@ def make_inputs(inputs: tuple[InputSpec, ...], seed: int) -> list[np.ndarray]:
     return arrays
 
 
-def run_torch(loaded: LoadedModel, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    module = loaded.module.module() if loaded.format == "exported_program" else loaded.module
+def run_torch(loaded: LoadedModel, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], OutputStructure]:
+    """PyTorch's outputs on the sample inputs (the reference), flat, with their structure."""
     with torch.no_grad():
-        out = module(*[torch.from_numpy(a) for a in arrays])
-    return [t.detach().float().numpy() for t in flatten_outputs(out)]
+        out = torch_callable(loaded)(*[torch.from_numpy(a) for a in arrays])
+    tensors, structure = flatten(out)
+    return [t.detach().float().numpy() for t in tensors], structure
 
 
-def flatten_outputs(out) -> list:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_outputs(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in flatten_outputs(v)]
-    raise ConversionError(FailureKind.EXPORT_ERROR, f"model returns a {type(out).__name__}, not tensors")
+def torch_callable(loaded: LoadedModel):
+    return loaded.module.module() if loaded.format == "exported_program" else loaded.module

@@ -30,6 +30,10 @@ def format_result(result: Result, settings=None) -> str:
     if result.export:
         lines.append(f"  ONNX: {result.export.exporter} exporter, opset {result.export.opset}, "
                      f"{_mb(result.export.onnx_bytes)}  (tried: {'; '.join(result.export.attempts)})")
+    for fix in result.fixes:
+        lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
+    if result.divergence:
+        lines.append(f"  diagnosis: {result.divergence.describe()}; per-node table {result.divergence.table}")
     if result.tflite:
         ratio = result.tflite.drq_bytes / max(result.export.onnx_bytes, 1) if result.export else 0
         flex = f", Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite.flex_ops else ""
@@ -37,6 +41,11 @@ def format_result(result: Result, settings=None) -> str:
                      f"float32 {_mb(result.tflite.fp32_bytes)}{flex}")
     for label, c in labelled_comparisons(result.export, result.verify):
         lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
+    if result.verify and result.savedmodel:
+        moved = [name for (name, _), perm in zip(result.savedmodel.output_names, result.verify.output_perms)
+                 if list(perm) != sorted(perm)]
+        if moved:
+            lines.append(f"  channels-last TFLite outputs (compared after transposing back): {', '.join(moved)}")
     if result.verify:
         lines.append(f"  deployable without TensorFlow: {'yes' if result.verify.deployable else 'no'}"
                      + (f" ({result.verify.deploy_message})" if result.verify.deploy_message else ""))
@@ -75,6 +84,9 @@ def summary_row(result: Result) -> dict:
         "convert_seconds": result.seconds,
         "peak_rss_mb": result.peak_rss_mb,
         "deliverable": result.deliverable,
+        "fixes_applied": "; ".join(f.label for f in result.fixes) or None,
+        "first_divergence": (result.divergence.first.node if result.divergence and result.divergence.first
+                             else None),
     }
 
 
@@ -97,7 +109,8 @@ MD_COLUMNS = (("outcome", "outcome", "str"), ("stage", "failure_stage", "str"),
               ("ONNX", "onnx_bytes", "bytes"), ("TFLite DRQ", "tflite_bytes", "bytes"),
               ("DRQ/ONNX", "size_ratio", "float"), ("fp32 err", "fp32_range_rel_err", "err"),
               ("DRQ err", "drq_range_rel_err", "err"), ("DRQ cosine", "drq_cosine", "float"),
-              ("seconds", "convert_seconds", "secs"), ("peak MB", "peak_rss_mb", "secs"))
+              ("seconds", "convert_seconds", "secs"), ("peak MB", "peak_rss_mb", "secs"),
+              ("fixes applied", "fixes_applied", "str"))
 
 
 def build_summary(rows: dict[str, dict], versions: dict, settings: dict) -> dict:

@@ -57,12 +57,13 @@ def first_line(exc: BaseException) -> str:
 
 
 class ConversionError(Exception):
-    """Raised by a stage when it fails in a way it understands."""
+    """Raised by a stage when it fails in a way it understands (`ops`: the ops it names)."""
 
-    def __init__(self, kind: FailureKind, message: str):
+    def __init__(self, kind: FailureKind, message: str, ops: tuple[str, ...] = ()):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.ops = ops
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -101,6 +102,19 @@ class Failure:
         """What the baseline compares: kind, stage and the message without its figures
         (a ceiling that depends on the machine, an error's last digit), which vary run to run."""
         return f"{self.kind.value}@{self.stage}: {_NUMBER.sub('#', self.message)}"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A known fix the pipeline applied by itself (and verified like everything else)."""
+
+    name: str    # flatten_outputs | pseudo_ops | pt2_legacy_trace
+    detail: str  # e.g. "erf", or "dict -> out, aux"
+    reason: str  # why it was needed, for the report
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.detail}" if self.detail else self.name
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,7 @@ class ExportResult:
     attempts: tuple[str, ...]
     outputs: tuple[OutputComparison, ...]
     seconds: float
+    fixes: tuple[Fix, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,7 @@ class SavedModelResult:
     input_perms: tuple[tuple[int, ...], ...]
     output_names: tuple[tuple[str, str], ...]
     seconds: float
+    pseudo_ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,39 @@ class VerifyResult:
     deployable: bool
     deploy_message: str
     seconds: float
+    # per output: how the TFLite output is laid out relative to PyTorch's (channels-last maps)
+    output_perms: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One ONNX node's output in the TF model against onnxruntime's, on the sample inputs."""
+
+    node: str
+    op_type: str
+    output: str
+    shape: tuple[int, ...]
+    max_abs_err: float | None  # None: not comparable (removed by onnx2tf, or shapes differ)
+    output_range: float | None
+    range_rel_err: float | None
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a float32 conversion first departs from ONNX: the answer to a numeric_mismatch."""
+
+    first: NodeError | None  # None: every node matched, the TFLite conversion itself differs
+    tolerance: float
+    nodes_compared: int
+    table: str  # path of the per-node table in the artifacts
+
+    def describe(self) -> str:
+        if self.first is None:
+            return (f"every one of {self.nodes_compared} compared nodes of the TF model matches ONNX: the "
+                    "difference arises in the TFLite conversion")
+        n = self.first
+        return (f"first divergence at node {n.node} ({n.op_type}), max err {n.max_abs_err:.3g} "
+                f"(range-relative {n.range_rel_err:.3g} > {self.tolerance:g})")
 
 
 @dataclass(frozen=True)
@@ -211,6 +260,8 @@ class Result:
     tflite: TFLiteResult | None = None
     verify: VerifyResult | None = None
     deliverable: str | None = None
+    fixes: tuple[Fix, ...] = ()
+    divergence: "Divergence | None" = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -230,7 +281,7 @@ class Result:
                    failure=Failure(kind, stage, normalise_message(message)), **fields)
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> "Result":
@@ -244,15 +295,15 @@ class Result:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _plain(value):
+def plain(value):
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # 'inf' / 'nan': strict JSON has no such numbers
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

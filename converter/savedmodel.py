@@ -69,8 +69,20 @@ def layout_perm(torch_shape: tuple[int, ...], tf_shape: tuple[int, ...], kept: b
                           "which is neither the same layout nor channels-last")
 
 
+def kept_layout_inputs(spec: ModelSpec, input_names, input_shapes) -> list[str]:
+    return [n for n, s in zip(input_names, input_shapes) if spec.layout == "nchw" and 3 <= len(s) <= 5]
+
+
+def onnx2tf_options(onnx_copy: Path, out_dir: Path, keep, pseudo_ops) -> dict:
+    """The options every onnx2tf run here shares (the conversion and its diagnosis)."""
+    return dict(input_onnx_file_path=str(onnx_copy), output_folder_path=str(out_dir),
+                output_signaturedefs=True, non_verbose=True,
+                keep_ncw_or_nchw_or_ncdhw_input_names=list(keep) or None,
+                replace_to_pseudo_operators=list(pseudo_ops) or None)
+
+
 def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, output_names,
-                  work_dir: Path) -> SavedModelResult:
+                  work_dir: Path, pseudo_ops: tuple[str, ...] = ()) -> SavedModelResult:
     start = time.perf_counter()
     converter_module = prepare_onnx2tf()
     import tensorflow as tf
@@ -79,16 +91,11 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
     shutil.copyfile(onnx_path, copy)
-    keep = [n for n, s in zip(input_names, input_shapes) if spec.layout == "nchw" and 3 <= len(s) <= 5]
+    keep = kept_layout_inputs(spec, input_names, input_shapes)
     try:
         model = converter_module.convert(
-            input_onnx_file_path=str(copy),
-            output_folder_path=str(work_dir / "onnx2tf_out"),
+            **onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
             disable_model_save=True,
-            output_signaturedefs=True,
-            non_verbose=True,
-            keep_ncw_or_nchw_or_ncdhw_input_names=keep or None,
-            replace_to_pseudo_operators=list(spec.pseudo_ops) or None,
         )
     except SystemExit as exc:
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
@@ -125,7 +132,7 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     copy.unlink(missing_ok=True)
     return SavedModelResult(
         path=str(path), layout=spec.layout,
-        input_names=tuple(zip(input_names, in_keys)), input_perms=perms,
+        input_names=tuple(zip(input_names, in_keys)), input_perms=perms, pseudo_ops=tuple(pseudo_ops),
         output_names=tuple(zip(output_names, out_keys)),
         seconds=time.perf_counter() - start)
 

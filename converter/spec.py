@@ -73,6 +73,7 @@ class ModelSpec:
     layout: str = "nhwc"
     pseudo_ops: tuple[str, ...] = ()
     allow_flex: bool = False
+    auto_fixes: bool = True
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -267,6 +268,7 @@ KEYS = {
     "layout": _str_choice(LAYOUTS),
     "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
     "allow_flex": _bool,
+    "auto_fixes": _bool,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
     "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),

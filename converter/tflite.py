@@ -53,7 +53,7 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult
                     FailureKind.FLEX_OPS,
                     f"needs TensorFlow ops that TFLite builtins lack ({', '.join(needed)}); "
                     "set allow_flex = true to ship a Flex model (bigger runtime), or replace the "
-                    "ops (e.g. pseudo_ops = [\"erf\"] for exact GELU)") from exc
+                    "ops (e.g. pseudo_ops = [\"erf\"] for exact GELU)", ops=tuple(needed)) from exc
             lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines() or [""]
             raise ConversionError(FailureKind.TFLITE_ERROR,
                                   f"TFLiteConverter ({label}): {type(exc).__name__}: {lines[0].strip()}") from exc

@@ -49,17 +49,31 @@ def deploy_check(path: str) -> tuple[bool, str]:
     return report["ok"], report["error"]
 
 
+def output_perm(torch_shape: tuple[int, ...], tflite_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How onnx2tf laid out an output: as PyTorch, or channels-last (a 4-D segmentation map comes
+    out NHWC, like the inputs). Where both read the same ([1, 8, 8, 8]), PyTorch's is assumed."""
+    rank = len(torch_shape)
+    channels_last = (0, *range(2, rank), 1)
+    if tuple(tflite_shape) != tuple(torch_shape) and 3 <= rank <= 5 \
+            and tuple(tflite_shape) == tuple(torch_shape[i] for i in channels_last):
+        return channels_last
+    return tuple(range(rank))
+
+
 def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFLiteResult,
            threads: int) -> VerifyResult:
     start = time.perf_counter()
     results: dict[str, tuple[OutputComparison, ...]] = {}
+    perms: tuple[tuple[int, ...], ...] = ()
     for label, path in (("fp32", tfl.fp32_path), ("drq", tfl.drq_path)):
         outputs = run_tflite(path, saved, arrays, threads)
+        perms = tuple(output_perm(ref.shape, out.shape) for ref, out in zip(reference, outputs))
+        back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, perms)]  # to PyTorch's layout
         results[label] = tuple(compare(name, ref, out, spec.tolerance_for(label, name))
-                               for (name, _), ref, out in zip(saved.output_names, reference, outputs))
+                               for (name, _), ref, out in zip(saved.output_names, reference, back))
     deployable, message = deploy_check(tfl.drq_path)
     return VerifyResult(fp32=results["fp32"], drq=results["drq"], deployable=deployable,
-                        deploy_message=message, seconds=time.perf_counter() - start)
+                        deploy_message=message, seconds=time.perf_counter() - start, output_perms=perms)
 
 
 def verdict(export: ExportResult, result: VerifyResult, tfl: TFLiteResult,

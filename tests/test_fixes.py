@@ -1,0 +1,221 @@
+"""Known fixes applied automatically, then verified; and a numeric mismatch that names its node.
+
+Every test converts for real; the bundled examples (convnext_block, bert_encoder,
+segmentation_dict, detection_namedtuple, nested_outputs, squeezenet_tiny, diverging_pool) run
+the same classes of model in the main job.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+
+from converter.results import FailureKind
+
+from . import builders
+from .conftest import run
+from .test_pipeline import convert
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TRIG_SOURCE = """
+import torch
+class Trig(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+    def forward(self, x):
+        y = torch.tanh(self.fc(x)) * 0.9
+        return torch.asin(y) + torch.acos(y) + torch.atan(y) + torch.erf(y)
+def trig():
+    return Trig()
+"""
+
+
+def test_ops_tflite_builtins_lack_are_replaced_and_verified(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "trig", TRIG_SOURCE, "trigs:trig", (1, 8))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    assert [f.label for f in result.fixes] == ["pseudo_ops:acos", "pseudo_ops:asin", "pseudo_ops:atan",
+                                               "pseudo_ops:erf"]
+    assert "the ONNX graph has Erf, which TFLite builtins lack" in [f.reason for f in result.fixes]
+    assert result.tflite.flex_ops == () and result.verify.deployable
+    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)  # kept only because it verifies
+    model.with_suffix(".toml").write_text("auto_fixes = false\n" + model.with_suffix(".toml").read_text())
+    off = convert(tmp_path, model)
+    assert off.failure.kind is FailureKind.FLEX_OPS and off.fixes == ()
+
+
+def test_flex_ops_the_converter_still_names_are_replaced_in_a_second_pass(tmp_path):
+    """The graph read is a shortcut; without it the TFLite converter's own report drives the fix."""
+    model = builders.factory_model(tmp_path / "m", "trig", TRIG_SOURCE, "trigs:trig", (1, 8))
+    script = """
+import json, sys
+from pathlib import Path
+from converter import offline
+from converter.export import export_onnx
+from converter.load import load_model, make_inputs, run_torch
+from converter.pipeline import Progress, tensorflow_stages
+from converter.spec import load_spec
+offline.install()
+spec = load_spec(Path(sys.argv[1]), "trig")
+loaded = load_model(spec)
+arrays = make_inputs(loaded.inputs, 0)
+reference, structure = run_torch(loaded, arrays)
+work = Path(sys.argv[2])
+work.mkdir()
+export = export_onnx(spec, loaded, arrays, reference, work / "model.onnx", list(structure.names), 1)
+progress = Progress(work / "progress.json")
+saved, tfl, fixes = tensorflow_stages(spec, progress, export, ["input"], list(structure.names), work,
+                                      read_graph=False)
+progress.finish()
+print(json.dumps({"fixes": [[f.label, f.reason] for f in fixes], "flex": list(tfl.flex_ops),
+                  "seconds": progress.stage_seconds}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script, str(model), str(tmp_path / "work")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["flex"] == []
+    assert [label for label, _ in out["fixes"]] == ["pseudo_ops:acos", "pseudo_ops:asin", "pseudo_ops:atan",
+                                                    "pseudo_ops:erf"]
+    assert all("the TFLite converter needs Flex" in reason for _, reason in out["fixes"])
+    assert set(out["seconds"]) == {"savedmodel", "tflite"}  # both passes counted in their stages
+
+
+def test_dict_namedtuple_and_nested_outputs_are_flattened_and_named(tmp_path):
+    import collections
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    source = """
+import collections, torch
+Pair = collections.namedtuple("Pair", ["scores", "boxes"])
+class Heads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(6, 3)
+        self.b = torch.nn.Linear(6, 4)
+    def forward(self, x):
+        return Pair(torch.softmax(self.a(x), -1), self.b(x))
+def heads():
+    return Heads()
+"""
+    named = builders.factory_model(folder, "named", source, "headsmod:heads", (1, 6))
+
+    class Seg(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = torch.nn.Conv2d(3, 4, 1)
+            self.aux = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            return {"out": self.out(x), "aux": self.aux(x)}
+
+    torch.manual_seed(0)
+    torch.jit.trace(Seg().eval(), torch.randn(1, 3, 8, 8), strict=False).save(str(folder / "seg.pt"))
+    (folder / "seg.toml").write_text("[[inputs]]\nshape = [1, 3, 8, 8]\n")
+
+    class Nested(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 5)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return (h, torch.relu(h)), torch.sigmoid(h)
+
+    torch.export.save(torch.export.export(Nested().eval(), (torch.randn(1, 5),)), str(folder / "nested.pt2"))
+
+    results = {name: convert(tmp_path, folder / name) for name in ("named.pt", "seg.pt", "nested.pt2")}
+    for result in results.values():
+        assert result.passed, result.failure
+    def names(r):
+        return [n for n, _ in r.savedmodel.output_names]
+
+    assert names(results["named.pt"]) == ["scores", "boxes"]
+    assert results["named.pt"].fixes[0].label == "flatten_outputs:namedtuple -> scores, boxes"
+    assert names(results["seg.pt"]) == ["out", "aux"]
+    assert results["seg.pt"].verify.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))  # maps come out NHWC
+    assert names(results["nested.pt2"]) == ["output_0_0", "output_0_1", "output_1"]
+    assert [f.name for f in results["nested.pt2"].fixes] == ["flatten_outputs", "pt2_legacy_trace"]
+    # the sidecar's names win over the keys; without automatic fixes the dict is not exportable
+    (folder / "seg.toml").write_text('output_names = ["mask", "deep"]\n[[inputs]]\nshape = [1, 3, 8, 8]\n')
+    assert [n for n, _ in convert(tmp_path, folder / "seg.pt").savedmodel.output_names] == ["mask", "deep"]
+    (folder / "seg.toml").write_text("auto_fixes = false\n[[inputs]]\nshape = [1, 3, 8, 8]\n")
+    off = convert(tmp_path, folder / "seg.pt")
+    assert off.failure.kind is FailureKind.EXPORT_ERROR and "DictConstruct" in off.failure.message
+    del collections
+
+
+def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.pool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "m" / "pooled.pt2"
+    path.parent.mkdir()
+    torch.export.save(torch.export.export(Pooled().eval(), (torch.randn(1, 3, 16, 16),)), str(path))
+    result = convert(tmp_path, path)
+    assert result.passed, result.failure
+    assert (result.export.exporter, result.export.opset) == ("legacy", 17)
+    assert [f.name for f in result.fixes] == ["pt2_legacy_trace"]
+    path.with_suffix(".toml").write_text('exporter = "dynamo"\n')
+    dynamo = convert(tmp_path, path)
+    assert dynamo.passed and dynamo.export.opset == 18  # what the trace route avoids
+
+
+def test_a_wrong_float32_conversion_names_its_first_diverging_node(tmp_path):
+    source = """
+import torch
+class Diverging(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
+        self.head = torch.nn.Linear(4 * 7 * 7, 5)
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+def diverging():
+    return Diverging()
+"""
+    model = builders.factory_model(tmp_path / "m", "div", source, "divs:diverging", (1, 3, 20, 20))
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.NUMERIC_MISMATCH
+    assert "float32 TFLite output" in result.failure.message
+    first = result.divergence.first
+    assert first is not None and first.range_rel_err > 1e-4
+    assert f"first divergence at node {first.node} ({first.op_type}), max err" in result.failure.message
+    table = Path(result.divergence.table).read_text()
+    assert "FIRST DIVERGENCE" in table and first.node in table
+    rows = json.loads((Path(result.divergence.table).parent / "node_errors.json").read_text())
+    before = rows[:[r["node"] for r in rows].index(first.node)]
+    assert before and all(r["range_rel_err"] is None or r["range_rel_err"] <= 1e-4 for r in before)
+
+
+def test_fixes_reach_junit_the_summaries_and_the_baseline(harness):
+    models = harness.path / "models"
+    builders.factory_model(models, "trig", TRIG_SOURCE, "trigs:trig", (1, 8))
+    assert run(harness, "--models-dir", "models", "--baseline-update").ret == 0
+    baseline = json.loads((harness.path / "model_cases" / "baseline.json").read_text())
+    assert baseline["models"]["trig"]["fixes_applied"].startswith("pseudo_ops:acos; pseudo_ops:asin")
+    cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
+    props = {p.get("name"): p.get("value") for c in cases for p in c.iter("property")}
+    assert props["fixes_applied"] == baseline["models"]["trig"]["fixes_applied"]
+    assert "| fixes applied |" in (harness.path / "reports" / "summary.md").read_text()
+    # a change in the fixes a model needs is reported, never gated
+    (models / "trig.toml").write_text('pseudo_ops = ["erf"]\n' + (models / "trig.toml").read_text())
+    rerun = run(harness, "--models-dir", "models")
+    assert rerun.ret == 0
+    rerun.stdout.fnmatch_lines(["note trig: fixes_applied changed: pseudo_ops:acos; * -> pseudo_ops:acos; *"])
