@@ -179,3 +179,149 @@ class PickledMLP(nn.Module):
 
     def forward(self, x):
         return torch.softmax(self.net(x), dim=-1)
+
+
+# --- architectures that need a known fix, applied automatically ----------------------------
+
+class ConvNeXtBlockNet(nn.Module):
+    """ConvNeXt-style: patchify stem, depthwise 7x7 conv, LayerNorm over channels, an inverted
+    MLP with exact GELU (Erf, which TFLite builtins lack), layer scale and a residual."""
+
+    def __init__(self, dim: int = 16, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+        self.head_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # to channels-last for LayerNorm and the MLP
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(self.head_norm(x.mean((2, 3))))
+
+
+class BertStyleEncoder(nn.Module):
+    """BERT-style: token + position embeddings, LayerNorm, self-attention with an additive
+    attention mask from int64 0/1 values, an exact-GELU feed-forward; returns the hidden states
+    and a tanh pooler output, as BertModel does."""
+
+    def __init__(self, vocab: int = 100, dim: int = 32, heads: int = 4, layers: int = 2, length: int = 12):
+        super().__init__()
+        self.heads = heads
+        self.tokens = nn.Embedding(vocab, dim)
+        self.positions = nn.Embedding(length, dim)
+        self.register_buffer("position_ids", torch.arange(length).unsqueeze(0), persistent=False)
+        self.embed_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "qkv": nn.Linear(dim, 3 * dim), "out": nn.Linear(dim, dim), "norm1": nn.LayerNorm(dim, eps=1e-12),
+            "ff1": nn.Linear(dim, 4 * dim), "ff2": nn.Linear(4 * dim, dim), "norm2": nn.LayerNorm(dim, eps=1e-12),
+        }) for _ in range(layers))
+        self.pooler = nn.Linear(dim, dim)
+
+    def forward(self, input_ids, attention_mask):
+        b, n = input_ids.shape
+        h = self.embed_norm(self.tokens(input_ids) + self.positions(self.position_ids[:, :n]))
+        bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * -10000.0
+        d = h.shape[-1] // self.heads
+        for layer in self.layers:
+            q, k, v = layer["qkv"](h).split(h.shape[-1], dim=-1)
+            q, k, v = (t.reshape(b, n, self.heads, d).transpose(1, 2) for t in (q, k, v))
+            attn = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5 + bias, dim=-1)
+            context = (attn @ v).transpose(1, 2).reshape(b, n, -1)
+            h = layer["norm1"](h + layer["out"](context))
+            h = layer["norm2"](h + layer["ff2"](nn.functional.gelu(layer["ff1"](h))))
+        return h, torch.tanh(self.pooler(h[:, 0]))
+
+
+class SegmentationHead(nn.Module):
+    """Segmentation model that returns a dict, as torchvision's do: {"out": ..., "aux": ...}."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Conv2d(16, classes, 1)
+        self.aux_classifier = nn.Conv2d(16, classes, 3, padding=1)
+
+    def forward(self, x):
+        features = self.backbone(x)
+        return {"out": self.classifier(features), "aux": self.aux_classifier(features)}
+
+
+Detections = __import__("collections").namedtuple("Detections", ["scores", "boxes"])
+
+
+class DetectionHeads(nn.Module):
+    """Returns a namedtuple, as many detection and multi-task models do."""
+
+    def __init__(self, classes: int = 6):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.scores = nn.Linear(12, classes)
+        self.boxes = nn.Linear(12, 4)
+
+    def forward(self, x):
+        pooled = self.features(x).mean((2, 3))
+        return Detections(torch.softmax(self.scores(pooled), -1), torch.sigmoid(self.boxes(pooled)))
+
+
+class NestedOutputs(nn.Module):
+    """Returns nested tuples: ((embedding, logits), confidence)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 16), nn.ReLU())
+        self.logits = nn.Linear(16, 3)
+        self.confidence = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = self.body(x)
+        return (h, self.logits(h)), torch.sigmoid(self.confidence(h))
+
+
+class Fire(nn.Module):
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.expand1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x):
+        s = torch.relu(self.squeeze(x))
+        return torch.cat([torch.relu(self.expand1(s)), torch.relu(self.expand3(s))], 1)
+
+
+class TinySqueezeNet(nn.Module):
+    """SqueezeNet-style Fire modules and a global AdaptiveAvgPool2d(1): saved as a .pt2, the
+    dynamo exporter cannot bring it down to opset 17 (its ReduceMean)."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                      Fire(16, 8, 16), Fire(32, 8, 16))
+        self.classifier = nn.Sequential(nn.Conv2d(32, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class DivergingPoolNet(nn.Module):
+    """Conv(3->4) -> AdaptiveAvgPool2d((7, 7)) on 20x20 -> flatten: onnx2tf converts it without a
+    word, wrongly (float32 TFLite cosine far below 1). An expected failure whose message names
+    the first ONNX node whose TF output diverges."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((7, 7))
+        self.head = nn.Linear(4 * 7 * 7, 5)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
