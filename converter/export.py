@@ -39,11 +39,13 @@ PT2_TRACE_FIX = Fix("pt2_legacy_trace", "", "the dynamo exporter keeps opset 18 
                     "the ExportedProgram's module was traced for the legacy exporter at opset 17")
 
 
-def exporter_order(strategy: str, fmt: str) -> list[str]:
+def exporter_order(strategy: str, fmt: str, auto_fixes: bool = True) -> list[str]:
     if strategy != "auto":
         return [strategy]
     # for an ExportedProgram, `legacy` means: trace its module, then the legacy exporter (opset 17
-    # where dynamo's own down-conversion fails, and faster); dynamo takes the program as it is
+    # where dynamo's own down-conversion fails, and faster), a known fix; dynamo takes the program as it is
+    if fmt == "exported_program" and not auto_fixes:
+        return ["dynamo"]
     return ["legacy", "dynamo"]
 
 
@@ -117,7 +119,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
     args = [torch.from_numpy(a) for a in arrays]
     input_names = [i.name for i in loaded.inputs]
     attempts, errors = [], []
-    order = exporter_order(spec.exporter, loaded.format)
+    order = exporter_order(spec.exporter, loaded.format, spec.auto_fixes)
     result = None
     for position, exporter in enumerate(order):
         last = position == len(order) - 1

@@ -51,7 +51,8 @@ def sniff_format(path: Path) -> str:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from exc
-    if any(n.endswith("models/model.json") or "/serialized_exported_program" in n for n in names):
+    if any(n.endswith("models/model.json") or n.rsplit("/", 1)[-1].startswith("serialized_exported_program")
+           for n in names):
         return "exported_program"
     if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
         return "torchscript"

@@ -5,7 +5,8 @@ heads: {"out": ..., "aux": ...}), a namedtuple, or nested tuples. Outputs are fl
 torch's pytree order, which is stable and documented: dicts in their insertion order,
 namedtuples in field order, sequences by index, depth first. Each output is named after its
 path: a key or field (`out`, `aux`, `heads_0`), or `output_<i>[_<j>...]` when the path holds
-only positions (a plain tensor is `output_0`, as before).
+only positions (a plain tensor is `output_0`, as before; a key that is no name, like 8, is
+`output_8`). None outputs are left out.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def _kind(out) -> str:
 
 
 def flatten(out) -> tuple[list[torch.Tensor], OutputStructure]:
-    leaves = tree_flatten_with_path(out)[0]
+    # a None output (an optional head that is off) is no output at all
+    leaves = [(path, leaf) for path, leaf in tree_flatten_with_path(out)[0] if leaf is not None]
     bad = [type(leaf).__name__ for _, leaf in leaves if not isinstance(leaf, torch.Tensor)]
     if bad or not leaves:
         raise ConversionError(FailureKind.EXPORT_ERROR,
@@ -62,6 +64,8 @@ def flatten(out) -> tuple[list[torch.Tensor], OutputStructure]:
             name = "_".join(["output"] + (parts or ["0"]))
         else:
             name = "_".join(parts)
+            if not name[:1].isalpha():  # {8: p3, 16: p4}: ONNX and TF want names, not numbers
+                name = f"output_{name}"
         while name in names:  # {'a_0': x, 'a': [y]} would collide
             name += "_"
         names.append(name)

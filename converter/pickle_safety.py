@@ -21,6 +21,7 @@ from .results import ConversionError, FailureKind, first_line, reraise_if_memory
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c  # torch.serialization.MAGIC_NUMBER, the first object of a legacy torch.save
 OBJECT_PREFIXES = ("opaque_obj_", "custom_obj_")  # constants torch unpickles as Python objects
 CONFIG_SUFFIXES = ("_weights_config.json", "_constants_config.json")
+OLD_FORMAT_PICKLES = ("serialized_state_dict", "serialized_constants", "serialized_example_inputs")
 ADVICE = ("if you trust its source, set trust_pickle = true in its .toml (CLI: --trust-pickle); "
           "better, re-export it with plain tensors only")
 
@@ -50,6 +51,8 @@ def refusal_kind(exc: BaseException) -> FailureKind:
 def _check_tensor_pickle(data: bytes, member: str, *, tensor_only: bool) -> None:
     import torch
 
+    if not data:
+        return  # torch reads an empty member as "nothing", without unpickling
     try:
         value = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -82,6 +85,11 @@ def inspect_pt2(data: bytes) -> None:
         raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from exc
     with zf:
         names = zf.namelist()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # zipfile reads the last copy of a name, torch the first: what is checked must be what loads
+            raise ConversionError(FailureKind.UNTRUSTED_PICKLE,
+                                  f"archive member {repeated[0]} appears more than once (a crafted archive: "
+                                  f"what would be inspected is not what torch loads); {ADVICE}")
         for name in names:
             parts = name.split("/")
             if "aotinductor" in parts:
@@ -101,7 +109,8 @@ def inspect_pt2(data: bytes) -> None:
                             raise ConversionError(FailureKind.LOAD_ERROR,
                                                   f"corrupt archive: {member} is missing")
                         _check_tensor_pickle(zf.read(member), member, tensor_only=True)
-            elif parts[-1].endswith(".pt") or "sample_inputs" in parts:
-                # sample inputs, legacy weights/constants, older archives' serialized_*.pt:
-                # torch retries them with weights_only=False when the safe load fails
+            elif parts[-1].endswith(".pt") or "sample_inputs" in parts or parts[-1].startswith(OLD_FORMAT_PICKLES):
+                # sample inputs, legacy weights/constants, the older format's serialized_* state dict,
+                # constants and example inputs (even when named .json): torch retries them with
+                # weights_only=False when the safe load fails
                 _check_tensor_pickle(zf.read(name), name, tensor_only=False)

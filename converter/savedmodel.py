@@ -42,11 +42,13 @@ def prepare_onnx2tf():
 
 def signature_keys(names, prefix: str) -> list[str]:
     """Valid, unique TF signature names ('a.b' and 'a_b' must not both become 'a_b')."""
-    keys = []
+    keys: list[str] = []
     for index, name in enumerate(names):
         key = re.sub(r"\W", "_", name)
         if not key or key[0].isdigit() or key in keys:
             key = f"{prefix}_{index}"
+        while key in keys:  # ["output_1", "1x"]: the fallback name may be taken already
+            key += "_"
         keys.append(key)
     return keys
 

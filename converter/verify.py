@@ -49,15 +49,26 @@ def deploy_check(path: str) -> tuple[bool, str]:
     return report["ok"], report["error"]
 
 
-def output_perm(torch_shape: tuple[int, ...], tflite_shape: tuple[int, ...]) -> tuple[int, ...]:
+def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ...]:
     """How onnx2tf laid out an output: as PyTorch, or channels-last (a 4-D segmentation map comes
-    out NHWC, like the inputs). Where both read the same ([1, 8, 8, 8]), PyTorch's is assumed."""
+    out NHWC, like the inputs). The shape decides; where both layouts read the same ([1, 8, 8, 8]),
+    the float32 values do: the layout that matches PyTorch better is the one onnx2tf chose."""
+    torch_shape, tflite_shape = tuple(reference.shape), tuple(fp32_output.shape)
     rank = len(torch_shape)
+    identity = tuple(range(rank))
+    if not 3 <= rank <= 5:
+        return identity
     channels_last = (0, *range(2, rank), 1)
-    if tuple(tflite_shape) != tuple(torch_shape) and 3 <= rank <= 5 \
-            and tuple(tflite_shape) == tuple(torch_shape[i] for i in channels_last):
+    as_channels_last = tuple(torch_shape[i] for i in channels_last)
+    if tflite_shape != as_channels_last:
+        return identity
+    if tflite_shape != torch_shape:
         return channels_last
-    return tuple(range(rank))
+
+    def error(perm):
+        return float(np.max(np.abs(np.transpose(fp32_output, np.argsort(perm)) - reference)))
+
+    return min((identity, channels_last), key=error)
 
 
 def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFLiteResult,
@@ -65,9 +76,9 @@ def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFL
     start = time.perf_counter()
     results: dict[str, tuple[OutputComparison, ...]] = {}
     perms: tuple[tuple[int, ...], ...] = ()
-    for label, path in (("fp32", tfl.fp32_path), ("drq", tfl.drq_path)):
+    for label, path in (("fp32", tfl.fp32_path), ("drq", tfl.drq_path)):  # fp32 first: it decides the layout
         outputs = run_tflite(path, saved, arrays, threads)
-        perms = tuple(output_perm(ref.shape, out.shape) for ref, out in zip(reference, outputs))
+        perms = perms or tuple(output_perm(ref, out) for ref, out in zip(reference, outputs))
         back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, perms)]  # to PyTorch's layout
         results[label] = tuple(compare(name, ref, out, spec.tolerance_for(label, name))
                                for (name, _), ref, out in zip(saved.output_names, reference, back))

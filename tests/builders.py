@@ -126,16 +126,18 @@ def plain_pt2(folder: Path, name: str = "plain") -> Path:
     return path
 
 
-PT2_ATTACKS = ("sample_inputs", "pickled_weight", "opaque_constant")
+PT2_ATTACKS = ("sample_inputs", "pickled_weight", "opaque_constant", "repeated_member")
 
 
 def crafted_pt2(folder: Path, attack: str, marker: Path) -> Path:
     """A real torch.export archive rewritten so that `torch.export.load` unpickles `Payload`
     through one of the three paths it has: sample inputs (its weights_only=False fallback),
-    a weight marked use_pickle, an opaque_obj_* constant (plain pickle.loads)."""
+    a weight marked use_pickle, an opaque_obj_* constant (plain pickle.loads); or hides that
+    constant behind a second, benign copy of its config (zipfile reads the last, torch the first)."""
     import io
     import json
     import pickle
+    import warnings
     import zipfile
 
     source = zipfile.ZipFile(io.BytesIO(_plain_pt2_bytes()))
@@ -152,9 +154,10 @@ def crafted_pt2(folder: Path, attack: str, marker: Path) -> Path:
         entry["use_pickle"] = True
         members[name] = json.dumps(config).encode()
         members[name.rsplit("/", 1)[0] + "/" + entry["path_name"]] = evil.getvalue()
-    elif attack == "opaque_constant":
+    elif attack in ("opaque_constant", "repeated_member"):
         (name,) = [n for n in members if n.endswith("model_constants_config.json")]
         config = json.loads(members[name])
+        benign = json.dumps(config).encode()
         config["config"]["hidden"] = {"path_name": "opaque_obj_0", "is_param": False,
                                       "use_pickle": True, "tensor_meta": None}
         members[name] = json.dumps(config).encode()
@@ -163,9 +166,12 @@ def crafted_pt2(folder: Path, attack: str, marker: Path) -> Path:
         raise ValueError(attack)
     path = Path(folder) / f"{attack}.pt2"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as out:
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as out:
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": the point of that attack
         for member, data in members.items():
             out.writestr(member, data)
+            if attack == "repeated_member" and member == name:
+                out.writestr(member, benign)  # torch reads the first copy, zipfile the last
     return path
 
 

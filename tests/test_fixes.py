@@ -88,8 +88,6 @@ print(json.dumps({"fixes": [[f.label, f.reason] for f in fixes], "flex": list(tf
 
 
 def test_dict_namedtuple_and_nested_outputs_are_flattened_and_named(tmp_path):
-    import collections
-
     folder = tmp_path / "m"
     folder.mkdir()
     source = """
@@ -105,7 +103,7 @@ class Heads(torch.nn.Module):
 def heads():
     return Heads()
 """
-    named = builders.factory_model(folder, "named", source, "headsmod:heads", (1, 6))
+    builders.factory_model(folder, "named", source, "headsmod:heads", (1, 6))
 
     class Seg(torch.nn.Module):
         def __init__(self):
@@ -149,7 +147,31 @@ def heads():
     (folder / "seg.toml").write_text("auto_fixes = false\n[[inputs]]\nshape = [1, 3, 8, 8]\n")
     off = convert(tmp_path, folder / "seg.pt")
     assert off.failure.kind is FailureKind.EXPORT_ERROR and "DictConstruct" in off.failure.message
-    del collections
+
+
+def test_number_keys_none_outputs_and_square_maps_are_named_and_laid_out_right(tmp_path):
+    """A feature-pyramid style dict: {8: [1, 4, 8, 8], 16: [1, 4, 4, 4], "extra": None}. The
+    second map reads the same in both layouts (C == H == W); the values decide which onnx2tf chose."""
+    source = """
+import torch
+class Pyramid(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p3 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.p4 = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+    def forward(self, x):
+        p3 = torch.relu(self.p3(x))
+        return {8: p3, 16: self.p4(p3), "extra": None}
+def pyramid():
+    return Pyramid()
+"""
+    model = builders.factory_model(tmp_path / "m", "pyramid", source, "pyramids:pyramid", (1, 3, 8, 8))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    assert [n for n, _ in result.savedmodel.output_names] == ["output_8", "output_16"]
+    assert result.export.exporter == "legacy" and result.export.opset == 17
+    assert result.verify.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))
+    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)
 
 
 def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):
@@ -171,9 +193,10 @@ def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):
     assert result.passed, result.failure
     assert (result.export.exporter, result.export.opset) == ("legacy", 17)
     assert [f.name for f in result.fixes] == ["pt2_legacy_trace"]
-    path.with_suffix(".toml").write_text('exporter = "dynamo"\n')
+    path.with_suffix(".toml").write_text("auto_fixes = false\n")
     dynamo = convert(tmp_path, path)
     assert dynamo.passed and dynamo.export.opset == 18  # what the trace route avoids
+    assert dynamo.export.exporter == "dynamo" and dynamo.fixes == ()
 
 
 def test_a_wrong_float32_conversion_names_its_first_diverging_node(tmp_path):
