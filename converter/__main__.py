@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 from .discovery import Case
-from .lifeline import terminate_on_sigterm
+from .lifeline import Terminated, terminate_on_sigterm
 from .output_folders import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
-from .settings import SETTINGS, SettingsError, argparse_help, resolve
-from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec, parse_shape
+from .settings import SETTINGS, SettingsError, argparse_help, check_value, resolve
+from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 
 
-def _shape(text: str):
-    try:
-        return parse_shape(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,45 +23,50 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m converter",
         description="Convert one PyTorch model to a verified, dynamic-range-quantized TFLite file.")
     parser.add_argument("model", type=Path, help="a .pt/.pth (TorchScript, state_dict, pickle) or .pt2 file")
-    parser.add_argument("--input-shape", action="append", type=_shape, default=[],
-                        help="static input shape like 1,3,224,224; repeat for several inputs "
-                             "(overrides the model's .toml)")
-    parser.add_argument("--out", default=None, help=argparse_help(f"deliverables folder ({SETTINGS['tflite_dir'].help}; "
-                                                                  "default tflite_models)"))
-    parser.add_argument("--reports", default=None, help="reports folder, artifacts go to REPORTS/artifacts/<name>/ "
-                                                        "(default: reports)")
+    for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
+        if setting.cli:
+            note = " (given here, it overrides the model's .toml)" if setting.name in OVERRIDES_TOML else ""
+            parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.name, default=None,
+                                action="append" if setting.repeatable else "store",
+                                type=functools.partial(check_value, setting),
+                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"))
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")
     parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")
     parser.add_argument("--layout", choices=LAYOUTS, help="TFLite input layout (default: nhwc)")
-    parser.add_argument("--timeout", help=argparse_help(SETTINGS["timeout"].help))
-    parser.add_argument("--memory-limit-mb", help=argparse_help(SETTINGS["memory_limit_mb"].help))
-    parser.add_argument("--threads", help=argparse_help(SETTINGS["threads"].help))
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    given = [a.split("=", 1)[0] for a in argv]
+    deprecated = [f"{old} is deprecated: use {s.flag}" for s in SETTINGS for old in s.old("cli") if old in given]
     try:
-        settings = resolve({"tflite_dir": args.out, "reports_dir": args.reports, "timeout": args.timeout,
-                            "memory_limit_mb": args.memory_limit_mb, "threads": args.threads})
+        settings = resolve({s.name: getattr(args, s.name) for s in SETTINGS if s.cli}, deprecated=deprecated)
     except SettingsError as exc:
         parser.error(str(exc))
+    for note in settings.deprecations:
+        print(f"{parser.prog}: warning: {note}", file=sys.stderr)
     overrides = {}
     if args.input_shape:
-        overrides["inputs"] = defaults_layer([",".join(map(str, s)) for s in args.input_shape])["inputs"]
+        overrides["inputs"] = defaults_layer(args.input_shape)["inputs"]
     if args.trust_pickle:
         overrides["trust_pickle"] = True
     for key in ("exporter", "layout"):
         if getattr(args, key):
             overrides[key] = getattr(args, key)
     # given for this one model, they beat its .toml (the batch harness treats them as defaults)
-    if args.timeout is not None:
+    if args.conversion_timeout is not None:
         overrides["timeout"] = settings.timeout
     if args.memory_limit_mb is not None:
         overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
     model = args.model.resolve()  # the child runs elsewhere: a path relative to here means nothing there
+    if not model.is_file():
+        parser.exit(2, f"{parser.prog}: error: {args.model}: {'is a folder' if model.is_dir() else 'no such file'}"
+                       " (give one model file; a folder of models is the batch's job: pytest model_cases "
+                       "--models-dir DIR)\n")
     model_id = model.stem
     try:
         spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes,
@@ -80,6 +82,9 @@ def main(argv=None) -> int:
     terminate_on_sigterm()
     try:
         result = convert_case(case, settings)
+    except Terminated:  # the child's group is already killed; nothing was delivered
+        print(f"{parser.prog}: terminated by SIGTERM during the conversion of {model_id}", file=sys.stderr)
+        return 128 + 15
     finally:
         lock.release()
     print(format_result(result, settings))

@@ -1,7 +1,7 @@
 """Assertions on a conversion Result, written for the person reading a failing test."""
 from __future__ import annotations
 
-from .report import summary_row
+from .rows import Outcome, SummaryRow
 from .results import Result, labelled_comparisons
 from .spec import Expectation
 
@@ -10,15 +10,9 @@ class ExpectedConversionFailure(Exception):
     """Raised when a model fails exactly as its spec's `expect` says (xfail(raises=...))."""
 
 
-PROPERTY_NAMES = ("failure_kind", "failure_stage", "exporter", "opset", "onnx_bytes", "tflite_bytes",
-                  "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
-                  "convert_seconds", "peak_rss_mb", "fixes_applied")
-
-
 def junit_properties(result: Result) -> list[tuple[str, object]]:
-    """The per-model figures CI dashboards read, under stable names ('' when unknown)."""
-    row = summary_row(result)
-    return [(name, "" if row.get(name) is None else row[name]) for name in PROPERTY_NAMES]
+    """The per-model figures CI dashboards read (the row's JUnit columns), '' when unknown."""
+    return SummaryRow.of(result, Outcome.PASSED if result.passed else Outcome.FAILED).junit_properties()
 
 
 def assert_conversion(result: Result, expect: Expectation | None = None) -> None:

@@ -6,6 +6,7 @@ suggest updating the baseline; timing changes are reported, never gated (machine
 """
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -13,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .results import write_json_atomic
+from .rows import RECORDED, RECORDED_NUMBERS
 
 SCHEMA_VERSION = 1
-RECORD_KEYS = ("status", "failure_kind", "failure_signature", "exporter", "opset", "tflite_bytes",
-               "tflite_fp32_bytes", "fp32_range_rel_err", "drq_range_rel_err", "drq_cosine",
-               "convert_seconds", "fixes_applied")
+NUMBERS = (int, float)
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
 
 
@@ -70,8 +70,23 @@ def _rounded(key: str, value):
 
 def record(row: dict) -> dict:
     status = row.get("outcome", row["status"])
-    status = {"xpassed": "passed"}.get(status, status)
-    return {key: _rounded(key, status if key == "status" else row.get(key)) for key in RECORD_KEYS}
+    return {key: _rounded(key, status if key == "status" else row.get(key)) for key in RECORDED}
+
+
+class Severity(str, enum.Enum):
+    """How a line of the verdict reads: renderers colour by it, never by re-reading the text."""
+
+    ERROR = "error"              # the baseline cannot be used: fails the session
+    REGRESSION = "regression"    # fails the session
+    IMPROVEMENT = "improvement"
+    NOTE = "note"                # reported, never gated (timing, exporter, opset, fixes)
+    INFO = "info"                # what was done: written, not compared, no regression
+
+
+@dataclass(frozen=True)
+class Line:
+    severity: Severity
+    text: str
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,14 @@ class Verdict:
     @property
     def failed(self) -> bool:
         return bool(self.regressions)
+
+    def marks(self) -> dict[str, Severity]:
+        """Per model, the most serious kind of change it had."""
+        marks: dict[str, Severity] = {}
+        for severity, bucket in ((Severity.NOTE, self.notes), (Severity.IMPROVEMENT, self.improvements),
+                                 (Severity.REGRESSION, self.regressions)):
+            marks.update({c.model_id: severity for c in bucket if c.label})
+        return marks
 
     def _add(self, bucket: list, model_id: str, what: str, label: str) -> None:
         bucket.append(Change(model_id, what, label))
@@ -123,6 +146,10 @@ def _structure_problem(data) -> str | None:
     for model_id, entry in data["models"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
             return f"the record of model {model_id!r} is not an object with a status"
+        for key, value in entry.items():
+            wanted = NUMBERS if key in RECORDED_NUMBERS else (str,)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+                return f"the record of model {model_id!r} has {key} = {value!r}, not a {wanted[0].__name__}"
     for key, kind in (("versions", dict), ("models_dirs", list)):
         if key in data and not isinstance(data[key], kind):
             return f"'{key}' must be a JSON {'object' if kind is dict else 'array'}"
@@ -215,13 +242,16 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
 
 @dataclass(frozen=True)
 class GateOutcome:
-    lines: tuple[str, ...]
-    labels: dict
-    failed: bool
+    lines: tuple[Line, ...]
+    labels: dict[str, str] = field(default_factory=dict)   # model -> short text for the "vs baseline" column
+    marks: dict[str, Severity] = field(default_factory=dict)  # model -> its most serious change
+    failed: bool = False
     gone: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"lines": list(self.lines), "labels": dict(sorted(self.labels.items())),
+        return {"lines": [{"severity": ln.severity.value, "text": ln.text} for ln in self.lines],
+                "labels": dict(sorted(self.labels.items())),
+                "marks": {m: v.value for m, v in sorted(self.marks.items())},
                 "failed": self.failed, "gone": list(self.gone)}
 
 
@@ -232,35 +262,45 @@ def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds:
         previous = load(path)
     except (ValueError, OSError) as exc:
         if not update:
-            return GateOutcome((f"ERROR: cannot use the baseline {exc}",), {}, True)
+            return GateOutcome((Line(Severity.ERROR, f"ERROR: cannot use the baseline {exc}"),), failed=True)
         previous = None  # a broken baseline is exactly what --baseline-update is for
     if update:
         if previous is not None and previous.get("models_dirs") != models_dirs:
             previous = None  # records of another models folder do not carry over
         data = write(path, rows, versions, previous, discovered, models_dirs)
-        return GateOutcome((f"baseline written: {path} ({len(data['models'])} models); commit it",), {}, False)
+        return _info(f"baseline written: {path} ({len(data['models'])} models); commit it")
     if previous is None:
-        return GateOutcome((f"no baseline at {path}: nothing to gate on; create it with "
-                            "pytest model_cases --baseline-update (then commit it)",), {}, False)
+        return _info(f"no baseline at {path}: nothing to gate on; create it with "
+                     "pytest model_cases --baseline-update (then commit it)")
     if previous.get("models_dirs") != models_dirs:
-        return GateOutcome((f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
-                            f"run converts {models_dirs}: not compared; give this folder its own baseline "
-                            "with --baseline FILE --baseline-update",), {}, False)
+        return _info(f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
+                     f"run converts {models_dirs}: not compared; give this folder its own baseline "
+                     "with --baseline FILE --baseline-update")
     verdict = compare(previous, rows, discovered, thresholds)
+    gone = tuple(c.model_id for c in verdict.regressions if c.label == "GONE")
+    return GateOutcome(_verdict_lines(verdict, previous, versions, path, thresholds), dict(verdict.labels),
+                       verdict.marks(), verdict.failed, gone)
+
+
+def _info(text: str) -> GateOutcome:
+    return GateOutcome((Line(Severity.INFO, text),))
+
+
+def _verdict_lines(verdict: Verdict, previous: dict, versions: dict, path: Path, thresholds: Thresholds):
     lines = []
     old_versions = previous.get("versions", {})
     changed = {k: (old_versions.get(k), v) for k, v in versions.items() if old_versions.get(k) != v}
     if changed:
-        lines.append("note: tool versions differ from the baseline's: "
-                     + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-    lines += [f"REGRESSION {c.model_id}: {c.what}" for c in verdict.regressions]
-    lines += [f"improved {c.model_id}: {c.what}" for c in verdict.improvements]
-    lines += [f"note {c.model_id}: {c.what}" for c in verdict.notes]
+        lines.append(Line(Severity.NOTE, "note: tool versions differ from the baseline's: "
+                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())))
+    lines += [Line(Severity.REGRESSION, f"REGRESSION {c.model_id}: {c.what}") for c in verdict.regressions]
+    lines += [Line(Severity.IMPROVEMENT, f"improved {c.model_id}: {c.what}") for c in verdict.improvements]
+    lines += [Line(Severity.NOTE, f"note {c.model_id}: {c.what}") for c in verdict.notes]
     if verdict.improvements:
-        lines.append("improvements: update the baseline with --baseline-update to keep them")
+        lines.append(Line(Severity.IMPROVEMENT, "improvements: update the baseline with --baseline-update to keep them"))
     if verdict.failed:
-        lines.append(f"{len(verdict.regressions)} regression(s) against {path} (thresholds {thresholds.describe()})")
+        lines.append(Line(Severity.REGRESSION, f"{len(verdict.regressions)} regression(s) against {path} "
+                                               f"(thresholds {thresholds.describe()})"))
     else:
-        lines.append(f"no regression against {path}")
-    gone = tuple(c.model_id for c in verdict.regressions if c.label == "GONE")
-    return GateOutcome(tuple(lines), verdict.labels, verdict.failed, gone)
+        lines.append(Line(Severity.INFO, f"no regression against {path}"))
+    return tuple(lines)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import html
 import math
 
-from .report import MD_COLUMNS, format_cell
+from .report import format_cell
+from .rows import TABLE
 
-OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1", "xpassed": "#ffd6d6"}
+OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1"}
 ERR_RANGE = (1e-9, 1.0)
 W, H = 180, 28
 
@@ -50,22 +51,25 @@ def error_chart(fp32: float | None, drq: float | None, drq_tolerance: float = 5e
     return f'<svg width="{W}" height="{H}" role="img" aria-label="errors, log scale">' + "".join(parts) + "</svg>"
 
 
-def render(summary: dict, labels: dict[str, str] | None = None, verdict_lines=()) -> str:
-    labels = labels or {}
+REGRESSIVE = ("regression", "error")  # baseline severities shown in red
+
+
+def render(summary: dict) -> str:
+    gate = summary.get("baseline", {})
+    labels, marks = gate.get("labels", {}), gate.get("marks", {})
     models = summary["models"]
     largest = max([r.get("tflite_fp32_bytes") or 0 for r in models.values()] + [1])
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(t for t, _, _ in MD_COLUMNS)])
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(t for t, _, _ in TABLE)])
     head += "<th>vs baseline</th>" if labels else ""
     head += "<th>size: float32 / DRQ (log)</th><th>error vs PyTorch (log, 1e-9..1)</th>"
     rows = []
     for model_id, row in models.items():
         colour = OUTCOME_COLOURS.get(row["outcome"], "#eee")
         cells = [f"<td><code>{html.escape(model_id)}</code></td>"]
-        cells += [f"<td>{html.escape(format_cell(row.get(key), kind))}</td>" for _, key, kind in MD_COLUMNS]
+        cells += [f"<td>{html.escape(format_cell(row.get(key), kind))}</td>" for _, key, kind in TABLE]
         if labels:
-            label = labels.get(model_id, "")
-            bad = any(w in label for w in ("PASS->", "GONE", "grew", "new failure", " x", "size +"))
-            cells.append(f'<td class="{"regress" if bad else ""}">{html.escape(label)}</td>')
+            bad = marks.get(model_id) in REGRESSIVE
+            cells.append(f'<td class="{"regress" if bad else ""}">{html.escape(labels.get(model_id, ""))}</td>')
         cells.append(f"<td>{size_chart(row.get('tflite_fp32_bytes'), row.get('tflite_bytes'), largest)}</td>")
         cells.append(f"<td>{error_chart(row.get('fp32_range_rel_err'), row.get('drq_range_rel_err'))}</td>")
         title = html.escape(row.get("failure_message") or "")
@@ -75,14 +79,15 @@ def render(summary: dict, labels: dict[str, str] | None = None, verdict_lines=()
                        f"{html.escape(str(r['failure_stage']))} [{html.escape(str(r['failure_kind']))}]: "
                        f"{html.escape(r['failure_message'])}</li>"
                        for m, r in models.items() if r.get("failure_message"))
-    verdict = "".join(f'<li class="{"regress" if line.startswith(("REGRESSION", "ERROR")) else ""}">'
-                      f"{html.escape(line)}</li>" for line in verdict_lines)
+    verdict = "".join(f'<li class="{"regress" if line["severity"] in REGRESSIVE else ""}">'
+                      f"{html.escape(line['text'])}</li>" for line in gate.get("lines", ()))
     versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; white-space: nowrap; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; white-space: nowrap; }}
 th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>

@@ -5,33 +5,27 @@ controller-side summary. The work happens in converter/ (runner, report).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
 
 from . import baseline as baseline_file
+from .baseline import Severity
 from .assertions import ExpectedConversionFailure, junit_properties
-from .baseline import parse_thresholds
 from .discovery import discover
 from .environment import tool_versions
 from .html_report import render as render_html
 from .lifeline import terminate_on_sigterm
 from .output_folders import OutputsError, prepare
-from .report import build_summary, summary_markdown, summary_row
+from .report import build_summary, summary_markdown
+from .rows import Outcome, SummaryRow
 from .results import FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case
-from .settings import SETTINGS, Settings, SettingsError, argparse_help, resolve
+from .settings import SETTINGS, Settings, SettingsError, argparse_help, check_value, resolve
 from .spec import OPSET
 
-OPTIONS = {  # setting -> command-line flag
-    "models_dir": "--models-dir", "tflite_dir": "--tflite-dir", "reports_dir": "--reports-dir",
-    "input_shape": "--input-shape", "timeout": "--conversion-timeout",
-    "memory_limit_mb": "--memory-limit-mb", "threads": "--conversion-threads",
-    "baseline": "--baseline", "regression_threshold": "--regression-threshold",
-}
-PATH_OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "baseline")
-REPEATABLE = ("models_dir", "input_shape")
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONVERSIONS_KEY = pytest.StashKey[dict]()
@@ -41,26 +35,16 @@ LOCK_KEY = pytest.StashKey[object]()
 
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
-    for name, flag in OPTIONS.items():
-        env_var, ini_key, default, help_text = SETTINGS[name]
-        extra = {"type": _threshold_option} if name == "regression_threshold" else {}
-        group.addoption(flag, dest=f"tflite_{name}", action="append" if name in REPEATABLE else "store",
-                        default=None, help=argparse_help(f"{help_text} [env {env_var}, ini {ini_key}]"),
-                        **extra)
-        parser.addini(ini_key, help=help_text, default=None)
+    for setting in SETTINGS:  # every option, ini key and variable comes from the one table
+        group.addoption(setting.flag, dest=f"tflite_{setting.name}",
+                        action="append" if setting.repeatable else "store", default=None,
+                        type=functools.partial(check_value, setting),
+                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"))
+        parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
+        for old in setting.old("ini"):
+            parser.addini(old, help=f"deprecated: use {setting.ini}", type=setting.ini_type, default=None)
     group.addoption("--baseline-update", dest="tflite_baseline_update", action="store_true",
                     help="rewrite the baseline from this run instead of gating on it")
-
-
-def _threshold_option(text: str) -> str:
-    """Checked when options are parsed (a usage error), kept as a plain string for xdist."""
-    import argparse
-
-    try:
-        parse_thresholds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def _workers(config) -> int:
@@ -73,14 +57,15 @@ def _workers(config) -> int:
 
 
 def _settings(config) -> Settings:
-    cli = {}
+    cli, ini = {}, {}
     invocation = Path(config.invocation_params.dir)
-    for name in OPTIONS:
-        value = config.getoption(f"tflite_{name}")
-        if value and name in PATH_OPTIONS:  # relative to where pytest ran
+    for setting in SETTINGS:
+        value = config.getoption(f"tflite_{setting.name}")
+        if value and setting.path:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
-        cli[name] = value
-    ini = {SETTINGS[n].ini: config.getini(SETTINGS[n].ini) for n in OPTIONS}
+        cli[setting.name] = value
+        for key in [setting.ini] + setting.old("ini"):
+            ini[key] = config.getini(key)
     try:
         return resolve(cli, os.environ, ini, workers=_workers(config), base=config.rootpath)
     except SettingsError as exc:
@@ -96,6 +81,8 @@ def pytest_configure(config):
     terminate_on_sigterm()  # a cancelled CI job ends like Ctrl-C: children killed, summaries written
     if hasattr(config, "workerinput"):
         return
+    for note in settings.deprecations:  # old spellings still work for one release
+        config.issue_config_time_warning(pytest.PytestDeprecationWarning(note), stacklevel=2)
     if getattr(config.option, "xmlpath", None) is None:
         # the JUnit report always goes beside the other reports, wherever pytest runs from
         config.option.xmlpath = str(settings.reports_dir / "junit.xml")
@@ -122,7 +109,7 @@ def pytest_report_header(config):
             f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
             f"timeout {s.timeout:g} s",
             f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
-            f"  regression thresholds: {s.thresholds.describe()}"]
+            f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
 
 
 def pytest_generate_tests(metafunc):
@@ -130,7 +117,7 @@ def pytest_generate_tests(metafunc):
         return
     s = metafunc.config.stash[SETTINGS_KEY]
     if not s.models_dirs:
-        raise pytest.UsageError("no models folder: pass --models-dir DIR or set models_dir in pytest.ini")
+        raise pytest.UsageError("no models folder: pass --models-dir DIR or set models_dir in the ini file (pyproject.toml)")
     missing = [str(d) for d in s.models_dirs if not d.exists()]
     if missing:
         raise pytest.UsageError(f"models folder not found: {', '.join(missing)}")
@@ -186,12 +173,11 @@ def _relative_dirs(dirs, root: Path) -> list[str]:
     return sorted(out)
 
 
-def _outcome(report) -> str:
-    if "XPASS(strict)" in str(report.longrepr or ""):
-        return "failed"
-    if hasattr(report, "wasxfail"):
-        return "xfailed" if report.skipped else "xpassed"
-    return report.outcome
+def _outcome(report) -> Outcome:
+    if hasattr(report, "wasxfail") and report.skipped:
+        return Outcome.XFAILED
+    # xfails are strict: a model that passes against its [expect] is a failed test (XPASS(strict))
+    return Outcome.PASSED if report.passed else Outcome.FAILED
 
 
 def _no_result_message(report) -> str:
@@ -210,26 +196,22 @@ class ControllerReport:
 
     def __init__(self, config):
         self.config = config
-        self.rows: dict[str, dict] = {}
+        self.rows: dict[str, SummaryRow] = {}
         self.summary: dict | None = None
-        self.baseline_lines: list[str] = []
+        self.gate: baseline_file.GateOutcome | None = None
         self._discovered_ids: set[str] | None = None
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "tflite_result", None)
         if data is not None:
             result = Result.from_dict(data)
-            row = summary_row(result)
-            row["outcome"] = _outcome(report)
-            self.rows[result.model_id] = row
+            self.rows[result.model_id] = SummaryRow.of(result, _outcome(report))
         elif report.failed:
             # xdist builds the report of a crashed worker itself, without our attributes
             model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
             if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
-                row = summary_row(Result.failed(model_id, "", FailureKind.CRASH, report.when,
-                                                _no_result_message(report)))
-                row["outcome"] = "failed"
-                self.rows[model_id] = row
+                result = Result.failed(model_id, "", FailureKind.CRASH, report.when, _no_result_message(report))
+                self.rows[model_id] = SummaryRow.of(result, Outcome.FAILED)
 
     def _model_id_of(self, nodeid: str) -> str | None:
         if not nodeid.endswith("]") or "[" not in nodeid:
@@ -242,28 +224,28 @@ class ControllerReport:
             return
         s = self.config.stash[SETTINGS_KEY]
         versions = tool_versions()
-        rows = dict(self.rows)
-        labels = {}
+        rows = {m: r.to_dict() for m, r in self.rows.items()}
         if session.exitstatus != pytest.ExitCode.INTERRUPTED:  # a partial run is not judged
-            outcome = baseline_file.gate(
-                s.baseline, rows, discovered=self._discovered(s), thresholds=s.thresholds,
-                versions=versions, models_dirs=_relative_dirs(s.models_dirs, self.config.rootpath),
-                update=self.config.getoption("tflite_baseline_update"))
-            self.baseline_lines, labels = list(outcome.lines), outcome.labels
-            if outcome.failed and session.exitstatus == pytest.ExitCode.OK:
+            self.gate = self._judge(rows, versions)
+            if self.gate.failed and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            for model_id in outcome.gone:  # listed, so the table shows what vanished
-                rows[model_id] = {"outcome": "gone", "status": "gone"}
-        settings = {"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
-                    "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout}
-        self.summary = build_summary(rows, versions, settings)
-        if self.baseline_lines:
-            self.summary["baseline"] = {"path": str(s.baseline), "lines": self.baseline_lines,
-                                        "labels": dict(sorted(labels.items()))}
-        columns = [("vs baseline", lambda m, _row: labels.get(m, ""))] if labels else []
+            for model_id in self.gate.gone:  # listed, so the table shows what vanished
+                rows[model_id] = SummaryRow(outcome=Outcome.GONE, status="gone").to_dict()
+        self.summary = build_summary(rows, versions, {
+            "models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
+            "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout})
+        if self.gate is not None:
+            self.summary["baseline"] = {"path": str(s.baseline), **self.gate.to_dict()}
         write_json_atomic(s.reports_dir / "summary.json", self.summary)
-        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary, columns))
-        write_text_atomic(s.reports_dir / "summary.html", render_html(self.summary, labels, self.baseline_lines))
+        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary))
+        write_text_atomic(s.reports_dir / "summary.html", render_html(self.summary))
+
+    def _judge(self, rows: dict[str, dict], versions: dict) -> "baseline_file.GateOutcome":
+        s = self.config.stash[SETTINGS_KEY]
+        return baseline_file.gate(
+            s.baseline, rows, discovered=self._discovered(s), thresholds=s.thresholds, versions=versions,
+            models_dirs=_relative_dirs(s.models_dirs, self.config.rootpath),
+            update=self.config.getoption("tflite_baseline_update"))
 
     def _discovered(self, s: Settings) -> set[str]:
         if self._discovered_ids is None:
@@ -281,7 +263,7 @@ class ControllerReport:
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
             f"{counts.get('xfailed', 0)} failed as expected, of {run} models")
         for model_id, row in self.summary["models"].items():
-            if row["outcome"] == "failed" and row.get("failure_kind"):
+            if row["outcome"] == Outcome.FAILED.value and row.get("failure_kind"):
                 terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
                                       f"{row['failure_message']}")
             elif row.get("opset") not in (None, OPSET):
@@ -290,8 +272,8 @@ class ControllerReport:
                                       "verified at that opset")
         terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
                               f"deliverables: {s.tflite_dir}")
-        if self.baseline_lines:
+        if self.gate is not None:
             terminalreporter.section("tflite baseline")
-            for line in self.baseline_lines:
-                terminalreporter.line(line, red=line.startswith(("REGRESSION", "ERROR")),
-                                      green=line.startswith("improved"))
+            for line in self.gate.lines:
+                terminalreporter.line(line.text, red=line.severity in (Severity.REGRESSION, Severity.ERROR),
+                                      green=line.severity is Severity.IMPROVEMENT)

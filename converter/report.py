@@ -1,21 +1,14 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
-import math
-
-from .results import OutputComparison, Result, labelled_comparisons
+from .results import Result, labelled_comparisons
+from .rows import TABLE
 
 STAGES = ("load", "export", "savedmodel", "tflite", "verify")
 
 
 def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
-def worst(comparisons: tuple[OutputComparison, ...] | None) -> OutputComparison | None:
-    if not comparisons:
-        return None
-    return max(comparisons, key=lambda c: (not c.shape_ok, c.range_rel_err))
 
 
 def format_result(result: Result, settings=None) -> str:
@@ -56,40 +49,6 @@ def format_result(result: Result, settings=None) -> str:
     return "\n".join(lines)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def summary_row(result: Result) -> dict:
-    """The flat per-model record behind summary.json/.md, JUnit properties and the baseline."""
-    export, tfl = result.export, result.tflite
-    fp32 = worst(result.verify.fp32) if result.verify else None
-    drq = worst(result.verify.drq) if result.verify else None
-    return {
-        "status": result.status,
-        "failure_kind": result.failure.kind.value if result.failure else None,
-        "failure_stage": result.failure.stage if result.failure else None,
-        "failure_message": result.failure.message if result.failure else None,
-        "failure_signature": result.failure.signature if result.failure else None,
-        "exporter": export.exporter if export else None,
-        "opset": export.opset if export else None,
-        "onnx_bytes": export.onnx_bytes if export else None,
-        "tflite_bytes": tfl.drq_bytes if tfl else None,
-        "tflite_fp32_bytes": tfl.fp32_bytes if tfl else None,
-        "size_ratio": round(tfl.drq_bytes / export.onnx_bytes, 4) if tfl and export else None,
-        "fp32_range_rel_err": _finite(fp32.range_rel_err) if fp32 else None,
-        "drq_range_rel_err": _finite(drq.range_rel_err) if drq else None,
-        "drq_cosine": _finite(min(c.cosine for c in result.verify.drq)) if result.verify and result.verify.drq else None,
-        "flex_ops": list(tfl.flex_ops) if tfl else [],
-        "convert_seconds": result.seconds,
-        "peak_rss_mb": result.peak_rss_mb,
-        "deliverable": result.deliverable,
-        "fixes_applied": "; ".join(f.label for f in result.fixes) or None,
-        "first_divergence": (result.divergence.first.node if result.divergence and result.divergence.first
-                             else None),
-    }
-
-
 def format_cell(value, kind: str) -> str:
     if value is None or value == "":
         return "-"
@@ -104,15 +63,6 @@ def format_cell(value, kind: str) -> str:
     return str(value)
 
 
-MD_COLUMNS = (("outcome", "outcome", "str"), ("stage", "failure_stage", "str"),
-              ("kind", "failure_kind", "str"), ("exporter", "exporter", "str"), ("opset", "opset", "str"),
-              ("ONNX", "onnx_bytes", "bytes"), ("TFLite DRQ", "tflite_bytes", "bytes"),
-              ("DRQ/ONNX", "size_ratio", "float"), ("fp32 err", "fp32_range_rel_err", "err"),
-              ("DRQ err", "drq_range_rel_err", "err"), ("DRQ cosine", "drq_cosine", "float"),
-              ("seconds", "convert_seconds", "secs"), ("peak MB", "peak_rss_mb", "secs"),
-              ("fixes applied", "fixes_applied", "str"))
-
-
 def build_summary(rows: dict[str, dict], versions: dict, settings: dict) -> dict:
     from .results import SCHEMA_VERSION
 
@@ -123,17 +73,18 @@ def build_summary(rows: dict[str, dict], versions: dict, settings: dict) -> dict
             "counts": dict(sorted(counts.items())), "models": dict(sorted(rows.items()))}
 
 
-def summary_markdown(summary: dict, extra_columns=()) -> str:
-    """extra_columns: (title, function(model_id, row) -> str) pairs, e.g. the baseline verdict."""
+def summary_markdown(summary: dict) -> str:
+    """The table with the row's columns, and the verdict against the baseline when there is one."""
+    labels = summary.get("baseline", {}).get("labels", {})
     counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items()) or "no models"
     lines = ["# TFLite conversion summary", "",
              f"{len(summary['models'])} models: {counts}.", "",
              "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs.", ""]
-    titles = ["model"] + [t for t, _, _ in MD_COLUMNS] + [t for t, _ in extra_columns]
+    titles = ["model"] + [t for t, _, _ in TABLE] + (["vs baseline"] if labels else [])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for model_id, row in summary["models"].items():
-        cells = [f"`{model_id}`"] + [format_cell(row.get(key), kind) for _, key, kind in MD_COLUMNS]
-        cells += [fn(model_id, row) for _, fn in extra_columns]
+        cells = [f"`{model_id}`"] + [format_cell(row.get(key), kind) for _, key, kind in TABLE]
+        cells += [labels.get(model_id, "")] if labels else []
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     failures = [(m, r) for m, r in summary["models"].items() if r.get("failure_message")]
     if failures:

@@ -1,15 +1,19 @@
-"""The one place where harness settings are resolved: command line > environment > ini > default.
+"""Every harness setting, declared once (SETTINGS), and the one place it is resolved:
+command line > environment > ini > default.
 
-Values stay plain strings until here (pytest-xdist ships option values to workers), and
-come out as one frozen Settings object.
+The pytest options, the ini keys, the environment variables and the one-model CLI's flags are
+all generated from the table. Values stay plain strings until here (pytest-xdist ships option
+values to workers), and come out as one frozen Settings object.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Iterable, Mapping
 
 import psutil
 
@@ -17,38 +21,64 @@ from .baseline import Thresholds, parse_thresholds
 from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 
 ENV_PREFIX = "TFLITE_HARNESS_"
+MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)
 MEMORY_SHARE = 0.8  # of physical RAM, split among parallel workers
 
-class Setting(NamedTuple):
-    env: str
-    ini: str
-    default: str | None
+
+@dataclass(frozen=True)
+class Setting:
+    """One harness setting, declared once: its pytest option, ini key, environment variable and
+    (where `cli`) the one-model CLI's flag all come from this row, under one name stem."""
+
+    name: str                    # --conversion-timeout / ini conversion_timeout / $TFLITE_HARNESS_CONVERSION_TIMEOUT
     help: str
+    default: str | None = None
+    limit: str | None = None     # the LIMITS row that bounds it (the same bounds as in sidecars)
+    repeatable: bool = False     # the flag may be repeated; environment and ini separate values with ';'
+    path: bool = False           # relative to where pytest runs (flag) or to the rootdir (others)
+    cli: bool = False            # also a flag of `python -m converter`
+    ini_type: str = "string"     # pytest's typed ini keys: "paths", "linelist", "string"
+    aliases: tuple[str, ...] = ()  # old spellings, one release: "cli:--timeout", "ini:default_input_shape", "env:..."
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return self.name
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def old(self, where: str) -> list[str]:
+        """Deprecated spellings of one kind: "cli" flags (of `python -m converter`), "ini" keys, "env" variables."""
+        return [a.split(":", 1)[1] for a in self.aliases if a.startswith(where + ":")]
 
 
-SETTINGS = {  # name -> where it can come from
-    "models_dir": Setting(ENV_PREFIX + "MODELS_DIR", "models_dir", None,
-        "folder of models to convert, searched recursively (repeatable; "
-        "default: the bundled examples)"),
-    "tflite_dir": Setting(ENV_PREFIX + "TFLITE_DIR", "tflite_dir", "tflite_models",
-        "where the quantized .tflite deliverables go"),
-    "reports_dir": Setting(ENV_PREFIX + "REPORTS_DIR", "reports_dir", "reports",
-        "where summary.json/.md/.html and per-model artifacts go"),
-    "input_shape": Setting(ENV_PREFIX + "INPUT_SHAPE", "default_input_shape", None,
-        "input shape for models without one in a .toml, e.g. 1,3,224,224 "
-        "(repeat for several inputs; environment/ini: separate inputs with ';')"),
-    "timeout": Setting(ENV_PREFIX + "TIMEOUT", "conversion_timeout", str(DEFAULT_TIMEOUT),
-        "seconds one model's conversion may take unless its .toml says otherwise"),
-    "memory_limit_mb": Setting(ENV_PREFIX + "MEMORY_LIMIT_MB", "memory_limit_mb", None,
-        "resident-memory ceiling of one conversion (default: 80% of RAM shared "
-        "among workers)"),
-    "threads": Setting(ENV_PREFIX + "THREADS", "conversion_threads", None,
-        "CPU threads of one conversion (default: the cores shared among workers)"),
-    "baseline": Setting(ENV_PREFIX + "BASELINE", "baseline", "model_cases/baseline.json",
-        "baseline file that regressions are judged against"),
-    "regression_threshold": Setting(ENV_PREFIX + "REGRESSION_THRESHOLD", "regression_threshold", "",
-        "what counts as a regression, e.g. drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%"),
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting("models_dir", "folder of models to convert, searched recursively (default: the bundled examples)",
+            repeatable=True, path=True, ini_type="paths"),
+    Setting("tflite_dir", "where the quantized .tflite deliverables go", "tflite_models", path=True, cli=True,
+            aliases=("cli:--out",)),
+    Setting("reports_dir", "where summary.json/.md/.html, junit.xml (unless --junitxml is given) and "
+            "per-model artifacts go", "reports", path=True, cli=True, aliases=("cli:--reports",)),
+    Setting("input_shape", "input shape for models whose .toml gives none, e.g. 1,3,224,224 (repeat for "
+            "several inputs)", repeatable=True, cli=True, ini_type="linelist",
+            aliases=("ini:default_input_shape",)),
+    Setting("conversion_timeout", "seconds one model's conversion may take unless its .toml says otherwise",
+            str(DEFAULT_TIMEOUT), limit="timeout", cli=True, aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
+    Setting("memory_limit_mb", "resident-memory ceiling of one conversion (default: 80% of RAM shared "
+            "among workers)", limit="memory_limit_mb", cli=True),
+    Setting("conversion_threads", "CPU threads of one conversion (default: the cores shared among workers)",
+            limit="threads", cli=True, aliases=("cli:--threads", "env:TFLITE_HARNESS_THREADS")),
+    Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
+            path=True),
+    Setting("regression_threshold", "what counts as a regression, e.g. "
+            "drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%", ""),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,7 @@ class Settings:
     baseline: Path
     thresholds: Thresholds
     sources: dict  # setting -> where its value came from, for the report header
+    deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
 
     @property
     def artifacts_dir(self) -> Path:
@@ -84,7 +115,12 @@ def file_name(text: str) -> str:
     '.', '..' or a hidden file, and nothing resolves to an output folder itself or outside it.
     """
     name = urllib.parse.quote(text, safe=" ")
-    return "%2E" + name[1:] if name.startswith(".") else name
+    name = "%2E" + name[1:] if name.startswith(".") else name
+    if len(name) > MAX_NAME:  # file systems take 255 bytes; '%XX' triples non-ASCII names
+        head = name[:MAX_NAME - 20]
+        head = head[:head.rfind("%")] if "%" in head[-2:] else head  # never half an escape
+        name = f"{head}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return name
 
 
 class SettingsError(ValueError):
@@ -96,66 +132,82 @@ def argparse_help(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def _pick(name: str, cli, env: Mapping[str, str], ini: Mapping[str, str]):
-    env_var, ini_key, default, _ = SETTINGS[name]
+def check_value(setting: Setting, value: str) -> str:
+    """Checked where it is given (a usage error naming the option), kept a plain string for xdist."""
+    try:
+        if setting.limit:
+            bounded(setting.limit, value)
+        elif setting.name == "input_shape":
+            parse_shape(value)
+        elif setting.name == "regression_threshold":
+            parse_thresholds(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _pick(setting: Setting, cli, env: Mapping[str, str], ini: Mapping[str, object], deprecated: list[str]):
     if cli not in (None, [], ()):
         return cli, "command line"
-    if env.get(env_var):
-        return env[env_var], f"${env_var}"
-    if ini.get(ini_key):
-        return ini[ini_key], f"ini {ini_key}"
-    return default, "default"
+    for var in [setting.env] + setting.old("env"):
+        if env.get(var):
+            if var != setting.env:
+                deprecated.append(f"${var} is deprecated: use ${setting.env}")
+            return env[var], f"${var}"
+    for key in [setting.ini] + setting.old("ini"):
+        if ini.get(key) not in (None, "", [], ()):
+            if key != setting.ini:
+                deprecated.append(f"ini key {key} is deprecated: use {setting.ini}")
+            return ini[key], f"ini {key}"
+    return setting.default, "default"
 
 
 def _split(value) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [p.strip() for p in str(value).replace("\n", ";").split(";") if p.strip()]
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    return [p.strip() for part in parts for p in str(part).replace("\n", ";").split(";") if p.strip()]
 
 
 def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
-            ini: Mapping[str, str] | None = None, *, workers: int = 1, base: Path | None = None) -> Settings:
+            ini: Mapping[str, object] | None = None, *, workers: int = 1, base: Path | None = None,
+            deprecated: Iterable[str] = ()) -> Settings:
+    """cli: setting name -> value given on the command line; ini: ini key -> value (pytest's getini)."""
     env = os.environ if env is None else env
     ini = ini or {}
     base = Path(base or Path.cwd())
     workers = max(1, int(workers))
-    picked = {name: _pick(name, cli.get(name), env, ini) for name in SETTINGS}
+    notes = list(deprecated)
+    picked = {s.name: _pick(s, cli.get(s.name), env, ini, notes) for s in SETTINGS}
     sources = {name: where for name, (_, where) in picked.items()}
 
-    def number(name):
-        value, where = picked[name]
-        if value is None:
-            return None
-        try:
-            return bounded(name, value)
-        except ValueError as exc:
-            raise SettingsError(f"{name} from {where} {exc}") from None
+    def value(name):
+        return picked[name][0]
 
-    dirs = [base / d for d in _split(picked["models_dir"][0])]
-    try:
-        shapes = tuple(parse_shape(s) for s in _split(picked["input_shape"][0]))
-    except ValueError as exc:
-        raise SettingsError(f"input_shape from {sources['input_shape']}: {exc}") from None
-    try:
-        thresholds = parse_thresholds(picked["regression_threshold"][0])
-    except ValueError as exc:
-        raise SettingsError(f"regression_threshold from {sources['regression_threshold']}: {exc}") from None
-    cpus = os.cpu_count() or 1
+    def checked(name, parse):
+        try:
+            return parse(value(name))
+        except ValueError as exc:
+            raise SettingsError(f"{name} from {sources[name]} {exc}") from None
+
+    def number(name):
+        return None if value(name) is None else checked(name, lambda v: bounded(BY_NAME[name].limit, v))
+
+    shapes = checked("input_shape", lambda v: tuple(parse_shape(s) for s in _split(v)))
+    thresholds = checked("regression_threshold", parse_thresholds)
     memory = number("memory_limit_mb")
     if memory is None:
         memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / workers
-    threads = number("threads") or max(1, cpus // workers)
     return Settings(
-        models_dirs=tuple(dirs),
-        tflite_dir=base / str(picked["tflite_dir"][0]),
-        reports_dir=base / str(picked["reports_dir"][0]),
+        models_dirs=tuple(base / d for d in _split(value("models_dir"))),
+        tflite_dir=base / str(value("tflite_dir")),
+        reports_dir=base / str(value("reports_dir")),
         input_shapes=shapes,
-        timeout=number("timeout"),
+        timeout=number("conversion_timeout"),
         memory_limit_mb=round(memory),
-        threads=threads,
-        baseline=base / str(picked["baseline"][0]),
+        threads=number("conversion_threads") or max(1, (os.cpu_count() or 1) // workers),
+        baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
+        deprecations=tuple(dict.fromkeys(notes)),
     )

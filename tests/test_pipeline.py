@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def settings_for(tmp_path, **cli):
     return resolve({"tflite_dir": str(tmp_path / "out"), "reports_dir": str(tmp_path / "reports"),
-                    "threads": "1", **cli}, env={}, ini={})
+                    "conversion_threads": "1", **cli}, env={}, ini={})
 
 
 def convert(tmp_path, model: Path, **cli) -> Result:
@@ -272,8 +272,8 @@ def test_flex_ops_when_allowed_are_reported_and_bool_inputs_are_fed(tmp_path):
 
 def test_cli_exit_codes(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m", toml="")
-    base = [sys.executable, "-m", "converter", str(model), "--out", str(tmp_path / "out"),
-            "--reports", str(tmp_path / "reports")]
+    base = [sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"),
+            "--reports-dir", str(tmp_path / "reports")]
     ok = subprocess.run(base + ["--input-shape", "1,3,16,16"], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "cnn: PASS" in ok.stdout and "DRQ TFLite output" in ok.stdout

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from converter.assertions import PROPERTY_NAMES
+from converter.rows import PROPERTY_NAMES
 
 from . import builders
 from .conftest import run
@@ -83,4 +83,32 @@ def test_settings_come_from_environment_and_bad_values_are_usage_errors(harness,
     result.stdout.fnmatch_lines(["test_models.py::test_model[[]m[]]"])
     bad = run(harness, "--collect-only", "--conversion-timeout", "soon")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["*timeout from command line must be a number*"])
+    bad.stderr.fnmatch_lines(["*argument --conversion-timeout: must be a number*"])
+
+
+def test_lf_reruns_only_the_models_that_failed_and_junitxml_wins(harness):
+    models = harness.path / "models"
+    builders.torchscript_cnn(models, name="good")
+    (models / "noshape.pt").write_bytes(b"")
+    common = ("--models-dir", "models", "--conversion-threads=1")
+    first = harness.runpytest_subprocess(*common)  # the cache provider is on, as in the shipped config
+    first.assert_outcomes(passed=1, failed=1)
+    default_junit = harness.path / "reports" / "junit.xml"
+    assert default_junit.is_file()  # without --junitxml it goes beside the other reports
+    written = default_junit.stat().st_mtime_ns
+    again = harness.runpytest_subprocess(*common, "--lf", "--junitxml=mine.xml")
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*"])
+    assert "test_model[noshape]" in (harness.path / "mine.xml").read_text()
+    assert default_junit.stat().st_mtime_ns == written  # --junitxml wins
+
+
+def test_help_names_every_setting_with_its_ini_key_and_variable(harness):
+    from converter.settings import SETTINGS
+
+    result = harness.runpytest_subprocess("--help")
+    assert result.ret == 0
+    text = " ".join(result.stdout.str().split())
+    for setting in SETTINGS:
+        assert setting.flag in text and setting.env in text and f"ini {setting.ini}" in text
+    assert "junit.xml (unless --junitxml is given)" in text

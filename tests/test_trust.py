@@ -19,7 +19,7 @@ from converter.results import FailureKind
 
 from . import builders
 from .conftest import run
-from .test_pipeline import convert, settings_for
+from .test_pipeline import convert
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,8 +66,8 @@ def test_a_crafted_pt2_never_runs_its_payload_through_the_harness(tmp_path, atta
 def test_a_crafted_pt2_never_runs_its_payload_through_the_cli(tmp_path):
     marker = tmp_path / "marker"
     model = builders.crafted_pt2(tmp_path / "m", "opaque_constant", marker)
-    proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--out", str(tmp_path / "o"),
-                           "--reports", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
+                           "--reports-dir", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "[untrusted_pickle]" in proc.stdout
     assert not marker.exists()
 
@@ -120,6 +120,32 @@ def test_load_failures_keep_their_reason_and_the_log_keeps_the_library_traceback
     assert "direct cause of the following exception" in log and "torch/jit/_serialization.py" in log
 
 
+def test_cli_refuses_a_missing_model_or_a_folder_as_usage(tmp_path):
+    for target, words in ((tmp_path / "nope.pt", "no such file"), (tmp_path, "is a folder")):
+        proc = subprocess.run([sys.executable, "-m", "converter", str(target)], capture_output=True, text=True,
+                              cwd=ROOT)
+        assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_to_the_cli_is_one_line_and_leaves_no_child(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "slow", builders.waiting_model_source(kill_parent=False),
+                                   "slowness:waits", (1, 4))
+    pid_file = tmp_path / "child.pid"
+    proc = subprocess.Popen([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
+                             "--reports-dir", str(tmp_path / "r")], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)),
+                            start_new_session=True)
+    try:
+        child = wait_for_pid(pid_file, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with_group_killed(proc)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["python -m converter: terminated by SIGTERM during the conversion of slow"]
+    assert gone_within(child, 10) and not (tmp_path / "o" / "slow.tflite").exists()
+
+
 def test_cli_and_pytest_help_work(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "converter", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "--memory-limit-mb" in cli.stdout and "80% of RAM" in cli.stdout
@@ -129,7 +155,7 @@ def test_cli_and_pytest_help_work(tmp_path):
 
 def test_cli_takes_a_relative_path_from_anywhere_and_files_follow_the_umask(tmp_path):
     builders.torchscript_cnn(tmp_path / "here", name="net")
-    proc = subprocess.run([sys.executable, "-m", "converter", "here/net.pt", "--out", "out", "--reports", "rep"],
+    proc = subprocess.run([sys.executable, "-m", "converter", "here/net.pt", "--tflite-dir", "out", "--reports-dir", "rep"],
                           capture_output=True, text=True, cwd=tmp_path, umask=0o022,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -145,8 +171,8 @@ def test_an_id_of_dot_clears_no_other_model_and_delivers_no_hidden_file(tmp_path
     other = tmp_path / "reports" / "artifacts" / "other" / "convert.log"
     other.parent.mkdir(parents=True)
     other.write_text("another model's log")
-    proc = subprocess.run([sys.executable, "-m", "converter", str(folder / "..pt"), "--out", str(tmp_path / "out"),
-                           "--reports", str(tmp_path / "reports")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "converter", str(folder / "..pt"), "--tflite-dir", str(tmp_path / "out"),
+                           "--reports-dir", str(tmp_path / "reports")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert other.read_text() == "another model's log"
     assert [p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".tflite"] == ["%2E.tflite"]
@@ -188,8 +214,8 @@ def read_only_folder(path: Path):
 def test_a_read_only_deliverables_folder_is_refused_before_converting(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m", name="net")
     with read_only_folder(tmp_path / "out") as out:
-        proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--out", str(out),
-                               "--reports", str(tmp_path / "rep")], capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(out),
+                               "--reports-dir", str(tmp_path / "rep")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "deliverables folder" in proc.stderr and "cannot be written" in proc.stderr
@@ -208,8 +234,8 @@ def test_a_second_run_on_the_same_folders_is_refused_and_the_first_keeps_its_res
         assert second.ret == pytest.ExitCode.USAGE_ERROR
         second.stderr.fnmatch_lines([f"ERROR: * is in use by another run (pid {os.getpid()}, *"])
         assert json.loads((harness.path / "reports" / "summary.json").read_text()) == {"the first run": "its summary"}
-        cli = subprocess.run([sys.executable, "-m", "converter", "models/noshape.pt", "--out", "tflite_models",
-                              "--reports", "reports"], capture_output=True, text=True, cwd=harness.path)
+        cli = subprocess.run([sys.executable, "-m", "converter", "models/noshape.pt", "--tflite-dir", "tflite_models",
+                              "--reports-dir", "reports"], capture_output=True, text=True, cwd=harness.path)
         assert cli.returncode == 2 and "in use by another run" in cli.stderr
     finally:
         first.release()

@@ -15,7 +15,6 @@ from converter.baseline import Thresholds, gate
 from converter.output_folders import OutputsError, RunLock, prepare
 from converter.results import ConversionError, FailureKind, write_text_atomic
 from converter.settings import SettingsError, file_name, resolve
-from converter.spec import SpecError, load_spec
 
 from . import builders
 
@@ -31,14 +30,13 @@ def write(path, text=""):
 # --- one set of bounds for every number ---------------------------------------------------
 
 @pytest.mark.parametrize("setting, value, words", [
-    ("timeout", "1e308", "between 1 and 604800"),
+    ("conversion_timeout", "1e308", "between 1 and 604800"),
     ("memory_limit_mb", "1", "between 64 and"),
-    ("threads", "0", "between 1 and 1024"),
-    ("threads", "2.5", "an integer"),
+    ("conversion_threads", "0", "between 1 and 1024"),
+    ("conversion_threads", "2.5", "an integer"),
 ])
 def test_options_environment_and_ini_share_the_sidecar_bounds(tmp_path, setting, value, words):
-    env_var = {"timeout": "TFLITE_HARNESS_TIMEOUT", "memory_limit_mb": "TFLITE_HARNESS_MEMORY_LIMIT_MB",
-               "threads": "TFLITE_HARNESS_THREADS"}[setting]
+    env_var = "TFLITE_HARNESS_" + setting.upper()
     for cli, env, where in (({setting: value}, {}, "command line"), ({}, {env_var: value}, f"${env_var}")):
         with pytest.raises(SettingsError) as info:
             resolve(cli, env, {}, base=tmp_path)
@@ -64,6 +62,13 @@ def test_ids_that_looked_alike_get_their_own_folders_and_files(tmp_path):
 def test_file_names_are_injective_and_inert(a, b):
     assert (file_name(a) == file_name(b)) == (a == b)
     assert "/" not in file_name(a) and not file_name(a).startswith(".")
+
+
+def test_ids_too_long_for_a_file_name_keep_their_start_and_stay_apart():
+    long = "模型" * 20  # 120 bytes on disk, 360 once percent-encoded
+    names = {file_name(long), file_name(long + "x"), file_name(long[:-1])}
+    assert len(names) == 3 and all(len(n) <= 200 for n in names)
+    assert file_name(long).startswith(file_name("模型" * 5))
 
 
 def test_ids_differing_only_in_case_do_not_share_a_file(tmp_path):
@@ -109,6 +114,7 @@ def test_one_folder_for_both_outputs_is_locked_once(tmp_path):
     ('{"schema_version": 1, "models": []}', "'models' must be an object"),
     ('{"schema_version": 1, "models": {"m": "passed"}}', "record of model 'm'"),
     ('{"schema_version": 1, "models": {"m": {"sta', "not readable JSON"),
+    ('{"schema_version": 1, "models": {"m": {"status": "passed", "drq_range_rel_err": "0.01"}}}', "not a int"),
 ])
 def test_a_baseline_with_the_wrong_structure_is_one_error_line_and_update_repairs_it(tmp_path, content, words):
     path = write(tmp_path / "baseline.json", content)
@@ -116,7 +122,7 @@ def test_a_baseline_with_the_wrong_structure_is_one_error_line_and_update_repair
     common = dict(discovered={"m"}, thresholds=Thresholds(), versions={}, models_dirs=["x"])
     outcome = gate(path, {"m": row}, update=False, **common)
     assert outcome.failed and len(outcome.lines) == 1
-    assert outcome.lines[0].startswith(f"ERROR: cannot use the baseline {path}") and words in outcome.lines[0]
+    assert outcome.lines[0].text.startswith(f"ERROR: cannot use the baseline {path}") and words in outcome.lines[0].text
     assert not gate(path, {"m": row}, update=True, **common).failed
     assert json.loads(path.read_text())["models"]["m"]["status"] == "passed"
 

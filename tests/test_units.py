@@ -139,18 +139,36 @@ def test_ids_are_sorted_names_and_paths_on_collision(tmp_path):
 
 
 def test_settings_precedence_cli_env_ini_default(tmp_path):
-    ini = {"conversion_timeout": "30", "default_input_shape": "1,3,8,8"}
+    ini = {"conversion_timeout": "30", "input_shape": ["1,3,8,8"]}
     assert resolve({}, {}, ini, base=tmp_path).timeout == 30
-    assert resolve({}, {"TFLITE_HARNESS_TIMEOUT": "20"}, ini, base=tmp_path).timeout == 20
-    s = resolve({"timeout": "10"}, {"TFLITE_HARNESS_TIMEOUT": "20"}, ini, base=tmp_path)
-    assert s.timeout == 10 and s.sources["timeout"] == "command line"
-    assert s.input_shapes == ((1, 3, 8, 8),)
+    assert resolve({}, {"TFLITE_HARNESS_CONVERSION_TIMEOUT": "20"}, ini, base=tmp_path).timeout == 20
+    s = resolve({"conversion_timeout": "10"}, {"TFLITE_HARNESS_CONVERSION_TIMEOUT": "20"}, ini, base=tmp_path)
+    assert s.timeout == 10 and s.sources["conversion_timeout"] == "command line"
+    assert s.input_shapes == ((1, 3, 8, 8),) and s.deprecations == ()
     assert resolve({}, {}, {}, base=tmp_path).timeout == 600
     two = resolve({}, {}, {}, base=tmp_path, workers=2)
     one = resolve({}, {}, {}, base=tmp_path, workers=1)
     assert two.memory_limit_mb < one.memory_limit_mb and two.threads <= one.threads
-    with pytest.raises(SettingsError, match="timeout from command line must be a number"):
-        resolve({"timeout": "soon"}, {}, {}, base=tmp_path)
+    with pytest.raises(SettingsError, match="conversion_timeout from command line must be a number"):
+        resolve({"conversion_timeout": "soon"}, {}, {}, base=tmp_path)
+
+
+def test_old_spellings_still_work_for_one_release_and_say_so(tmp_path):
+    s = resolve({}, {"TFLITE_HARNESS_TIMEOUT": "20", "TFLITE_HARNESS_THREADS": "3"},
+                {"default_input_shape": ["1,4;1,2"]}, base=tmp_path)
+    assert (s.timeout, s.threads, s.input_shapes) == (20, 3, ((1, 4), (1, 2)))
+    assert set(s.deprecations) == {"$TFLITE_HARNESS_TIMEOUT is deprecated: use $TFLITE_HARNESS_CONVERSION_TIMEOUT",
+                                   "$TFLITE_HARNESS_THREADS is deprecated: use $TFLITE_HARNESS_CONVERSION_THREADS",
+                                   "ini key default_input_shape is deprecated: use input_shape"}
+
+
+def test_every_setting_has_one_stem_for_flag_ini_and_environment():
+    from converter.settings import SETTINGS
+
+    for setting in SETTINGS:
+        stem = setting.name
+        assert setting.flag == "--" + stem.replace("_", "-") and setting.ini == stem
+        assert setting.env == "TFLITE_HARNESS_" + stem.upper()
 
 
 def test_messages_are_stable_across_machines():
@@ -197,7 +215,7 @@ def test_non_finite_or_negative_settings_are_refused(tmp_path, value):
     with pytest.raises(SettingsError, match="must be"):
         resolve({"memory_limit_mb": value}, {}, {}, base=tmp_path)
     with pytest.raises(SettingsError, match="must be"):
-        resolve({"timeout": value}, {}, {}, base=tmp_path)
+        resolve({"conversion_timeout": value}, {}, {}, base=tmp_path)
 
 
 def test_shapes_with_holes_are_refused():
