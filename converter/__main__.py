@@ -14,7 +14,6 @@ from .runner import convert_case
 from .settings import SETTINGS, SettingsError, argparse_help, check_value, resolve
 from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 
-
 OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
 
 

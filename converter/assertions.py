@@ -1,8 +1,8 @@
 """Assertions on a conversion Result, written for the person reading a failing test."""
 from __future__ import annotations
 
-from .rows import Outcome, SummaryRow
 from .results import Result, labelled_comparisons
+from .rows import Outcome, SummaryRow
 from .spec import Expectation
 
 

@@ -8,40 +8,25 @@ The parent never imports torch or tensorflow.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import psutil
 
 from .environment import child_environment, tool_versions
+from .failures import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
-from .results import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind, Result, write_json_atomic
+from .protocol import JOB_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
+from .results import Result
 
 POLL_SECONDS = 0.1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Job:
-    spec: dict
-    artifacts_dir: str
-    threads: int
-    guardians: list[int]  # pids the child must not outlive (see lifeline.py)
-
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, asdict(self))
-
-    @classmethod
-    def read(cls, path: Path) -> "Job":
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -94,27 +79,53 @@ def _log_tail_mentions_memory(log: Path) -> bool:
     return any(m in tail for m in MEMORY_MARKERS)
 
 
-def run_isolated(spec, artifacts_dir: Path, *, threads: int,
-                 memory_limit_mb: float, timeout: float | None = None,
-                 on_start: Callable[[int], None] | None = None) -> Result:
-    """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies."""
+def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
+                 on_start: Callable[[int], None] | None = None, command: list[str] | None = None) -> Result:
+    """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
+
+    `command` replaces the conversion child (tests use one-line children that crash, sleep or
+    eat memory, to check the classification in seconds, without torch)."""
     artifacts = Path(artifacts_dir)
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     timeout = spec.timeout if timeout is None else timeout
     limit_mb = spec.memory_limit_mb or memory_limit_mb
-    job_path = artifacts / "job.json"
+    job_path = artifacts / JOB_FILE
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process()).write(job_path)
-
-    log_path = artifacts / "convert.log"
+    command = command or [sys.executable, "-m", "converter.stages.pipeline", str(job_path)]
     start = time.monotonic()
-    peak = 0
-    ended_by = None
+    returncode, ended_by, peak = _run_watched(command, artifacts / "convert.log", threads, limit_mb, timeout,
+                                              on_start)
+    seconds, peak_mb = time.monotonic() - start, peak / 2**20
+    result_path = artifacts / RESULT_FILE
+    # the child writes result.json atomically as its last act: trust it even if the
+    # interpreter died afterwards (TensorFlow's teardown), unless the parent killed it
+    if ended_by is None and result_path.is_file():
+        result = Result.read(result_path)
+        result = dataclasses.replace(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
+        result.write(result_path)  # the parent saw the whole process tree: its peak is the true one
+        return result
+    progress = read_progress(artifacts / PROGRESS_FILE)
+    failure = classify_death(returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
+                             limit_mb=limit_mb, timeout=timeout,
+                             log_mentions_memory=_log_tail_mentions_memory(artifacts / "convert.log"))
+    result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
+                           stage_seconds=progress.get("stage_seconds", {}), seconds=round(seconds, 3),
+                           peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
+                           versions=tool_versions())
+    result.write(result_path)
+    return result
+
+
+def _run_watched(command, log_path: Path, threads: int, limit_mb: float, timeout: float,
+                 on_start) -> tuple[int, FailureKind | None, int]:
+    """Run the child in its own session, watching its tree's memory and the clock; the parent
+    kills the whole group when it ends, however it ends. Returns (returncode, why the parent
+    killed it or None, peak bytes)."""
+    start, peak, ended_by = time.monotonic(), 0, None
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "converter.pipeline", str(job_path)],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=str(PROJECT_ROOT), env=child_environment(threads),
-                                 start_new_session=True)
+        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 cwd=str(PROJECT_ROOT), env=child_environment(threads), start_new_session=True)
         try:
             if on_start is not None:
                 on_start(popen.pid)
@@ -132,50 +143,26 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int,
             # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else
             # would stop it; this also reaps whatever the child left running in its group
             _kill_group(popen)
-    seconds = time.monotonic() - start
-    peak_mb = peak / 2**20
-    result_path = artifacts / "result.json"
-    # the child writes result.json atomically as its last act: trust it even if the
-    # interpreter died afterwards (TensorFlow's teardown), unless the parent killed it
-    if ended_by is None and result_path.is_file():
-        result = Result.read(result_path)
-        result = dataclasses.replace(result, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
-        result.write(result_path)  # the parent saw the whole process tree: its peak is the true one
-        return result
+    return popen.returncode, ended_by, peak
 
-    progress = _read_progress(artifacts / "progress.json")
-    stage = progress.get("stage", "load")
+
+def classify_death(returncode: int, ended_by: FailureKind | None, stage: str, *, peak_mb: float,
+                   limit_mb: float, timeout: float, log_mentions_memory: bool) -> Failure:
+    """Why a child ended without a result, in one line."""
     if ended_by is FailureKind.OUT_OF_MEMORY:
-        failure = Failure(ended_by, stage, f"resident memory exceeded the {limit_mb:.0f} MB ceiling "
-                                           f"during {stage}; {MEMORY_ADVICE}")
-    elif ended_by is FailureKind.TIMEOUT:
-        failure = Failure(ended_by, stage, f"no result after the {timeout:g} s timeout (still in {stage}); "
-                                           "raise timeout in the model's .toml if it is just slow")
-    elif _log_tail_mentions_memory(log_path):  # e.g. an uncaught std::bad_alloc aborts with SIGABRT
-        failure = Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
-    elif popen.returncode == -getattr(signal, "SIGKILL", 9):
-        failure = Failure(FailureKind.CRASH, stage,
-                          f"conversion process killed by SIGKILL during {stage} (peak {peak_mb:.0f} MB; the "
-                          "system's out-of-memory killer sends SIGKILL: if memory was short, "
-                          f"{MEMORY_ADVICE})")
-    elif popen.returncode < 0:
-        failure = Failure(FailureKind.CRASH, stage,
-                          f"conversion process killed by {_signal_name(popen.returncode)} during {stage}")
-    else:
-        failure = Failure(FailureKind.CRASH, stage,
-                          f"conversion process exited with status {popen.returncode} during {stage} "
-                          "without a result")
-    result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
-                           stage_seconds=progress.get("stage_seconds", {}), seconds=round(seconds, 3),
-                           peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
-                           versions=tool_versions())
-    result.write(result_path)
-    return result
-
-
-def _read_progress(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
+        return Failure(ended_by, stage, f"resident memory exceeded the {limit_mb:.0f} MB ceiling "
+                                        f"during {stage}; {MEMORY_ADVICE}")
+    if ended_by is FailureKind.TIMEOUT:
+        return Failure(ended_by, stage, f"no result after the {timeout:g} s timeout (still in {stage}); "
+                                        "raise timeout in the model's .toml if it is just slow")
+    if log_mentions_memory:  # e.g. an uncaught std::bad_alloc aborts with SIGABRT
+        return Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
+    if returncode == -getattr(signal, "SIGKILL", 9):
+        return Failure(FailureKind.CRASH, stage,
+                       f"conversion process killed by SIGKILL during {stage} (peak {peak_mb:.0f} MB; the "
+                       f"system's out-of-memory killer sends SIGKILL: if memory was short, {MEMORY_ADVICE})")
+    if returncode < 0:
+        return Failure(FailureKind.CRASH, stage,
+                       f"conversion process killed by {_signal_name(returncode)} during {stage}")
+    return Failure(FailureKind.CRASH, stage,
+                   f"conversion process exited with status {returncode} during {stage} without a result")

@@ -12,16 +12,18 @@ from pathlib import Path
 import pytest
 
 from . import baseline as baseline_file
-from .baseline import Severity
 from .assertions import ExpectedConversionFailure, junit_properties
+from .baseline import Severity
 from .discovery import discover
 from .environment import tool_versions
+from .failures import FailureKind, Stage
 from .html_report import render as render_html
 from .lifeline import terminate_on_sigterm
 from .output_folders import OutputsError, prepare
+from .protocol import write_json_atomic, write_text_atomic
 from .report import build_summary, summary_markdown
+from .results import Result
 from .rows import Outcome, SummaryRow
-from .results import FailureKind, Result, write_json_atomic, write_text_atomic
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, argparse_help, check_value, resolve
 from .spec import OPSET
@@ -210,7 +212,7 @@ class ControllerReport:
             # xdist builds the report of a crashed worker itself, without our attributes
             model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
             if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
-                result = Result.failed(model_id, "", FailureKind.CRASH, report.when, _no_result_message(report))
+                result = Result.failed(model_id, "", FailureKind.CRASH, Stage.TEST, _no_result_message(report))
                 self.rows[model_id] = SummaryRow.of(result, Outcome.FAILED)
 
     def _model_id_of(self, nodeid: str) -> str | None:

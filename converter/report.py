@@ -1,10 +1,9 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
+from .failures import Stage
 from .results import Result, labelled_comparisons
 from .rows import TABLE
-
-STAGES = ("load", "export", "savedmodel", "tflite", "verify")
 
 
 def _mb(n: int | None) -> str:
@@ -15,7 +14,7 @@ def format_result(result: Result, settings=None) -> str:
     lines = [f"{result.model_id}: {'PASS' if result.passed else 'FAIL'}  ({result.model_path})"]
     if result.failure:
         lines.append(f"  {result.failure.one_line(result.model_id)}")
-    times = "  ".join(f"{s} {result.stage_seconds[s]:.1f}s" for s in STAGES if s in result.stage_seconds)
+    times = "  ".join(f"{s} {result.stage_seconds[s]:.1f}s" for s in map(str, Stage) if s in result.stage_seconds)
     lines.append(f"  stages: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB")
     if result.load:
         shapes = ", ".join(f"{n} {list(s)}" for n, s in zip(result.load.input_names, result.load.input_shapes))

@@ -1,107 +1,17 @@
-"""Stage results, the per-model Result and the small vocabulary of failure kinds.
-
-Everything that crosses a process boundary (child -> parent, worker -> controller,
-run -> baseline) is one of these frozen dataclasses, serialised with to_dict/from_dict.
+"""Stage results and the per-model Result: frozen dataclasses that cross from the child to the
+parent (result.json) and from workers to the controller, serialised by protocol.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
-import math
-import os
-import re
-import tempfile
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .failures import Failure, FailureKind, normalise_message
+from .protocol import build, plain, write_json_atomic
+
 SCHEMA_VERSION = 1
-
-
-class FailureKind(str, enum.Enum):
-    LOAD_ERROR = "load_error"
-    UNTRUSTED_PICKLE = "untrusted_pickle"
-    SPEC_ERROR = "spec_error"
-    EXPORT_ERROR = "export_error"
-    SAVEDMODEL_ERROR = "savedmodel_error"
-    TFLITE_ERROR = "tflite_error"
-    FLEX_OPS = "flex_ops"
-    SHAPE_MISMATCH = "shape_mismatch"
-    NUMERIC_MISMATCH = "numeric_mismatch"
-    TIMEOUT = "timeout"
-    OUT_OF_MEMORY = "out_of_memory"
-    CRASH = "crash"
-
-
-MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
-                 "workers) or convert with a smaller input shape")
-MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
-
-
-def is_memory_error(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in MEMORY_MARKERS)
-
-
-def reraise_if_memory(exc: BaseException) -> None:
-    """Stages wrap library errors in their own kind; running out of memory must stay out_of_memory."""
-    if is_memory_error(exc):
-        raise exc
-
-
-def first_line(exc: BaseException) -> str:
-    """`Type: first non-empty line`: many torch errors start with a newline, which would leave
-    a one-line message saying only 'RuntimeError:'."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-class ConversionError(Exception):
-    """Raised by a stage when it fails in a way it understands (`ops`: the ops it names)."""
-
-    def __init__(self, kind: FailureKind, message: str, ops: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.ops = ops
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_HEX = re.compile(r"0x[0-9a-fA-F]{6,}")
-_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
-_WIN_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\\\s:'\"]+\\)*([^\\\s:'\"]+)")
-_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
-
-
-def normalise_message(text: str, limit: int = 400) -> str:
-    """One stable line: no colour codes, no addresses, no machine-specific paths.
-
-    CI diffs these lines between runs, so anything that changes from run to run
-    (tmp folders, object ids) is replaced by a placeholder.
-    """
-    text = _ANSI.sub("", str(text))
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else "(no message)"
-    line = _HEX.sub("0x…", line)
-    line = _ABS_PATH.sub(r"…/\1", line)
-    line = _WIN_PATH.sub(r"…\\\1", line)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-@dataclass(frozen=True)
-class Failure:
-    kind: FailureKind
-    stage: str
-    message: str
-
-    def one_line(self, model_id: str) -> str:
-        return f"{model_id}: {self.stage} failed [{self.kind.value}]: {self.message}"
-
-    @property
-    def signature(self) -> str:
-        """What the baseline compares: kind, stage and the message without its figures
-        (a ceiling that depends on the machine, an error's last digit), which vary run to run."""
-        return f"{self.kind.value}@{self.stage}: {_NUMBER.sub('#', self.message)}"
 
 
 @dataclass(frozen=True)
@@ -285,7 +195,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Result":
-        return _build(cls, data)
+        return build(cls, data)
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, self.to_dict())
@@ -295,73 +205,3 @@ class Result:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def plain(value):
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # 'inf' / 'nan': strict JSON has no such numbers
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-def _build(tp, value):
-    """Rebuild a (nested) dataclass from the plain data that _plain produced."""
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _build(inner[0], value)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp) if f.init}
-        return tp(**{k: _build(hints[k], v) for k, v in value.items() if k in names})
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v) for v in value)
-        return tuple(_build(a, v) for a, v in zip(args, value))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    if tp is float and isinstance(value, str):
-        return float(value)
-    return value
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it: set, then restore at once
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file, as every other tool does
-
-
-def write_json_atomic(path: Path, data) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, then os.replace: readers never see half a file.
-
-    mkstemp creates its file 0600; the final file gets the mode open() would have given it,
-    so a CI web server or a colleague can read deliverables and summaries."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

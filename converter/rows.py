@@ -60,7 +60,7 @@ class SummaryRow:
         failure = result.failure
         return cls(
             outcome=outcome, status=result.status,
-            failure_stage=failure.stage if failure else None,
+            failure_stage=failure.stage.value if failure else None,
             failure_kind=failure.kind.value if failure else None,
             failure_message=failure.message if failure else None,
             failure_signature=failure.signature if failure else None,

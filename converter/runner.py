@@ -8,8 +8,10 @@ from typing import Callable
 
 from .discovery import Case
 from .environment import tool_versions
+from .failures import FailureKind, Stage
 from .isolation import run_isolated
-from .results import FailureKind, Result, write_bytes_atomic
+from .protocol import write_bytes_atomic
+from .results import Result
 from .settings import Settings
 
 
@@ -18,7 +20,7 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
     deliverable = settings.deliverable_for(case.model_id)
     if case.spec is None:
         shutil.rmtree(artifacts, ignore_errors=True)  # nothing from an earlier run may pass for this one
-        result = Result.failed(case.model_id, str(case.path), FailureKind.SPEC_ERROR, "spec",
+        result = Result.failed(case.model_id, str(case.path), FailureKind.SPEC_ERROR, Stage.SPEC,
                                case.spec_error, versions=tool_versions())
         result.write(artifacts / "result.json")
     else:

@@ -17,8 +17,8 @@ from typing import Iterable, Mapping
 
 import psutil
 
-from .baseline import Thresholds, parse_thresholds
 from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
+from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
 MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)

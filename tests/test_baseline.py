@@ -6,9 +6,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from converter.baseline import Thresholds, compare, parse_thresholds, record
+from converter.baseline import compare, record
 from converter.html_report import render
 from converter.report import build_summary
+from converter.thresholds import Thresholds, parse_thresholds
 
 from . import builders
 from .conftest import run
@@ -167,7 +168,7 @@ def test_an_expected_failure_that_now_converts_is_good_news():
 
 
 def test_signatures_ignore_figures_that_vary_between_machines():
-    from converter.results import Failure, FailureKind
+    from converter.failures import Failure, FailureKind
 
     a = Failure(FailureKind.OUT_OF_MEMORY, "export", "resident memory exceeded the 9642 MB ceiling")
     b = Failure(FailureKind.OUT_OF_MEMORY, "export", "resident memory exceeded the 4821 MB ceiling")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from converter.results import FailureKind
+from converter.failures import FailureKind
 
 from . import builders
 from .conftest import run
@@ -56,10 +56,11 @@ def test_flex_ops_the_converter_still_names_are_replaced_in_a_second_pass(tmp_pa
     script = """
 import json, sys
 from pathlib import Path
-from converter import offline
-from converter.export import export_onnx
-from converter.load import load_model, make_inputs, run_torch
-from converter.pipeline import Progress, tensorflow_stages
+from converter.stages import offline
+from converter.stages.export import export_onnx
+from converter.stages.load import load_model, make_inputs, run_torch
+from converter.protocol import Progress
+from converter.stages.pipeline import tensorflow_stages
 from converter.spec import load_spec
 offline.install()
 spec = load_spec(Path(sys.argv[1]), "trig")

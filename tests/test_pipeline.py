@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pytest
 
 from converter.assertions import assert_conversion
 from converter.discovery import discover
+from converter.failures import FailureKind
 from converter.report import format_result
-from converter.results import FailureKind, Result
+from converter.results import Result
 from converter.runner import convert_case
 from converter.settings import resolve
 
@@ -104,7 +104,7 @@ def test_training_checkpoint_dicts_are_unwrapped(tmp_path):
 
 
 def test_network_guard_refuses_and_records_connections():
-    code = ("import socket, converter.offline as o; o.install()\n"
+    code = ("import socket, converter.stages.offline as o; o.install()\n"
             "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
             "except OSError as e:\n    print('refused', e)\n"
             "print(o.attempts)")

@@ -11,6 +11,7 @@ from converter.rows import PROPERTY_NAMES
 from . import builders
 from .conftest import run
 
+
 def test_ids_are_model_names_sorted_and_k_selects(harness):
     models = harness.path / "models"
     for rel in ("b/net.pt", "a/net.pt", "solo.pt", "z_last.pt2"):

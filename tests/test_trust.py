@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from converter.results import FailureKind
+from converter.failures import FailureKind
 
 from . import builders
 from .conftest import run

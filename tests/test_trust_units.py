@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from converter.baseline import Thresholds, gate
+from converter.baseline import gate
+from converter.failures import ConversionError, FailureKind
 from converter.output_folders import OutputsError, RunLock, prepare
-from converter.results import ConversionError, FailureKind, write_text_atomic
+from converter.protocol import write_text_atomic
 from converter.settings import SettingsError, file_name, resolve
+from converter.thresholds import Thresholds
 
 from . import builders
 
@@ -130,7 +133,7 @@ def test_a_baseline_with_the_wrong_structure_is_one_error_line_and_update_repair
 # --- model files: sniffed without executing them ------------------------------------------
 
 def test_random_bytes_are_not_a_pytorch_file_and_get_no_pickle_advice(tmp_path):
-    from converter.load import sniff_format
+    from converter.stages.load import sniff_format
 
     path = tmp_path / "noise.pt"
     path.write_bytes(os.urandom(4096))
@@ -141,7 +144,7 @@ def test_random_bytes_are_not_a_pytorch_file_and_get_no_pickle_advice(tmp_path):
 
 
 def test_a_plain_pt2_passes_the_inspection(tmp_path):
-    from converter.pickle_safety import inspect_pt2
+    from converter.stages.pickle_safety import inspect_pt2
 
     inspect_pt2(builders.plain_pt2(tmp_path).read_bytes())  # raises if it would refuse
     inspect_pt2((ROOT / "model_cases" / "examples" / "resnet_tiny.pt2").read_bytes())
@@ -149,7 +152,7 @@ def test_a_plain_pt2_passes_the_inspection(tmp_path):
 
 @pytest.mark.parametrize("attack", builders.PT2_ATTACKS)
 def test_each_crafted_pt2_is_refused_by_inspection_and_really_runs_code_in_torch(tmp_path, attack):
-    from converter.pickle_safety import inspect_pt2
+    from converter.stages.pickle_safety import inspect_pt2
 
     marker = tmp_path / "marker"
     path = builders.crafted_pt2(tmp_path, attack, marker)
@@ -173,7 +176,7 @@ def test_files_are_written_with_the_mode_the_umask_gives(tmp_path):
 def test_a_legacy_torch_save_file_is_still_recognised(tmp_path):
     import torch
 
-    from converter.load import sniff_format
+    from converter.stages.load import sniff_format
 
     path = tmp_path / "old.pt"
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)

@@ -5,14 +5,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from converter.discovery import assign_ids, discover
-from converter.metrics import compare
-from converter.results import Failure, FailureKind, Result, normalise_message
+from converter.failures import Failure, FailureKind, normalise_message
+from converter.results import Result
 from converter.settings import SettingsError, resolve
 from converter.spec import SpecError, defaults_layer, load_spec, parse_shape
+from converter.stages.metrics import compare
 
 
 def write(path, text=""):
@@ -201,7 +204,7 @@ def test_artifact_folders_of_nested_ids_never_contain_each_other(tmp_path):
 
 
 def test_layout_follows_onnx2tf_even_when_dimensions_coincide():
-    from converter.savedmodel import layout_perm, signature_keys
+    from converter.stages.savedmodel import layout_perm, signature_keys
 
     assert layout_perm((1, 64, 64), (1, 64, 64), kept=False) == (0, 2, 1)
     assert layout_perm((1, 64, 64), (1, 64, 64), kept=True) == (0, 1, 2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .results import OutputComparison
+from ..results import OutputComparison
 
 _TINY = 1e-12
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._pytree import GetAttrKey, MappingKey, SequenceKey, tree_flatten_with_path
 
-from .results import ConversionError, FailureKind
+from ..failures import ConversionError, FailureKind
 
 
 @dataclass(frozen=True)

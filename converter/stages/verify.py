@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..failures import ConversionError, FailureKind
+from ..results import ExportResult, OutputComparison, SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons
+from ..spec import ModelSpec
 from .metrics import compare
-from .results import (ConversionError, ExportResult, FailureKind, OutputComparison,
-                      SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons)
-from .spec import ModelSpec
 
 
 def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list[np.ndarray]:
@@ -37,9 +37,9 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
 
 
 def deploy_check(path: str) -> tuple[bool, str]:
-    proc = subprocess.run([sys.executable, "-m", "converter.deploy", path],
+    proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", path],
                           capture_output=True, text=True, timeout=300,
-                          cwd=str(Path(__file__).resolve().parent.parent))
+                          cwd=str(Path(__file__).resolve().parents[2]))
     try:
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

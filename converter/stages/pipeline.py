@@ -1,7 +1,8 @@
-"""The conversion of one model, run inside the isolated child: `python -m converter.pipeline JOB.json`.
+"""The conversion of one model, run inside the isolated child: `python -m converter.stages.pipeline JOB.json`.
 
-load -> export (ONNX) -> savedmodel (onnx2tf) -> tflite (DRQ + fp32) -> verify. Before each
-stage the child notes it in progress.json, so the parent can say where a killed child was.
+load -> export (ONNX) -> savedmodel (onnx2tf) -> tflite (DRQ + fp32) -> verify, as the list
+STAGES that one loop runs. Before each stage the child notes it in progress.json, so the parent
+can say where a killed child was.
 """
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lifeline, offline
-from .environment import tool_versions
-from .isolation import Job
+from .. import lifeline
+from ..environment import tool_versions
+from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, is_memory_error, normalise_message
+from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress
+from ..results import Divergence, Fix, LoadResult, Result
+from ..spec import ModelSpec, SpecError
+from . import offline
 from .fixes import flatten_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
-from .results import (MEMORY_ADVICE, ConversionError, Failure, FailureKind, Fix, LoadResult, Result,
-                      is_memory_error, normalise_message, write_json_atomic)
-from .spec import ModelSpec, SpecError
 
-DEFAULT_KIND = {"load": FailureKind.LOAD_ERROR, "export": FailureKind.EXPORT_ERROR,
-                "savedmodel": FailureKind.SAVEDMODEL_ERROR, "tflite": FailureKind.TFLITE_ERROR,
-                "verify": FailureKind.TFLITE_ERROR}
+DEFAULT_KIND = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
+                Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
+                Stage.VERIFY: FailureKind.TFLITE_ERROR}
 
 
 def peak_rss_mb() -> float:
@@ -34,23 +37,6 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024.0
-
-
-class Progress:
-    def __init__(self, path: Path):
-        self.path, self.stage_seconds, self.stage, self._t = path, {}, None, None
-
-    def start(self, stage: str) -> None:
-        self.finish()
-        self.stage, self._t = stage, time.perf_counter()
-        write_json_atomic(self.path, {"stage": stage, "stage_seconds": self.stage_seconds,
-                                      "peak_rss_mb": peak_rss_mb()})
-
-    def finish(self) -> None:
-        if self.stage and self._t is not None:  # a stage run twice (a fix's second pass) adds up
-            spent = self.stage_seconds.get(self.stage, 0.0) + time.perf_counter() - self._t
-            self.stage_seconds[self.stage] = round(spent, 3)
-            self._t = None
 
 
 def set_threads(threads: int) -> None:
@@ -71,66 +57,102 @@ def classify(exc: BaseException, stage: str) -> Failure:
     if is_memory_error(exc):
         return Failure(FailureKind.OUT_OF_MEMORY, stage,
                        normalise_message(f"{type(exc).__name__}: {exc}; {MEMORY_ADVICE}"))
-    return Failure(DEFAULT_KIND.get(stage, FailureKind.CRASH), stage,
+    return Failure(DEFAULT_KIND.get(Stage(stage), FailureKind.CRASH), stage,
                    normalise_message(f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class Conversion:
+    """What one model's stages hand each other."""
+
+    spec: ModelSpec
+    artifacts: Path
+    threads: int
+    progress: Progress
+    done: dict = field(default_factory=dict)  # stage name -> its result dataclass
+    fixes: list[Fix] = field(default_factory=list)
+    divergence: Divergence | None = None
+    loaded: object = None
+    arrays: list = field(default_factory=list)
+    reference: list = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
+    flatten: bool = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.loaded.inputs]
+
+
+def _load(c: Conversion) -> None:
+    from .load import load_model, make_inputs, run_torch
+
+    set_threads(c.threads)
+    t0 = time.perf_counter()
+    c.loaded = load_model(c.spec)
+    c.arrays = make_inputs(c.loaded.inputs, c.spec.seed)
+    c.reference, structure = run_torch(c.loaded, c.arrays)
+    c.done["load"] = LoadResult(c.loaded.format, time.perf_counter() - t0, tuple(c.input_names),
+                                tuple(tuple(i.shape) for i in c.loaded.inputs))
+    c.output_names = _output_names(c.spec, structure.names)
+    c.flatten = structure.needs_flattening and c.spec.auto_fixes
+    if c.flatten:
+        c.fixes.append(flatten_fix(structure.kind, tuple(c.output_names)))
+
+
+def _export(c: Conversion) -> None:
+    from .export import export_onnx
+
+    c.done["export"] = export_onnx(c.spec, c.loaded, c.arrays, c.reference, c.artifacts / "model.onnx",
+                                   c.output_names, c.threads, flatten=c.flatten)
+    c.fixes += c.done["export"].fixes
+
+
+def _tensorflow(c: Conversion) -> None:
+    c.done["savedmodel"], c.done["tflite"], fixes = tensorflow_stages(
+        c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts)
+    c.fixes += fixes
+
+
+def _verify(c: Conversion) -> None:
+    from .verify import verdict, verify
+
+    c.done["verify"] = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"], c.done["tflite"], c.threads)
+    problem = verdict(c.done["export"], c.done["verify"], c.done["tflite"], c.spec.allow_flex)
+    if problem is not None and _conversion_diverged(problem, c.done):
+        c.divergence = _diagnose(c)
+        if c.divergence is not None:
+            problem = ConversionError(problem.kind, f"{problem.message}; {c.divergence.describe()}")
+    if problem is not None:
+        raise problem
+
+
+# The pipeline, in order: (progress stage, step). The TensorFlow step notes its second stage
+# (tflite) itself, because a known fix may send it back to savedmodel once.
+STAGES = ((Stage.LOAD, _load), (Stage.EXPORT, _export), (Stage.SAVEDMODEL, _tensorflow), (Stage.VERIFY, _verify))
 
 
 def convert(spec: ModelSpec, artifacts: Path, threads: int) -> Result:
     """Run every stage; never raises for a model's own problems, returns a Result."""
-    from .export import export_onnx
-    from .load import load_model, make_inputs, run_torch
-    from .verify import verdict, verify
-
     start = time.perf_counter()
-    progress = Progress(artifacts / "progress.json")
-    done: dict = {}
-    fixes: list[Fix] = []
-    divergence = None
+    c = Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb))
     failure = None
     try:
-        progress.start("load")
-        set_threads(threads)
-        t0 = time.perf_counter()
-        loaded = load_model(spec)
-        arrays = make_inputs(loaded.inputs, spec.seed)
-        reference, structure = run_torch(loaded, arrays)
-        done["load"] = LoadResult(loaded.format, time.perf_counter() - t0,
-                                  tuple(i.name for i in loaded.inputs),
-                                  tuple(tuple(i.shape) for i in loaded.inputs))
-        output_names = _output_names(spec, structure.names)
-        flatten = structure.needs_flattening and spec.auto_fixes
-        if flatten:
-            fixes.append(flatten_fix(structure.kind, tuple(output_names)))
-
-        progress.start("export")
-        done["export"] = export_onnx(spec, loaded, arrays, reference, artifacts / "model.onnx",
-                                     output_names, threads, flatten=flatten)
-        fixes += done["export"].fixes
-        done["savedmodel"], done["tflite"], pseudo_fixes = tensorflow_stages(
-            spec, progress, done["export"], [i.name for i in loaded.inputs], output_names, artifacts)
-        fixes += pseudo_fixes
-        progress.start("verify")
-        done["verify"] = verify(spec, arrays, reference, done["savedmodel"], done["tflite"], threads)
-        problem = verdict(done["export"], done["verify"], done["tflite"], spec.allow_flex)
-        if problem is not None and _conversion_diverged(problem, done):
-            divergence = _diagnose(spec, done, [i.name for i in loaded.inputs], arrays, artifacts)
-            if divergence is not None:
-                problem = ConversionError(problem.kind, f"{problem.message}; {divergence.describe()}")
-        if problem is not None:
-            raise problem
+        for stage, step in STAGES:
+            c.progress.start(stage.value)
+            step(c)
     except BaseException as exc:  # SystemExit from a library included: it is this model's failure
         if isinstance(exc, KeyboardInterrupt):
             raise
         traceback.print_exc()
-        failure = classify(exc, progress.stage or "load")
-    progress.finish()
+        failure = classify(exc, c.progress.stage or Stage.LOAD.value)
+    c.progress.finish()
     # the deliverable is the parent's to copy: only a run that is still alive delivers
     return Result(
         model_id=spec.model_id, model_path=spec.path,
         status="failed" if failure else "passed", failure=failure,
-        fixes=tuple(fixes), divergence=divergence, stage_seconds=dict(progress.stage_seconds),
+        fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
         seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
-        network_attempts=tuple(offline.attempts), versions=tool_versions(), **done)
+        network_attempts=tuple(offline.attempts), versions=tool_versions(), **c.done)
 
 
 def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
@@ -159,10 +181,10 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
     fixes = pseudo_ops_for_graph(Path(export.onnx_path), pseudo) if auto and read_graph else ()
     while True:
         pseudo += tuple(f.detail for f in fixes if f.detail not in pseudo)
-        progress.start("savedmodel")
+        progress.start(Stage.SAVEDMODEL.value)
         saved = to_savedmodel(spec, Path(export.onnx_path), input_names, export.input_shapes, output_names,
                               artifacts, pseudo_ops=pseudo)
-        progress.start("tflite")
+        progress.start(Stage.TFLITE.value)
         try:
             return saved, to_tflite(spec, Path(saved.path), artifacts), fixes
         except ConversionError as exc:
@@ -178,16 +200,16 @@ def _conversion_diverged(problem: ConversionError, done: dict) -> bool:
             and not all(c.passed for c in done["verify"].fp32))
 
 
-def _diagnose(spec: ModelSpec, done: dict, input_names, arrays, artifacts: Path):
+def _diagnose(c: Conversion) -> Divergence | None:
     from .diagnose import first_divergence
     from .savedmodel import kept_layout_inputs
 
-    export, saved = done["export"], done["savedmodel"]
-    tolerance = min(spec.tolerance_for("fp32", c.name) for c in done["verify"].fp32 if not c.passed)
+    export, saved = c.done["export"], c.done["savedmodel"]
+    tolerance = min(c.spec.tolerance_for("fp32", x.name) for x in c.done["verify"].fp32 if not x.passed)
     try:
-        return first_divergence(Path(export.onnx_path), input_names, arrays, saved.input_perms,
-                                kept_layout_inputs(spec, input_names, export.input_shapes), saved.pseudo_ops,
-                                tolerance, artifacts / "diagnosis")
+        return first_divergence(Path(export.onnx_path), c.input_names, c.arrays, saved.input_perms,
+                                kept_layout_inputs(c.spec, c.input_names, export.input_shapes), saved.pseudo_ops,
+                                tolerance, c.artifacts / "diagnosis")
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the per-node diagnosis failed:", file=sys.stderr)
         traceback.print_exc()
@@ -201,8 +223,8 @@ def main(job_path: str) -> int:
     artifacts = Path(job.artifacts_dir)
     spec = ModelSpec.from_dict(job.spec)
     result = convert(spec, artifacts, job.threads)
-    result.write(artifacts / "result.json")
-    (artifacts / "progress.json").unlink(missing_ok=True)
+    result.write(artifacts / RESULT_FILE)
+    (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     return 0
 
 

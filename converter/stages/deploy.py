@@ -1,4 +1,4 @@
-"""Deployability check, run as its own process: `python -m converter.deploy MODEL.tflite`.
+"""Deployability check, run as its own process: `python -m converter.stages.deploy MODEL.tflite`.
 
 On a phone there is no TensorFlow, only the TFLite runtime. ai_edge_litert runs Flex
 kernels whenever tensorflow is imported in the same process, so this check must run in a

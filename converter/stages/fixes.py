@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import Fix
+from ..results import Fix
 
 # TensorFlow ops that TFLite builtins lack -> onnx2tf's builtins-only replacement
 # (replace_to_pseudo_operators, lower-case). The ONNX op of the same name produces each.

@@ -9,8 +9,10 @@ import re
 import time
 from pathlib import Path
 
-from .results import ConversionError, FailureKind, TFLiteResult, reraise_if_memory, write_bytes_atomic
-from .spec import ModelSpec
+from ..failures import ConversionError, FailureKind, reraise_if_memory
+from ..protocol import write_bytes_atomic
+from ..results import TFLiteResult
+from ..spec import ModelSpec
 
 _TF_OP = re.compile(r"\btf\.([A-Z]\w+)")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import ConversionError, FailureKind, SavedModelResult, first_line, reraise_if_memory
-from .spec import ModelSpec
+from ..failures import ConversionError, FailureKind, stage_step
+from ..results import SavedModelResult
+from ..spec import ModelSpec
 
 # onnx2tf fetches calibration images from the internet for 3-channel image inputs; it only
 # needs an array of this shape (None crashes it), and it never changes the conversion.
@@ -95,16 +96,12 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     shutil.copyfile(onnx_path, copy)
     keep = kept_layout_inputs(spec, input_names, input_shapes)
     try:
-        model = converter_module.convert(
-            **onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
-            disable_model_save=True,
-        )
-    except SystemExit as exc:
+        with stage_step(FailureKind.SAVEDMODEL_ERROR, "onnx2tf"):
+            model = converter_module.convert(**onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
+                                             disable_model_save=True)
+    except SystemExit as exc:  # onnx2tf's way of giving up
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from exc
-    except Exception as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.SAVEDMODEL_ERROR, f"onnx2tf: {first_line(exc)}") from exc
     if model is None or len(model.inputs) != len(input_shapes):
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
 
@@ -122,15 +119,11 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
 
     path = work_dir / "saved_model"
     shutil.rmtree(path, ignore_errors=True)
-    try:
+    with stage_step(FailureKind.SAVEDMODEL_ERROR, "writing the SavedModel failed"):
         archive = tf_keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", serve)
         archive.write_out(str(path))
-    except Exception as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
-                              f"writing the SavedModel failed: {first_line(exc)}") from exc
     copy.unlink(missing_ok=True)
     return SavedModelResult(
         path=str(path), layout=spec.layout,

@@ -20,11 +20,12 @@ import numpy as np
 import onnx
 import torch
 
+from ..failures import ConversionError, FailureKind, reraise_if_memory, stage_step
+from ..results import ExportResult, Fix
+from ..spec import OPSET, ModelSpec
 from .load import LoadedModel
 from .metrics import compare
 from .model_outputs import FlatOutputs
-from .results import ConversionError, ExportResult, FailureKind, Fix, reraise_if_memory
-from .spec import OPSET, ModelSpec
 
 _UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
 _ATEN_OP = re.compile(r"\baten[.:]{1,2}(?!default\b)[a-z_0-9]+")
@@ -164,24 +165,16 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
 def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arrays, reference,
            spec: ModelSpec, threads: int):
     """The written file is valid, has the static input shapes, runs, and its outputs compared."""
-    try:
+    with stage_step(FailureKind.EXPORT_ERROR, f"{exporter} exporter wrote an invalid ONNX file", describe_export_error):
         onnx.checker.check_model(str(out_path), full_check=True)
-    except Exception as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.EXPORT_ERROR,
-                              f"{exporter} exporter wrote an invalid ONNX file: {describe_export_error(exc)}") from exc
     opset, shapes = read_back(out_path)
     expected = tuple(tuple(i.shape) for i in loaded.inputs)
     if shapes != expected:
         raise ConversionError(FailureKind.EXPORT_ERROR,
                               f"{exporter} exporter wrote input shapes {list(map(list, shapes))}, "
                               f"expected the static shapes {list(map(list, expected))}")
-    try:
+    with stage_step(FailureKind.EXPORT_ERROR, "onnxruntime cannot run the exported file", describe_export_error):
         names, outputs = run_onnxruntime(out_path, input_names, arrays, threads)
-    except Exception as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.EXPORT_ERROR,
-                              f"onnxruntime cannot run the exported file: {describe_export_error(exc)}") from exc
     if len(outputs) != len(reference):
         raise ConversionError(FailureKind.SHAPE_MISMATCH,
                               f"ONNX has {len(outputs)} outputs, PyTorch returns {len(reference)}")

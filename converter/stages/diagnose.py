@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import Divergence, NodeError, plain, write_json_atomic, write_text_atomic
+from ..protocol import plain, write_json_atomic, write_text_atomic
+from ..results import Divergence, NodeError
 from .savedmodel import onnx2tf_options, prepare_onnx2tf
 
 

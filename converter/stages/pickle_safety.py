@@ -16,7 +16,7 @@ import posixpath
 import zipfile
 from pathlib import Path
 
-from .results import ConversionError, FailureKind, first_line, reraise_if_memory
+from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c  # torch.serialization.MAGIC_NUMBER, the first object of a legacy torch.save
 OBJECT_PREFIXES = ("opaque_obj_", "custom_obj_")  # constants torch unpickles as Python objects

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory, stage_step
+from ..spec import InputSpec, ModelSpec
 from .model_outputs import OutputStructure, flatten
 from .pickle_safety import inspect_pt2, is_legacy_torch_save, refusal_kind
-from .results import ConversionError, FailureKind, first_line, reraise_if_memory
-from .spec import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
                 "int32": torch.int32, "bool": torch.bool}
@@ -94,13 +94,8 @@ def _from_state_dict(state, spec: ModelSpec):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               f"factory '{spec.factory}' returned a {type(module).__name__}, not a "
                               "torch.nn.Module")
-    try:
+    with stage_step(FailureKind.LOAD_ERROR, f"state_dict does not fit factory '{spec.factory}'"):
         module.load_state_dict(state)
-    except RuntimeError as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.LOAD_ERROR,
-                              f"state_dict does not fit factory '{spec.factory}': "
-                              f"{str(exc).splitlines()[0]}") from exc
     return module
 
 
@@ -118,13 +113,9 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
                 "file is a pickled Python object, and unpickling runs arbitrary code; if you "
                 "trust its source, set trust_pickle = true in its .toml (CLI: --trust-pickle), "
                 "or better re-save it as TorchScript, torch.export (.pt2) or a state_dict") from exc
-        try:
-            with _folder_importable(path.parent):  # pickled classes are imported while unpickling
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:
-            reraise_if_memory(exc2)
-            raise ConversionError(FailureKind.LOAD_ERROR,
-                                  f"trusted pickle failed to load: {first_line(exc2)}") from exc2
+        with stage_step(FailureKind.LOAD_ERROR, "trusted pickle failed to load"), \
+                _folder_importable(path.parent):  # pickled classes are imported while unpickling
+            obj = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(obj, torch.nn.Module):
             raise ConversionError(FailureKind.LOAD_ERROR,
                                   f"pickle holds a {type(obj).__name__}, not an nn.Module")
@@ -164,18 +155,13 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     sniffed = sniff_format(path)
     fmt = spec.format if spec.format != "auto" else sniffed
-    try:
+    with stage_step(FailureKind.LOAD_ERROR, f"cannot load as {fmt}"):
         if fmt == "torchscript":
             module, fmt = torch.jit.load(str(path), map_location="cpu"), "torchscript"
         elif fmt == "exported_program":
             module = _load_exported_program(path, spec)
         else:
             module, fmt = _load_pickle_archive(path, spec)
-    except ConversionError:
-        raise
-    except Exception as exc:
-        reraise_if_memory(exc)
-        raise ConversionError(FailureKind.LOAD_ERROR, f"cannot load as {fmt}: {first_line(exc)}") from exc
     inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())
     if not inputs:
         raise ConversionError(FailureKind.SPEC_ERROR, "no input shape: add [[inputs]] to the model's .toml")

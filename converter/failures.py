@@ -1,0 +1,132 @@
+"""The small vocabulary of failures, shared by both sides: kinds, stages, one-line messages,
+and the one way a stage turns a library's exception into its own (`stage_step`).
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+
+class Stage(str, enum.Enum):
+    """Where a model's conversion was when it failed (SPEC: before a child ran; TEST: the test
+    process died around it)."""
+
+    SPEC = "spec"
+    LOAD = "load"
+    EXPORT = "export"
+    SAVEDMODEL = "savedmodel"
+    TFLITE = "tflite"
+    VERIFY = "verify"
+    TEST = "test"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FailureKind(str, enum.Enum):
+    def __str__(self) -> str:
+        return self.value
+
+    LOAD_ERROR = "load_error"
+    UNTRUSTED_PICKLE = "untrusted_pickle"
+    SPEC_ERROR = "spec_error"
+    EXPORT_ERROR = "export_error"
+    SAVEDMODEL_ERROR = "savedmodel_error"
+    TFLITE_ERROR = "tflite_error"
+    FLEX_OPS = "flex_ops"
+    SHAPE_MISMATCH = "shape_mismatch"
+    NUMERIC_MISMATCH = "numeric_mismatch"
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    CRASH = "crash"
+
+
+MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
+                 "workers) or convert with a smaller input shape")
+MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in MEMORY_MARKERS)
+
+
+def reraise_if_memory(exc: BaseException) -> None:
+    """Stages wrap library errors in their own kind; running out of memory must stay out_of_memory."""
+    if is_memory_error(exc):
+        raise exc
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first non-empty line`: many torch errors start with a newline, which would leave
+    a one-line message saying only 'RuntimeError:'."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class ConversionError(Exception):
+    """Raised by a stage when it fails in a way it understands (`ops`: the ops it names)."""
+
+    def __init__(self, kind: FailureKind, message: str, ops: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.ops = ops
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_HEX = re.compile(r"0x[0-9a-fA-F]{6,}")
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+_WIN_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\\\s:'\"]+\\)*([^\\\s:'\"]+)")
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+
+
+def normalise_message(text: str, limit: int = 400) -> str:
+    """One stable line: no colour codes, no addresses, no machine-specific paths.
+
+    CI diffs these lines between runs, so anything that changes from run to run
+    (tmp folders, object ids) is replaced by a placeholder.
+    """
+    text = _ANSI.sub("", str(text))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else "(no message)"
+    line = _HEX.sub("0x…", line)
+    line = _ABS_PATH.sub(r"…/\1", line)
+    line = _WIN_PATH.sub(r"…\\\1", line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    stage: Stage
+    message: str
+
+    def __post_init__(self):  # "load" from a progress file or a caller reads as Stage.LOAD
+        object.__setattr__(self, "stage", Stage(self.stage))
+
+    def one_line(self, model_id: str) -> str:
+        return f"{model_id}: {self.stage} failed [{self.kind.value}]: {self.message}"
+
+    @property
+    def signature(self) -> str:
+        """What the baseline compares: kind, stage and the message without its figures
+        (a ceiling that depends on the machine, an error's last digit), which vary run to run."""
+        return f"{self.kind.value}@{self.stage}: {_NUMBER.sub('#', self.message)}"
+
+
+@contextlib.contextmanager
+def stage_step(kind: FailureKind, what: str, describe: Callable[[BaseException], str] = first_line):
+    """One step of a stage: a library's exception becomes a ConversionError of `kind` saying
+    `what: <describe(exc)>` (its first line by default), chained so that convert.log keeps the
+    library's own traceback. Running out of memory stays a memory error; a ConversionError
+    passes through."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except Exception as exc:
+        reraise_if_memory(exc)
+        raise ConversionError(kind, f"{what}: {describe(exc)}") from exc
