@@ -137,12 +137,7 @@ def _ratio(new: float, old: float) -> float:
 def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thresholds) -> Verdict:
     verdict = Verdict()
     base = baseline.get("models", {})
-    timed = [(base[m].get("convert_seconds"), r.get("convert_seconds")) for m, r in rows.items() if m in base]
-    timed = [(o, n) for o, n in timed if o and n]
-    if timed:
-        old_total, new_total = sum(o for o, _ in timed), sum(n for _, n in timed)
-        verdict.notes.append(Change("(all)", f"conversions took {new_total:.1f} s, {old_total:.1f} s in the "
-                                             f"baseline (x{new_total / old_total:.2f}; reported, not gated)", ""))
+    _batch_timing(verdict, base, rows)
     for model_id in sorted(set(base) - discovered):
         verdict._add(verdict.regressions, model_id, "was in the baseline and has disappeared", "GONE")
     for model_id, row in sorted(rows.items()):
@@ -151,56 +146,70 @@ def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thre
             verdict._add(verdict.notes, model_id, "new model, not in the baseline yet", "new")
             continue
         verdict.labels[model_id] = "="
-        was_ok, is_ok = old["status"] == "passed", new["status"] == "passed"
-        if was_ok and not is_ok:
-            verdict._add(verdict.regressions, model_id,
-                         f"passed before, now {new['status']}: {new['failure_signature']}",
-                         f"PASS->{new['status'].upper()} ({new['failure_kind']})")
-            continue
-        if not was_ok and is_ok:
-            verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old.get('failure_kind')}), now passes",
-                         f"{old['status'].upper()}->PASS")
-            continue
-        if not is_ok and new["failure_kind"] is None:  # a strict xfail whose model now converts
-            verdict._add(verdict.improvements, model_id, "expected to fail but now converts: remove its "
-                         "[expect] and update the baseline", "now converts")
-            continue
-        if not is_ok:
-            if new["failure_signature"] != old.get("failure_signature"):
-                verdict._add(verdict.regressions, model_id,
-                             f"fails differently: was '{old.get('failure_signature')}', now '{new['failure_signature']}'",
-                             f"new failure ({new['failure_kind']})")
-            continue
-        for key, factor, label in (("drq_range_rel_err", t.drq_err, "DRQ error"),
-                                   ("fp32_range_rel_err", t.fp32_err, "fp32 error")):
-            o, n = old.get(key), new.get(key)
-            if o is None or n is None:
-                continue
-            if n > t.err_floor and n > o * factor:
-                verdict._add(verdict.regressions, model_id,
-                             f"{label} grew x{_ratio(n, o):.1f} ({o:.3g} -> {n:.3g}; gate x{factor:g} above {t.err_floor:g})",
-                             f"{label} x{_ratio(n, o):.1f}")
-            elif o > t.err_floor and n * factor < o:
-                verdict._add(verdict.improvements, model_id, f"{label} shrank ({o:.3g} -> {n:.3g})",
-                             f"{label} /{o / max(n, 1e-30):.1f}")
-        o, n = old.get("tflite_bytes"), new.get("tflite_bytes")
-        if o and n:
-            growth = n / o - 1
-            if growth > t.size:
-                verdict._add(verdict.regressions, model_id,
-                             f"deliverable grew {growth:+.0%} ({o} -> {n} bytes; gate +{t.size:.0%})",
-                             f"size {growth:+.0%}")
-            elif growth < -t.size:
-                verdict._add(verdict.improvements, model_id, f"deliverable shrank {growth:+.0%} ({o} -> {n} bytes)",
-                             f"size {growth:+.0%}")
-        for key in ("exporter", "opset", "fixes_applied"):  # what changed in how it converts: reported
-            if old.get(key) != new.get(key):
-                verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
-        o, n = old.get("convert_seconds"), new.get("convert_seconds")
-        if o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):
-            verdict.notes.append(Change(model_id, f"conversion took {n:.1f} s, {o:.1f} s in the baseline "
-                                                  "(reported, not gated)", ""))
+        if old["status"] == "passed" and new["status"] == "passed":
+            _compare_figures(verdict, model_id, old, new, t)
+        else:
+            _compare_outcomes(verdict, model_id, old, new)
     return verdict
+
+
+def _batch_timing(verdict: Verdict, base: dict, rows: dict[str, dict]) -> None:
+    timed = [(base[m].get("convert_seconds"), r.get("convert_seconds")) for m, r in rows.items() if m in base]
+    timed = [(o, n) for o, n in timed if o and n]
+    if timed:
+        old_total, new_total = sum(o for o, _ in timed), sum(n for _, n in timed)
+        verdict.notes.append(Change("(all)", f"conversions took {new_total:.1f} s, {old_total:.1f} s in the "
+                                             f"baseline (x{new_total / old_total:.2f}; reported, not gated)", ""))
+
+
+def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict) -> None:
+    """At least one side failed: what changed is whether, or how, it fails."""
+    was_ok, is_ok = old["status"] == "passed", new["status"] == "passed"
+    if was_ok:
+        verdict._add(verdict.regressions, model_id, f"passed before, now {new['status']}: {new['failure_signature']}",
+                     f"PASS->{new['status'].upper()} ({new['failure_kind']})")
+    elif is_ok:
+        verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old.get('failure_kind')}), now passes",
+                     f"{old['status'].upper()}->PASS")
+    elif new["failure_kind"] is None:  # a strict xfail whose model now converts
+        verdict._add(verdict.improvements, model_id, "expected to fail but now converts: remove its "
+                     "[expect] and update the baseline", "now converts")
+    elif new["failure_signature"] != old.get("failure_signature"):
+        verdict._add(verdict.regressions, model_id,
+                     f"fails differently: was '{old.get('failure_signature')}', now '{new['failure_signature']}'",
+                     f"new failure ({new['failure_kind']})")
+
+
+def _compare_figures(verdict: Verdict, model_id: str, old: dict, new: dict, t: Thresholds) -> None:
+    """Both passed: errors and size are gated, how it converted and how long it took are reported."""
+    for key, factor, label in (("drq_range_rel_err", t.drq_err, "DRQ error"),
+                               ("fp32_range_rel_err", t.fp32_err, "fp32 error")):
+        o, n = old.get(key), new.get(key)
+        if o is None or n is None:
+            continue
+        if n > t.err_floor and n > o * factor:
+            verdict._add(verdict.regressions, model_id,
+                         f"{label} grew x{_ratio(n, o):.1f} ({o:.3g} -> {n:.3g}; gate x{factor:g} above {t.err_floor:g})",
+                         f"{label} x{_ratio(n, o):.1f}")
+        elif o > t.err_floor and n * factor < o:
+            verdict._add(verdict.improvements, model_id, f"{label} shrank ({o:.3g} -> {n:.3g})",
+                         f"{label} /{o / max(n, 1e-30):.1f}")
+    o, n = old.get("tflite_bytes"), new.get("tflite_bytes")
+    if o and n:
+        growth = n / o - 1
+        if growth > t.size:
+            verdict._add(verdict.regressions, model_id,
+                         f"deliverable grew {growth:+.0%} ({o} -> {n} bytes; gate +{t.size:.0%})", f"size {growth:+.0%}")
+        elif growth < -t.size:
+            verdict._add(verdict.improvements, model_id, f"deliverable shrank {growth:+.0%} ({o} -> {n} bytes)",
+                         f"size {growth:+.0%}")
+    for key in ("exporter", "opset", "fixes_applied"):  # what changed in how it converts: reported
+        if old.get(key) != new.get(key):
+            verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
+    o, n = old.get("convert_seconds"), new.get("convert_seconds")
+    if o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):
+        verdict.notes.append(Change(model_id, f"conversion took {n:.1f} s, {o:.1f} s in the baseline "
+                                              "(reported, not gated)", ""))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .failures import FailureKind
+from .protocol import build, plain
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow
@@ -85,21 +86,12 @@ class ModelSpec:
     def tolerance_for(self, stage: str, output: str) -> float:
         return float(self.output_tolerance.get(output, {}).get(stage, self.tolerance[stage]))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict:  # into job.json, the same way results cross back
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
-        data = dict(data)
-        data["inputs"] = tuple(
-            InputSpec(i["name"], tuple(i["shape"]), i["dtype"],
-                      tuple(i["range"]) if i.get("range") is not None else None)
-            for i in data.get("inputs", ()))
-        for key in ("output_names", "pseudo_ops", "sources"):
-            data[key] = tuple(data.get(key, ()))
-        if data.get("expect"):
-            data["expect"] = Expectation(**data["expect"])
-        return cls(**data)
+        return build(cls, data)
 
 
 # key -> (checker, description); checkers return the normalised value or raise ValueError

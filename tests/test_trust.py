@@ -146,7 +146,7 @@ def test_sigterm_to_the_cli_is_one_line_and_leaves_no_child(tmp_path):
     assert gone_within(child, 10) and not (tmp_path / "o" / "slow.tflite").exists()
 
 
-def test_cli_and_pytest_help_work(tmp_path):
+def test_cli_and_pytest_help_work():
     cli = subprocess.run([sys.executable, "-m", "converter", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "--memory-limit-mb" in cli.stdout and "80% of RAM" in cli.stdout
     batch = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, cwd=ROOT)

@@ -87,28 +87,44 @@ def onnx2tf_options(onnx_copy: Path, out_dir: Path, keep, pseudo_ops) -> dict:
 def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, output_names,
                   work_dir: Path, pseudo_ops: tuple[str, ...] = ()) -> SavedModelResult:
     start = time.perf_counter()
-    converter_module = prepare_onnx2tf()
-    import tensorflow as tf
-    import tf_keras
-
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
     shutil.copyfile(onnx_path, copy)
     keep = kept_layout_inputs(spec, input_names, input_shapes)
+    model = _keras_model(copy, work_dir, keep, pseudo_ops, len(input_shapes))
+    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
+                  for n, s, k in zip(input_names, input_shapes, model.inputs))
+    in_keys, out_keys = signature_keys(input_names, "input"), signature_keys(output_names, "output")
+    path = work_dir / "saved_model"
+    _write_savedmodel(model, in_keys, out_keys, path)
+    copy.unlink(missing_ok=True)
+    return SavedModelResult(
+        path=str(path), layout=spec.layout,
+        input_names=tuple(zip(input_names, in_keys)), input_perms=perms, pseudo_ops=tuple(pseudo_ops),
+        output_names=tuple(zip(output_names, out_keys)),
+        seconds=time.perf_counter() - start)
+
+
+def _keras_model(onnx_copy: Path, work_dir: Path, keep, pseudo_ops, n_inputs: int):
+    """onnx2tf's fast path: the tf_keras model only, no files of its own."""
+    converter_module = prepare_onnx2tf()
     try:
         with stage_step(FailureKind.SAVEDMODEL_ERROR, "onnx2tf"):
-            model = converter_module.convert(**onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
+            model = converter_module.convert(**onnx2tf_options(onnx_copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
                                              disable_model_save=True)
     except SystemExit as exc:  # onnx2tf's way of giving up
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from exc
-    if model is None or len(model.inputs) != len(input_shapes):
+    if model is None or len(model.inputs) != n_inputs:
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
+    return model
 
-    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
-                  for n, s, k in zip(input_names, input_shapes, model.inputs))
-    in_keys = signature_keys(input_names, "input")
-    out_keys = signature_keys(output_names, "output")
+
+def _write_savedmodel(model, in_keys: list[str], out_keys: list[str], path: Path) -> None:
+    """One `serving_default` signature, inputs and outputs named by key (TFLite keeps the names)."""
+    import tensorflow as tf
+    import tf_keras
+
     specs = [tf.TensorSpec(k.shape, k.dtype, name=key) for k, key in zip(model.inputs, in_keys)]
 
     @tf.function(input_signature=specs)
@@ -117,17 +133,9 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         return {key: out for key, out in zip(out_keys, outs)}
 
-    path = work_dir / "saved_model"
     shutil.rmtree(path, ignore_errors=True)
     with stage_step(FailureKind.SAVEDMODEL_ERROR, "writing the SavedModel failed"):
         archive = tf_keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", serve)
         archive.write_out(str(path))
-    copy.unlink(missing_ok=True)
-    return SavedModelResult(
-        path=str(path), layout=spec.layout,
-        input_names=tuple(zip(input_names, in_keys)), input_perms=perms, pseudo_ops=tuple(pseudo_ops),
-        output_names=tuple(zip(output_names, out_keys)),
-        seconds=time.perf_counter() - start)
-
