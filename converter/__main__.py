@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .discovery import Case
 from .lifeline import Terminated, terminate_on_sigterm
+from .live import StageTicker
 from .output_folders import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
@@ -79,13 +80,16 @@ def main(argv=None) -> int:
     except OutputsError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     terminate_on_sigterm()
+    ticker = StageTicker(model_id, case.spec.timeout if case.spec else settings.timeout, settings.slow_stage_fraction)
     try:
-        result = convert_case(case, settings)
+        result = convert_case(case, settings, on_progress=ticker)
     except Terminated:  # the child's group is already killed; nothing was delivered
+        ticker.close()
         print(f"{parser.prog}: terminated by SIGTERM during the conversion of {model_id}", file=sys.stderr)
         return 128 + 15
     finally:
         lock.release()
+    ticker.close()
     print(format_result(result, settings))
     return 0 if result.passed else 1
 

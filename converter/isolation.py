@@ -80,7 +80,8 @@ def _log_tail_mentions_memory(log: Path) -> bool:
 
 
 def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
-                 on_start: Callable[[int], None] | None = None, command: list[str] | None = None) -> Result:
+                 on_start: Callable[[int], None] | None = None, command: list[str] | None = None,
+                 on_progress: Callable[[dict, float], None] | None = None) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
 
     `command` replaces the conversion child (tests use one-line children that crash, sleep or
@@ -94,8 +95,9 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process()).write(job_path)
     command = command or [sys.executable, "-m", "converter.stages.pipeline", str(job_path)]
     start = time.monotonic()
+    watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None
     returncode, ended_by, peak = _run_watched(command, artifacts / "convert.log", threads, limit_mb, timeout,
-                                              on_start)
+                                              on_start, watch)
     seconds, peak_mb = time.monotonic() - start, peak / 2**20
     result_path = artifacts / RESULT_FILE
     # the child writes result.json atomically as its last act: trust it even if the
@@ -106,6 +108,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
         result.write(result_path)  # the parent saw the whole process tree: its peak is the true one
         return result
     progress = read_progress(artifacts / PROGRESS_FILE)
+    (artifacts / PROGRESS_FILE).unlink(missing_ok=True)  # no child runs here any more (live.py reads it so)
     failure = classify_death(returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
                              limit_mb=limit_mb, timeout=timeout,
                              log_mentions_memory=_log_tail_mentions_memory(artifacts / "convert.log"))
@@ -118,7 +121,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
 
 
 def _run_watched(command, log_path: Path, threads: int, limit_mb: float, timeout: float,
-                 on_start) -> tuple[int, FailureKind | None, int]:
+                 on_start, watch) -> tuple[int, FailureKind | None, int]:
     """Run the child in its own session, watching its tree's memory and the clock; the parent
     kills the whole group when it ends, however it ends. Returns (returncode, why the parent
     killed it or None, peak bytes)."""
@@ -138,6 +141,8 @@ def _run_watched(command, log_path: Path, threads: int, limit_mb: float, timeout
                     ended_by = FailureKind.TIMEOUT
                 if ended_by:
                     break
+                if watch is not None:
+                    watch(time.monotonic() - start)
                 time.sleep(POLL_SECONDS)
         finally:
             # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else

@@ -5,6 +5,7 @@ controller-side summary. The work happens in converter/ (runner, report).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from .environment import tool_versions
 from .failures import FailureKind, Stage
 from .html_report import render as render_html
 from .lifeline import terminate_on_sigterm
+from .live import StatusThread, running_conversions, status_line
 from .output_folders import OutputsError, prepare
 from .protocol import write_json_atomic, write_text_atomic
 from .report import build_summary, summary_markdown
@@ -142,7 +144,9 @@ def conversion(request, model_case, record_property) -> Result:
     """The model converted in its own child process, once per run; its figures go to JUnit."""
     cache = request.config.stash[CONVERSIONS_KEY]
     if model_case.model_id not in cache:
-        cache[model_case.model_id] = convert_case(model_case, request.config.stash[SETTINGS_KEY])
+        controller = request.config.pluginmanager.get_plugin("tflite-controller-report")  # None on a worker
+        cache[model_case.model_id] = convert_case(model_case, request.config.stash[SETTINGS_KEY],
+                                                  on_progress=controller.status_ticker() if controller else None)
     result = cache[model_case.model_id]
     request.node.stash[RESULT_ON_ITEM] = result
     for name, value in junit_properties(result):
@@ -202,6 +206,51 @@ class ControllerReport:
         self.summary: dict | None = None
         self.gate: baseline_file.GateOutcome | None = None
         self._discovered_ids: set[str] | None = None
+        self._expected: set[str] = set()  # model tests collected (under xdist: by the workers)
+        self._status: StatusThread | None = None
+
+    def pytest_sessionstart(self, session):
+        if not self._wants_status() or not getattr(self.config.option, "numprocesses", None):
+            return  # a plain run converts in this very thread: it reports from its watch loop instead
+        # the xdist controller only waits for reports: a thread of its own writes the status line
+        self._status = StatusThread(self.write_status, self._status_line,
+                                    self.config.stash[SETTINGS_KEY].status_interval).start()
+
+    def _wants_status(self) -> bool:
+        """Quiet under -q; never in JUnit or the summaries."""
+        return (self.config.option.verbose >= 0 and not self.config.option.collectonly
+                and self.config.pluginmanager.get_plugin("terminalreporter") is not None)
+
+    def write_status(self, line: str | None = None) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()  # after the progress dots, on a line of its own
+            reporter.write_line(line or self._status_line())
+
+    def status_ticker(self):
+        """For a plain run: the conversion's watch loop calls this, in the main thread."""
+        if not self._wants_status():
+            return None
+        interval, last = self.config.stash[SETTINGS_KEY].status_interval, [0.0]
+
+        def tick(_progress: dict, elapsed: float) -> None:
+            if elapsed - last[0] >= interval:
+                last[0] = elapsed
+                self.write_status()
+        return tick
+
+    def _status_line(self) -> str:
+        s = self.config.stash[SETTINGS_KEY]
+        return status_line(len(self.rows), len(self._expected) or None, running_conversions(s.artifacts_dir),
+                           s.slow_stage_fraction)
+
+    def pytest_collection_finish(self, session):
+        self._expected |= {item.nodeid for item in session.items if "model_case" in getattr(item, "fixturenames", ())}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        self._expected |= {i for i in ids if self._model_id_of(i)}
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "tflite_result", None)
@@ -222,6 +271,8 @@ class ControllerReport:
         return candidate if candidate in self._discovered(self.config.stash[SETTINGS_KEY]) else None
 
     def pytest_sessionfinish(self, session):
+        if self._status is not None:
+            self._status.stop()
         if not self.rows:
             return
         s = self.config.stash[SETTINGS_KEY]

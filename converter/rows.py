@@ -22,31 +22,37 @@ class Outcome(str, enum.Enum):
     GONE = "gone"  # in the baseline, no longer in the models folder
 
 
-def column(title: str | None, fmt: str = "str", *, junit: bool = False, record: bool = False):
-    """title None: in summary.json only, not a table column."""
-    return field(default=None, metadata={"title": title, "fmt": fmt, "junit": junit, "record": record})
+def column(title: str | None, fmt: str = "str", *, junit: bool = False, record: bool = False, page: bool = True):
+    """title None: in summary.json only, not a table column; page False: in summary.md, not in the
+    HTML page (which must fit a laptop screen, and shows those figures in its charts)."""
+    return field(default=None, metadata={"title": title, "fmt": fmt, "junit": junit, "record": record,
+                                         "page": page})
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    outcome: Outcome = field(metadata={"title": "outcome", "fmt": "str", "junit": False, "record": False})
+    outcome: Outcome = field(metadata={"title": "outcome", "fmt": "str", "junit": False, "record": False,
+                                       "page": True})
     status: str = column(None, record=True)  # the Result's own verdict; outcome adds expectations
-    failure_stage: str | None = column("stage", junit=True)
+    failure_stage: str | None = column("stage", junit=True, page=False)
     failure_kind: str | None = column("kind", junit=True, record=True)
     failure_message: str | None = column(None)
     failure_signature: str | None = column(None, record=True)
-    exporter: str | None = column("exporter", junit=True, record=True)
+    exporter: str | None = column("exporter", junit=True, record=True, page=False)
     opset: int | None = column("opset", "int", junit=True, record=True)
-    onnx_bytes: int | None = column("ONNX", "bytes", junit=True)
+    onnx_bytes: int | None = column("ONNX", "bytes", junit=True, page=False)
     tflite_bytes: int | None = column("TFLite DRQ", "bytes", junit=True, record=True)
     tflite_fp32_bytes: int | None = column(None, "bytes", junit=True, record=True)
-    size_ratio: float | None = column("DRQ/ONNX", "float")
+    size_ratio: float | None = column("DRQ/ONNX", "float", page=False)
     fp32_range_rel_err: float | None = column("fp32 err", "err", junit=True, record=True)
     drq_range_rel_err: float | None = column("DRQ err", "err", junit=True, record=True)
     drq_cosine: float | None = column("DRQ cosine", "float", junit=True, record=True)
     flex_ops: tuple[str, ...] = field(default=(), metadata={"title": None, "fmt": "str", "junit": False,
                                                             "record": False})
-    convert_seconds: float | None = column("seconds", "secs", junit=True, record=True)
+    convert_seconds: float | None = column("seconds", "secs", junit=True, record=True, page=False)
+    slowest_stage: str | None = column("slowest stage")
+    stage_seconds: dict = field(default_factory=dict, metadata={"title": None, "fmt": "str", "junit": False,
+                                                                "record": False})
     peak_rss_mb: float | None = column("peak MB", "secs", junit=True)
     deliverable: str | None = column(None)
     fixes_applied: str | None = column("fixes applied", junit=True, record=True)
@@ -76,6 +82,8 @@ class SummaryRow:
             else None,
             flex_ops=tuple(tfl.flex_ops) if tfl else (),
             convert_seconds=result.seconds,
+            slowest_stage=_slowest(result.stage_seconds),
+            stage_seconds=dict(result.stage_seconds),
             peak_rss_mb=result.peak_rss_mb,
             deliverable=result.deliverable,
             fixes_applied="; ".join(f.label for f in result.fixes) or None,
@@ -111,6 +119,8 @@ RECORDED = tuple(f.name for f in _fields("record"))
 RECORDED_NUMBERS = tuple(f.name for f in _fields("record") if f.metadata["fmt"] != "str")
 TABLE = tuple((f.metadata["title"], f.name, f.metadata["fmt"]) for f in dataclasses.fields(SummaryRow)
               if f.metadata.get("title"))
+PAGE = tuple(c for c, f in zip(TABLE, [f for f in dataclasses.fields(SummaryRow) if f.metadata.get("title")])
+             if f.metadata.get("page", True))
 PROPERTY_NAMES = tuple(f.name for f in JUNIT)
 
 
@@ -118,6 +128,13 @@ def worst(comparisons: tuple[OutputComparison, ...] | None) -> OutputComparison 
     if not comparisons:
         return None
     return max(comparisons, key=lambda c: (not c.shape_ok, c.range_rel_err))
+
+
+def _slowest(stage_seconds: dict[str, float]) -> str | None:
+    if not stage_seconds:
+        return None
+    stage, seconds = max(stage_seconds.items(), key=lambda item: item[1])
+    return f"{stage} {seconds:.1f} s"
 
 
 def _finite(value: float | None) -> float | None:

@@ -15,7 +15,8 @@ from .results import Result
 from .settings import Settings
 
 
-def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None) -> Result:
+def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None,
+                 on_progress: Callable[[dict, float], None] | None = None) -> Result:
     artifacts = settings.artifacts_for(case.model_id)
     deliverable = settings.deliverable_for(case.model_id)
     if case.spec is None:
@@ -25,7 +26,7 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
         result.write(artifacts / "result.json")
     else:
         result = run_isolated(case.spec, artifacts, threads=settings.threads,
-                              memory_limit_mb=settings.memory_limit_mb, on_start=on_start)
+                              memory_limit_mb=settings.memory_limit_mb, on_start=on_start, on_progress=on_progress)
     if result.passed:
         write_bytes_atomic(deliverable, Path(result.tflite.drq_path).read_bytes())
         result = dataclasses.replace(result, deliverable=str(deliverable))

@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
             "among workers)", limit="memory_limit_mb", cli=True),
     Setting("conversion_threads", "CPU threads of one conversion (default: the cores shared among workers)",
             limit="threads", cli=True, aliases=("cli:--threads", "env:TFLITE_HARNESS_THREADS")),
+    Setting("slow_stage_fraction", "while it runs, name a model as slow once one of its stages has taken this "
+            "fraction of its timeout", "0.5", limit="fraction", cli=True),
+    Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
+            "which stage, for how long); -q turns them off", "10", limit="interval"),
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
             path=True),
     Setting("regression_threshold", "what counts as a regression, e.g. "
@@ -93,6 +97,8 @@ class Settings:
     baseline: Path
     thresholds: Thresholds
     sources: dict  # setting -> where its value came from, for the report header
+    slow_stage_fraction: float = 0.5
+    status_interval: float = 10.0
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
 
     @property
@@ -209,5 +215,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
+        slow_stage_fraction=number("slow_stage_fraction"),
+        status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),
     )

@@ -31,6 +31,8 @@ LIMITS = {
     "memory_limit_mb": (64, 16 * 2**20, float),    # 64 MB .. 16 TB
     "seed": (0, 2**32 - 1, int),
     "threads": (1, 1024, int),
+    "fraction": (0.05, 1.0, float),
+    "interval": (0.5, 3600, float),
 }
 MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
 DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,

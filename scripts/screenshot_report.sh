@@ -9,6 +9,6 @@ trap 'rm -rf "$profile"' EXIT
 # the networking flags keep Chromium from phoning home on an offline machine
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --hide-scrollbars --window-size=1700,900 \
+  --user-data-dir="$profile" --hide-scrollbars --window-size=1400,900 \
   --screenshot="$(realpath -m "$png")" "file://$html" 2>/dev/null
 echo "wrote $png"

@@ -193,7 +193,7 @@ class Waits(torch.nn.Module):
         with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
             fh.write(str(os.getpid()))
         {kill}
-        time.sleep(60)
+        time.sleep(float(os.environ.get("HARNESS_TEST_SLEEP", "60")))
         return self.fc(x)
 
 def waits():

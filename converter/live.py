@@ -1,0 +1,118 @@
+"""Progress while it works, read from what the conversion child already writes (progress.json),
+so that a slow model can be told from a hung one before its timeout.
+
+The child rewrites progress.json as each stage starts, so the file's modification time is when
+the current stage began; it deletes the file when it ends (the parent does, when it dies). The
+one-model CLI shows a live line; the batch's controller scans the artifacts folders for the
+conversions running now, whichever worker runs them: no new channel between processes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from .protocol import JOB_FILE, PROGRESS_FILE
+
+
+@dataclass(frozen=True)
+class Running:
+    model_id: str
+    stage: str
+    stage_seconds: float  # in the current stage
+    timeout: float
+
+    def slow(self, fraction: float) -> bool:
+        return self.stage_seconds > fraction * self.timeout
+
+    def describe(self, fraction: float) -> str:
+        text = f"{self.model_id} ({self.stage}, {self.stage_seconds:.0f} s"
+        if self.slow(fraction):
+            text += f": slow, {self.stage_seconds / self.timeout:.0%} of its {self.timeout:g} s timeout"
+        return text + ")"
+
+
+def running_conversions(artifacts_dir: Path, now: float | None = None) -> list[Running]:
+    """Every conversion whose child is alive now, from its progress.json and job.json."""
+    now = time.time() if now is None else now
+    found = []
+    for progress in sorted(Path(artifacts_dir).glob(f"*/{PROGRESS_FILE}")):
+        try:
+            stage = json.loads(progress.read_text())["stage"]
+            spec = json.loads((progress.parent / JOB_FILE).read_text())["spec"]
+            started = progress.stat().st_mtime
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # written or removed at this very moment: next time
+        found.append(Running(spec["model_id"], stage, max(0.0, now - started), float(spec["timeout"])))
+    return found
+
+
+def status_line(done: int, total: int | None, running: list[Running], fraction: float) -> str:
+    head = f"[tflite] {done}/{total} done" if total else f"[tflite] {done} done"
+    if not running:
+        return head
+    return f"{head}; converting: " + ", ".join(r.describe(fraction) for r in running)
+
+
+class StatusThread:
+    """The controller's status line every `every` seconds, until stopped."""
+
+    def __init__(self, write: Callable[[str], None], snapshot: Callable[[], str], every: float = 10.0):
+        self._write, self._snapshot, self._every = write, snapshot, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tflite-status", daemon=True)
+
+    def start(self) -> "StatusThread":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._write(self._snapshot())
+            except Exception:  # a status line must never break the run it describes
+                pass
+
+
+class StageTicker:
+    """The one-model CLI's live progress: one updating line on a terminal, a line per stage
+    otherwise (CI logs). Fed by the parent's watch loop with the child's progress.json."""
+
+    def __init__(self, model_id: str, timeout: float, fraction: float, stream: TextIO = sys.stderr,
+                 tty: bool | None = None):
+        self.model_id, self.timeout, self.fraction, self.stream = model_id, timeout, fraction, stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.stage, self.stage_start, self.drawn, self.warned = None, 0.0, 0.0, False
+
+    def __call__(self, progress: dict, elapsed: float) -> None:
+        stage = progress.get("stage")
+        if stage and stage != self.stage:
+            if not self.tty:
+                self.stream.write(f"{self.model_id}: {stage} (after {elapsed:.1f} s)\n")
+            self.stage, self.stage_start, self.warned = stage, elapsed, False
+        if self.stage is None:
+            return
+        in_stage = elapsed - self.stage_start
+        if not self.warned and in_stage > self.fraction * self.timeout:
+            self.warned = True
+            self._line(f"{self.model_id}: slow: still in {self.stage} after {in_stage:.0f} s "
+                       f"({in_stage / self.timeout:.0%} of its {self.timeout:g} s timeout)")
+        elif self.tty and elapsed - self.drawn >= 0.5:
+            self.drawn = elapsed
+            self.stream.write(f"\r\x1b[2K{self.model_id}: {self.stage} {in_stage:.0f} s (total {elapsed:.0f} s)")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r\x1b[2K" if self.tty else "") + text + "\n")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()

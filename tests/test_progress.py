@@ -1,0 +1,82 @@
+"""Progress while it works: the CLI's live line, the batch's status line, slow stages named."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from converter.live import StageTicker, running_conversions, status_line
+
+from . import builders
+from .conftest import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_running_conversions_are_read_from_the_childrens_progress_files(tmp_path):
+    for model_id, stage, age in (("a", "savedmodel", 400.0), ("b/c", "export", 5.0)):
+        folder = tmp_path / model_id.replace("/", "%2F")
+        folder.mkdir()
+        (folder / "job.json").write_text(json.dumps({"spec": {"model_id": model_id, "timeout": 600.0}}))
+        progress = folder / "progress.json"
+        progress.write_text(json.dumps({"stage": stage, "stage_seconds": {}}))
+        os.utime(progress, (time.time() - age, time.time() - age))  # the stage began `age` seconds ago
+    (tmp_path / "done").mkdir()  # a finished model: its child removed progress.json
+    running = running_conversions(tmp_path)
+    assert [(r.model_id, r.stage, round(r.stage_seconds)) for r in running] == [("a", "savedmodel", 400),
+                                                                                  ("b/c", "export", 5)]
+    line = status_line(3, 5, running, 0.5)
+    assert line == ("[tflite] 3/5 done; converting: a (savedmodel, 400 s: slow, 67% of its 600 s timeout), "
+                    "b/c (export, 5 s)")
+
+
+def test_the_cli_ticker_updates_one_line_on_a_terminal():
+    out = io.StringIO()
+    ticker = StageTicker("net", timeout=10, fraction=0.5, stream=out, tty=True)
+    ticker({"stage": "load"}, 0.1)
+    ticker({"stage": "export"}, 1.0)
+    ticker({"stage": "export"}, 7.0)  # 6 s of a 10 s timeout in one stage: named as slow, once
+    ticker({"stage": "export"}, 8.0)
+    ticker.close()
+    text = out.getvalue()
+    assert "\r\x1b[2Knet: export 0 s (total 1 s)" in text
+    assert text.count("net: slow: still in export after 6 s (60% of its 10 s timeout)\n") == 1
+    assert text.endswith("\r\x1b[2K")  # the live line is cleared before the result is printed
+
+
+def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
+                           "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
+                           "--conversion-timeout", "30"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
+              if line.startswith("net: ") and "(after" in line]
+    assert stages == ["load", "export", "savedmodel", "tflite", "verify"]
+    assert "net: slow: still in savedmodel after" in proc.stderr  # onnx2tf takes over 1.5 s
+    assert proc.stdout.startswith("net: PASS")  # progress goes to stderr; stdout stays the result
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_the_batch_names_what_is_converting_and_what_is_slow_and_q_silences_it(harness, monkeypatch, workers):
+    models = harness.path / "models"
+    builders.factory_model(models, "slow", builders.waiting_model_source(kill_parent=False), "slowness:waits",
+                           (1, 4))
+    monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(harness.path / "pid"))
+    monkeypatch.setenv("HARNESS_TEST_SLEEP", "4")
+    args = ("--models-dir", "models", "--status-interval", "1", "--slow-stage-fraction", "0.05",
+            "--conversion-timeout", "60", *workers)
+    result = run(harness, *args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; converting: slow (load, * s: slow, *% of its 60 s timeout)"])
+    quiet = run(harness, *args, "-q")
+    assert "[tflite]" not in quiet.stdout.str()
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    assert "[tflite]" not in (harness.path / "junit.xml").read_text()
+    assert summary["models"]["slow"]["slowest_stage"].startswith("load ")  # the 4 s wait, twice
