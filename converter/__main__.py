@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # giv
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m converter",
+        prog="python -m converter", allow_abbrev=False,  # "--thr" would be an old spelling, unnoticed
         description="Convert one PyTorch model to a verified, dynamic-range-quantized TFLite file.")
     parser.add_argument("model", type=Path, help="a .pt/.pth (TorchScript, state_dict, pickle) or .pt2 file")
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
@@ -44,7 +45,9 @@ def main(argv=None) -> int:
     given = [a.split("=", 1)[0] for a in argv]
     deprecated = [f"{old} is deprecated: use {s.flag}" for s in SETTINGS for old in s.old("cli") if old in given]
     try:
-        settings = resolve({s.name: getattr(args, s.name) for s in SETTINGS if s.cli}, deprecated=deprecated)
+        batch_only = {var for s in SETTINGS if not s.cli for var in [s.env] + s.old("env")}
+        env = {k: v for k, v in os.environ.items() if k not in batch_only}  # not this CLI's business
+        settings = resolve({s.name: getattr(args, s.name) for s in SETTINGS if s.cli}, env, deprecated=deprecated)
     except SettingsError as exc:
         parser.error(str(exc))
     for note in settings.deprecations:

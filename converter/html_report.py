@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 
+from .failures import Stage
 from .report import format_cell
 from .rows import PAGE
 
@@ -45,7 +46,8 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
     if not stage_seconds or longest <= 0:
         return ""
     x, parts = 5.0, []
-    for stage, seconds in stage_seconds.items():
+    order = [str(s) for s in Stage if str(s) in stage_seconds] + [s for s in stage_seconds if s not in set(map(str, Stage))]
+    for stage, seconds in ((s, stage_seconds[s]) for s in order):  # pipeline order (JSON sorts keys)
         width = (W - 10) * seconds / longest
         parts.append(f'<rect x="{x:.1f}" y="6" width="{width:.1f}" height="16" '
                      f'fill="{STAGE_COLOURS.get(stage, "#a0aec0")}"><title>{stage} {seconds:.1f} s</title></rect>')

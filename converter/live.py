@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
+import psutil
+
 from .protocol import JOB_FILE, PROGRESS_FILE
 
 
@@ -36,15 +38,21 @@ class Running:
         return text + ")"
 
 
-def running_conversions(artifacts_dir: Path, now: float | None = None) -> list[Running]:
-    """Every conversion whose child is alive now, from its progress.json and job.json."""
+def running_conversions(artifacts_dir: Path, now: float | None = None, since: float = 0.0) -> list[Running]:
+    """Every conversion of this run (its job written since `since`) whose parent still lives,
+    from its progress.json and job.json: a file a killed worker or an earlier run left is no
+    conversion."""
     now = time.time() if now is None else now
     found = []
     for progress in sorted(Path(artifacts_dir).glob(f"*/{PROGRESS_FILE}")):
         try:
+            job_file = progress.parent / JOB_FILE
+            job = json.loads(job_file.read_text())
             stage = json.loads(progress.read_text())["stage"]
-            spec = json.loads((progress.parent / JOB_FILE).read_text())["spec"]
             started = progress.stat().st_mtime
+            if job_file.stat().st_mtime < since or not all(psutil.pid_exists(p) for p in job.get("guardians", [])):
+                continue
+            spec = job["spec"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # written or removed at this very moment: next time
         found.append(Running(spec["model_id"], stage, max(0.0, now - started), float(spec["timeout"])))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ LOCK_KEY = pytest.StashKey[object]()
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        group.addoption(setting.flag, dest=f"tflite_{setting.name}",
+        group.addoption(setting.flag, dest=f"tflite_{setting.name}", metavar=setting.name.upper(),
                         action="append" if setting.repeatable else "store", default=None,
                         type=functools.partial(check_value, setting),
                         help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"))
@@ -87,6 +88,9 @@ def pytest_configure(config):
         return
     for note in settings.deprecations:  # old spellings still work for one release
         config.issue_config_time_warning(pytest.PytestDeprecationWarning(note), stacklevel=2)
+    missing = [str(d) for d in settings.models_dirs if not d.exists()]
+    if missing:  # before collection, so it is one line and not a collection error per test file
+        raise pytest.UsageError(f"models folder not found: {', '.join(missing)}")
     if getattr(config.option, "xmlpath", None) is None:
         # the JUnit report always goes beside the other reports, wherever pytest runs from
         config.option.xmlpath = str(settings.reports_dir / "junit.xml")
@@ -122,9 +126,6 @@ def pytest_generate_tests(metafunc):
     s = metafunc.config.stash[SETTINGS_KEY]
     if not s.models_dirs:
         raise pytest.UsageError("no models folder: pass --models-dir DIR or set models_dir in the ini file (pyproject.toml)")
-    missing = [str(d) for d in s.models_dirs if not d.exists()]
-    if missing:
-        raise pytest.UsageError(f"models folder not found: {', '.join(missing)}")
     cases = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout)
     if not cases:
         raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, s.models_dirs))}")
@@ -207,6 +208,7 @@ class ControllerReport:
         self.gate: baseline_file.GateOutcome | None = None
         self._discovered_ids: set[str] | None = None
         self._expected: set[str] = set()  # model tests collected (under xdist: by the workers)
+        self._started = time.time()  # a progress file from before this run describes no conversion of it
         self._status: StatusThread | None = None
 
     def pytest_sessionstart(self, session):
@@ -225,7 +227,8 @@ class ControllerReport:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.ensure_newline()  # after the progress dots, on a line of its own
+            if reporter._tw.width_of_current_line:  # after the progress dots, on a line of its own
+                reporter.write("\n")
             reporter.write_line(line or self._status_line())
 
     def status_ticker(self):
@@ -242,8 +245,8 @@ class ControllerReport:
 
     def _status_line(self) -> str:
         s = self.config.stash[SETTINGS_KEY]
-        return status_line(len(self.rows), len(self._expected) or None, running_conversions(s.artifacts_dir),
-                           s.slow_stage_fraction)
+        return status_line(len(self.rows), len(self._expected) or None,
+                           running_conversions(s.artifacts_dir, since=self._started - 1), s.slow_stage_fraction)
 
     def pytest_collection_finish(self, session):
         self._expected |= {item.nodeid for item in session.items if "model_case" in getattr(item, "fixturenames", ())}
@@ -314,7 +317,7 @@ class ControllerReport:
         run = len(self.summary["models"]) - counts.get("gone", 0)
         terminalreporter.line(
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
-            f"{counts.get('xfailed', 0)} failed as expected, of {run} models")
+            f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
         for model_id, row in self.summary["models"].items():
             if row["outcome"] == Outcome.FAILED.value and row.get("failure_kind"):
                 terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "

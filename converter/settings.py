@@ -140,6 +140,8 @@ def argparse_help(text: str) -> str:
 
 def check_value(setting: Setting, value: str) -> str:
     """Checked where it is given (a usage error naming the option), kept a plain string for xdist."""
+    if setting.path and not value.strip():
+        raise argparse.ArgumentTypeError("must name a folder or file, not ''")
     try:
         if setting.limit:
             bounded(setting.limit, value)
@@ -186,6 +188,12 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
     notes = list(deprecated)
     picked = {s.name: _pick(s, cli.get(s.name), env, ini, notes) for s in SETTINGS}
     sources = {name: where for name, (_, where) in picked.items()}
+    for setting in SETTINGS:
+        given = picked[setting.name][0]
+        if not setting.repeatable and isinstance(given, (list, tuple)):  # tflite_dir = ["x", "y"] in TOML
+            raise SettingsError(f"{setting.name} from {sources[setting.name]} must be one value, not a list")
+        if setting.path and given is not None and not str(given).strip():
+            raise SettingsError(f"{setting.name} from {sources[setting.name]} must name a folder or file, not ''")
 
     def value(name):
         return picked[name][0]
@@ -194,7 +202,8 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         try:
             return parse(value(name))
         except ValueError as exc:
-            raise SettingsError(f"{name} from {sources[name]} {exc}") from None
+            joint = " " if str(exc).startswith("must") else ": "
+            raise SettingsError(f"{name} from {sources[name]}{joint}{exc}") from None
 
     def number(name):
         return None if value(name) is None else checked(name, lambda v: bounded(BY_NAME[name].limit, v))

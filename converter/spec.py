@@ -128,8 +128,9 @@ def bounded(name: str, v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (cast is int and not isinstance(v, int)):
         raise ValueError(f"must be {'a number' if cast is float else 'an integer'}, not {v!r}")
     if not math.isfinite(v) or not low <= v <= high:
-        raise ValueError(f"must be between {low:g} and {high:g}, not {v!r}" if cast is float
-                         else f"must be between {low} and {high}, not {v!r}")
+        def plain(x):  # 16777216, not 1.67772e+07
+            return int(x) if float(x).is_integer() else x
+        raise ValueError(f"must be between {plain(low)} and {plain(high)}, not {v!r}")
     return cast(v)
 
 

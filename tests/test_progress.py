@@ -28,6 +28,14 @@ def test_running_conversions_are_read_from_the_childrens_progress_files(tmp_path
         progress.write_text(json.dumps({"stage": stage, "stage_seconds": {}}))
         os.utime(progress, (time.time() - age, time.time() - age))  # the stage began `age` seconds ago
     (tmp_path / "done").mkdir()  # a finished model: its child removed progress.json
+    ghost = tmp_path / "ghost"  # left by a worker that was killed: its parent is gone
+    ghost.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (ghost / "job.json").write_text(json.dumps({"spec": {"model_id": "ghost", "timeout": 30.0},
+                                                "guardians": [dead.pid]}))
+    (ghost / "progress.json").write_text(json.dumps({"stage": "savedmodel"}))
+    assert running_conversions(tmp_path, since=time.time() + 60) == []  # all from before this run
     running = running_conversions(tmp_path)
     assert [(r.model_id, r.stage, round(r.stage_seconds)) for r in running] == [("a", "savedmodel", 400),
                                                                                   ("b/c", "export", 5)]

@@ -127,6 +127,16 @@ def test_cli_refuses_a_missing_model_or_a_folder_as_usage(tmp_path):
         assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_cli_ignores_batch_only_settings_and_takes_no_abbreviations(tmp_path):
+    env = dict(os.environ, TFLITE_HARNESS_REGRESSION_THRESHOLD="bogus", TFLITE_HARNESS_STATUS_INTERVAL="0")
+    proc = subprocess.run([sys.executable, "-m", "converter", str(tmp_path / "nope.pt")], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 2 and "no such file" in proc.stderr  # not the batch's threshold
+    abbreviated = subprocess.run([sys.executable, "-m", "converter", str(tmp_path / "nope.pt"), "--thr", "1"],
+                                 capture_output=True, text=True, cwd=ROOT)
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --thr" in abbreviated.stderr
+
+
 def test_sigterm_to_the_cli_is_one_line_and_leaves_no_child(tmp_path):
     model = builders.factory_model(tmp_path / "m", "slow", builders.waiting_model_source(kill_parent=False),
                                    "slowness:waits", (1, 4))
@@ -142,7 +152,9 @@ def test_sigterm_to_the_cli_is_one_line_and_leaves_no_child(tmp_path):
     finally:
         with_group_killed(proc)
     assert proc.returncode == 143, err
-    assert err.strip().splitlines() == ["python -m converter: terminated by SIGTERM during the conversion of slow"]
+    *progress, last = err.strip().splitlines()
+    assert last == "python -m converter: terminated by SIGTERM during the conversion of slow"
+    assert all(line.startswith("slow: ") for line in progress)  # the stage lines before it, no traceback
     assert gone_within(child, 10) and not (tmp_path / "o" / "slow.tflite").exists()
 
 

@@ -165,6 +165,13 @@ def test_old_spellings_still_work_for_one_release_and_say_so(tmp_path):
                                    "ini key default_input_shape is deprecated: use input_shape"}
 
 
+def test_a_list_or_an_empty_name_where_one_value_belongs_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match="tflite_dir from ini tflite_dir must be one value, not a list"):
+        resolve({}, {}, {"tflite_dir": ["x", "y"]}, base=tmp_path)
+    with pytest.raises(SettingsError, match="reports_dir from command line must name a folder"):
+        resolve({"reports_dir": " "}, {}, {}, base=tmp_path)
+
+
 def test_every_setting_has_one_stem_for_flag_ini_and_environment():
     from converter.settings import SETTINGS
 
