@@ -19,17 +19,15 @@ from .baseline import Severity
 from .discovery import discover
 from .environment import tool_versions
 from .failures import FailureKind, Stage
-from .html_report import render as render_html
 from .lifeline import terminate_on_sigterm
 from .live import StatusThread, running_conversions, status_line
 from .output_folders import OutputsError, prepare
-from .protocol import write_json_atomic, write_text_atomic
-from .report import build_summary, summary_markdown
 from .results import Result
 from .rows import Outcome, SummaryRow
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, argparse_help, check_value, resolve
 from .spec import OPSET
+from .summaries import conclude, relative_dirs
 
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -169,17 +167,6 @@ def pytest_runtest_makereport(item, call):
         report.tflite_result = result.to_dict()
 
 
-def _relative_dirs(dirs, root: Path) -> list[str]:
-    """Models folders as the baseline records them: relative to the rootdir where possible."""
-    out = []
-    for d in dirs:
-        try:
-            out.append(Path(d).resolve().relative_to(root.resolve()).as_posix())
-        except ValueError:
-            out.append(Path(d).resolve().as_posix())
-    return sorted(out)
-
-
 def _outcome(report) -> Outcome:
     if hasattr(report, "wasxfail") and report.skipped:
         return Outcome.XFAILED
@@ -279,29 +266,16 @@ class ControllerReport:
         if not self.rows:
             return
         s = self.config.stash[SETTINGS_KEY]
-        versions = tool_versions()
-        rows = {m: r.to_dict() for m, r in self.rows.items()}
-        if session.exitstatus != pytest.ExitCode.INTERRUPTED:  # a partial run is not judged
-            self.gate = self._judge(rows, versions)
-            if self.gate.failed and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            for model_id in self.gate.gone:  # listed, so the table shows what vanished
-                rows[model_id] = SummaryRow(outcome=Outcome.GONE, status="gone").to_dict()
-        self.summary = build_summary(rows, versions, {
-            "models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
-            "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout})
-        if self.gate is not None:
-            self.summary["baseline"] = {"path": str(s.baseline), **self.gate.to_dict()}
-        write_json_atomic(s.reports_dir / "summary.json", self.summary)
-        write_text_atomic(s.reports_dir / "summary.md", summary_markdown(self.summary))
-        write_text_atomic(s.reports_dir / "summary.html", render_html(self.summary))
-
-    def _judge(self, rows: dict[str, dict], versions: dict) -> "baseline_file.GateOutcome":
-        s = self.config.stash[SETTINGS_KEY]
-        return baseline_file.gate(
-            s.baseline, rows, discovered=self._discovered(s), thresholds=s.thresholds, versions=versions,
-            models_dirs=_relative_dirs(s.models_dirs, self.config.rootpath),
-            update=self.config.getoption("tflite_baseline_update"))
+        self.summary, self.gate = conclude(
+            {m: r.to_dict() for m, r in self.rows.items()}, reports_dir=s.reports_dir, versions=tool_versions(),
+            settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
+                      "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout},
+            baseline=s.baseline, thresholds=s.thresholds,
+            models_dirs=relative_dirs(s.models_dirs, self.config.rootpath), discovered=self._discovered(s),
+            update=self.config.getoption("tflite_baseline_update"),
+            judge=session.exitstatus != pytest.ExitCode.INTERRUPTED)
+        if self.gate is not None and self.gate.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _discovered(self, s: Settings) -> set[str]:
         if self._discovered_ids is None:

@@ -356,6 +356,6 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
     if "inputs" not in merged and model_path.suffix != ".pt2":
         raise SpecError(where, "inputs", "no input shape from any source: add [[inputs]] with a "
                         f"shape to {side.name}, a {DEFAULTS_FILE} in the folder, or set "
-                        "--input-shape / the ini key default_input_shape")
+                        "--input-shape / the ini key input_shape")
     return ModelSpec(model_id=model_id, path=str(model_path), tolerance=tolerance,
                      output_tolerance=per_output, sources=sources, **merged)

@@ -1,0 +1,55 @@
+"""A batch split over CI machines, merged: two shards run for real, then one verdict."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import builders
+from .conftest import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def merge(harness, *args):
+    return subprocess.run([sys.executable, "-m", "converter.merge", *args], capture_output=True, text=True,
+                          cwd=harness.path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
+    models = harness.path / "models"
+    builders.torchscript_cnn(models, name="a_net")
+    builders.torchscript_cnn(models, name="b_net", seed=1)
+    (models / "c_noshape.pt").write_bytes(b"")  # fails at once (spec_error): a failing model in a shard
+    full = run(harness, "--models-dir", "models", "--baseline-update")
+    full.assert_outcomes(passed=2, failed=1)
+
+    shard1 = run(harness, "--models-dir", "models", "-k", "a_net", "--reports-dir", "shard1",
+                 "--junitxml=shard1/junit.xml")
+    shard2 = run(harness, "--models-dir", "models", "-k", "c_noshape", "--reports-dir", "shard2",
+                 "--junitxml=shard2/junit.xml")
+    shard1.assert_outcomes(passed=1)
+    shard2.assert_outcomes(failed=1)
+    assert "GONE" not in shard1.stdout.str()  # a shard judges only its own models
+
+    merged = merge(harness, "shard1", "shard2", "--reports-dir", "merged")
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    # b_net ran in no shard: the split lost it, and the merged gate says so, as a single run would
+    assert "REGRESSION b_net: was in the baseline and has disappeared" in merged.stdout
+    summary = json.loads((harness.path / "merged" / "summary.json").read_text())
+    assert {m: r["outcome"] for m, r in summary["models"].items()} == {
+        "a_net": "passed", "b_net": "gone", "c_noshape": "failed"}
+    assert summary["baseline"]["failed"] and summary["settings"]["shards"] == ["shard1", "shard2"]
+    assert (harness.path / "merged" / "summary.html").is_file()
+    cases = ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase")
+    assert sorted(c.get("name") for c in cases) == ["test_model[a_net]", "test_model[c_noshape]"]
+
+    everything = run(harness, "--models-dir", "models", "-k", "b_net", "--reports-dir", "shard3",
+                     "--junitxml=shard3/junit.xml")
+    everything.assert_outcomes(passed=1)
+    complete = merge(harness, "shard1", "shard2", "shard3", "--reports-dir", "merged")
+    assert complete.returncode == 1 and "no regression against" in complete.stdout  # c_noshape still fails
+    overlap = merge(harness, "shard1", "shard1", "--reports-dir", "merged")
+    assert overlap.returncode == 2 and "is in two shards" in overlap.stderr
