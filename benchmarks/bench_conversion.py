@@ -34,7 +34,7 @@ def main() -> int:
 
     out = Path(tempfile.mkdtemp(prefix="bench-"))
     settings = resolve({"models_dir": [args.models_dir], "tflite_dir": str(out / "tflite"),
-                        "reports_dir": str(out / "reports")}, workers=args.workers)
+                        "reports_dir": str(out / "reports"), "no_cache": True}, workers=args.workers)  # measure conversions
     cases = [c for c in discover(settings.models_dirs, timeout=settings.timeout) if c.spec is not None]
     print(f"{len(cases)} models, {args.workers} worker(s), {settings.threads} thread(s) and "
           f"{settings.memory_limit_mb} MB per conversion, {args.repeat} repeat(s); outputs in {out}")

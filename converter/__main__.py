@@ -27,10 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
         if setting.cli:
             note = " (given here, it overrides the model's .toml)" if setting.name in OVERRIDES_TOML else ""
+            kind = ({"action": "store_true"} if setting.switch else
+                    {"action": "append" if setting.repeatable else "store",
+                     "type": functools.partial(check_value, setting)})
             parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.name, default=None,
-                                action="append" if setting.repeatable else "store",
-                                type=functools.partial(check_value, setting),
-                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"))
+                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"), **kind)
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")
     parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")

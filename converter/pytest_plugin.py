@@ -39,10 +39,11 @@ LOCK_KEY = pytest.StashKey[object]()
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        group.addoption(setting.flag, dest=f"tflite_{setting.name}", metavar=setting.name.upper(),
-                        action="append" if setting.repeatable else "store", default=None,
-                        type=functools.partial(check_value, setting),
-                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"))
+        kind = ({"action": "store_true"} if setting.switch else
+                {"action": "append" if setting.repeatable else "store", "metavar": setting.name.upper(),
+                 "type": functools.partial(check_value, setting)})
+        group.addoption(setting.flag, dest=f"tflite_{setting.name}", default=None,
+                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"), **kind)
         parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
         for old in setting.old("ini"):
             parser.addini(old, help=f"deprecated: use {setting.ini}", type=setting.ini_type, default=None)

@@ -22,6 +22,8 @@ def format_result(result: Result, settings=None) -> str:
     if result.export:
         lines.append(f"  ONNX: {result.export.exporter} exporter, opset {result.export.opset}, "
                      f"{_mb(result.export.onnx_bytes)}  (tried: {'; '.join(result.export.attempts)})")
+    if result.cache_hit:
+        lines.append("  restored from the cache: model, spec, harness and tools unchanged (--no-cache converts it again)")
     for fix in result.fixes:
         lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
     if result.divergence:

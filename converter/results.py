@@ -170,6 +170,7 @@ class Result:
     tflite: TFLiteResult | None = None
     verify: VerifyResult | None = None
     deliverable: str | None = None
+    cache_hit: bool = False  # restored from the conversion cache: an unchanged model, not converted again
     fixes: tuple[Fix, ...] = ()
     divergence: "Divergence | None" = None
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -56,6 +56,7 @@ class SummaryRow:
     peak_rss_mb: float | None = column("peak MB", "secs", junit=True)
     deliverable: str | None = column(None)
     fixes_applied: str | None = column("fixes applied", junit=True, record=True)
+    cache_hit: str | None = column("cache", junit=True)  # "hit": restored, not converted again
     first_divergence: str | None = column(None)
 
     @classmethod
@@ -87,6 +88,7 @@ class SummaryRow:
             peak_rss_mb=result.peak_rss_mb,
             deliverable=result.deliverable,
             fixes_applied="; ".join(f.label for f in result.fixes) or None,
+            cache_hit="hit" if result.cache_hit else None,
             first_divergence=(result.divergence.first.node if result.divergence and result.divergence.first
                               else None),
         )

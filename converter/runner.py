@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from . import cache
 from .discovery import Case
 from .environment import tool_versions
 from .failures import FailureKind, Stage
@@ -25,8 +26,14 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
                                case.spec_error, versions=tool_versions())
         result.write(artifacts / "result.json")
     else:
-        result = run_isolated(case.spec, artifacts, threads=settings.threads,
-                              memory_limit_mb=settings.memory_limit_mb, on_start=on_start, on_progress=on_progress)
+        entry = cache.key(case.spec, settings.threads, settings.memory_limit_mb) if settings.cache_dir else None
+        result = cache.restore(settings.cache_dir, entry, artifacts, case.model_id, str(case.path)) if entry else None
+        if result is None:
+            result = run_isolated(case.spec, artifacts, threads=settings.threads,
+                                  memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
+                                  on_progress=on_progress)
+            if entry:
+                cache.store(settings.cache_dir, entry, result, artifacts)
     if result.passed:
         write_bytes_atomic(deliverable, Path(result.tflite.drq_path).read_bytes())
         result = dataclasses.replace(result, deliverable=str(deliverable))

@@ -38,6 +38,7 @@ class Setting:
     path: bool = False           # relative to where pytest runs (flag) or to the rootdir (others)
     cli: bool = False            # also a flag of `python -m converter`
     ini_type: str = "string"     # pytest's typed ini keys: "paths", "linelist", "string"
+    switch: bool = False         # on/off: a flag without a value; "1", "true", "yes" elsewhere
     aliases: tuple[str, ...] = ()  # old spellings, one release: "cli:--timeout", "ini:default_input_shape", "env:..."
 
     @property
@@ -77,6 +78,10 @@ SETTINGS: tuple[Setting, ...] = (
             "fraction of its timeout", "0.5", limit="fraction", cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
             "which stage, for how long); -q turns them off", "10", limit="interval"),
+    Setting("cache_dir", "where verified conversions are kept, so that an unchanged model is not converted "
+            "again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
+    Setting("no_cache", "convert every model, even an unchanged one (the cache is neither read nor written)",
+            switch=True, cli=True),
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
             path=True),
     Setting("regression_threshold", "what counts as a regression, e.g. "
@@ -97,6 +102,7 @@ class Settings:
     baseline: Path
     thresholds: Thresholds
     sources: dict  # setting -> where its value came from, for the report header
+    cache_dir: Path | None = None  # None: --no-cache
     slow_stage_fraction: float = 0.5
     status_interval: float = 10.0
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
@@ -170,6 +176,10 @@ def _pick(setting: Setting, cli, env: Mapping[str, str], ini: Mapping[str, objec
     return setting.default, "default"
 
 
+def _truthy(value) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _split(value) -> list[str]:
     if value is None:
         return []
@@ -224,6 +234,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
+        cache_dir=None if _truthy(value("no_cache")) else base / str(value("cache_dir")),
         slow_stage_fraction=number("slow_stage_fraction"),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),

@@ -1,0 +1,51 @@
+"""The conversion cache: an unchanged model is restored, a changed one converted, a tampered
+entry rebuilt; every conversion here is real."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import builders
+from .conftest import run
+from .test_pipeline import convert
+
+
+def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    first = convert(tmp_path, model)
+    assert first.passed and not first.cache_hit
+    (tmp_path / "out" / "net.tflite").unlink()
+    again = convert(tmp_path, model)
+    assert again.passed and again.cache_hit
+    assert again.verify == first.verify and again.tflite.drq_bytes == first.tflite.drq_bytes
+    assert (tmp_path / "out" / "net.tflite").read_bytes() == Path(first.tflite.drq_path).read_bytes()
+    model.with_suffix(".toml").write_text("[tolerance]\ndrq = 0.2\n" + model.with_suffix(".toml").read_text())
+    assert not convert(tmp_path, model).cache_hit  # the spec is part of the key
+    assert not convert(tmp_path, model, no_cache="1").cache_hit
+
+
+def test_a_tampered_entry_is_detected_and_rebuilt(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    convert(tmp_path, model)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    drq = entry / "model_drq.tflite"
+    drq.write_bytes(drq.read_bytes()[:-16] + b"\0" * 16)  # a deliverable nobody verified
+    rebuilt = convert(tmp_path, model)
+    assert rebuilt.passed and not rebuilt.cache_hit
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert set(manifest) == {"result.json", "model_drq.tflite", "model_fp32.tflite"}
+    assert convert(tmp_path, model).cache_hit  # the rebuilt entry serves again
+
+
+def test_a_hit_shows_in_junit_and_the_summaries(harness):
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    run(harness, "--models-dir", "models").assert_outcomes(passed=1)
+    warm = run(harness, "--models-dir", "models")
+    warm.assert_outcomes(passed=1)
+    assert 'name="cache_hit" value="hit"' in (harness.path / "junit.xml").read_text()
+    rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
+    assert rows["net"]["cache_hit"] == "hit" and (harness.path / "tflite_models" / "net.tflite").is_file()
+    assert "| cache |" in (harness.path / "reports" / "summary.md").read_text()
+    cold = run(harness, "--models-dir", "models", "--no-cache")
+    cold.assert_outcomes(passed=1)
+    assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
