@@ -78,8 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
             "fraction of its timeout", "0.5", limit="fraction", cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
             "which stage, for how long); -q turns them off", "10", limit="interval"),
-    Setting("cache_dir", "where verified conversions are kept, so that an unchanged model is not converted "
-            "again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
+    # not "cache_dir": pytest's own cache provider owns that ini key
+    Setting("tflite_cache_dir", "where verified conversions are kept, so that an unchanged model is not "
+            "converted again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
     Setting("no_cache", "convert every model, even an unchanged one (the cache is neither read nor written)",
             switch=True, cli=True),
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
@@ -234,7 +235,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
-        cache_dir=None if _truthy(value("no_cache")) else base / str(value("cache_dir")),
+        cache_dir=None if _truthy(value("no_cache")) else base / str(value("tflite_cache_dir")),
         slow_stage_fraction=number("slow_stage_fraction"),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def settings_for(tmp_path, **cli):
     return resolve({"tflite_dir": str(tmp_path / "out"), "reports_dir": str(tmp_path / "reports"),
-                    "cache_dir": str(tmp_path / "cache"),
+                    "tflite_cache_dir": str(tmp_path / "cache"),
                     "conversion_threads": "1", **cli}, env={}, ini={})
 
 

@@ -244,3 +244,17 @@ def test_non_finite_metrics_survive_json(tmp_path):
     back = Result.read(tmp_path / "r.json")
     assert isinstance(back.export.outputs[0], OutputComparison)
     assert math.isinf(back.export.outputs[0].range_rel_err) and math.isnan(back.export.outputs[0].cosine)
+
+
+def test_the_shipped_configuration_runs_with_every_plugin_on():
+    """An ini key or option that pytest or a plugin already owns (the cache provider's cache_dir)
+    breaks every run at configure time: collect with the repo's own configuration, cache on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "model_cases"],
+                          capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0 and "INTERNALERROR" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert "test_model[resnet_tiny]" in proc.stdout
