@@ -82,9 +82,13 @@ class StatusThread:
         self._stop.set()
 
     def _run(self) -> None:
+        last = None
         while not self._stop.wait(self._every):
             try:
-                self._write(self._snapshot())
+                line = self._snapshot()
+                if line != last:  # nothing new (the run is busy elsewhere): no line, CI logs stay short
+                    self._write(line)
+                last = line
             except Exception:  # a status line must never break the run it describes
                 pass
 
