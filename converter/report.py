@@ -92,5 +92,8 @@ def summary_markdown(summary: dict) -> str:
         lines += ["", "## Failures", ""]
         lines += [f"- `{m}` ({r['outcome']}): {r['failure_stage']} [{r['failure_kind']}]: {r['failure_message']}"
                   for m, r in failures]
-    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
+    kept = sum(row.get("artifacts_bytes") or 0 for row in summary["models"].values())
+    lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
+                  "unless --keep-intermediates).",
+              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
     return "\n".join(lines)

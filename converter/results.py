@@ -171,6 +171,7 @@ class Result:
     verify: VerifyResult | None = None
     deliverable: str | None = None
     cache_hit: bool = False  # restored from the conversion cache: an unchanged model, not converted again
+    artifacts_bytes: int | None = None  # what its artifacts folder keeps on disk
     fixes: tuple[Fix, ...] = ()
     divergence: "Divergence | None" = None
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -57,6 +57,7 @@ class SummaryRow:
     deliverable: str | None = column(None)
     fixes_applied: str | None = column("fixes applied", junit=True, record=True)
     cache_hit: str | None = column("cache", junit=True)  # "hit": restored, not converted again
+    artifacts_bytes: int | None = column("artifacts", "bytes", page=False)  # the disk it keeps
     first_divergence: str | None = column(None)
 
     @classmethod
@@ -89,6 +90,7 @@ class SummaryRow:
             deliverable=result.deliverable,
             fixes_applied="; ".join(f.label for f in result.fixes) or None,
             cache_hit="hit" if result.cache_hit else None,
+            artifacts_bytes=result.artifacts_bytes,
             first_divergence=(result.divergence.first.node if result.divergence and result.divergence.first
                               else None),
         )

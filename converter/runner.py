@@ -36,10 +36,33 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
                 cache.store(settings.cache_dir, entry, result, artifacts)
     if result.passed:
         write_bytes_atomic(deliverable, Path(result.tflite.drq_path).read_bytes())
-        result = dataclasses.replace(result, deliverable=str(deliverable))
+        if not settings.keep_intermediates:
+            _drop_intermediates(artifacts)
+        result = dataclasses.replace(result, deliverable=str(deliverable), artifacts_bytes=_footprint(artifacts))
         result.write(artifacts / "result.json")
     else:
         # a deliverable from an earlier run no longer matches this model: shipping it would
         # pass off an unverified file as verified (its artifacts stay, for diagnosis)
         deliverable.unlink(missing_ok=True)
+        if artifacts.is_dir():
+            result = dataclasses.replace(result, artifacts_bytes=_footprint(artifacts))
+            result.write(artifacts / "result.json")
     return result
+
+
+# a verified model needs none of these again (its TFLite files, log and result stay): they are
+# most of the disk a batch takes (550 MB for nine real models), kept for failures only
+INTERMEDIATES = ("model.onnx", "onnx2tf_input.onnx", "saved_model", "onnx2tf_out")
+
+
+def _drop_intermediates(artifacts: Path) -> None:
+    for name in INTERMEDIATES:
+        path = artifacts / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _footprint(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -83,6 +83,8 @@ SETTINGS: tuple[Setting, ...] = (
             "converted again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
     Setting("no_cache", "convert every model, even an unchanged one (the cache is neither read nor written)",
             switch=True, cli=True),
+    Setting("keep_intermediates", "keep every model's ONNX file and SavedModel (by default only a failed "
+            "model keeps them, for diagnosis)", switch=True, cli=True),
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
             path=True),
     Setting("regression_threshold", "what counts as a regression, e.g. "
@@ -104,6 +106,7 @@ class Settings:
     thresholds: Thresholds
     sources: dict  # setting -> where its value came from, for the report header
     cache_dir: Path | None = None  # None: --no-cache
+    keep_intermediates: bool = False
     slow_stage_fraction: float = 0.5
     status_interval: float = 10.0
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
@@ -236,6 +239,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         thresholds=thresholds,
         sources=sources,
         cache_dir=None if _truthy(value("no_cache")) else base / str(value("tflite_cache_dir")),
+        keep_intermediates=_truthy(value("keep_intermediates")),
         slow_stage_fraction=number("slow_stage_fraction"),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),

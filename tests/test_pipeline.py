@@ -34,7 +34,8 @@ def convert(tmp_path, model: Path, **cli) -> Result:
 
 
 def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
-    result = convert(tmp_path, builders.torchscript_cnn(tmp_path / "m", shape=(1, 3, 32, 32)))
+    model = builders.torchscript_cnn(tmp_path / "m", shape=(1, 3, 32, 32))
+    result = convert(tmp_path, model)
     assert result.passed, result.failure
     assert result.export.exporter == "legacy" and result.export.opset == 17
     assert result.savedmodel.input_perms == ((0, 2, 3, 1),)  # NCHW -> NHWC applied by onnx2tf
@@ -47,10 +48,15 @@ def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
     # a static 3-channel image input is what makes onnx2tf try to download calibration data
     assert result.network_attempts == ()
     artifacts = tmp_path / "reports" / "artifacts" / "cnn"
-    assert {"model.onnx", "model_fp32.tflite", "model_drq.tflite", "convert.log", "result.json",
-            "saved_model"} <= {p.name for p in artifacts.iterdir()}
+    kept = {p.name for p in artifacts.iterdir()}
+    assert {"model_fp32.tflite", "model_drq.tflite", "convert.log", "result.json"} <= kept
+    assert not {"model.onnx", "saved_model"} & kept  # a verified model needs its intermediates no more
+    on_disk = sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file())
+    assert abs(result.artifacts_bytes - on_disk) < 4096  # the footprint reported (result.json was rewritten after)
     assert Result.read(artifacts / "result.json") == result
     assert "tensorflow" not in sys.modules  # the parent stays light
+    kept = convert(tmp_path, model, keep_intermediates="1", no_cache="1")
+    assert kept.passed and {"model.onnx", "saved_model"} <= {p.name for p in artifacts.iterdir()}
 
 
 def test_the_conversion_child_refuses_and_records_network_access(tmp_path):
@@ -204,6 +210,8 @@ def test_tight_tolerance_is_a_numeric_mismatch_with_figures(tmp_path):
     assert "> tolerance 1e-09" in result.failure.message
     assert not (tmp_path / "out" / "cnn.tflite").exists()
     assert (tmp_path / "reports" / "artifacts" / "cnn" / "model_drq.tflite").is_file()  # kept to diagnose
+    assert (tmp_path / "reports" / "artifacts" / "cnn" / "saved_model").is_dir()
+    assert (tmp_path / "reports" / "artifacts" / "cnn" / "model.onnx").is_file()
 
 
 def test_a_model_that_stops_passing_loses_its_stale_deliverable(tmp_path):
