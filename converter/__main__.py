@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from .live import StageTicker
 from .output_folders import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
-from .settings import SETTINGS, SettingsError, argparse_help, check_value, resolve
+from .settings import SETTINGS, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 
 OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
@@ -27,11 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
         if setting.cli:
             note = " (given here, it overrides the model's .toml)" if setting.name in OVERRIDES_TOML else ""
-            kind = ({"action": "store_true"} if setting.switch else
-                    {"action": "append" if setting.repeatable else "store",
-                     "type": functools.partial(check_value, setting)})
             parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.name, default=None,
-                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"), **kind)
+                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"),
+                                **option_kwargs(setting))
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")
     parser.add_argument("--exporter", choices=EXPORTERS, help="ONNX exporter strategy (default: auto)")

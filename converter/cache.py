@@ -10,6 +10,7 @@ deleted and the model converted again, never trusted. Failures that depend on th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)  # the source does not change during a run: read it once, not per model
 def _harness_version() -> str:
     return _sha256(b"".join(p.read_bytes() for p in sorted(HARNESS_ROOT.rglob("*.py"))))
 

@@ -10,7 +10,6 @@ baseline that no shard ran is GONE: a split that loses a model fails the gate. E
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from .protocol import write_bytes_atomic
 from .rows import Outcome
-from .settings import BY_NAME, SettingsError, argparse_help, check_value, resolve
+from .settings import BY_NAME, SettingsError, argparse_help, option_kwargs, resolve
 from .summaries import conclude, relative_dirs
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
@@ -84,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("shards", nargs="+", type=Path, help="the reports folder of each shard")
     for name in MERGED_SETTINGS:
         setting = BY_NAME[name]
-        parser.add_argument(setting.flag, dest=name, default=None, type=functools.partial(check_value, setting),
-                            help=argparse_help(f"{setting.help} [env {setting.env}]"))
+        parser.add_argument(setting.flag, dest=name, default=None, help=argparse_help(f"{setting.help} [env {setting.env}]"),
+                            **option_kwargs(setting))
     return parser
 
 

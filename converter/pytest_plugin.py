@@ -6,7 +6,6 @@ controller-side summary. The work happens in converter/ (runner, report).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from .output_folders import OutputsError, prepare
 from .results import Result
 from .rows import Outcome, SummaryRow
 from .runner import convert_case
-from .settings import SETTINGS, Settings, SettingsError, argparse_help, check_value, resolve
+from .settings import SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import OPSET
 from .summaries import conclude, relative_dirs
 
@@ -39,11 +38,9 @@ LOCK_KEY = pytest.StashKey[object]()
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        kind = ({"action": "store_true"} if setting.switch else
-                {"action": "append" if setting.repeatable else "store", "metavar": setting.name.upper(),
-                 "type": functools.partial(check_value, setting)})
         group.addoption(setting.flag, dest=f"tflite_{setting.name}", default=None,
-                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"), **kind)
+                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"),
+                        **option_kwargs(setting))
         parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
         for old in setting.old("ini"):
             parser.addini(old, help=f"deprecated: use {setting.ini}", type=setting.ini_type, default=None)

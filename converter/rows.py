@@ -22,17 +22,18 @@ class Outcome(str, enum.Enum):
     GONE = "gone"  # in the baseline, no longer in the models folder
 
 
-def column(title: str | None, fmt: str = "str", *, junit: bool = False, record: bool = False, page: bool = True):
+def column(title: str | None, fmt: str = "str", *, junit: bool = False, record: bool = False, page: bool = True,
+           **default):
     """title None: in summary.json only, not a table column; page False: in summary.md, not in the
-    HTML page (which must fit a laptop screen, and shows those figures in its charts)."""
-    return field(default=None, metadata={"title": title, "fmt": fmt, "junit": junit, "record": record,
-                                         "page": page})
+    HTML page (which must fit a laptop screen, and shows those figures in its charts). `default`:
+    field()'s own (default=..., default_factory=...), None when not given."""
+    default = default or {"default": None}
+    return field(**default, metadata={"title": title, "fmt": fmt, "junit": junit, "record": record, "page": page})
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    outcome: Outcome = field(metadata={"title": "outcome", "fmt": "str", "junit": False, "record": False,
-                                       "page": True})
+    outcome: Outcome = column("outcome", default=dataclasses.MISSING)
     status: str = column(None, record=True)  # the Result's own verdict; outcome adds expectations
     failure_stage: str | None = column("stage", junit=True, page=False)
     failure_kind: str | None = column("kind", junit=True, record=True)
@@ -47,12 +48,10 @@ class SummaryRow:
     fp32_range_rel_err: float | None = column("fp32 err", "err", junit=True, record=True)
     drq_range_rel_err: float | None = column("DRQ err", "err", junit=True, record=True)
     drq_cosine: float | None = column("DRQ cosine", "float", junit=True, record=True)
-    flex_ops: tuple[str, ...] = field(default=(), metadata={"title": None, "fmt": "str", "junit": False,
-                                                            "record": False})
+    flex_ops: tuple[str, ...] = column(None, default=())
     convert_seconds: float | None = column("seconds", "secs", junit=True, record=True, page=False)
     slowest_stage: str | None = column("slowest stage")
-    stage_seconds: dict = field(default_factory=dict, metadata={"title": None, "fmt": "str", "junit": False,
-                                                                "record": False})
+    stage_seconds: dict = column(None, default_factory=dict)
     peak_rss_mb: float | None = column("peak MB", "secs", junit=True)
     deliverable: str | None = column(None)
     fixes_applied: str | None = column("fixes applied", junit=True, record=True)
@@ -121,10 +120,8 @@ def _fields(flag: str) -> tuple[dataclasses.Field, ...]:
 JUNIT = _fields("junit")
 RECORDED = tuple(f.name for f in _fields("record"))
 RECORDED_NUMBERS = tuple(f.name for f in _fields("record") if f.metadata["fmt"] != "str")
-TABLE = tuple((f.metadata["title"], f.name, f.metadata["fmt"]) for f in dataclasses.fields(SummaryRow)
-              if f.metadata.get("title"))
-PAGE = tuple(c for c, f in zip(TABLE, [f for f in dataclasses.fields(SummaryRow) if f.metadata.get("title")])
-             if f.metadata.get("page", True))
+TABLE = tuple((f.metadata["title"], f.name, f.metadata["fmt"]) for f in _fields("title"))
+PAGE = tuple((f.metadata["title"], f.name, f.metadata["fmt"]) for f in _fields("title") if f.metadata["page"])
 PROPERTY_NAMES = tuple(f.name for f in JUNIT)
 
 

@@ -11,7 +11,7 @@ from .discovery import Case
 from .environment import tool_versions
 from .failures import FailureKind, Stage
 from .isolation import run_isolated
-from .protocol import write_bytes_atomic
+from .protocol import RESULT_FILE, write_bytes_atomic
 from .results import Result
 from .settings import Settings
 
@@ -24,7 +24,7 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
         shutil.rmtree(artifacts, ignore_errors=True)  # nothing from an earlier run may pass for this one
         result = Result.failed(case.model_id, str(case.path), FailureKind.SPEC_ERROR, Stage.SPEC,
                                case.spec_error, versions=tool_versions())
-        result.write(artifacts / "result.json")
+        result.write(artifacts / RESULT_FILE)
     else:
         entry = cache.key(case.spec, settings.threads, settings.memory_limit_mb) if settings.cache_dir else None
         result = cache.restore(settings.cache_dir, entry, artifacts, case.model_id, str(case.path)) if entry else None
@@ -39,14 +39,14 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
         if not settings.keep_intermediates:
             _drop_intermediates(artifacts)
         result = dataclasses.replace(result, deliverable=str(deliverable), artifacts_bytes=_footprint(artifacts))
-        result.write(artifacts / "result.json")
+        result.write(artifacts / RESULT_FILE)
     else:
         # a deliverable from an earlier run no longer matches this model: shipping it would
         # pass off an unverified file as verified (its artifacts stay, for diagnosis)
         deliverable.unlink(missing_ok=True)
         if artifacts.is_dir():
             result = dataclasses.replace(result, artifacts_bytes=_footprint(artifacts))
-            result.write(artifacts / "result.json")
+            result.write(artifacts / RESULT_FILE)
     return result
 
 

@@ -8,6 +8,7 @@ values to workers), and come out as one frozen Settings object.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import urllib.parse
@@ -146,6 +147,14 @@ class SettingsError(ValueError):
 def argparse_help(text: str) -> str:
     """argparse %-formats help strings: a bare % (as in '80% of RAM') would crash --help."""
     return text.replace("%", "%%")
+
+
+def option_kwargs(setting: Setting) -> dict:
+    """How a setting is declared as a flag, for pytest's parser and argparse alike."""
+    if setting.switch:
+        return {"action": "store_true"}
+    return {"action": "append" if setting.repeatable else "store", "metavar": setting.name.upper(),
+            "type": functools.partial(check_value, setting)}
 
 
 def check_value(setting: Setting, value: str) -> str:

@@ -22,7 +22,7 @@ def _op_types(graph) -> set[str]:
     for node in graph.node:
         found.add(node.op_type)
         for attribute in node.attribute:
-            if attribute.g is not None and attribute.HasField("g"):
+            if attribute.HasField("g"):
                 found |= _op_types(attribute.g)
             for sub in attribute.graphs:
                 found |= _op_types(sub)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import lifeline
 from ..environment import tool_versions
-from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, is_memory_error, normalise_message
+from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, first_line, is_memory_error, normalise_message
 from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress
 from ..results import Divergence, Fix, LoadResult, Result
 from ..spec import ModelSpec, SpecError
@@ -56,9 +56,9 @@ def classify(exc: BaseException, stage: str) -> Failure:
         return Failure(FailureKind.SPEC_ERROR, stage, normalise_message(str(exc)))
     if is_memory_error(exc):
         return Failure(FailureKind.OUT_OF_MEMORY, stage,
-                       normalise_message(f"{type(exc).__name__}: {exc}; {MEMORY_ADVICE}"))
+                       normalise_message(f"{first_line(exc)}; {MEMORY_ADVICE}"))
     return Failure(DEFAULT_KIND.get(Stage(stage), FailureKind.CRASH), stage,
-                   normalise_message(f"{type(exc).__name__}: {exc}"))
+                   normalise_message(first_line(exc)))
 
 
 @dataclass
