@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         return 128 + 15
     finally:
         lock.release()
-    ticker.close()
+    ticker.close(result.stage_seconds)
     print(format_result(result, settings))
     return 0 if result.passed else 1
 

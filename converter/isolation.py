@@ -3,6 +3,7 @@
 The child gets its own session (so the whole process group can be killed), its share of
 threads, a wall-clock timeout and a memory ceiling enforced by watching its resident
 memory: TensorFlow reserves huge virtual memory, so an address-space rlimit is useless.
+The child is forked from a preloaded process when it can be (forkserver.py), else spawned.
 The parent never imports torch or tensorflow.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 
 import psutil
 
+from . import forkserver
 from .environment import child_environment, tool_versions
 from .failures import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
@@ -29,8 +31,10 @@ POLL_SECONDS = 0.1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_rss(proc: psutil.Process | None) -> int:
     total = 0
+    if proc is None:
+        return 0
     try:
         members = [proc] + proc.children(recursive=True)
     except psutil.Error:
@@ -81,11 +85,13 @@ def _log_tail_mentions_memory(log: Path) -> bool:
 
 def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
                  on_start: Callable[[int], None] | None = None, command: list[str] | None = None,
-                 on_progress: Callable[[dict, float], None] | None = None) -> Result:
+                 on_progress: Callable[[dict, float], None] | None = None, preload: bool = True) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
 
-    `command` replaces the conversion child (tests use one-line children that crash, sleep or
-    eat memory, to check the classification in seconds, without torch)."""
+    The child is forked from the preloaded process (see forkserver.py) unless `preload` is
+    false or that process is unavailable; then it is spawned. `command` spawns another child
+    instead (tests use one-line children that crash, sleep or eat memory, to check the
+    classification in seconds, without torch)."""
     artifacts = Path(artifacts_dir)
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
@@ -93,11 +99,10 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / JOB_FILE
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process()).write(job_path)
-    command = command or [sys.executable, "-m", "converter.stages.pipeline", str(job_path)]
     start = time.monotonic()
+    child = _start_child(command, job_path.resolve(), (artifacts / "convert.log").resolve(), threads, preload)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None
-    returncode, ended_by, peak = _run_watched(command, artifacts / "convert.log", threads, limit_mb, timeout,
-                                              on_start, watch)
+    ended_by, peak = _watch(child, limit_mb, timeout, on_start, watch)
     seconds, peak_mb = time.monotonic() - start, peak / 2**20
     result_path = artifacts / RESULT_FILE
     # the child writes result.json atomically as its last act: trust it even if the
@@ -109,7 +114,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
         return result
     progress = read_progress(artifacts / PROGRESS_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)  # no child runs here any more (live.py reads it so)
-    failure = classify_death(returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
+    failure = classify_death(child.returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
                              limit_mb=limit_mb, timeout=timeout,
                              log_mentions_memory=_log_tail_mentions_memory(artifacts / "convert.log"))
     result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
@@ -120,35 +125,64 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     return result
 
 
-def _run_watched(command, log_path: Path, threads: int, limit_mb: float, timeout: float,
-                 on_start, watch) -> tuple[int, FailureKind | None, int]:
-    """Run the child in its own session, watching its tree's memory and the clock; the parent
-    kills the whole group when it ends, however it ends. Returns (returncode, why the parent
-    killed it or None, peak bytes)."""
-    start, peak, ended_by = time.monotonic(), 0, None
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=str(PROJECT_ROOT), env=child_environment(threads), start_new_session=True)
+class _Spawned:
+    """A child started from nothing, with the interface the watch uses (ForkedChild's)."""
+
+    def __init__(self, command: list[str], log_path: Path, threads: int):
+        with open(log_path, "wb") as log:
+            self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          cwd=str(PROJECT_ROOT), env=child_environment(threads),
+                                          start_new_session=True)
+        self.pid = self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def kill_group(self) -> None:
+        _kill_group(self.popen)
+
+
+def _start_child(command, job_path: Path, log_path: Path, threads: int, preload: bool):
+    if command is None and preload:
         try:
-            if on_start is not None:
-                on_start(popen.pid)
-            watched = psutil.Process(popen.pid)
-            while popen.poll() is None:
-                peak = max(peak, _tree_rss(watched))
-                if peak > limit_mb * 2**20:
-                    ended_by = FailureKind.OUT_OF_MEMORY
-                elif time.monotonic() - start > timeout:
-                    ended_by = FailureKind.TIMEOUT
-                if ended_by:
-                    break
-                if watch is not None:
-                    watch(time.monotonic() - start)
-                time.sleep(POLL_SECONDS)
-        finally:
-            # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else
-            # would stop it; this also reaps whatever the child left running in its group
-            _kill_group(popen)
-    return popen.returncode, ended_by, peak
+            return forkserver.launch(job_path, log_path, threads)
+        except forkserver.Unavailable:
+            pass  # spawning works everywhere; it only costs the imports
+    command = command or [sys.executable, "-m", "converter.stages.pipeline", str(job_path)]
+    return _Spawned(command, log_path, threads)
+
+
+def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[FailureKind | None, int]:
+    """Watch the child's tree's memory and the clock; the parent kills the whole group when
+    it ends, however it ends. Returns (why the parent killed it or None, peak bytes)."""
+    start, peak, ended_by = time.monotonic(), 0, None
+    try:
+        if on_start is not None:
+            on_start(child.pid)
+        try:
+            watched = psutil.Process(child.pid)
+        except psutil.NoSuchProcess:  # a forked child that ended at once was reaped already
+            watched = None
+        while child.poll() is None:
+            peak = max(peak, _tree_rss(watched))
+            if peak > limit_mb * 2**20:
+                ended_by = FailureKind.OUT_OF_MEMORY
+            elif time.monotonic() - start > timeout:
+                ended_by = FailureKind.TIMEOUT
+            if ended_by:
+                break
+            if watch is not None:
+                watch(time.monotonic() - start)
+            time.sleep(POLL_SECONDS)
+    finally:
+        # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else
+        # would stop it; this also reaps whatever the child left running in its group
+        child.kill_group()
+    return ended_by, peak
 
 
 def classify_death(returncode: int, ended_by: FailureKind | None, stage: str, *, peak_mb: float,

@@ -45,11 +45,11 @@ def _die_with_parent_on_linux(parent: int) -> None:
         _kill_own_group()
 
 
-def hold(guardians: list[int]) -> None:
-    """Called first thing in the child: die as soon as any guardian process is gone."""
+def hold(guardians: list[int], parent: int | None = None) -> None:
+    """Called first thing in the child: die as soon as its parent or any guardian process is gone."""
     if not guardians:
         return
-    _die_with_parent_on_linux(guardians[0])
+    _die_with_parent_on_linux(guardians[0] if parent is None else parent)
     watched = []
     for pid in guardians:
         try:

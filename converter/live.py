@@ -102,12 +102,14 @@ class StageTicker:
         self.model_id, self.timeout, self.fraction, self.stream = model_id, timeout, fraction, stream
         self.tty = stream.isatty() if tty is None else tty
         self.stage, self.stage_start, self.drawn, self.warned = None, 0.0, 0.0, False
+        self.announced: list[str] = []
 
     def __call__(self, progress: dict, elapsed: float) -> None:
         stage = progress.get("stage")
+        # a stage shorter than the watch's poll is never seen running: its seconds say it ran
+        self._announce_finished(progress.get("stage_seconds", {}))
         if stage and stage != self.stage:
-            if not self.tty:
-                self.stream.write(f"{self.model_id}: {stage} (after {elapsed:.1f} s)\n")
+            self._announce(stage, elapsed)
             self.stage, self.stage_start, self.warned = stage, elapsed, False
         if self.stage is None:
             return
@@ -121,10 +123,25 @@ class StageTicker:
             self.stream.write(f"\r\x1b[2K{self.model_id}: {self.stage} {in_stage:.0f} s (total {elapsed:.0f} s)")
         self.stream.flush()
 
+    def _announce(self, stage: str, elapsed: float) -> None:
+        if stage in self.announced:
+            return  # a known fix sends the conversion back to savedmodel once: one line is enough
+        self.announced.append(stage)
+        if not self.tty:
+            self.stream.write(f"{self.model_id}: {stage} (after {elapsed:.1f} s)\n")
+
+    def _announce_finished(self, stage_seconds: dict) -> None:
+        start = 0.0
+        for stage, seconds in stage_seconds.items():
+            self._announce(stage, start)
+            start += seconds
+
     def _line(self, text: str) -> None:
         self.stream.write(("\r\x1b[2K" if self.tty else "") + text + "\n")
 
-    def close(self) -> None:
+    def close(self, stage_seconds: dict | None = None) -> None:
+        """`stage_seconds`: the finished conversion's, to name the stages that ended unseen."""
+        self._announce_finished(stage_seconds or {})
         if self.tty:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()

@@ -111,7 +111,8 @@ def pytest_report_header(config):
             f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
             f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
             f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
-            f"timeout {s.timeout:g} s",
+            f"timeout {s.timeout:g} s; at most {s.max_conversions} at once on this machine"
+            f"{'' if s.preload else '; no preloaded process'}",
             f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
             f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
 
@@ -267,7 +268,8 @@ class ControllerReport:
         self.summary, self.gate = conclude(
             {m: r.to_dict() for m, r in self.rows.items()}, reports_dir=s.reports_dir, versions=tool_versions(),
             settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
-                      "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout},
+                      "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout,
+                      "max_conversions": s.max_conversions, "preload": s.preload},
             baseline=s.baseline, thresholds=s.thresholds,
             models_dirs=relative_dirs(s.models_dirs, self.config.rootpath), discovered=self._discovered(s),
             update=self.config.getoption("tflite_baseline_update"),

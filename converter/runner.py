@@ -14,6 +14,7 @@ from .isolation import run_isolated
 from .protocol import RESULT_FILE, write_bytes_atomic
 from .results import Result
 from .settings import Settings
+from .slots import conversion_slot
 
 
 def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None,
@@ -29,9 +30,10 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
         entry = cache.key(case.spec, settings.threads, settings.memory_limit_mb) if settings.cache_dir else None
         result = cache.restore(settings.cache_dir, entry, artifacts, case.model_id, str(case.path)) if entry else None
         if result is None:
-            result = run_isolated(case.spec, artifacts, threads=settings.threads,
-                                  memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
-                                  on_progress=on_progress)
+            with conversion_slot(settings.max_conversions):
+                result = run_isolated(case.spec, artifacts, threads=settings.threads,
+                                      memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
+                                      on_progress=on_progress, preload=settings.preload)
             if entry:
                 cache.store(settings.cache_dir, entry, result, artifacts)
     if result.passed:

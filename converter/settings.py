@@ -18,12 +18,13 @@ from typing import Iterable, Mapping
 
 import psutil
 
+from .slots import machine_slots
 from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
 MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)
-MEMORY_SHARE = 0.8  # of physical RAM, split among parallel workers
+MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at once
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
             "among workers)", limit="memory_limit_mb", cli=True),
     Setting("conversion_threads", "CPU threads of one conversion (default: the cores shared among workers)",
             limit="threads", cli=True, aliases=("cli:--threads", "env:TFLITE_HARNESS_THREADS")),
+    Setting("max_conversions", "conversions at once on this machine, shared by every worker and run (default: "
+            "the cores, fewer if memory is short); more workers than this wait for a free slot",
+            limit="threads", cli=True),
     Setting("slow_stage_fraction", "while it runs, name a model as slow once one of its stages has taken this "
             "fraction of its timeout", "0.5", limit="fraction", cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
@@ -83,6 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tflite_cache_dir", "where verified conversions are kept, so that an unchanged model is not "
             "converted again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
     Setting("no_cache", "convert every model, even an unchanged one (the cache is neither read nor written)",
+            switch=True, cli=True),
+    Setting("no_preload", "start every conversion child from scratch instead of forking it from a process that "
+            "has imported torch, TensorFlow and onnx2tf once (each model then pays 2-3 s of imports)",
             switch=True, cli=True),
     Setting("keep_intermediates", "keep every model's ONNX file and SavedModel (by default only a failed "
             "model keeps them, for diagnosis)", switch=True, cli=True),
@@ -108,6 +115,8 @@ class Settings:
     sources: dict  # setting -> where its value came from, for the report header
     cache_dir: Path | None = None  # None: --no-cache
     keep_intermediates: bool = False
+    preload: bool = True
+    max_conversions: int = 1
     slow_stage_fraction: float = 0.5
     status_interval: float = 10.0
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
@@ -233,9 +242,11 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
 
     shapes = checked("input_shape", lambda v: tuple(parse_shape(s) for s in _split(v)))
     thresholds = checked("regression_threshold", parse_thresholds)
+    slots = number("max_conversions") or machine_slots()
+    at_once = min(workers, slots)  # conversions that really run side by side share the machine
     memory = number("memory_limit_mb")
     if memory is None:
-        memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / workers
+        memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / at_once
     return Settings(
         models_dirs=tuple(base / d for d in _split(value("models_dir"))),
         tflite_dir=base / str(value("tflite_dir")),
@@ -243,12 +254,14 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         input_shapes=shapes,
         timeout=number("conversion_timeout"),
         memory_limit_mb=round(memory),
-        threads=number("conversion_threads") or max(1, (os.cpu_count() or 1) // workers),
+        threads=number("conversion_threads") or max(1, (os.cpu_count() or 1) // at_once),
         baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
         cache_dir=None if _truthy(value("no_cache")) else base / str(value("tflite_cache_dir")),
         keep_intermediates=_truthy(value("keep_intermediates")),
+        preload=not _truthy(value("no_preload")),
+        max_conversions=slots,
         slow_stage_fraction=number("slow_stage_fraction"),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),

@@ -62,12 +62,12 @@ def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m", name="net")
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
                            "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
-                           "--conversion-timeout", "30"], capture_output=True, text=True, cwd=ROOT)
+                           "--conversion-timeout", "8"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
               if line.startswith("net: ") and "(after" in line]
     assert stages == ["load", "export", "savedmodel", "tflite", "verify"]
-    assert "net: slow: still in savedmodel after" in proc.stderr  # onnx2tf takes over 1.5 s
+    assert "net: slow: still in savedmodel after" in proc.stderr  # onnx2tf takes over 0.4 s
     assert proc.stdout.startswith("net: PASS")  # progress goes to stderr; stdout stays the result
 
 
@@ -87,4 +87,5 @@ def test_the_batch_names_what_is_converting_and_what_is_slow_and_q_silences_it(h
     assert "[tflite]" not in quiet.stdout.str()
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
     assert "[tflite]" not in (harness.path / "junit.xml").read_text()
-    assert summary["models"]["slow"]["slowest_stage"].startswith("load ")  # the 4 s wait, twice
+    stage, seconds, _ = summary["models"]["slow"]["slowest_stage"].split()
+    assert stage in ("load", "export") and float(seconds) >= 4  # both run the model's 4 s forward pass

@@ -216,9 +216,11 @@ def _diagnose(c: Conversion) -> Divergence | None:
         return None
 
 
-def main(job_path: str) -> int:
+def main(job_path: str, parent: int | None = None) -> int:
+    """`parent`: the process that started this one, when it is not the first guardian (the
+    preloaded process that forked it, see forkserver.py)."""
     job = Job.read(Path(job_path))
-    lifeline.hold(job.guardians)
+    lifeline.hold(job.guardians, parent)
     offline.install()
     artifacts = Path(job.artifacts_dir)
     spec = ModelSpec.from_dict(job.spec)

@@ -1,0 +1,101 @@
+"""The preloaded process: imports torch, TensorFlow and onnx2tf once, then forks one child per model.
+
+    python -m converter.stages.forkserver PARENT_PID
+
+Reads one job per line on stdin (JSON: the job file, the log, the child's environment) and answers on stdout: `ready` once the
+imports are done, then `started PID` and `ended RETURNCODE` for each job. A forked child
+converts exactly as `python -m converter.stages.pipeline JOB.json` does: in its own session,
+its output in its log, ended by os._exit. So each model's memory is still released when its
+child exits and a crash still takes down that child alone; what a model no longer pays is the
+2-3 s of imports. The parent (converter/forkserver.py) falls back to spawning children
+whenever this process cannot be used.
+
+This process starts no thread and runs no torch or TensorFlow op: a fork copies only the
+calling thread, so a pool of threads or a lock held by one would be broken in every child.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+
+PR_SET_PDEATHSIG = 1
+
+
+def preload() -> None:
+    import numpy  # noqa: F401
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import tensorflow  # noqa: F401
+    import tf_keras  # noqa: F401
+    import torch  # noqa: F401
+
+    from . import deploy, diagnose, export, load, pipeline, tflite, verify  # noqa: F401
+    from .savedmodel import prepare_onnx2tf
+
+    prepare_onnx2tf()
+
+
+def _die_with(parent: int) -> None:
+    """Killed by the kernel the moment the process that started this one dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(70)
+
+
+def _child(job_path: str, log_path: str, env: dict, replies: int) -> None:
+    """In the forked child: become what `python -m converter.stages.pipeline` would be."""
+    status = 70
+    try:
+        os.environ.clear()  # the parent's environment of now, as a spawned child would get it
+        os.environ.update(env)
+        os.setsid()  # its own process group, which the parent kills as a whole
+        os.close(replies)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        from .pipeline import main
+
+        status = main(job_path, parent=os.getppid())
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+
+
+def serve(parent: int) -> None:
+    _die_with(parent)
+    replies = os.dup(1)  # the protocol's own descriptor: a library printing to stdout cannot garble it
+    os.dup2(2, 1)
+    preload()
+
+    def reply(text: str) -> None:
+        os.write(replies, (text + "\n").encode())
+
+    reply("ready")
+    for line in sys.stdin:
+        job = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(job["job"], job["log"], job["env"], replies)
+        reply(f"started {pid}")
+        _, status = os.waitpid(pid, 0)
+        reply(f"ended {os.waitstatus_to_exitcode(status)}")
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

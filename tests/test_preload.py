@@ -1,0 +1,119 @@
+"""The preloaded process and the machine's conversion slots, on real conversions and real
+processes: a forked child converts exactly as a spawned one, memory goes with each child,
+a dead preloaded process costs nothing but its imports, and no more conversions run at once
+than the machine has slots."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import psutil
+
+from converter import forkserver
+from converter.discovery import discover
+from converter.isolation import run_isolated
+from converter.slots import conversion_slot
+
+from . import builders
+from .test_trust import gone_within
+
+
+def _spec(folder):
+    (case,) = discover([folder])
+    return case.spec
+
+
+def _parent_of(pid: int, seen: list) -> None:
+    proc = psutil.Process(pid)
+    seen.append((pid, proc.ppid(), " ".join(psutil.Process(proc.ppid()).cmdline())))
+
+
+def test_a_forked_child_converts_exactly_as_a_spawned_one(tmp_path):
+    spec = _spec(builders.torchscript_cnn(tmp_path / "m").parent)
+    seen: list = []
+    forked = run_isolated(spec, tmp_path / "fork", threads=1, memory_limit_mb=4000,
+                          on_start=lambda pid: _parent_of(pid, seen))
+    spawned = run_isolated(spec, tmp_path / "spawn", threads=1, memory_limit_mb=4000, preload=False,
+                           on_start=lambda pid: _parent_of(pid, seen))
+    assert forked.passed and spawned.passed, (forked.failure, spawned.failure)
+    (_, fork_parent, fork_cmd), (_, spawn_parent, _) = seen
+    assert "converter.stages.forkserver" in fork_cmd and spawn_parent == os.getpid()
+    for name in ("drq_path", "fp32_path"):
+        assert open(getattr(forked.tflite, name), "rb").read() == open(getattr(spawned.tflite, name), "rb").read()
+    assert [c.max_abs_err for c in forked.verify.drq] == [c.max_abs_err for c in spawned.verify.drq]
+
+
+def test_each_forked_child_takes_its_memory_with_it(tmp_path):
+    spec = _spec(builders.torchscript_cnn(tmp_path / "m").parent)
+    run_isolated(spec, tmp_path / "warm", threads=1, memory_limit_mb=4000)  # the preloaded process exists now
+    server = psutil.Process(forkserver._servers[1].process.pid)
+    before = server.memory_info().rss
+    children = []
+    for i in range(2):
+        result = run_isolated(spec, tmp_path / f"a{i}", threads=1, memory_limit_mb=4000, on_start=children.append)
+        assert result.passed, result.failure
+    assert server.pid == forkserver._servers[1].process.pid, "one preloaded process serves every model"
+    assert not any(psutil.pid_exists(pid) for pid in children)
+    # each conversion peaked hundreds of MB above the preloaded process; none of it stayed there
+    assert server.memory_info().rss - before < 20 * 2**20
+
+
+def test_a_killed_preloaded_process_fails_one_model_and_the_next_converts(tmp_path):
+    folder = tmp_path / "m"
+    builders.factory_model(folder, "slow", builders.waiting_model_source(kill_parent=False), "slowness:waits", (1, 4))
+    slow, fine = _spec(folder), _spec(builders.torchscript_cnn(tmp_path / "n").parent)
+    pid_file = tmp_path / "child.pid"
+    os.environ["HARNESS_TEST_PID_FILE"] = str(pid_file)  # the forked child gets the environment of now
+    try:
+        def kill_server_once_busy(pid):
+            deadline = time.monotonic() + 120
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            os.kill(psutil.Process(pid).ppid(), signal.SIGKILL)
+
+        first = run_isolated(slow, tmp_path / "a", threads=1, memory_limit_mb=4000, on_start=kill_server_once_busy)
+    finally:
+        del os.environ["HARNESS_TEST_PID_FILE"]
+    assert first.failure.kind.value == "crash" and "SIGKILL" in first.failure.message, first.failure
+    assert gone_within(int(pid_file.read_text()), 10), "the child outlived its preloaded process"
+    second = run_isolated(fine, tmp_path / "b", threads=1, memory_limit_mb=4000)
+    assert second.passed, second.failure
+
+
+def _hold_a_slot(folder, count, log, seconds):
+    with conversion_slot(count, folder):
+        log.put(("in", time.monotonic()))
+        time.sleep(seconds)
+        log.put(("out", time.monotonic()))
+
+
+def test_no_more_conversions_run_at_once_than_the_machine_has_slots(tmp_path):
+    log = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_hold_a_slot, args=(tmp_path, 2, log, 1.0))
+             for _ in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    events = sorted(log.get(timeout=5) for _ in range(10))
+    events.sort(key=lambda e: e[1])
+    running = peak = 0
+    for kind, _ in events:
+        running += 1 if kind == "in" else -1
+        peak = max(peak, running)
+    assert peak == 2  # five holders, two at a time: neither fewer (a lost slot) nor more
+
+
+def test_a_slot_held_by_a_killed_process_is_free_again(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    log = ctx.Queue()
+    holder = ctx.Process(target=_hold_a_slot, args=(tmp_path, 1, log, 600))
+    holder.start()
+    assert log.get(timeout=60)[0] == "in"
+    holder.kill()  # as the out-of-memory killer would kill a worker
+    holder.join()
+    start = time.monotonic()
+    with conversion_slot(1, tmp_path):
+        assert time.monotonic() - start < 5
