@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 class Fix:
     """A known fix the pipeline applied by itself (and verified like everything else)."""
 
-    name: str    # flatten_outputs | pseudo_ops | pt2_legacy_trace
+    name: str    # flatten_outputs | pseudo_ops | pt2_legacy_trace | onnx2tf_mode
     detail: str  # e.g. "erf", or "dict -> out, aux"
     reason: str  # why it was needed, for the report
 
@@ -104,6 +104,7 @@ class SavedModelResult:
     output_names: tuple[tuple[str, str], ...]
     seconds: float
     pseudo_ops: tuple[str, ...] = ()
+    onnx2tf_mode: str = "fast"  # which of savedmodel.ONNX2TF_MODES converted it
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,45 @@ def diverging():
     assert before and all(r["range_rel_err"] is None or r["range_rel_err"] <= 1e-4 for r in before)
 
 
+LSTM_SOURCE = """
+import torch
+class Tagger(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+def tagger():
+    return Tagger()
+"""
+
+
+def test_a_graph_that_needs_onnxsim_is_converted_in_the_next_onnx2tf_mode(tmp_path):
+    """onnx2tf's fast mode skips onnxsim, which an LSTM's graph needs: the harness converts it
+    again with onnxsim, verifies it and says so; without fixes onnx2tf runs with its defaults."""
+    model = builders.factory_model(tmp_path / "m", "lstm", LSTM_SOURCE, "taggers:tagger", (1, 6, 8))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    assert [f.label for f in result.fixes] == ["onnx2tf_mode:simplified"]
+    assert result.fixes[0].reason.startswith("in onnx2tf's fast mode savedmodel failed: onnx2tf: ")
+    assert result.savedmodel.onnx2tf_mode == "simplified"
+    model.with_suffix(".toml").write_text("auto_fixes = false\n" + model.with_suffix(".toml").read_text())
+    plain = convert(tmp_path, model)
+    assert plain.passed and plain.fixes == () and plain.savedmodel.onnx2tf_mode == "defaults"
+
+
+def test_a_float32_mismatch_in_a_cheap_mode_is_converted_again_with_the_defaults(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m")
+    result = convert(tmp_path, model)
+    assert result.passed and result.savedmodel.onnx2tf_mode == "fast" and result.fixes == ()
+    diverging = convert(tmp_path, ROOT / "model_cases" / "examples" / "diverging_pool.pt")
+    assert [f.label for f in diverging.fixes] == ["onnx2tf_mode:defaults"]
+    assert diverging.fixes[0].reason == "in onnx2tf's fast mode the float32 TFLite outputs differed from ONNX's"
+    assert diverging.savedmodel.onnx2tf_mode == "defaults"  # still wrong there: diagnosed in that mode
+    assert diverging.failure.kind is FailureKind.NUMERIC_MISMATCH and diverging.divergence is not None
+
+
 def test_fixes_reach_junit_the_summaries_and_the_baseline(harness):
     models = harness.path / "models"
     builders.factory_model(models, "trig", TRIG_SOURCE, "trigs:trig", (1, 8))

@@ -152,12 +152,18 @@ def test_memory_ceiling_kills_the_child(tmp_path):
     assert not (tmp_path / "out" / "cnn.tflite").exists()
 
 
-def test_timeout_kills_the_child(tmp_path):
-    model = builders.torchscript_cnn(tmp_path / "m", toml="timeout = 2\n[[inputs]]\nshape = [1, 3, 16, 16]\n")
+def test_timeout_kills_the_child(tmp_path, monkeypatch):
+    model = builders.factory_model(tmp_path / "m", "slow", builders.waiting_model_source(kill_parent=False),
+                                   "slowness:waits", (1, 4))
+    model.with_suffix(".toml").write_text("timeout = 2\n" + model.with_suffix(".toml").read_text())
+    monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(tmp_path / "pid"))
     result = convert(tmp_path, model)
     assert result.failure.kind is FailureKind.TIMEOUT
-    assert "2 s timeout" in result.failure.message
+    assert "2 s timeout (still in load)" in result.failure.message
     assert result.seconds < 30
+    import psutil
+
+    assert not psutil.pid_exists(int((tmp_path / "pid").read_text()))
 
 
 def test_native_crash_is_classified_with_its_signal(tmp_path):

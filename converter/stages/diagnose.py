@@ -46,7 +46,7 @@ def _node_errors(captured: dict, producers: dict) -> list[NodeError]:
 
 
 def first_divergence(onnx_path: Path, input_names, arrays, input_perms, keep, pseudo_ops,
-                     tolerance: float, work_dir: Path) -> Divergence:
+                     tolerance: float, work_dir: Path, mode: str = "fast") -> Divergence:
     converter = prepare_onnx2tf()
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / "onnx2tf_input.onnx"
@@ -67,7 +67,7 @@ def first_divergence(onnx_path: Path, input_names, arrays, input_perms, keep, ps
     converter.onnx_tf_tensor_validation = keep_results
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its colour table; the numbers are kept below
-            converter.convert(**onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops),
+            converter.convert(**onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops, mode),
                               check_onnx_tf_outputs_elementwise_close_full=True,
                               custom_input_op_name_np_data_path=custom)
     finally:

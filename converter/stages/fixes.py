@@ -47,6 +47,10 @@ def pseudo_ops_for_flex(flex_ops: tuple[str, ...], already: tuple[str, ...]) -> 
                  for op in sorted(set(flex_ops)) if op in PSEUDO_OPS and PSEUDO_OPS[op] not in already)
 
 
+def onnx2tf_mode_fix(mode: str, previous: str, reason: str) -> Fix:
+    return Fix("onnx2tf_mode", mode, f"in onnx2tf's {previous} mode {reason}")
+
+
 def flatten_fix(kind: str, names: tuple[str, ...]) -> Fix:
     return Fix("flatten_outputs", f"{kind} -> {', '.join(names)}",
                f"the model returns a {kind}; ONNX and TFLite outputs are a flat list of tensors")

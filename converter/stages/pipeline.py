@@ -20,7 +20,7 @@ from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress
 from ..results import Divergence, Fix, LoadResult, Result
 from ..spec import ModelSpec, SpecError
 from . import offline
-from .fixes import flatten_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
+from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
 
 DEFAULT_KIND = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
                 Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
@@ -107,17 +107,43 @@ def _export(c: Conversion) -> None:
     c.fixes += c.done["export"].fixes
 
 
-def _tensorflow(c: Conversion) -> None:
-    c.done["savedmodel"], c.done["tflite"], fixes = tensorflow_stages(
-        c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts)
+# what onnx2tf's cheaper modes can cause: a failed conversion, or ops left for Flex that
+# onnxsim's constant folding would have turned into builtins (BERT's SplitV)
+RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS)
+NEXT_MODE = {"fast": "simplified", "simplified": "defaults"}
+
+
+def _tensorflow(c: Conversion, mode: str | None = None) -> None:
+    mode = mode or ("fast" if c.spec.auto_fixes else "defaults")  # no fixes: onnx2tf as it comes
+    try:
+        c.done["savedmodel"], c.done["tflite"], fixes = tensorflow_stages(
+            c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode)
+    except ConversionError as exc:
+        if mode not in NEXT_MODE or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
+            raise
+        traceback.print_exc()  # the first attempt's reason stays in the log
+        reason = f"{c.progress.stage} failed: {exc.message.split(';')[0][:200]}"
+        c.fixes.append(onnx2tf_mode_fix(NEXT_MODE[mode], mode, reason))
+        return _tensorflow(c, NEXT_MODE[mode])
     c.fixes += fixes
 
 
 def _verify(c: Conversion) -> None:
     from .verify import verdict, verify
 
-    c.done["verify"] = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"], c.done["tflite"], c.threads)
-    problem = verdict(c.done["export"], c.done["verify"], c.done["tflite"], c.spec.allow_flex)
+    def check() -> ConversionError | None:
+        c.done["verify"] = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"], c.done["tflite"], c.threads)
+        return verdict(c.done["export"], c.done["verify"], c.done["tflite"], c.spec.allow_flex)
+
+    problem = check()
+    mode = c.done["savedmodel"].onnx2tf_mode
+    if problem is not None and _conversion_diverged(problem, c.done) and c.spec.auto_fixes and mode != "defaults":
+        # the accuracy search that only the defaults run exists to choose transpositions right
+        print(f"--- {problem.message}: converting again with onnx2tf's defaults", file=sys.stderr)
+        c.fixes.append(onnx2tf_mode_fix("defaults", mode, "the float32 TFLite outputs differed from ONNX's"))
+        _tensorflow(c, "defaults")
+        c.progress.start(Stage.VERIFY.value)
+        problem = check()
     if problem is not None and _conversion_diverged(problem, c.done):
         c.divergence = _diagnose(c)
         if c.divergence is not None:
@@ -168,7 +194,7 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 
 
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
-                      artifacts: Path, *, read_graph: bool = True):
+                      artifacts: Path, *, read_graph: bool = True, mode: str = "fast"):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
@@ -183,7 +209,7 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
         pseudo += tuple(f.detail for f in fixes if f.detail not in pseudo)
         progress.start(Stage.SAVEDMODEL.value)
         saved = to_savedmodel(spec, Path(export.onnx_path), input_names, export.input_shapes, output_names,
-                              artifacts, pseudo_ops=pseudo)
+                              artifacts, pseudo_ops=pseudo, mode=mode)
         progress.start(Stage.TFLITE.value)
         try:
             return saved, to_tflite(spec, Path(saved.path), artifacts), fixes
@@ -209,7 +235,7 @@ def _diagnose(c: Conversion) -> Divergence | None:
     try:
         return first_divergence(Path(export.onnx_path), c.input_names, c.arrays, saved.input_perms,
                                 kept_layout_inputs(c.spec, c.input_names, export.input_shapes), saved.pseudo_ops,
-                                tolerance, c.artifacts / "diagnosis")
+                                tolerance, c.artifacts / "diagnosis", mode=saved.onnx2tf_mode)
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the per-node diagnosis failed:", file=sys.stderr)
         traceback.print_exc()
