@@ -4,10 +4,14 @@ a dead preloaded process costs nothing but its imports, and no more conversions 
 than the machine has slots."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -17,7 +21,10 @@ from converter.isolation import run_isolated
 from converter.slots import conversion_slot
 
 from . import builders
+from .conftest import run
 from .test_trust import gone_within
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _spec(folder):
@@ -117,3 +124,33 @@ def test_a_slot_held_by_a_killed_process_is_free_again(tmp_path):
     start = time.monotonic()
     with conversion_slot(1, tmp_path):
         assert time.monotonic() - start < 5
+
+
+def test_the_batch_flags_for_preloading_and_slots_are_taken_and_shown(harness):
+    for name in ("a_net", "b_net"):
+        builders.torchscript_cnn(harness.path / "models", name=name)
+    result = run(harness, "--models-dir", "models", "--no-preload", "--max-conversions", "1", "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*timeout 600 s; at most 1 at once on this machine; no preloaded process"])
+    settings = json.loads((harness.path / "reports" / "summary.json").read_text())["settings"]
+    assert settings["max_conversions"] == 1 and settings["preload"] is False
+    bad = run(harness, "--models-dir", "models", "--max-conversions", "0")
+    assert bad.ret == 4 and "max_conversions from --max-conversions must be" in bad.stderr.str()
+
+
+def test_the_benchmark_measures_one_model_against_the_original_workflow(tmp_path):
+    """The benchmark is an entry point: one real run on the smallest benchmark model (figures
+    only; its numbers are not judged here)."""
+    out = tmp_path / "benchmark.json"
+    proc = subprocess.run([sys.executable, "benchmarks/benchmark.py", "--only", "mobilenet_v3_small", "--skip-batch",
+                           "--work", str(tmp_path / "work"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    row = report["models"]["mobilenet_v3_small"]
+    assert row["harness"]["ok"] and row["original"]["ok"], row
+    assert row["original"]["peak_rss_mb"]["min"] > 0 and row["harness"]["runs"][0]["stages_s"]["savedmodel"] > 0
+    assert report["machine"]["cores"] and "fixed cost per model" in proc.stdout
+    help_text = subprocess.run([sys.executable, "benchmarks/benchmark.py", "--help"], cwd=ROOT,
+                               capture_output=True, text=True).stdout
+    assert "--skip-original" in help_text and "reports/benchmark.json" in help_text
