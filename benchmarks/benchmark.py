@@ -1,6 +1,6 @@
 """Speed and memory of the harness against the workflow it replaces, in one run on one machine.
 
-    .venv/bin/python benchmarks/benchmark.py [--repeat R] [--skip-original] [--skip-batch] [--out FILE]
+    .venv/bin/python benchmarks/benchmark.py [--repeat R] [--original-repeat R] [--skip-original] [--skip-batch]
 
 Builds the benchmark models in code (fixed seeds: ResNet-18-, MobileNetV3-small-, ConvNeXt-tiny-
 and BERT-shaped), then measures and prints, and writes to reports/benchmark.json:
@@ -132,7 +132,9 @@ def pytest_batch(work: Path, models_dir: Path, workers: int, *, cache: Path | No
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=1, help="repetitions of each per-model measurement")
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions of each harness measurement")
+    parser.add_argument("--original-repeat", type=int, default=1, help="repetitions of the original workflow "
+                        "per model (minutes each)")
     parser.add_argument("--skip-original", action="store_true", help="measure the harness only")
     parser.add_argument("--skip-batch", action="store_true", help="no pytest batch runs")
     parser.add_argument("--only", action="append", metavar="MODEL", help="measure only this benchmark model "
@@ -176,7 +178,7 @@ def main() -> int:
         harness = summarise([run_harness(case, settings) for _ in range(args.repeat)])
         row = {"harness": harness}
         if not args.skip_original:
-            original = summarise([run_original(case, work) for _ in range(args.repeat)])
+            original = summarise([run_original(case, work) for _ in range(args.original_repeat)])
             row["original"] = original
             row["ratio"] = {"wall": round(harness["wall_s"]["median"] / original["wall_s"]["median"], 3),
                             "rss": round(harness["peak_rss_mb"]["median"] / original["peak_rss_mb"]["median"], 3)}

@@ -6,6 +6,10 @@ can say where a killed child was.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import dataclasses
+import gc
 import os
 import sys
 import time
@@ -25,6 +29,14 @@ from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_op
 DEFAULT_KIND = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
                 Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
                 Stage.VERIFY: FailureKind.TFLITE_ERROR}
+
+
+def release_memory() -> None:
+    """Free what the last stage dropped, and hand glibc's free pages back to the system: the
+    next stage's peak then starts from what is really still in use."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def peak_rss_mb() -> float:
@@ -105,6 +117,9 @@ def _export(c: Conversion) -> None:
     c.done["export"] = export_onnx(c.spec, c.loaded, c.arrays, c.reference, c.artifacts / "model.onnx",
                                    c.output_names, c.threads, flatten=c.flatten)
     c.fixes += c.done["export"].fixes
+    # nothing after this needs the PyTorch model: its weights would count in TFLite's peak
+    c.loaded = dataclasses.replace(c.loaded, module=None)
+    release_memory()
 
 
 # what onnx2tf's cheaper modes can cause: a failed conversion, or ops left for Flex that
@@ -210,6 +225,7 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
         progress.start(Stage.SAVEDMODEL.value)
         saved = to_savedmodel(spec, Path(export.onnx_path), input_names, export.input_shapes, output_names,
                               artifacts, pseudo_ops=pseudo, mode=mode)
+        release_memory()  # onnx2tf's graph and the Keras model, before TFLite's own copies
         progress.start(Stage.TFLITE.value)
         try:
             return saved, to_tflite(spec, Path(saved.path), artifacts), fixes

@@ -109,6 +109,10 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     in_keys, out_keys = signature_keys(input_names, "input"), signature_keys(output_names, "output")
     path = work_dir / "saved_model"
     _write_savedmodel(model, in_keys, out_keys, path)
+    del model
+    import tf_keras
+
+    tf_keras.backend.clear_session()  # Keras's global graph state keeps every layer alive otherwise
     copy.unlink(missing_ok=True)
     return SavedModelResult(
         path=str(path), layout=spec.layout,

@@ -5,6 +5,7 @@ Builtin ops only unless the spec allows Flex (SELECT_TF_OPS), which then gets re
 """
 from __future__ import annotations
 
+import gc
 import re
 import time
 from pathlib import Path
@@ -42,10 +43,11 @@ def flex_ops_of(model: bytes) -> tuple[str, ...]:
 
 def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult:
     start = time.perf_counter()
-    models = {}
+    sizes, flex = {}, ()
+    paths = {label: out_dir / f"model_{label}.tflite" for label in ("fp32", "drq")}
     for label, quantize in (("fp32", False), ("drq", True)):
         try:
-            models[label] = _convert(saved_model, quantize=quantize, allow_flex=spec.allow_flex)
+            model = _convert(saved_model, quantize=quantize, allow_flex=spec.allow_flex)
         except Exception as exc:
             reraise_if_memory(exc)
             text = str(exc)
@@ -59,11 +61,12 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult
             lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines() or [""]
             raise ConversionError(FailureKind.TFLITE_ERROR,
                                   f"TFLiteConverter ({label}): {type(exc).__name__}: {lines[0].strip()}") from exc
-    paths = {label: out_dir / f"model_{label}.tflite" for label in models}
-    for label, data in models.items():
-        write_bytes_atomic(paths[label], data)
+        write_bytes_atomic(paths[label], model)  # on disk, not in memory during the next conversion
+        sizes[label] = len(model)
+        flex = flex_ops_of(model) if label == "drq" else ()
+        del model
+        gc.collect()
     return TFLiteResult(
         drq_path=str(paths["drq"]), fp32_path=str(paths["fp32"]),
-        drq_bytes=len(models["drq"]), fp32_bytes=len(models["fp32"]),
-        flex_ops=flex_ops_of(models["drq"]),
+        drq_bytes=sizes["drq"], fp32_bytes=sizes["fp32"], flex_ops=flex,
         seconds=time.perf_counter() - start)
