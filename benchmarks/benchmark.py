@@ -87,14 +87,21 @@ def run_original(case, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     memory = PeakMemory()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "original_workflow.py"), str(case.path),
-                             str(out), *shapes_of(case)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    memory.watch(proc.pid)
-    stdout, _ = proc.communicate()
+    out.mkdir(parents=True)
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "original_workflow.py"), str(case.path),
+                                 str(out), *shapes_of(case)], stdout=subprocess.PIPE, stderr=log,
+                                text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        memory.watch(proc.pid)
+        stdout, _ = proc.communicate()
     wall, peak = time.perf_counter() - start, memory.stop()
-    detail = json.loads(stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "ok": proc.returncode == 0, **detail}
+    row = {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "ok": proc.returncode == 0}
+    if proc.returncode == 0:
+        return {**row, **json.loads(stdout.strip().splitlines()[-1])}
+    # as its users saw it: the last line that names an error (Erf without Flex, for instance)
+    errors = [ln.strip() for ln in (out / "log.txt").read_text(errors="replace").splitlines()
+              if "error" in ln.lower() and ln.strip()]
+    return {**row, "failure": (errors[-1] if errors else f"exit status {proc.returncode}")[:300]}
 
 
 def run_harness(case, settings) -> dict:
@@ -190,12 +197,17 @@ def main() -> int:
         print(f"{case.model_id:<20}{o['wall_s']['median']:>11.1f}{o['peak_rss_mb']['median']:>7.0f}"
               f"{harness['wall_s']['median']:>11.1f}{harness['peak_rss_mb']['median']:>7.0f}"
               f"{r['wall']:>8.2f}{r['rss']:>7.2f}  " + " ".join(f"{stages.get(s, 0):>10.1f}" for s in STAGES)
-              + ("" if harness["ok"] else f"  FAILED {harness['runs'][0]['failure']}"))
+              + ("" if harness["ok"] else f"  harness FAILED {harness['runs'][0]['failure']}")
+              + ("" if row.get("original", {"ok": True})["ok"] else
+                 f"  original FAILED after {o['wall_s']['median']:.0f} s: {row['original']['runs'][0]['failure']}"))
     if not args.skip_original:
-        originals = sum(m["original"]["wall_s"]["median"] for m in report["models"].values())
-        harnesses = sum(m["harness"]["wall_s"]["median"] for m in report["models"].values())
-        report["ratio_all_models"] = round(harnesses / originals, 3)
-        print(f"{'all':<20}{originals:>11.1f}{'':>7}{harnesses:>11.1f}{'':>7}{harnesses / originals:>8.2f}")
+        both = [m for m in report["models"].values() if m["original"]["ok"] and m["harness"]["ok"]]
+        originals = sum(m["original"]["wall_s"]["median"] for m in both)
+        harnesses = sum(m["harness"]["wall_s"]["median"] for m in both)
+        if both:
+            report["ratio_models_both_converted"] = round(harnesses / originals, 3)
+            print(f"{'(both converted)':<20}{originals:>11.1f}{'':>7}{harnesses:>11.1f}{'':>7}"
+                  f"{harnesses / originals:>8.2f}  ({len(both)} of {len(report['models'])} models)")
 
     if not args.skip_batch:
         batch = report["batch"] = {}
