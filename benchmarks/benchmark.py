@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -98,10 +99,18 @@ def run_original(case, work: Path) -> dict:
     row = {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "ok": proc.returncode == 0}
     if proc.returncode == 0:
         return {**row, **json.loads(stdout.strip().splitlines()[-1])}
-    # as its users saw it: the last line that names an error (Erf without Flex, for instance)
-    errors = [ln.strip() for ln in (out / "log.txt").read_text(errors="replace").splitlines()
-              if "error" in ln.lower() and ln.strip()]
-    return {**row, "failure": (errors[-1] if errors else f"exit status {proc.returncode}")[:300]}
+    (out / "stdout.txt").write_text(stdout)  # onnx2tf prints its errors there, then exits 1
+    return {**row, "failure": _why(stdout + (out / "log.txt").read_text(errors="replace"), proc.returncode)}
+
+
+def _why(log: str, status: int) -> str:
+    """The cause a user of the original workflow would find in its output."""
+    flex = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", log)))
+    if flex:
+        return f"TFLite builtins lack {', '.join(flex)} (the original workflow has no fix for it)"
+    errors = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in log.splitlines()
+              if "error" in ln.lower() and not ln.startswith(("W0000", "E0000"))]
+    return (errors[-1] if errors else f"exit status {status}")[:300]
 
 
 def run_harness(case, settings) -> dict:

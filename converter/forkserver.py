@@ -39,7 +39,12 @@ class Forkserver:
             [sys.executable, "-m", "converter.stages.forkserver", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(PROJECT_ROOT),
             env=child_environment(threads), start_new_session=True)
-        if self._answer(READY_SECONDS) != "ready":
+        try:
+            ready = self._answer(READY_SECONDS) == "ready"
+        except BaseException:  # Ctrl-C while it imports: it must not outlive the wait
+            self.close()
+            raise
+        if not ready:
             self.close()
             raise Unavailable("the preloaded process did not start")
 

@@ -18,7 +18,7 @@ from typing import Callable, TextIO
 
 import psutil
 
-from .protocol import JOB_FILE, PROGRESS_FILE
+from .protocol import JOB_FILE, PROGRESS_FILE, WAITING_FILE
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,25 @@ def running_conversions(artifacts_dir: Path, now: float | None = None, since: fl
     return found
 
 
-def status_line(done: int, total: int | None, running: list[Running], fraction: float) -> str:
+def waiting_conversions(artifacts_dir: Path, since: float = 0.0) -> int:
+    """Models of this run waiting for one of the machine's conversion slots."""
+    count = 0
+    for marker in Path(artifacts_dir).glob(f"*/{WAITING_FILE}"):
+        try:
+            guardians = json.loads(marker.read_text())["guardians"]
+            count += marker.stat().st_mtime >= since and all(psutil.pid_exists(p) for p in guardians)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return count
+
+
+def status_line(done: int, total: int | None, running: list[Running], fraction: float, waiting: int = 0) -> str:
     head = f"[tflite] {done}/{total} done" if total else f"[tflite] {done} done"
-    if not running:
-        return head
-    return f"{head}; converting: " + ", ".join(r.describe(fraction) for r in running)
+    if running:
+        head += "; converting: " + ", ".join(r.describe(fraction) for r in running)
+    if waiting:  # more workers than the machine's slots (--max-conversions)
+        head += f"; {waiting} waiting for a conversion slot"
+    return head
 
 
 class StatusThread:
@@ -103,8 +117,14 @@ class StageTicker:
         self.tty = stream.isatty() if tty is None else tty
         self.stage, self.stage_start, self.drawn, self.warned = None, 0.0, 0.0, False
         self.announced: list[str] = []
+        self.waited = False
 
     def __call__(self, progress: dict, elapsed: float) -> None:
+        if progress.get("waiting"):  # for one of the machine's conversion slots (another run holds them)
+            if not self.waited:
+                self.waited = True
+                self._line(f"{self.model_id}: waiting for a conversion slot (--max-conversions)")
+            return
         stage = progress.get("stage")
         # a stage shorter than the watch's poll is never seen running: its seconds say it ran
         self._announce_finished(progress.get("stage_seconds", {}))

@@ -21,6 +21,7 @@ from pathlib import Path
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "result.json"
+WAITING_FILE = "waiting.json"  # a model waiting for one of the machine's conversion slots (slots.py)
 
 
 @dataclass(frozen=True)

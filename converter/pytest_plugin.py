@@ -19,7 +19,7 @@ from .discovery import discover
 from .environment import tool_versions
 from .failures import FailureKind, Stage
 from .lifeline import terminate_on_sigterm
-from .live import StatusThread, running_conversions, status_line
+from .live import StatusThread, running_conversions, status_line, waiting_conversions
 from .output_folders import OutputsError, prepare
 from .results import Result
 from .rows import Outcome, SummaryRow
@@ -33,6 +33,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
 LOCK_KEY = pytest.StashKey[object]()
+CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
 
 
 def pytest_addoption(parser):
@@ -55,6 +56,17 @@ def _workers(config) -> int:
     if n in (None, 0):
         return 1
     return n if isinstance(n, int) else (os.cpu_count() or 1)
+
+
+def _cap_workers(config, slots: int) -> None:
+    """No more local xdist workers than the machine's conversion slots: a worker beyond them
+    would only wait for a slot, and pay its own preloaded process (6 s of imports, 0.7 GB) to
+    do so. Run by the controller before xdist starts its workers."""
+    tx = getattr(config.option, "tx", None) or []
+    if len(tx) > slots and all(spec == "popen" for spec in tx):
+        config.stash[CAPPED_KEY] = len(tx)
+        config.option.tx = tx[:slots]
+        config.option.numprocesses = slots
 
 
 def _settings(config) -> Settings:
@@ -82,6 +94,7 @@ def pytest_configure(config):
     terminate_on_sigterm()  # a cancelled CI job ends like Ctrl-C: children killed, summaries written
     if hasattr(config, "workerinput"):
         return
+    _cap_workers(config, settings.max_conversions)
     for note in settings.deprecations:  # old spellings still work for one release
         config.issue_config_time_warning(pytest.PytestDeprecationWarning(note), stacklevel=2)
     missing = [str(d) for d in settings.models_dirs if not d.exists()]
@@ -107,14 +120,18 @@ def pytest_unconfigure(config):
 def pytest_report_header(config):
     s = config.stash[SETTINGS_KEY]
     versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items())
-    return [f"tflite harness: {versions}",
-            f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
-            f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
-            f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
-            f"timeout {s.timeout:g} s; at most {s.max_conversions} at once on this machine"
-            f"{'' if s.preload else '; no preloaded process'}",
-            f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
-            f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
+    lines = [f"tflite harness: {versions}",
+             f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
+             f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
+             f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
+             f"timeout {s.timeout:g} s; at most {s.max_conversions} at once on this machine"
+             f"{'' if s.preload else '; no preloaded process'}"]
+    capped = config.stash.get(CAPPED_KEY, None)
+    lines += [f"workers: -n {capped} capped at {s.max_conversions}: more would only wait for a conversion "
+              "slot (--max-conversions)"] if capped else []
+    return lines + [
+        f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
+        f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
 
 
 def pytest_generate_tests(metafunc):
@@ -221,18 +238,19 @@ class ControllerReport:
         """For a plain run: the conversion's watch loop calls this, in the main thread."""
         if not self._wants_status():
             return None
-        interval, last = self.config.stash[SETTINGS_KEY].status_interval, [0.0]
+        interval, last = self.config.stash[SETTINGS_KEY].status_interval, [time.monotonic()]
 
-        def tick(_progress: dict, elapsed: float) -> None:
-            if elapsed - last[0] >= interval:
-                last[0] = elapsed
+        def tick(_progress: dict, _elapsed: float) -> None:  # also while waiting for a conversion slot
+            if time.monotonic() - last[0] >= interval:
+                last[0] = time.monotonic()
                 self.write_status()
         return tick
 
     def _status_line(self) -> str:
         s = self.config.stash[SETTINGS_KEY]
         return status_line(len(self.rows), len(self._expected) or None,
-                           running_conversions(s.artifacts_dir, since=self._started - 1), s.slow_stage_fraction)
+                           running_conversions(s.artifacts_dir, since=self._started - 1), s.slow_stage_fraction,
+                           waiting_conversions(s.artifacts_dir, since=self._started - 1))
 
     def pytest_collection_finish(self, session):
         self._expected |= {item.nodeid for item in session.items if "model_case" in getattr(item, "fixturenames", ())}

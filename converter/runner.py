@@ -11,7 +11,8 @@ from .discovery import Case
 from .environment import tool_versions
 from .failures import FailureKind, Stage
 from .isolation import run_isolated
-from .protocol import RESULT_FILE, write_bytes_atomic
+from .lifeline import guardians_of_this_process
+from .protocol import RESULT_FILE, WAITING_FILE, write_bytes_atomic, write_json_atomic
 from .results import Result
 from .settings import Settings
 from .slots import conversion_slot
@@ -30,7 +31,17 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
         entry = cache.key(case.spec, settings.threads, settings.memory_limit_mb) if settings.cache_dir else None
         result = cache.restore(settings.cache_dir, entry, artifacts, case.model_id, str(case.path)) if entry else None
         if result is None:
-            with conversion_slot(settings.max_conversions):
+            waiting = artifacts / WAITING_FILE
+
+            def note_waiting(seconds: float) -> None:
+                if not waiting.exists():  # the batch's status line counts these
+                    artifacts.mkdir(parents=True, exist_ok=True)
+                    write_json_atomic(waiting, {"model_id": case.model_id, "guardians": guardians_of_this_process()})
+                if on_progress is not None:
+                    on_progress({"waiting": True}, seconds)
+
+            with conversion_slot(settings.max_conversions, on_wait=note_waiting):
+                waiting.unlink(missing_ok=True)
                 result = run_isolated(case.spec, artifacts, threads=settings.threads,
                                       memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
                                       on_progress=on_progress, preload=settings.preload)

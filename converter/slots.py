@@ -35,13 +35,14 @@ def machine_slots() -> int:
 
 @contextlib.contextmanager
 def conversion_slot(count: int, folder: Path | None = None,
-                    on_wait: Callable[[], None] | None = None) -> Iterator[int]:
-    """Hold one of `count` slots for the body; waits (polling) while all are taken."""
+                    on_wait: Callable[[float], None] | None = None) -> Iterator[int]:
+    """Hold one of `count` slots for the body; waits (polling) while all are taken, calling
+    `on_wait` with the seconds waited so far at each poll."""
     folder = folder or default_folder()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     first = os.getpid() % count  # waiting processes try different slots first
     order = [(first + i) % count for i in range(count)]
-    waited = False
+    start = time.monotonic()
     while True:
         for index in order:
             lock = FileLock(folder / f"slot-{index}.lock", preserve_lock_file=True)  # no unlink races
@@ -54,7 +55,6 @@ def conversion_slot(count: int, folder: Path | None = None,
             finally:
                 lock.release()
             return
-        if not waited and on_wait is not None:
-            on_wait()
-        waited = True
+        if on_wait is not None:
+            on_wait(time.monotonic() - start)
         time.sleep(POLL_SECONDS)

@@ -131,7 +131,9 @@ def test_the_batch_flags_for_preloading_and_slots_are_taken_and_shown(harness):
         builders.torchscript_cnn(harness.path / "models", name=name)
     result = run(harness, "--models-dir", "models", "--no-preload", "--max-conversions", "1", "-n", "2")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*timeout 600 s; at most 1 at once on this machine; no preloaded process"])
+    result.stdout.fnmatch_lines(["*timeout 600 s; at most 1 at once on this machine; no preloaded process",
+                                 "workers: -n 2 capped at 1: more would only wait for a conversion slot*",
+                                 "created: 1/1 worker"])
     settings = json.loads((harness.path / "reports" / "summary.json").read_text())["settings"]
     assert settings["max_conversions"] == 1 and settings["preload"] is False
     bad = run(harness, "--models-dir", "models", "--max-conversions", "0")

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from converter.live import StageTicker, running_conversions, status_line
+from converter.slots import conversion_slot
 
 from . import builders
 from .conftest import run
@@ -89,3 +91,25 @@ def test_the_batch_names_what_is_converting_and_what_is_slow_and_q_silences_it(h
     assert "[tflite]" not in (harness.path / "junit.xml").read_text()
     stage, seconds, _ = summary["models"]["slow"]["slowest_stage"].split()
     assert stage in ("load", "export") and float(seconds) >= 4  # both run the model's 4 s forward pass
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_model_waiting_for_the_machines_conversion_slot_is_counted_in_the_status_line(harness, workers):
+    """Another process (another run, the CLI) holds the machine's only slot for a few seconds:
+    the batch waits, says so, then converts."""
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    held = threading.Event()
+
+    def hold_the_slot():
+        with conversion_slot(1):
+            held.set()
+            time.sleep(12)  # pytest takes a few seconds to start and collect
+
+    holder = threading.Thread(target=hold_the_slot)
+    holder.start()
+    assert held.wait(600)
+    result = run(harness, "--models-dir", "models", "--status-interval", "1", "--max-conversions", "1", *workers)
+    holder.join()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; 1 waiting for a conversion slot"])
+    assert status_line(1, 3, [], 0.5, waiting=2) == "[tflite] 1/3 done; 2 waiting for a conversion slot"
