@@ -61,15 +61,17 @@ def test_the_cli_ticker_updates_one_line_on_a_terminal():
 
 
 def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
-    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    model = builders.factory_model(tmp_path / "m", "net", builders.waiting_model_source(kill_parent=False),
+                                   "nets:waits", (1, 4))
+    env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="1.5")
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
                            "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
-                           "--conversion-timeout", "8"], capture_output=True, text=True, cwd=ROOT)
+                           "--conversion-timeout", "20"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
               if line.startswith("net: ") and "(after" in line]
     assert stages == ["load", "export", "savedmodel", "tflite", "verify"]
-    assert "net: slow: still in savedmodel after" in proc.stderr  # onnx2tf takes over 0.4 s
+    assert "net: slow: still in load after " in proc.stderr  # its forward waits 1.5 s, over 5% of 20 s
     assert proc.stdout.startswith("net: PASS")  # progress goes to stderr; stdout stays the result
 
 
