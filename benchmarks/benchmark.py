@@ -16,6 +16,7 @@ Figures only: nothing here passes or fails (machines are noisy); the targets are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from converter import forkserver  # noqa: E402
 from converter.discovery import discover  # noqa: E402
 from converter.environment import tool_versions  # noqa: E402
 from converter.runner import convert_case  # noqa: E402
@@ -114,11 +116,18 @@ def _why(log: str, status: int) -> str:
 
 
 def run_harness(case, settings) -> dict:
-    memory = PeakMemory()
+    memory, parents = PeakMemory(), []
+
+    def started(pid: int) -> None:
+        memory.watch(pid)
+        with contextlib.suppress(psutil.Error):  # was it forked from the preloaded process, as labelled?
+            parents.append(" ".join(psutil.Process(pid).parent().cmdline()))
+
     start = time.perf_counter()
-    result = convert_case(case, settings, on_start=memory.watch)
+    result = convert_case(case, settings, on_start=started)
     wall, peak = time.perf_counter() - start, memory.stop()
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "ok": result.passed,
+            "forked": any("converter.stages.forkserver" in p for p in parents),
             "stages_s": result.stage_seconds, "overhead_s": round(wall - sum(result.stage_seconds.values()), 2),
             "failure": None if result.passed else f"{result.failure.kind.value}: {result.failure.message}"}
 
@@ -132,16 +141,18 @@ def summarise(runs: list[dict]) -> dict:
 
 def pytest_batch(work: Path, models_dir: Path, workers: int, *, cache: Path | None) -> dict:
     name = f"n{workers}" + ("-cache" if cache else "")
-    args = [sys.executable, "-m", "pytest", "model_cases", "-p", "no:cacheprovider", "-q", "-n", str(workers),
+    args = [sys.executable, "-m", "pytest", "model_cases", "-p", "no:cacheprovider", "-n", str(workers),
             "--models-dir", str(models_dir), "--models-dir", "model_cases/examples",
             "--tflite-dir", str(work / name / "tflite"), "--reports-dir", str(work / name / "reports")]
     args += ["--tflite-cache-dir", str(cache)] if cache else ["--no-cache"]
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    created = re.search(r"created: (\d+)/", proc.stdout)  # -n is capped at the machine's slots
     summary = json.loads((work / name / "reports" / "summary.json").read_text())
     rows = summary["models"].values()
     return {"wall_s": round(wall, 1), "exit": proc.returncode, "models": len(rows),
+            "workers": int(created.group(1)) if created else 1,
             "passed": sum(r["outcome"] in ("passed", "xfailed") for r in rows),
             "cache_hits": sum(bool(r.get("cache_hit")) for r in rows)}
 
@@ -176,8 +187,10 @@ def main() -> int:
     (tiny,) = [c for c in discover([ROOT / "model_cases" / "examples"]) if c.model_id == SMALLEST_EXAMPLE]
     started = time.perf_counter()
     run_harness(tiny, settings)  # starts the preloaded process, as a batch's first model does
-    report["preload_start_s"] = round(time.perf_counter() - started, 2)
+    report["first_model_with_preload_start_s"] = round(time.perf_counter() - started, 2)
     fixed = summarise([run_harness(tiny, settings) for _ in range(max(3, args.repeat))])
+    server = psutil.Process(forkserver._servers[settings.threads].process.pid)
+    report["preloaded_process_rss_mb"] = round(server.memory_info().rss / 2**20)  # once per worker, shared
     spawned = resolve({**{"tflite_dir": str(work / "harness" / "tflite"),
                           "reports_dir": str(work / "harness" / "reports")}, "no_cache": True, "no_preload": True})
     report["fixed_cost"] = {"model": SMALLEST_EXAMPLE, "preloaded": fixed,
@@ -186,7 +199,9 @@ def main() -> int:
     print(f"fixed cost per model ({SMALLEST_EXAMPLE}): wall minus stages {min(overheads):.2f} s (min), whole "
           f"conversion {fixed['wall_s']['min']:.2f} s forked vs "
           f"{report['fixed_cost']['spawned']['wall_s']['min']:.2f} s spawned (target overhead <= 1 s); "
-          f"first model also started the preloaded process: {report['preload_start_s']:.1f} s")
+          f"the first model, with the preloaded process's start: {report['first_model_with_preload_start_s']:.1f} s; "
+          f"the preloaded process holds {report['preloaded_process_rss_mb']} MB (once per worker, not in the "
+          "per-model figures)")
 
     print(f"\n{'model':<20}{'original s':>11}{'MB':>7}{'harness s':>11}{'MB':>7}{'wall x':>8}{'RSS x':>7}  "
           + " ".join(f"{s:>10}" for s in STAGES))
@@ -232,7 +247,8 @@ def main() -> int:
                                   "warm_over_cold": round(b["n2_warm_cache"]["wall_s"] / b["n2_cold_cache"]["wall_s"], 3)}
         print(f"\nbatch of {b['n1']['models']} models (pytest model_cases):")
         for name, run in batch.items():
-            print(f"  {name:<14}{run['wall_s']:>8.1f} s  exit {run['exit']}, {run['passed']}/{run['models']} as "
+            print(f"  {name:<14}{run['wall_s']:>8.1f} s  {run['workers']} worker(s), exit {run['exit']}, "
+                  f"{run['passed']}/{run['models']} as "
                   f"expected, {run['cache_hits']} from the cache")
         ratios = report["batch_ratios"]
         print(f"  -n 2 / -n 1 = {ratios['n2_over_n1']:.2f} (target <= 0.6); -n 4 / -n 2 = {ratios['n4_over_n2']:.2f} "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
         settings = resolve({s.name: getattr(args, s.name) for s in SETTINGS if s.cli}, env, deprecated=deprecated)
     except SettingsError as exc:
         parser.error(str(exc))
+    # one model: a preloaded process would import the same libraries and then fork, for nothing
+    settings = dataclasses.replace(settings, preload=False)
     for note in settings.deprecations:
         print(f"{parser.prog}: warning: {note}", file=sys.stderr)
     overrides = {}

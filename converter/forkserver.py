@@ -59,6 +59,9 @@ class Forkserver:
             answer = self._answer(ANSWER_SECONDS)
         except OSError as exc:
             raise Unavailable(str(exc)) from exc
+        except BaseException:  # Ctrl-C, pytest-timeout: an answer left unread would be taken as the next one's
+            self.close()
+            raise
         if not answer.startswith("started "):
             raise Unavailable(f"unexpected answer {answer!r}")
         return ForkedChild(self, int(answer.split()[1]))
@@ -68,9 +71,11 @@ class Forkserver:
         if `block` is false and no whole line has arrived yet."""
         deadline = time.monotonic() + seconds
         fd = self.process.stdout.fileno()
+        poller = select.poll()  # not select(): a busy process may hold descriptors above 1024
+        poller.register(fd, select.POLLIN)
         while b"\n" not in self._buffer:
             wait = max(0.0, deadline - time.monotonic()) if block else 0.0
-            if not select.select([fd], [], [], wait)[0]:
+            if not poller.poll(wait * 1000):
                 return None if not block else ""
             chunk = os.read(fd, 4096)
             if not chunk:
@@ -106,7 +111,11 @@ class ForkedChild:
                 kill(self.pid, signal.SIGKILL)  # also once it ended: what it started may live on
         if self.returncode is not None:
             return
-        self._take(self.server._answer(ANSWER_SECONDS))
+        try:
+            self._take(self.server._answer(ANSWER_SECONDS))
+        except BaseException:  # interrupted while waiting for the status: the protocol is out of step
+            self.server.close()
+            raise
         if self.returncode is None:  # the preloaded process no longer answers: never use it again
             self.server.close()
             self.returncode = -signal.SIGKILL
@@ -132,6 +141,8 @@ def launch(job_path: Path, log_path: Path, threads: int) -> ForkedChild:
         raise Unavailable("no preloaded process on this platform")  # fork after TensorFlow is Linux-only
     server = _servers.get(threads)
     if server is None or not server.alive():
+        if server is not None:
+            server.close()  # its pipes, and its zombie
         try:
             server = _servers[threads] = Forkserver(threads)
         except (OSError, Unavailable):

@@ -18,6 +18,7 @@ from typing import Callable, TextIO
 
 import psutil
 
+from .failures import Stage
 from .protocol import JOB_FILE, PROGRESS_FILE, WAITING_FILE
 
 
@@ -152,9 +153,9 @@ class StageTicker:
 
     def _announce_finished(self, stage_seconds: dict) -> None:
         start = 0.0
-        for stage, seconds in stage_seconds.items():
+        for stage in [s.value for s in Stage if s.value in stage_seconds]:  # the JSON's keys are sorted
             self._announce(stage, start)
-            start += seconds
+            start += stage_seconds[stage]
 
     def _line(self, text: str) -> None:
         self.stream.write(("\r\x1b[2K" if self.tty else "") + text + "\n")

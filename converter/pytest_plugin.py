@@ -145,7 +145,8 @@ def pytest_generate_tests(metafunc):
         raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, s.models_dirs))}")
     params = []
     for case in cases:
-        timeout = (case.spec.timeout if case.spec else s.timeout) + OUTER_TIMEOUT_MARGIN
+        # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
+        timeout = 2 * (case.spec.timeout if case.spec else s.timeout) + OUTER_TIMEOUT_MARGIN
         marks = [pytest.mark.timeout(timeout)]
         if case.spec and case.spec.expect:
             marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True,

@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
             switch=True, cli=True),
     Setting("no_preload", "start every conversion child from scratch instead of forking it from a process that "
             "has imported torch, TensorFlow and onnx2tf once (each model then pays 2-3 s of imports)",
-            switch=True, cli=True),
+            switch=True),
     Setting("keep_intermediates", "keep every model's ONNX file and SavedModel (by default only a failed "
             "model keeps them, for diagnosis)", switch=True, cli=True),
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",

@@ -24,7 +24,20 @@ POLL_SECONDS = 0.2
 
 
 def default_folder() -> Path:
-    return Path(tempfile.gettempdir()) / f"tflite-harness-slots-{getpass.getuser()}"
+    """Shared by the user's processes. A folder someone else made (to hold every lock) is not
+    used: this process then counts only its own conversions."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's arbitrary uid has no name
+        user = str(os.getuid())
+    folder = Path(tempfile.gettempdir()) / f"tflite-harness-slots-{user}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+            raise PermissionError(f"{folder} belongs to another user")
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="tflite-harness-slots-"))
+    return folder
 
 
 def machine_slots() -> int:
@@ -33,11 +46,15 @@ def machine_slots() -> int:
     return max(1, min(os.cpu_count() or 1, by_memory))
 
 
+class NoSlot(TimeoutError):
+    """Every slot stayed taken for the whole wait."""
+
+
 @contextlib.contextmanager
-def conversion_slot(count: int, folder: Path | None = None,
-                    on_wait: Callable[[float], None] | None = None) -> Iterator[int]:
+def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[float], None] | None = None,
+                    limit: float | None = None) -> Iterator[int]:
     """Hold one of `count` slots for the body; waits (polling) while all are taken, calling
-    `on_wait` with the seconds waited so far at each poll."""
+    `on_wait` with the seconds waited so far at each poll, for at most `limit` seconds."""
     folder = folder or default_folder()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     first = os.getpid() % count  # waiting processes try different slots first
@@ -55,6 +72,10 @@ def conversion_slot(count: int, folder: Path | None = None,
             finally:
                 lock.release()
             return
+        waited = time.monotonic() - start
+        if limit is not None and waited > limit:
+            raise NoSlot(f"no conversion slot came free within {limit:g} s: other conversions on this machine held "
+                         f"all {count} of them (--max-conversions)")
         if on_wait is not None:
-            on_wait(time.monotonic() - start)
+            on_wait(waited)
         time.sleep(POLL_SECONDS)

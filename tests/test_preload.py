@@ -151,8 +151,29 @@ def test_the_benchmark_measures_one_model_against_the_original_workflow(tmp_path
     report = json.loads(out.read_text())
     row = report["models"]["mobilenet_v3_small"]
     assert row["harness"]["ok"] and row["original"]["ok"], row
+    assert all(run["forked"] for run in row["harness"]["runs"])  # measured as labelled: from the preloaded process
     assert row["original"]["peak_rss_mb"]["min"] > 0 and row["harness"]["runs"][0]["stages_s"]["savedmodel"] > 0
     assert report["machine"]["cores"] and "fixed cost per model" in proc.stdout
     help_text = subprocess.run([sys.executable, "benchmarks/benchmark.py", "--help"], cwd=ROOT,
                                capture_output=True, text=True).stdout
     assert "--skip-original" in help_text and "reports/benchmark.json" in help_text
+
+
+def test_a_wait_for_a_slot_ends_with_a_one_line_reason(tmp_path):
+    from converter.slots import NoSlot
+
+    ctx = multiprocessing.get_context("spawn")
+    log = ctx.Queue()
+    holder = ctx.Process(target=_hold_a_slot, args=(tmp_path, 1, log, 30))
+    holder.start()
+    try:
+        assert log.get(timeout=60)[0] == "in"
+        try:
+            with conversion_slot(1, tmp_path, limit=0.5):
+                raise AssertionError("got a slot another process holds")
+        except NoSlot as exc:
+            assert str(exc) == ("no conversion slot came free within 0.5 s: other conversions on this machine "
+                                "held all 1 of them (--max-conversions)")
+    finally:
+        holder.kill()
+        holder.join()

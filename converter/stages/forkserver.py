@@ -11,7 +11,10 @@ child exits and a crash still takes down that child alone; what a model no longe
 whenever this process cannot be used.
 
 This process starts no thread and runs no torch or TensorFlow op: a fork copies only the
-calling thread, so a pool of threads or a lock held by one would be broken in every child.
+calling thread, so a pool of threads or a lock held by one would be broken in every child. It
+refuses to serve if an import started a Python thread (the parent then spawns); the one native
+pool the imports start, OpenBLAS's (with more than one thread), shuts down and restarts around
+fork() by itself.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
+import warnings
 
 PR_SET_PDEATHSIG = 1
 
@@ -37,7 +42,12 @@ def preload() -> None:
     from . import deploy, diagnose, export, load, pipeline, tflite, verify  # noqa: F401
     from .savedmodel import prepare_onnx2tf
 
-    prepare_onnx2tf()
+    global _BEFORE_ONNX2TF
+    _BEFORE_ONNX2TF = (sys.getrecursionlimit(), list(warnings.filters))
+    prepare_onnx2tf()  # which raises the recursion limit, silences warnings, seeds (undone per child)
+
+
+_BEFORE_ONNX2TF: tuple = (1000, [])
 
 
 def _die_with(parent: int) -> None:
@@ -48,12 +58,15 @@ def _die_with(parent: int) -> None:
         os._exit(70)
 
 
-def _child(job_path: str, log_path: str, env: dict, replies: int) -> None:
+def _child(job_path: str, log_path: str, env: dict, replies: int, parent: int) -> None:
     """In the forked child: become what `python -m converter.stages.pipeline` would be."""
     status = 70
     try:
         os.environ.clear()  # the parent's environment of now, as a spawned child would get it
         os.environ.update(env)
+        limit, filters = _BEFORE_ONNX2TF  # load and export run as in a spawned child (savedmodel redoes it)
+        sys.setrecursionlimit(limit)
+        warnings.filters[:] = filters
         os.setsid()  # its own process group, which the parent kills as a whole
         os.close(replies)
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -65,7 +78,7 @@ def _child(job_path: str, log_path: str, env: dict, replies: int) -> None:
         os.close(devnull)
         from .pipeline import main
 
-        status = main(job_path, parent=os.getppid())
+        status = main(job_path, parent=parent)  # taken before the fork: it may be gone already
     except BaseException:
         traceback.print_exc()
     finally:
@@ -84,14 +97,18 @@ def serve(parent: int) -> None:
     def reply(text: str) -> None:
         os.write(replies, (text + "\n").encode())
 
+    if threading.active_count() > 1:  # an import started a Python thread: forking is no longer safe
+        reply(f"unsafe: {threading.active_count()} Python threads after the imports")
+        return
     reply("ready")
     for line in sys.stdin:
         job = json.loads(line)
         sys.stdout.flush()
         sys.stderr.flush()
+        me = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(job["job"], job["log"], job["env"], replies)
+            _child(job["job"], job["log"], job["env"], replies, me)
         reply(f"started {pid}")
         _, status = os.waitpid(pid, 0)
         reply(f"ended {os.waitstatus_to_exitcode(status)}")

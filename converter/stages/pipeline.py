@@ -124,7 +124,9 @@ def _export(c: Conversion) -> None:
 
 # what onnx2tf's cheaper modes can cause: a failed conversion, or ops left for Flex that
 # onnxsim's constant folding would have turned into builtins (BERT's SplitV)
-RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS)
+# (and transpositions chosen without the accuracy search: a layout onnx2tf could not map)
+RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS,
+               FailureKind.SHAPE_MISMATCH)
 NEXT_MODE = {"fast": "simplified", "simplified": "defaults"}
 
 
@@ -138,9 +140,11 @@ def _tensorflow(c: Conversion, mode: str | None = None) -> None:
             raise
         traceback.print_exc()  # the first attempt's reason stays in the log
         reason = f"{c.progress.stage} failed: {exc.message.split(';')[0][:200]}"
-        c.fixes.append(onnx2tf_mode_fix(NEXT_MODE[mode], mode, reason))
-        return _tensorflow(c, NEXT_MODE[mode])
-    c.fixes += fixes
+        release_memory()
+        _tensorflow(c, NEXT_MODE[mode])  # if it fails too, its error is the one onnx2tf gives
+        c.fixes.append(onnx2tf_mode_fix(NEXT_MODE[mode], mode, reason))  # recorded once it worked
+        return
+    c.fixes += [f for f in fixes if f not in c.fixes]  # a second run finds the same pseudo-ops
 
 
 def _verify(c: Conversion) -> None:
@@ -152,13 +156,26 @@ def _verify(c: Conversion) -> None:
 
     problem = check()
     mode = c.done["savedmodel"].onnx2tf_mode
-    if problem is not None and _conversion_diverged(problem, c.done) and c.spec.auto_fixes and mode != "defaults":
+    if problem is not None and _conversion_diverged(problem, c.done, shapes_too=True) and c.spec.auto_fixes \
+            and mode != "defaults":
         # the accuracy search that only the defaults run exists to choose transpositions right
         print(f"--- {problem.message}: converting again with onnx2tf's defaults", file=sys.stderr)
-        c.fixes.append(onnx2tf_mode_fix("defaults", mode, "the float32 TFLite outputs differed from ONNX's"))
-        _tensorflow(c, "defaults")
-        c.progress.start(Stage.VERIFY.value)
-        problem = check()
+        release_memory()
+        before = dict(c.done)
+        try:
+            _tensorflow(c, "defaults")
+        except ConversionError as exc:  # the first problem stays the model's failure
+            traceback.print_exc()
+            c.done.update(before)
+            problem = ConversionError(problem.kind, f"{problem.message} (onnx2tf's defaults failed: {exc.message.split(';')[0]})")
+        else:
+            c.progress.start(Stage.VERIFY.value)
+            retried = check()
+            if retried is None or not _conversion_diverged(retried, c.done, shapes_too=True):
+                c.fixes.append(onnx2tf_mode_fix("defaults", mode, "the float32 TFLite outputs differed from ONNX's"))
+                problem = retried
+            else:
+                problem = ConversionError(retried.kind, f"{retried.message} (also with onnx2tf's defaults)")
     if problem is not None and _conversion_diverged(problem, c.done):
         c.divergence = _diagnose(c)
         if c.divergence is not None:
@@ -236,9 +253,11 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
             fixes += more
 
 
-def _conversion_diverged(problem: ConversionError, done: dict) -> bool:
-    """float32 TFLite off while ONNX matched PyTorch: onnx2tf or TFLite changed the numbers."""
-    return (problem.kind is FailureKind.NUMERIC_MISMATCH and all(c.passed for c in done["export"].outputs)
+def _conversion_diverged(problem: ConversionError, done: dict, shapes_too: bool = False) -> bool:
+    """float32 TFLite off while ONNX matched PyTorch: onnx2tf or TFLite changed the numbers
+    (or, with `shapes_too`, the shapes)."""
+    kinds = (FailureKind.NUMERIC_MISMATCH, FailureKind.SHAPE_MISMATCH) if shapes_too else (FailureKind.NUMERIC_MISMATCH,)
+    return (problem.kind in kinds and all(c.passed for c in done["export"].outputs)
             and not all(c.passed for c in done["verify"].fp32))
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,30 @@ def prepare_onnx2tf():
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     import onnx2tf  # noqa: F401  (registers onnx2tf.onnx2tf in sys.modules)
 
+    _as_importing_onnx2tf_leaves_it()
     sys.modules["onnx2tf.onnx2tf"].download_test_image_data = _offline_calibration_data
     import onnx2tf.utils.common_functions as common
 
     common.download_test_image_data = _offline_calibration_data
     return sys.modules["onnx2tf.onnx2tf"]
+
+
+def _as_importing_onnx2tf_leaves_it() -> None:
+    """What importing onnx2tf does to the process, done again here: a child forked from the
+    preloaded process imported it before its load stage and was reset to the state before it
+    (forkserver.py), so that load and export run as in a spawned child, and onnx2tf as in one."""
+    import random
+
+    import tensorflow as tf
+    import tf_keras
+
+    sys.setrecursionlimit(2147483647)
+    warnings.simplefilter("ignore")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    random.seed(0)
+    np.random.seed(0)
+    tf.random.set_seed(0)
+    tf_keras.utils.set_random_seed(0)
 
 
 def signature_keys(names, prefix: str) -> list[str]:
@@ -103,16 +123,18 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
     copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
     shutil.copyfile(onnx_path, copy)
     keep = kept_layout_inputs(spec, input_names, input_shapes)
-    model = _keras_model(copy, work_dir, keep, pseudo_ops, len(input_shapes), mode)
-    perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
-                  for n, s, k in zip(input_names, input_shapes, model.inputs))
-    in_keys, out_keys = signature_keys(input_names, "input"), signature_keys(output_names, "output")
-    path = work_dir / "saved_model"
-    _write_savedmodel(model, in_keys, out_keys, path)
-    del model
     import tf_keras
 
-    tf_keras.backend.clear_session()  # Keras's global graph state keeps every layer alive otherwise
+    try:
+        model = _keras_model(copy, work_dir, keep, pseudo_ops, len(input_shapes), mode)
+        perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
+                      for n, s, k in zip(input_names, input_shapes, model.inputs))
+        in_keys, out_keys = signature_keys(input_names, "input"), signature_keys(output_names, "output")
+        path = work_dir / "saved_model"
+        _write_savedmodel(model, in_keys, out_keys, path)
+        del model
+    finally:  # Keras's global graph state keeps every layer alive otherwise, a failed attempt's too
+        tf_keras.backend.clear_session()
     copy.unlink(missing_ok=True)
     return SavedModelResult(
         path=str(path), layout=spec.layout,
