@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from converter import forkserver  # noqa: E402
 from converter.discovery import discover  # noqa: E402
 from converter.environment import tool_versions  # noqa: E402
+from converter.isolation import tree_rss  # noqa: E402
 from converter.runner import convert_case  # noqa: E402
 from converter.settings import resolve  # noqa: E402
 
@@ -61,8 +62,7 @@ class PeakMemory:
         while not self._stop.is_set():
             if self.pid is not None:
                 try:
-                    root = psutil.Process(self.pid)
-                    self.peak = max(self.peak, sum(p.memory_info().rss for p in [root] + root.children(True)))
+                    self.peak = max(self.peak, tree_rss(psutil.Process(self.pid)))
                 except psutil.Error:
                     pass
             time.sleep(0.1)

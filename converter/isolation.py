@@ -31,7 +31,8 @@ POLL_SECONDS = 0.1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tree_rss(proc: psutil.Process | None) -> int:
+def tree_rss(proc: psutil.Process | None) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
     total = 0
     if proc is None:
         return 0
@@ -168,7 +169,7 @@ def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[Fai
         except psutil.NoSuchProcess:  # a forked child that ended at once was reaped already
             watched = None
         while child.poll() is None:
-            peak = max(peak, _tree_rss(watched))
+            peak = max(peak, tree_rss(watched))
             if peak > limit_mb * 2**20:
                 ended_by = FailureKind.OUT_OF_MEMORY
             elif time.monotonic() - start > timeout:

@@ -36,7 +36,8 @@ def _kill_own_group() -> None:
     os._exit(70)
 
 
-def _die_with_parent_on_linux(parent: int) -> None:
+def die_with_parent_on_linux(parent: int) -> None:
+    """Killed by the kernel the moment `parent` dies (already gone: this process ends now)."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -49,7 +50,7 @@ def hold(guardians: list[int], parent: int | None = None) -> None:
     """Called first thing in the child: die as soon as its parent or any guardian process is gone."""
     if not guardians:
         return
-    _die_with_parent_on_linux(guardians[0] if parent is None else parent)
+    die_with_parent_on_linux(guardians[0] if parent is None else parent)
     watched = []
     for pid in guardians:
         try:

@@ -57,11 +57,13 @@ def test_each_forked_child_takes_its_memory_with_it(tmp_path):
     run_isolated(spec, tmp_path / "warm", threads=1, memory_limit_mb=4000)  # the preloaded process exists now
     server = psutil.Process(forkserver._servers[1].process.pid)
     before = server.memory_info().rss
-    children = []
+    children: list = []
     for i in range(2):
-        result = run_isolated(spec, tmp_path / f"a{i}", threads=1, memory_limit_mb=4000, on_start=children.append)
+        result = run_isolated(spec, tmp_path / f"a{i}", threads=1, memory_limit_mb=4000,
+                              on_start=lambda pid: _parent_of(pid, children))
         assert result.passed, result.failure
-    assert server.pid == forkserver._servers[1].process.pid, "one preloaded process serves every model"
+    assert [parent for _, parent, _ in children] == [server.pid] * 2, "one preloaded process forks every model"
+    children = [pid for pid, _, _ in children]
     assert not any(psutil.pid_exists(pid) for pid in children)
     # each conversion peaked hundreds of MB above the preloaded process; none of it stayed there
     assert server.memory_info().rss - before < 20 * 2**20

@@ -19,16 +19,14 @@ fork() by itself.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import sys
 import threading
 import traceback
 import warnings
 
-PR_SET_PDEATHSIG = 1
+from .. import lifeline
 
 
 def preload() -> None:
@@ -48,14 +46,6 @@ def preload() -> None:
 
 
 _BEFORE_ONNX2TF: tuple = (1000, [])
-
-
-def _die_with(parent: int) -> None:
-    """Killed by the kernel the moment the process that started this one dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(70)
 
 
 def _child(job_path: str, log_path: str, env: dict, replies: int, parent: int) -> None:
@@ -89,7 +79,7 @@ def _child(job_path: str, log_path: str, env: dict, replies: int, parent: int) -
 
 
 def serve(parent: int) -> None:
-    _die_with(parent)
+    lifeline.die_with_parent_on_linux(parent)  # no watchdog thread here: see the module's docstring
     replies = os.dup(1)  # the protocol's own descriptor: a library printing to stdout cannot garble it
     os.dup2(2, 1)
     preload()
