@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 from .results import Result, labelled_comparisons
-from .rows import Outcome, SummaryRow
 from .spec import Expectation
 
 
 class ExpectedConversionFailure(Exception):
     """Raised when a model fails exactly as its spec's `expect` says (xfail(raises=...))."""
-
-
-def junit_properties(result: Result) -> list[tuple[str, object]]:
-    """The per-model figures CI dashboards read (the row's JUnit columns), '' when unknown."""
-    return SummaryRow.of(result, Outcome.PASSED if result.passed else Outcome.FAILED).junit_properties()
 
 
 def assert_conversion(result: Result, expect: Expectation | None = None) -> None:
@@ -27,7 +21,9 @@ def assert_conversion(result: Result, expect: Expectation | None = None) -> None
             raise ExpectedConversionFailure(failure.one_line(result.model_id))
         raise AssertionError(f"expected {expect.kind} ({expect.reason}), got instead: "
                              f"{failure.one_line(result.model_id)}")
-    labelled = labelled_comparisons(result.export, result.verify)
+    chosen = result.chosen  # ONNX, float32 and the deliverable must hold; see verify.verdict
+    judged = tuple(d for d in result.deliverables if d is chosen or d is result.fp32)
+    labelled = labelled_comparisons(result.export, judged)
     for label, c in labelled:
         assert c.shape_ok, f"{result.model_id}: {c.describe(label)}"
     for label, c in labelled:

@@ -1,4 +1,4 @@
-"""Regression gate: this run's per-model rows against a stored baseline.
+"""Regression gate: this run's per-model records against a stored baseline.
 
 A baseline holds, per model id, what CI must not lose: status, failure signature, exporter,
 opset, sizes and errors. Regressions fail the session; improvements are good news that
@@ -8,32 +8,60 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .columns import finite, row
 from .protocol import write_json_atomic
-from .rows import RECORDED, RECORDED_NUMBERS
+from .recipes import RECIPES
+from .results import Result
 from .thresholds import Thresholds
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-recipe figures; 1 (drq / fp32 fields) is read and converted
 NUMBERS = (int, float)
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
+FIELDS = {"status": str, "failure_kind": str, "failure_signature": str, "exporter": str, "opset": int,
+          "fixes_applied": str, "convert_seconds": float, "delivered": str, "recipes": dict}
+RECIPE_FIELDS = {"bytes": int, "err": float, "cosine": float}
+MAX_DEPTH = 64  # a baseline nested deeper than any record is no baseline (json recurses on it)
 
 
-def _rounded(key: str, value):
+def _figure(key: str, value):
     """Few enough digits that a baseline diff in review shows real changes, not noise."""
     if not isinstance(value, float):
         return value
     if key == "convert_seconds":
         return round(value, 1)
-    if key == "drq_cosine":
+    if key == "cosine":
         return round(value, 6)
     return float(f"{value:.3g}")
 
 
-def record(row: dict) -> dict:
-    status = row.get("outcome", row["status"])
-    return {key: _rounded(key, status if key == "status" else row.get(key)) for key in RECORDED}
+def record(result: Result) -> dict:
+    """What the baseline keeps of a model: its verdict, how it converted, each recipe's figures."""
+    cells = row(result)
+    recipes = {d.recipe: {"bytes": d.bytes,
+                          "err": _figure("err", finite(d.worst.range_rel_err) if d.verified else None),
+                          "cosine": _figure("cosine", finite(min(c.cosine for c in d.outputs)) if d.verified else None)}
+               for d in result.deliverables}
+    return {"status": cells["outcome"], "failure_kind": cells["failure_kind"],
+            "failure_signature": result.failure.signature if result.failure else None,
+            "exporter": cells["exporter"], "opset": cells["opset"], "fixes_applied": cells["fixes_applied"],
+            "convert_seconds": _figure("convert_seconds", result.seconds) if result.status != "gone" else None,
+            "delivered": result.delivered, "recipes": dict(sorted(recipes.items()))}
+
+
+def _from_schema_1(entry: dict) -> dict:
+    """A schema-1 record (fixed drq / fp32 fields) in schema 2's shape."""
+    recipes = {}
+    for recipe, size, err, cosine in (("fp32", "tflite_fp32_bytes", "fp32_range_rel_err", None),
+                                      ("drq", "tflite_bytes", "drq_range_rel_err", "drq_cosine")):
+        if entry.get(size) is not None:
+            recipes[recipe] = {"bytes": entry.get(size), "err": entry.get(err),
+                               "cosine": entry.get(cosine) if cosine else None}
+    return {**{k: entry.get(k) for k in FIELDS if k != "recipes"}, "recipes": recipes,
+            "delivered": "drq" if entry.get("status") == "passed" else None}
 
 
 class Severity(str, enum.Enum):
@@ -85,45 +113,89 @@ class Verdict:
 
 
 def load(path: Path) -> dict | None:
-    """The baseline's data, or None when there is none; ValueError naming the file when it is broken."""
+    """The baseline's data (schema 1 converted), or None when there is none; ValueError naming the
+    file and saying how to repair it when it is broken."""
     path = Path(path)
     if not path.is_file():
         return None
+    repair = "rewrite it with --baseline-update"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); rewrite it with --baseline-update") from None
+        text = path.read_text(encoding="utf-8")
+        if _depth(text) > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        data = json.loads(text, parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a readable baseline ({type(exc).__name__}: {exc}); {repair}") from None
     problem = _structure_problem(data)
     if problem:
-        raise ValueError(f"{path}: {problem}; rewrite it with --baseline-update")
+        raise ValueError(f"{path}: {problem}; {repair}")
+    if data["schema_version"] == 1:
+        data = {**data, "schema_version": SCHEMA_VERSION, "read_from_schema": 1,
+                "models": {m: _from_schema_1(e) for m, e in data["models"].items()}}
     return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"holds {name}, which is no figure a baseline can gate on")
+
+
+def _depth(text: str) -> int:
+    """How deeply brackets nest, counted without parsing (outside strings)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bad_value(value, kind) -> bool:
+    if value is None:
+        return False
+    if kind in (int, float):
+        return isinstance(value, bool) or not isinstance(value, NUMBERS) or not math.isfinite(value)
+    return not isinstance(value, kind)
 
 
 def _structure_problem(data) -> str | None:
     if not isinstance(data, dict):
         return f"holds a JSON {type(data).__name__}, not an object"
-    if data.get("schema_version") != SCHEMA_VERSION:
-        return f"baseline schema {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
+    if data.get("schema_version") not in (1, SCHEMA_VERSION):
+        return f"baseline schema {data.get('schema_version')!r} is not {SCHEMA_VERSION} (nor 1)"
     if not isinstance(data.get("models"), dict):
         return "'models' must be an object of model id -> record"
     for model_id, entry in data["models"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
             return f"the record of model {model_id!r} is not an object with a status"
         for key, value in entry.items():
-            wanted = NUMBERS if key in RECORDED_NUMBERS else (str,)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
-                return f"the record of model {model_id!r} has {key} = {value!r}, not a {wanted[0].__name__}"
+            kind = FIELDS.get(key, float)  # schema 1's figures (drq_range_rel_err, ...) are numbers too
+            if _bad_value(value, kind):
+                return f"the record of model {model_id!r} has {key} = {value!r}, not a {kind.__name__}"
+        for recipe, figures in (entry.get("recipes") or {}).items():
+            if not isinstance(figures, dict):
+                return f"the record of model {model_id!r} has recipes.{recipe} = {figures!r}, not an object"
+            for key, value in figures.items():
+                if _bad_value(value, RECIPE_FIELDS.get(key, float)):
+                    return f"the record of model {model_id!r} has recipes.{recipe}.{key} = {value!r}, not a number"
     for key, kind in (("versions", dict), ("models_dirs", list)):
         if key in data and not isinstance(data[key], kind):
             return f"'{key}' must be a JSON {'object' if kind is dict else 'array'}"
     return None
 
 
-def write(path: Path, rows: dict[str, dict], versions: dict, previous: dict | None,
+def write(path: Path, records: dict[str, Result], versions: dict, previous: dict | None,
           discovered: set[str], models_dirs: list[str]) -> dict:
-    """Rows of this run replace theirs; models not run (deselected) keep their record while they exist."""
+    """Models of this run replace theirs; models not run (deselected) keep their record while they exist."""
     models = {m: r for m, r in ((previous or {}).get("models", {})).items() if m in discovered}
-    models.update({m: record(r) for m, r in rows.items()})
+    models.update({m: record(r) for m, r in records.items()})
     data = {"schema_version": SCHEMA_VERSION, "versions": versions, "models_dirs": models_dirs,
             "models": dict(sorted(models.items()))}
     write_json_atomic(path, data)
@@ -134,39 +206,42 @@ def _ratio(new: float, old: float) -> float:
     return new / old if old else float("inf")
 
 
-def compare(baseline: dict, rows: dict[str, dict], discovered: set[str], t: Thresholds) -> Verdict:
+def compare(baseline: dict, records: dict[str, Result], discovered: set[str], t: Thresholds) -> Verdict:
     verdict = Verdict()
     base = baseline.get("models", {})
-    _batch_timing(verdict, base, rows)
+    _batch_timing(verdict, base, records)
     for model_id in sorted(set(base) - discovered):
         verdict._add(verdict.regressions, model_id, "was in the baseline and has disappeared", "GONE")
-    for model_id, row in sorted(rows.items()):
-        new, old = record(row), base.get(model_id)
+    for model_id, result in sorted(records.items()):
+        new, old = record(result), base.get(model_id)
         if old is None:
             verdict._add(verdict.notes, model_id, "new model, not in the baseline yet", "new")
             continue
         verdict.labels[model_id] = "="
         if old["status"] == "passed" and new["status"] == "passed":
-            _compare_figures(verdict, model_id, old, new, t)
+            _compare_figures(verdict, model_id, old, new, t, timed=not result.cache_hit)
         else:
-            _compare_outcomes(verdict, model_id, old, new)
+            _compare_outcomes(verdict, model_id, old, new, result)
     return verdict
 
 
-def _batch_timing(verdict: Verdict, base: dict, rows: dict[str, dict]) -> None:
-    timed = [(base[m].get("convert_seconds"), r.get("convert_seconds")) for m, r in rows.items() if m in base]
+def _batch_timing(verdict: Verdict, base: dict, records: dict[str, Result]) -> None:
+    """One line for the batch, over the models really converted (a cache hit took no conversion)."""
+    timed = [(base[m].get("convert_seconds"), r.seconds) for m, r in records.items()
+             if m in base and not r.cache_hit]
     timed = [(o, n) for o, n in timed if o and n]
     if timed:
         old_total, new_total = sum(o for o, _ in timed), sum(n for _, n in timed)
-        verdict.notes.append(Change("(all)", f"conversions took {new_total:.1f} s, {old_total:.1f} s in the "
-                                             f"baseline (x{new_total / old_total:.2f}; reported, not gated)", ""))
+        verdict.notes.append(Change("(all)", f"{len(timed)} conversion(s) took {new_total:.1f} s, {old_total:.1f} s "
+                                             f"in the baseline (x{new_total / old_total:.2f}; reported, not gated)", ""))
 
 
-def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict) -> None:
+def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict, result: Result) -> None:
     """At least one side failed: what changed is whether, or how, it fails."""
     was_ok, is_ok = old["status"] == "passed", new["status"] == "passed"
+    message = result.failure.one_line(model_id).split(": ", 1)[1] if result.failure else ""
     if was_ok:
-        verdict._add(verdict.regressions, model_id, f"passed before, now {new['status']}: {new['failure_signature']}",
+        verdict._add(verdict.regressions, model_id, f"passed before, now {new['status']}: {message}",
                      f"PASS->{new['status'].upper()} ({new['failure_kind']})")
     elif is_ok:
         verdict._add(verdict.improvements, model_id, f"{old['status']} before ({old.get('failure_kind')}), now passes",
@@ -176,40 +251,44 @@ def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict) -> 
                      "[expect] and update the baseline", "now converts")
     elif new["failure_signature"] != old.get("failure_signature"):
         verdict._add(verdict.regressions, model_id,
-                     f"fails differently: was '{old.get('failure_signature')}', now '{new['failure_signature']}'",
+                     f"fails differently: was '{old.get('failure_signature')}', now: {message}",
                      f"new failure ({new['failure_kind']})")
 
 
-def _compare_figures(verdict: Verdict, model_id: str, old: dict, new: dict, t: Thresholds) -> None:
-    """Both passed: errors and size are gated, how it converted and how long it took are reported."""
-    for key, factor, label in (("drq_range_rel_err", t.drq_err, "DRQ error"),
-                               ("fp32_range_rel_err", t.fp32_err, "fp32 error")):
-        o, n = old.get(key), new.get(key)
-        if o is None or n is None:
-            continue
-        if n > t.err_floor and n > o * factor:
-            verdict._add(verdict.regressions, model_id,
-                         f"{label} grew x{_ratio(n, o):.1f} ({o:.3g} -> {n:.3g}; gate x{factor:g} above {t.err_floor:g})",
-                         f"{label} x{_ratio(n, o):.1f}")
-        elif o > t.err_floor and n * factor < o:
-            verdict._add(verdict.improvements, model_id, f"{label} shrank ({o:.3g} -> {n:.3g})",
-                         f"{label} /{o / max(n, 1e-30):.1f}")
-    o, n = old.get("tflite_bytes"), new.get("tflite_bytes")
-    if o and n:
-        growth = n / o - 1
-        if growth > t.size:
-            verdict._add(verdict.regressions, model_id,
-                         f"deliverable grew {growth:+.0%} ({o} -> {n} bytes; gate +{t.size:.0%})", f"size {growth:+.0%}")
-        elif growth < -t.size:
-            verdict._add(verdict.improvements, model_id, f"deliverable shrank {growth:+.0%} ({o} -> {n} bytes)",
-                         f"size {growth:+.0%}")
-    for key in ("exporter", "opset", "fixes_applied"):  # what changed in how it converts: reported
+def _compare_figures(verdict: Verdict, model_id: str, old: dict, new: dict, t: Thresholds, timed: bool) -> None:
+    """Both passed: each recipe's error and size are gated; how it converted and how long it took are reported."""
+    for recipe in sorted(set(old.get("recipes") or {}) & set(new["recipes"]), key=_recipe_order):
+        before, after = old["recipes"][recipe], new["recipes"][recipe]
+        title = RECIPES[recipe].title if recipe in RECIPES else recipe
+        o, n, factor = before.get("err"), after.get("err"), t.err_factor(recipe)
+        if o is not None and n is not None:
+            if n > t.err_floor and n > o * factor:
+                verdict._add(verdict.regressions, model_id,
+                             f"{title} error grew x{_ratio(n, o):.1f} ({o:.3g} -> {n:.3g}; gate x{factor:g} above "
+                             f"{t.err_floor:g})", f"{title} error x{_ratio(n, o):.1f}")
+            elif o > t.err_floor and n * factor < o:
+                verdict._add(verdict.improvements, model_id, f"{title} error shrank ({o:.3g} -> {n:.3g})",
+                             f"{title} error /{o / max(n, 1e-30):.1f}")
+        o, n, limit = before.get("bytes"), after.get("bytes"), t.size_growth(recipe)
+        if o and n:
+            growth = n / o - 1
+            if growth > limit:
+                verdict._add(verdict.regressions, model_id, f"{title} file grew {growth:+.0%} ({o} -> {n} bytes; "
+                             f"gate +{limit:.0%})", f"{title} size {growth:+.0%}")
+            elif growth < -limit:
+                verdict._add(verdict.improvements, model_id, f"{title} file shrank {growth:+.0%} ({o} -> {n} bytes)",
+                             f"{title} size {growth:+.0%}")
+    for key in ("exporter", "opset", "fixes_applied", "delivered"):  # what changed in how it converts: reported
         if old.get(key) != new.get(key):
             verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
     o, n = old.get("convert_seconds"), new.get("convert_seconds")
-    if o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):
+    if timed and o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):
         verdict.notes.append(Change(model_id, f"conversion took {n:.1f} s, {o:.1f} s in the baseline "
                                               "(reported, not gated)", ""))
+
+
+def _recipe_order(recipe: str) -> int:
+    return list(RECIPES).index(recipe) if recipe in RECIPES else len(RECIPES)
 
 
 @dataclass(frozen=True)
@@ -227,7 +306,7 @@ class GateOutcome:
                 "failed": self.failed, "gone": list(self.gone)}
 
 
-def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds: Thresholds,
+def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresholds: Thresholds,
          versions: dict, models_dirs: list[str], update: bool) -> GateOutcome:
     """The session's verdict against the baseline file (or its rewrite, with update)."""
     try:
@@ -239,7 +318,7 @@ def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds:
     if update:
         if previous is not None and previous.get("models_dirs") != models_dirs:
             previous = None  # records of another models folder do not carry over
-        data = write(path, rows, versions, previous, discovered, models_dirs)
+        data = write(path, records, versions, previous, discovered, models_dirs)
         return _info(f"baseline written: {path} ({len(data['models'])} models); commit it")
     if previous is None:
         return _info(f"no baseline at {path}: nothing to gate on; create it with "
@@ -248,7 +327,7 @@ def gate(path: Path, rows: dict[str, dict], *, discovered: set[str], thresholds:
         return _info(f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
                      f"run converts {models_dirs}: not compared; give this folder its own baseline "
                      "with --baseline FILE --baseline-update")
-    verdict = compare(previous, rows, discovered, thresholds)
+    verdict = compare(previous, records, discovered, thresholds)
     gone = tuple(c.model_id for c in verdict.regressions if c.label == "GONE")
     return GateOutcome(_verdict_lines(verdict, previous, versions, path, thresholds), dict(verdict.labels),
                        verdict.marks(), verdict.failed, gone)
@@ -260,6 +339,9 @@ def _info(text: str) -> GateOutcome:
 
 def _verdict_lines(verdict: Verdict, previous: dict, versions: dict, path: Path, thresholds: Thresholds):
     lines = []
+    if previous.get("read_from_schema"):
+        lines.append(Line(Severity.NOTE, f"note: {path} is a schema-{previous['read_from_schema']} baseline, read as "
+                          f"schema {SCHEMA_VERSION}; rewrite it with --baseline-update"))
     old_versions = previous.get("versions", {})
     changed = {k: (old_versions.get(k), v) for k, v in versions.items() if old_versions.get(k) != v}
     if changed:

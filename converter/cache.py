@@ -2,7 +2,7 @@
 
 The key covers everything the result depends on: the model file's bytes, the code beside it that
 a factory or a trusted pickle imports, the resolved spec, the harness's own source, the tool
-versions, the thread count and the memory ceiling. An entry holds the result and the two TFLite files, with a
+versions, the thread count and the memory ceiling. An entry holds the result and its TFLite files, with a
 manifest of their SHA-256 sums: an entry whose files do not match it (corrupt, tampered with) is
 deleted and the model converted again, never trusted. Failures that depend on the machine
 (timeout, out of memory, crash) are not cached.
@@ -24,7 +24,6 @@ from .protocol import RESULT_FILE, write_bytes_atomic
 from .results import Result
 
 HARNESS_ROOT = Path(__file__).resolve().parent
-FILES = ("model_drq.tflite", "model_fp32.tflite")
 MANIFEST = "manifest.json"
 NOT_CACHED = (FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH)
 
@@ -65,15 +64,13 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, model_id: str, mod
         return None
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
-    for name in FILES:
-        if name in contents:
-            write_bytes_atomic(artifacts / name, contents[name])
+    for name, data in contents.items():
+        if name.endswith(".tflite"):
+            write_bytes_atomic(artifacts / name, data)
     result = Result.from_dict(json.loads(contents[RESULT_FILE]))
-    if result.tflite:
-        result = dataclasses.replace(result, tflite=dataclasses.replace(
-            result.tflite, drq_path=str(artifacts / FILES[0]), fp32_path=str(artifacts / FILES[1])))
-    result = dataclasses.replace(result, model_id=model_id, model_path=model_path, cache_hit=True,
-                                 deliverable=None)
+    result = dataclasses.replace(
+        result, model_id=model_id, model_path=model_path, cache_hit=True, deliverable=None,
+        deliverables=tuple(dataclasses.replace(d, path=str(artifacts / Path(d.path).name)) for d in result.deliverables))
     result.write(artifacts / RESULT_FILE)
     return result
 
@@ -82,7 +79,9 @@ def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> N
     if result.failure and result.failure.kind in NOT_CACHED:
         return
     contents = {RESULT_FILE: json.dumps(dataclasses.replace(result, deliverable=None).to_dict()).encode()}
-    contents.update({name: (artifacts / name).read_bytes() for name in FILES if (artifacts / name).is_file()})
+    for d in result.deliverables:
+        if Path(d.path).is_file():
+            contents[Path(d.path).name] = Path(d.path).read_bytes()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".staging-"))

@@ -1,17 +1,22 @@
 """summary.html: one self-contained file (no scripts, no network assets) a reviewer reads at a glance.
 
-Each row carries three inline SVG charts: the deliverable's size against the float32 model
-(linear), the errors against PyTorch (float32 and DRQ, log scale) and the seconds each stage
-took (stacked, one scale for all models). The page fits a 1400 px laptop screen.
+Each row carries three inline SVG charts: the size of each TFLite file against the float32 one
+(linear), their errors against PyTorch (log scale) and the seconds each stage took (stacked, one
+scale for all models). Failures come first, then regressions; each model links to its log and
+result. The page fits a 1400 px laptop screen.
 """
 from __future__ import annotations
 
 import html
 import math
+import urllib.parse
 
+from .columns import PAGE, row
 from .failures import Stage
-from .report import format_cell
-from .rows import PAGE
+from .recipes import FP32, RECIPES
+from .report import counts_of, format_cell
+from .results import Outcome, Result
+from .settings import file_name
 
 OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1"}
 ERR_RANGE = (1e-9, 1.0)
@@ -23,17 +28,26 @@ def _log_x(value: float, low: float, high: float) -> float:
     return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low)) * (W - 10) + 5
 
 
-def size_chart(fp32: int | None, drq: int | None) -> str:
-    """Linear, against the float32 size: the 4x of dynamic-range quantization shows as it is."""
-    if not fp32 or not drq:
+RECIPE_COLOURS = {FP32: "#8ea9c8", "drq": "#2b6cb0"}
+DEFAULT_COLOUR = "#718096"
+
+
+def size_chart(record: Result) -> str:
+    """Linear, against the float32 size: each recipe's file (the deliverable darker) as it is."""
+    fp32 = record.fp32.bytes if record.fp32 else None
+    others = [d for d in record.deliverables if d.recipe != FP32]
+    if not fp32 or not others:
         return ""
-    full = W - 10
+    full, bar = W - 10, max(3.0, (H - 4) / (len(others) + 1) - 2)
     bars = []
-    for y, value, colour, label in ((3, fp32, "#8ea9c8", "float32"), (15, drq, "#2b6cb0", "DRQ")):
-        width = max(1.0, full * min(value / fp32, 1.0))
-        bars.append(f'<rect x="5" y="{y}" width="{width:.1f}" height="10" fill="{colour}">'
-                    f"<title>{label} {value / 1e3:.1f} kB ({value / fp32:.0%} of float32)</title></rect>")
-    return (f'<svg width="{W}" height="{H}" role="img" aria-label="size: DRQ against float32">'
+    for i, d in enumerate([record.fp32] + others):
+        width = max(1.0, full * min(d.bytes / fp32, 1.0))
+        colour = RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)
+        mark = " (the deliverable)" if d.recipe == record.delivered else ""
+        bars.append(f'<rect x="5" y="{2 + i * (bar + 2):.1f}" width="{width:.1f}" height="{bar:.1f}" fill="{colour}">'
+                    f"<title>{html.escape(d.label)} {d.bytes / 1e3:.1f} kB ({d.bytes / fp32:.0%} of float32){mark}"
+                    "</title></rect>")
+    return (f'<svg width="{W}" height="{H}" role="img" aria-label="size of each TFLite file against float32">'
             + "".join(bars) + "</svg>")
 
 
@@ -55,59 +69,96 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
     return f'<svg width="{W}" height="{H}" role="img" aria-label="seconds by stage">' + "".join(parts) + "</svg>"
 
 
-def error_chart(fp32: float | None, drq: float | None, drq_tolerance: float = 5e-2) -> str:
-    if fp32 is None and drq is None:
+def error_chart(record: Result) -> str:
+    verified = [d for d in record.deliverables if d.verified]
+    if not verified:
         return ""
     parts = [f'<line x1="5" y1="14" x2="{W - 5}" y2="14" stroke="#bbb"/>']
     for decade in range(-9, 1, 3):
         x = _log_x(10.0 ** decade, *ERR_RANGE)
         parts.append(f'<line x1="{x:.1f}" y1="9" x2="{x:.1f}" y2="19" stroke="#ccc"><title>1e{decade}</title></line>')
-    x = _log_x(drq_tolerance, *ERR_RANGE)
-    parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="24" stroke="#c53030" stroke-dasharray="2,2">'
-                 f"<title>default DRQ tolerance {drq_tolerance:g}</title></line>")
-    for value, colour, label in ((fp32, "#8ea9c8", "float32"), (drq, "#2b6cb0", "DRQ")):
-        if value is not None and math.isfinite(value):
-            parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="14" r="4.5" fill="{colour}">'
-                         f"<title>{label} error {value:.3g}</title></circle>")
+    chosen = record.chosen
+    if chosen is not None and chosen.verified:
+        tolerance = chosen.worst.tolerance
+        x = _log_x(tolerance, *ERR_RANGE)
+        parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="24" stroke="#c53030" stroke-dasharray="2,2">'
+                     f"<title>{html.escape(chosen.label)} tolerance {tolerance:g}</title></line>")
+    for d in verified:
+        value = d.worst.range_rel_err
+        if math.isfinite(value):
+            parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="14" r="4.5" '
+                         f'fill="{RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)}">'
+                         f"<title>{html.escape(d.label)} error {value:.3g}</title></circle>")
     return f'<svg width="{W}" height="{H}" role="img" aria-label="errors, log scale">' + "".join(parts) + "</svg>"
 
 
 REGRESSIVE = ("regression", "error")  # baseline severities shown in red
-WRAPPED = ("fixes_applied", "slowest_stage")  # may take several lines rather than widen the page
 
 
-def render(summary: dict) -> str:
-    gate = summary.get("baseline", {})
+def _breakable(text: str) -> str:
+    """Escaped, with line-break chances after '_', '/', ':' and ';' only: a long id or fix label
+    wraps between its words, never inside one."""
+    out = html.escape(text)
+    for mark in ("_", "/", ":", ";"):
+        out = out.replace(mark, mark + "<wbr>")
+    return out
+
+
+def _order(records: dict[str, Result], marks: dict) -> list[str]:
+    """Failures first, then regressions, then the rest, each by id."""
+    def rank(model_id: str) -> int:
+        r = records[model_id]
+        if r.outcome is Outcome.FAILED or (r.outcome is None and not r.passed and r.status != "gone"):
+            return 0
+        return 1 if marks.get(model_id) in REGRESSIVE else 2
+    return sorted(records, key=lambda m: (rank(m), m))
+
+
+def render(records: dict[str, Result], versions: dict, gate: dict | None = None) -> str:
+    gate = gate or {}
     labels, marks = gate.get("labels", {}), gate.get("marks", {})
-    models = summary["models"]
-    longest = max([sum((r.get("stage_seconds") or {}).values()) for r in models.values()] + [0.0])
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(t for t, _, _ in PAGE)])
+    longest = max([sum(r.stage_seconds.values()) for r in records.values()] + [0.0])
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(c.title for c in PAGE)])
     head += "<th>vs baseline</th>" if labels else ""
-    head += ("<th>size: DRQ against float32</th><th>error vs PyTorch (log, 1e-9..1)</th>"
+    head += ("<th>size against float32</th><th>error vs PyTorch (log, 1e-9..1)</th>"
              "<th>seconds by stage</th>")
     rows = []
-    for model_id, row in models.items():
-        colour = OUTCOME_COLOURS.get(row["outcome"], "#eee")
-        cells = [f'<td class="id"><code>{html.escape(model_id)}</code></td>']
-        cells += [f'<td{" class=wrap" if key in WRAPPED else ""}>{html.escape(format_cell(row.get(key), kind))}</td>'
-                  for _, key, kind in PAGE]
+    for model_id in _order(records, marks):
+        record = records[model_id]
+        cells_by_key = row(record)
+        colour = OUTCOME_COLOURS.get(cells_by_key["outcome"], "#eee")
+        folder = urllib.parse.quote(file_name(model_id))
+        links = "" if record.status == "gone" else (
+            f'<br><small><a href="artifacts/{folder}/convert.log">log</a> '
+            f'<a href="artifacts/{folder}/result.json">result</a></small>')
+        cells = [f'<td class="id"><code>{_breakable(model_id)}</code>{links}</td>']
+        cells += [f'<td{" class=wrap" if c.wrap else ""}>{_breakable(format_cell(cells_by_key[c.key], c.fmt))}</td>'
+                  for c in PAGE]
         if labels:
             bad = marks.get(model_id) in REGRESSIVE
-            cells.append(f'<td class="wrap{" regress" if bad else ""}">{html.escape(labels.get(model_id, ""))}</td>')
-        cells.append(f"<td>{size_chart(row.get('tflite_fp32_bytes'), row.get('tflite_bytes'))}</td>")
-        cells.append(f"<td>{error_chart(row.get('fp32_range_rel_err'), row.get('drq_range_rel_err'))}</td>")
-        cells.append(f"<td>{time_chart(row.get('stage_seconds'), longest)}</td>")
-        title = html.escape(row.get("failure_message") or "")
+            cells.append(f'<td class="wrap{" regress" if bad else ""}">{_breakable(labels.get(model_id, ""))}</td>')
+        cells.append(f"<td>{size_chart(record)}</td>")
+        cells.append(f"<td>{error_chart(record)}</td>")
+        cells.append(f"<td>{time_chart(record.stage_seconds, longest)}</td>")
+        title = html.escape(record.failure.message if record.failure else "")
         rows.append(f'<tr style="background:{colour}" title="{title}">' + "".join(cells) + "</tr>")
-    counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items())
-    failures = "".join(f"<li><code>{html.escape(m)}</code> ({html.escape(r['outcome'])}): "
-                       f"{html.escape(str(r['failure_stage']))} [{html.escape(str(r['failure_kind']))}]: "
-                       f"{html.escape(r['failure_message'])}</li>"
-                       for m, r in models.items() if r.get("failure_message"))
+    counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items())
+    failures = "".join(f"<li><code>{html.escape(m)}</code> ({html.escape(row(r)['outcome'])}): "
+                       f"{html.escape(str(r.failure.stage))} [{html.escape(r.failure.kind.value)}]: "
+                       f"{html.escape(r.failure.message)}</li>"
+                       for m, r in ((m, records[m]) for m in _order(records, marks)) if r.failure)
+    lines = gate.get("lines", ())
+    serious = [ln for ln in lines if ln["severity"] in REGRESSIVE + ("improvement", "info")]
+    notes = [ln for ln in lines if ln not in serious]
     verdict = "".join(f'<li class="{"regress" if line["severity"] in REGRESSIVE else ""}">'
-                      f"{html.escape(line['text'])}</li>" for line in gate.get("lines", ()))
-    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+                      f"{html.escape(line['text'])}</li>" for line in serious)
+    if notes:  # timing and how-it-converted notes: reported, never gated, folded away
+        verdict += (f"<li><details><summary>{len(notes)} note(s), not gated</summary><ul>"
+                    + "".join(f"<li>{html.escape(n['text'])}</li>" for n in notes) + "</ul></details></li>")
+    version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
     stage_legend = "".join(f'<span style="background:{c}"></span>{html.escape(s)}' for s, c in STAGE_COLOURS.items())
+    recipe_legend = "".join(f'<span style="background:{RECIPE_COLOURS.get(name, DEFAULT_COLOUR)}"></span>'
+                            f"{html.escape(recipe.title)}" for name, recipe in RECIPES.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>
 <style>
@@ -115,22 +166,21 @@ body {{ font: 13px/1.35 system-ui, sans-serif; margin: 12px; color: #222; max-wi
 table {{ border-collapse: collapse; }}
 th, td {{ border: 1px solid #ccc; padding: 2px 4px; text-align: left; }}
 th {{ font-size: 12px; vertical-align: bottom; }} td {{ white-space: nowrap; }}
-td.wrap {{ white-space: normal; overflow-wrap: anywhere; min-width: 70px; max-width: 150px; }}
-td.id {{ white-space: normal; overflow-wrap: anywhere; min-width: 150px; max-width: 190px; }}
+td.wrap {{ white-space: normal; min-width: 70px; max-width: 150px; }}
+td.id {{ white-space: normal; min-width: 150px; max-width: 210px; }}
 th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>
 <h1>TFLite conversion summary</h1>
-<p>{len(models)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
-output's range. <span class="legend"><span style="background:#8ea9c8"></span>float32
-<span style="background:#2b6cb0"></span>DRQ (deliverable)
-<span style="border-left:2px dashed #c53030"></span>default DRQ tolerance;
+<p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
+output's range; <code>err</code> and <code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
+<span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;
 seconds by stage: {stage_legend}</span></p>
+{f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
 {f"<h2>Baseline</h2><ul>{verdict}</ul>" if verdict else ""}
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
-{f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
-<p><small>Versions: {html.escape(versions)}</small></p>
+<p><small>Versions: {html.escape(version_text)}</small></p>
 </body></html>
 """

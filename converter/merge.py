@@ -10,13 +10,15 @@ baseline that no shard ran is GONE: a split that loses a model fails the gate. E
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .protocol import write_bytes_atomic
-from .rows import Outcome
+from .results import SCHEMA_VERSION, Outcome, Result
 from .settings import BY_NAME, SettingsError, argparse_help, option_kwargs, resolve
 from .summaries import conclude, relative_dirs
 
@@ -27,30 +29,75 @@ class MergeError(Exception):
     pass
 
 
-def read_shard(folder: Path) -> dict:
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"the key {repeated[0]!r} appears twice")
+    return dict(pairs)
+
+
+def read_shard(folder: Path) -> dict[str, Result]:
+    """A shard's records from its summary.json, each checked: a tampered or truncated file is one line."""
     path = Path(folder) / "summary.json"
     try:
-        summary = json.loads(path.read_text())
-        models = summary["models"]
-        if not isinstance(models, dict):
-            raise TypeError("models")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MergeError(f"{path}: not a shard's summary ({type(exc).__name__}: {exc})") from None
-    return summary
+        summary = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict):
+            raise ValueError("it holds no 'models' object")
+        if summary.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"its schema {summary.get('schema_version')!r} is not {SCHEMA_VERSION} (written by "
+                             "another release of the harness: rerun that shard)")
+        records = {}
+        for model_id, data in summary["models"].items():
+            records[model_id] = _record(model_id, data)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MergeError(f"{path}: not a shard's summary ({exc})") from None
+    return records
 
 
-def merge_rows(shards: list[tuple[Path, dict]]) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
+def _record(model_id: str, data) -> Result:
+    if not isinstance(data, dict):
+        raise ValueError(f"model {model_id!r} is a {type(data).__name__}, not a record")
+    try:
+        record = Result.from_dict(data)
+        outcome = Outcome(data.get("outcome"))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"model {model_id!r} is not a record ({type(exc).__name__}: {exc})") from None
+    if record.model_id != model_id or record.status not in ("passed", "failed", "gone"):
+        raise ValueError(f"model {model_id!r} has a record of {record.model_id!r} with status {record.status!r}")
+    bad = [n for n in _numbers(data) if not math.isfinite(n)]
+    if bad and record.status == "passed":  # a passed model has finite figures; NaN would disable the gate
+        raise ValueError(f"model {model_id!r} passed with a figure that is not finite")
+    return dataclasses.replace(record, outcome=outcome)
+
+
+def _numbers(value):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield float(value)
+    elif isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        yield float(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _numbers(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _numbers(v)
+
+
+def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> dict[str, Result]:
+    records: dict[str, Result] = {}
     where: dict[str, Path] = {}
-    for folder, summary in shards:
-        for model_id, row in summary["models"].items():
-            if row.get("outcome") == Outcome.GONE.value:
+    for folder, shard in shards:
+        for model_id, record in shard.items():
+            if record.outcome is Outcome.GONE:
                 continue  # judged again below, against every shard at once
-            if model_id in rows:
+            if model_id in records:
                 raise MergeError(f"model {model_id} is in two shards ({where[model_id]} and {folder}): "
                                  "a split must give each model to one shard")
-            rows[model_id], where[model_id] = row, folder
-    return rows
+            records[model_id], where[model_id] = record, folder
+    return records
 
 
 def merge_junit(folders: list[Path]) -> bytes:
@@ -65,9 +112,12 @@ def merge_junit(folders: list[Path]) -> bytes:
         except (OSError, ET.ParseError) as exc:
             raise MergeError(f"{path}: not a JUnit report ({exc})") from None
         for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
-            for key in totals:
-                totals[key] += int(suite.get(key, 0))
-            seconds += float(suite.get("time", 0))
+            try:
+                for key in totals:
+                    totals[key] += int(suite.get(key, 0))
+                seconds += float(suite.get("time", 0))
+            except ValueError as exc:
+                raise MergeError(f"{path}: not a JUnit report (a count is not a number: {exc})") from None
             merged.extend(suite.findall("testcase"))
     for key, value in totals.items():
         merged.set(key, str(value))
@@ -75,6 +125,18 @@ def merge_junit(folders: list[Path]) -> bytes:
     suites = ET.Element("testsuites")
     suites.append(merged)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+def _header(folder: Path) -> dict:
+    """A shard's versions and settings (read_shard has checked the file)."""
+    data = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+    header = {k: data.get(k) for k in ("versions", "settings")}
+    for key in header:
+        if not isinstance(header[key], dict):
+            raise MergeError(f"{Path(folder) / 'summary.json'}: not a shard's summary ('{key}' is not an object)")
+    if not all(isinstance(d, str) for d in header["settings"].get("models_dirs", [])):
+        raise MergeError(f"{Path(folder) / 'summary.json'}: not a shard's summary (models_dirs is not a list of folders)")
+    return header
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,17 +156,18 @@ def main(argv=None) -> int:
     try:
         settings = resolve({name: getattr(args, name) for name in MERGED_SETTINGS})
         shards = [(folder, read_shard(folder)) for folder in args.shards]
-        rows = merge_rows(shards)
+        headers = [_header(folder) for folder in args.shards]
+        records = merge_records(shards)
         junit = merge_junit([folder for folder, _ in shards])
     except (SettingsError, MergeError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    first = shards[0][1]
-    dirs = sorted({d for _, s in shards for d in s.get("settings", {}).get("models_dirs", [])})
+    first = headers[0]
+    dirs = sorted({d for h in headers for d in h.get("settings", {}).get("models_dirs", [])})
     summary, gate = conclude(
-        rows, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
+        records, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
         settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
         baseline=settings.baseline, thresholds=settings.thresholds,
-        models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(rows))
+        models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records))
     write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
     counts = summary["counts"]
     print(f"merged {len(shards)} shards: {counts.get('passed', 0)} converted and verified, "

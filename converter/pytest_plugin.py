@@ -6,6 +6,7 @@ controller-side summary. The work happens in converter/ (runner, report).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -13,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from . import baseline as baseline_file
-from .assertions import ExpectedConversionFailure, junit_properties
+from .assertions import ExpectedConversionFailure
 from .baseline import Severity
+from .columns import junit_properties
 from .discovery import discover
 from .environment import tool_versions
 from .failures import FailureKind, Stage
 from .lifeline import terminate_on_sigterm
 from .live import StatusThread, running_conversions, status_line, waiting_conversions
 from .output_folders import OutputsError, prepare
-from .results import Result
-from .rows import Outcome, SummaryRow
+from .results import Outcome, Result
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import OPSET
@@ -207,7 +208,7 @@ class ControllerReport:
 
     def __init__(self, config):
         self.config = config
-        self.rows: dict[str, SummaryRow] = {}
+        self.records: dict[str, Result] = {}
         self.summary: dict | None = None
         self.gate: baseline_file.GateOutcome | None = None
         self._discovered_ids: set[str] | None = None
@@ -249,7 +250,7 @@ class ControllerReport:
 
     def _status_line(self) -> str:
         s = self.config.stash[SETTINGS_KEY]
-        return status_line(len(self.rows), len(self._expected) or None,
+        return status_line(len(self.records), len(self._expected) or None,
                            running_conversions(s.artifacts_dir, since=self._started - 1), s.slow_stage_fraction,
                            waiting_conversions(s.artifacts_dir, since=self._started - 1))
 
@@ -263,14 +264,14 @@ class ControllerReport:
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "tflite_result", None)
         if data is not None:
-            result = Result.from_dict(data)
-            self.rows[result.model_id] = SummaryRow.of(result, _outcome(report))
+            result = dataclasses.replace(Result.from_dict(data), outcome=_outcome(report))
+            self.records[result.model_id] = result
         elif report.failed:
             # xdist builds the report of a crashed worker itself, without our attributes
             model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
-            if model_id and model_id not in self.rows:  # died before producing a result (worker crash, outer timeout)
-                result = Result.failed(model_id, "", FailureKind.CRASH, Stage.TEST, _no_result_message(report))
-                self.rows[model_id] = SummaryRow.of(result, Outcome.FAILED)
+            if model_id and model_id not in self.records:  # died before producing a result (worker crash, outer timeout)
+                self.records[model_id] = Result.failed(model_id, "", FailureKind.CRASH, Stage.TEST,
+                                                       _no_result_message(report), outcome=Outcome.FAILED)
 
     def _model_id_of(self, nodeid: str) -> str | None:
         if not nodeid.endswith("]") or "[" not in nodeid:
@@ -281,11 +282,11 @@ class ControllerReport:
     def pytest_sessionfinish(self, session):
         if self._status is not None:
             self._status.stop()
-        if not self.rows:
+        if not self.records:
             return
         s = self.config.stash[SETTINGS_KEY]
         self.summary, self.gate = conclude(
-            {m: r.to_dict() for m, r in self.rows.items()}, reports_dir=s.reports_dir, versions=tool_versions(),
+            self.records, reports_dir=s.reports_dir, versions=tool_versions(),
             settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
                       "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout,
                       "max_conversions": s.max_conversions, "preload": s.preload},
@@ -311,14 +312,14 @@ class ControllerReport:
         terminalreporter.line(
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
             f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
-        for model_id, row in self.summary["models"].items():
-            if row["outcome"] == Outcome.FAILED.value and row.get("failure_kind"):
-                terminalreporter.line(f"  {model_id}: {row['failure_stage']} [{row['failure_kind']}] "
-                                      f"{row['failure_message']}")
-            elif row.get("opset") not in (None, OPSET):
-                terminalreporter.line(f"  note {model_id}: the {row['exporter']} exporter wrote opset {row['opset']}, "
-                                      f"not {OPSET} (its down-conversion failed); the model was converted and "
-                                      "verified at that opset")
+        for model_id, record in sorted(self.records.items()):
+            if record.outcome is Outcome.FAILED and record.failure:
+                terminalreporter.line(f"  {model_id}: {record.failure.stage} [{record.failure.kind.value}] "
+                                      f"{record.failure.message}")
+            elif record.export and record.export.opset != OPSET:
+                terminalreporter.line(f"  note {model_id}: the {record.export.exporter} exporter wrote opset "
+                                      f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
+                                      "was converted and verified at that opset")
         terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
                               f"deliverables: {s.tflite_dir}")
         if self.gate is not None:

@@ -1,9 +1,9 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
+from .columns import TABLE, row
 from .failures import Stage
 from .results import Result, labelled_comparisons
-from .rows import TABLE
 
 
 def _mb(n: int | None) -> str:
@@ -28,12 +28,13 @@ def format_result(result: Result, settings=None) -> str:
         lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
     if result.divergence:
         lines.append(f"  diagnosis: {result.divergence.describe()}; per-node table {result.divergence.table}")
-    if result.tflite:
-        ratio = result.tflite.drq_bytes / max(result.export.onnx_bytes, 1) if result.export else 0
-        flex = f", Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite.flex_ops else ""
-        lines.append(f"  TFLite: DRQ {_mb(result.tflite.drq_bytes)} (x{ratio:.2f} of ONNX), "
-                     f"float32 {_mb(result.tflite.fp32_bytes)}{flex}")
-    for label, c in labelled_comparisons(result.export, result.verify):
+    if result.deliverables:
+        onnx = result.export.onnx_bytes if result.export else 0
+        sizes = ", ".join(f"{d.recipe} {_mb(d.bytes)}" + (f" (x{d.bytes / onnx:.2f} of ONNX)" if onnx else "")
+                          for d in result.deliverables)
+        flex = f"; Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite and result.tflite.flex_ops else ""
+        lines.append(f"  TFLite: {sizes}{flex}")
+    for label, c in labelled_comparisons(result.export, result.deliverables):
         lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
     if result.verify and result.savedmodel:
         moved = [name for (name, _), perm in zip(result.savedmodel.output_names, result.verify.output_perms)
@@ -44,7 +45,7 @@ def format_result(result: Result, settings=None) -> str:
         lines.append(f"  deployable without TensorFlow: {'yes' if result.verify.deployable else 'no'}"
                      + (f" ({result.verify.deploy_message})" if result.verify.deploy_message else ""))
     if result.deliverable:
-        lines.append(f"  deliverable: {result.deliverable}")
+        lines.append(f"  deliverable ({result.delivered}): {result.deliverable}")
     if settings is not None:
         lines.append(f"  artifacts and log: {settings.artifacts_for(result.model_id)}/")
     return "\n".join(lines)
@@ -64,36 +65,46 @@ def format_cell(value, kind: str) -> str:
     return str(value)
 
 
-def build_summary(rows: dict[str, dict], versions: dict, settings: dict) -> dict:
+def counts_of(records: dict[str, Result]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records.values():
+        key = record.outcome.value if record.outcome else record.status
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def build_summary(records: dict[str, Result], versions: dict, settings: dict) -> dict:
+    """summary.json: every model's record as it is (`models`: what the merge reads back), the counts,
+    and the table's cells of each model (`table`: for people and scripts, never read back)."""
     from .results import SCHEMA_VERSION
 
-    counts: dict[str, int] = {}
-    for row in rows.values():
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
     return {"schema_version": SCHEMA_VERSION, "versions": versions, "settings": settings,
-            "counts": dict(sorted(counts.items())), "models": dict(sorted(rows.items()))}
+            "counts": counts_of(records), "models": {m: records[m].to_dict() for m in sorted(records)},
+            "table": {m: row(records[m]) for m in sorted(records)}}
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | None = None) -> str:
     """The table with the row's columns, and the verdict against the baseline when there is one."""
-    labels = summary.get("baseline", {}).get("labels", {})
-    counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items()) or "no models"
+    labels = (gate or {}).get("labels", {})
+    counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items()) or "no models"
     lines = ["# TFLite conversion summary", "",
-             f"{len(summary['models'])} models: {counts}.", "",
-             "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs.", ""]
-    titles = ["model"] + [t for t, _, _ in TABLE] + (["vs baseline"] if labels else [])
+             f"{len(records)} models: {counts}.", "",
+             "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs; "
+             "`err` and `cosine` are the deliverable's.", ""]
+    titles = ["model"] + [c.title for c in TABLE] + (["vs baseline"] if labels else [])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    for model_id, row in summary["models"].items():
-        cells = [f"`{model_id}`"] + [format_cell(row.get(key), kind) for _, key, kind in TABLE]
-        cells += [labels.get(model_id, "")] if labels else []
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    failures = [(m, r) for m, r in summary["models"].items() if r.get("failure_message")]
+    for model_id in sorted(records):
+        cells = row(records[model_id])
+        out = [f"`{model_id}`"] + [format_cell(cells[c.key], c.fmt) for c in TABLE]
+        out += [labels.get(model_id, "")] if labels else []
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in out) + " |")
+    failures = [(m, r) for m, r in sorted(records.items()) if r.failure]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{m}` ({r['outcome']}): {r['failure_stage']} [{r['failure_kind']}]: {r['failure_message']}"
+        lines += [f"- `{m}` ({row(r)['outcome']}): {r.failure.stage} [{r.failure.kind.value}]: {r.failure.message}"
                   for m, r in failures]
-    kept = sum(row.get("artifacts_bytes") or 0 for row in summary["models"].values())
+    kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
                   "unless --keep-intermediates).",
-              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
+              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(lines)

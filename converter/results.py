@@ -1,17 +1,31 @@
 """Stage results and the per-model Result: frozen dataclasses that cross from the child to the
-parent (result.json) and from workers to the controller, serialised by protocol.py.
+parent (result.json), from workers to the controller, into the cache, the summaries and the merge,
+serialised by protocol.py. A Result is the one record of a model: reports, the terminal summary,
+JUnit properties and the baseline all read it; JSON is parsed only where a file is read.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .failures import Failure, FailureKind, normalise_message
 from .protocol import build, plain, write_json_atomic
+from .recipes import FP32, RECIPES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: deliverables as a list of recipes (1: fixed drq / fp32 fields)
+
+
+class Outcome(str, enum.Enum):
+    """What the test made of a model (xfails are strict: a model that passes against its
+    [expect] is a failure, so there is no xpassed). None on a Result no test judged (the CLI)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    XFAILED = "xfailed"
+    GONE = "gone"  # in the baseline, no longer in the models folder
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,7 @@ class Fix:
 
 @dataclass(frozen=True)
 class OutputComparison:
-    """One output of a candidate (ONNX, fp32 or DRQ TFLite) against PyTorch."""
+    """One output of a candidate (ONNX, or a recipe's TFLite file) against PyTorch."""
 
     __test__ = False
     name: str
@@ -65,12 +79,43 @@ class OutputComparison:
                 f"cosine {self.cosine:.6f}{top1})")
 
 
-def labelled_comparisons(export: "ExportResult | None", verify: "VerifyResult | None"):
+@dataclass(frozen=True)
+class Deliverable:
+    """One recipe's TFLite file and what verification found: its outputs against PyTorch."""
+
+    recipe: str                 # a name in recipes.RECIPES
+    path: str
+    bytes: int
+    outputs: tuple[OutputComparison, ...] = ()  # empty until verified
+
+    @property
+    def label(self) -> str:
+        return RECIPES[self.recipe].label if self.recipe in RECIPES else f"{self.recipe} TFLite"
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.outputs)
+
+    @property
+    def passed(self) -> bool:
+        return self.verified and all(c.passed for c in self.outputs)
+
+    @property
+    def worst(self) -> OutputComparison | None:
+        return worst(self.outputs)
+
+
+def worst(comparisons) -> OutputComparison | None:
+    """The output that fails first: a wrong shape, else the largest error."""
+    if not comparisons:
+        return None
+    return max(comparisons, key=lambda c: (not c.shape_ok, c.range_rel_err))
+
+
+def labelled_comparisons(export: "ExportResult | None", deliverables: "tuple[Deliverable, ...]" = ()):
     """Every output comparison with its label, in the order checks are made and reported."""
     pairs = [("ONNX", c) for c in export.outputs] if export else []
-    if verify:
-        pairs += [("float32 TFLite", c) for c in verify.fp32] + [("DRQ TFLite", c) for c in verify.drq]
-    return pairs
+    return pairs + [(d.label, c) for d in deliverables for c in d.outputs]
 
 
 @dataclass(frozen=True)
@@ -109,19 +154,13 @@ class SavedModelResult:
 
 @dataclass(frozen=True)
 class TFLiteResult:
-    drq_path: str
-    fp32_path: str
-    drq_bytes: int
-    fp32_bytes: int
-    flex_ops: tuple[str, ...]
+    flex_ops: tuple[str, ...]  # the files themselves are the Result's deliverables
     seconds: float
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    fp32: tuple[OutputComparison, ...]
-    drq: tuple[OutputComparison, ...]
-    deployable: bool
+    deployable: bool     # the chosen deliverable runs on the TFLite runtime without TensorFlow
     deploy_message: str
     seconds: float
     # per output: how the TFLite output is laid out relative to PyTorch's (channels-last maps)
@@ -163,14 +202,20 @@ class Divergence:
 class Result:
     model_id: str
     model_path: str
-    status: str  # "passed" | "failed"
+    status: str  # "passed" | "failed" | "gone"
     failure: Failure | None = None
     load: LoadResult | None = None
     export: ExportResult | None = None
     savedmodel: SavedModelResult | None = None
     tflite: TFLiteResult | None = None
     verify: VerifyResult | None = None
+    # every TFLite file built (float32 first), verified or not; `delivered` names the recipe
+    # whose file became the deliverable (`deliverable`, its path in the deliverables folder)
+    deliverables: tuple[Deliverable, ...] = ()
+    requested: tuple[str, ...] = ()  # the recipes asked for, in order of preference
+    delivered: str | None = None
     deliverable: str | None = None
+    outcome: Outcome | None = None  # set by the test that judged it
     cache_hit: bool = False  # restored from the conversion cache: an unchanged model, not converted again
     artifacts_bytes: int | None = None  # what its artifacts folder keeps on disk
     fixes: tuple[Fix, ...] = ()
@@ -185,6 +230,23 @@ class Result:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    def deliverable_of(self, recipe: str | None) -> Deliverable | None:
+        return next((d for d in self.deliverables if d.recipe == recipe), None)
+
+    @property
+    def fp32(self) -> Deliverable | None:
+        return self.deliverable_of(FP32)
+
+    @property
+    def chosen(self) -> Deliverable | None:
+        """The delivered file; for a model that failed, the first requested recipe (what it was asked for)."""
+        return self.deliverable_of(self.delivered) or next(
+            (d for r in self.requested for d in self.deliverables if d.recipe == r), None)
+
+    @classmethod
+    def gone(cls, model_id: str) -> "Result":
+        return cls(model_id=model_id, model_path="", status="gone", outcome=Outcome.GONE)
 
     @classmethod
     def failed(cls, model_id: str, model_path: str, kind: FailureKind, stage: str, message: str,

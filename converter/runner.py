@@ -44,7 +44,7 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
             if entry:
                 cache.store(settings.cache_dir, entry, result, artifacts)
     if result.passed:
-        write_bytes_atomic(deliverable, Path(result.tflite.drq_path).read_bytes())
+        write_bytes_atomic(deliverable, Path(result.deliverable_of(result.delivered).path).read_bytes())
         if not settings.keep_intermediates:
             _drop_intermediates(artifacts)
         result = dataclasses.replace(result, deliverable=str(deliverable), artifacts_bytes=_footprint(artifacts))

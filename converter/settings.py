@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
             path=True),
     Setting("regression_threshold", "what counts as a regression, e.g. "
-            "drq_err:x2,fp32_err:x2,err_floor:1e-5,size:+10%", ""),
+            "err:x2,err_floor:1e-5,size:+10%, or per recipe drq_err:x3,fp32_size:+5%", ""),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .failures import FailureKind
 from .protocol import build, plain
+from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow
@@ -21,7 +22,7 @@ FORMATS = ("auto", "torchscript", "exported_program", "state_dict", "pickle")
 EXPORTERS = ("auto", "legacy", "dynamo")
 LAYOUTS = ("nhwc", "nchw")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
-DEFAULT_TOLERANCE = {"onnx": 1e-4, "fp32": 1e-4, "drq": 5e-2}
+DEFAULT_TOLERANCE = {"onnx": 1e-4, **{name: r.tolerance for name, r in RECIPES.items()}}
 DEFAULT_TIMEOUT = 600.0
 # One set of bounds for a number wherever it is set (sidecar, models.toml, pytest option,
 # environment, ini, CLI): a value outside them is an error naming its source, never a crash
@@ -77,6 +78,7 @@ class ModelSpec:
     pseudo_ops: tuple[str, ...] = ()
     allow_flex: bool = False
     auto_fixes: bool = True
+    deliverables: tuple[str, ...] = DEFAULT_DELIVERABLES  # recipes, in order of preference
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -264,6 +266,7 @@ KEYS = {
     "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
     "allow_flex": _bool,
     "auto_fixes": _bool,
+    "deliverables": check_deliverables,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
     "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),

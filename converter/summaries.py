@@ -12,7 +12,7 @@ from . import baseline as baseline_file
 from .html_report import render as render_html
 from .protocol import write_json_atomic, write_text_atomic
 from .report import build_summary, summary_markdown
-from .rows import Outcome, SummaryRow
+from .results import Result
 from .thresholds import Thresholds
 
 SUMMARY_FILES = ("summary.json", "summary.md", "summary.html")
@@ -29,21 +29,22 @@ def relative_dirs(dirs, root: Path) -> list[str]:
     return sorted(out)
 
 
-def conclude(rows: dict[str, dict], *, reports_dir: Path, versions: dict, settings: dict, baseline: Path,
+def conclude(records: dict[str, Result], *, reports_dir: Path, versions: dict, settings: dict, baseline: Path,
              thresholds: Thresholds, models_dirs: list[str], discovered: set[str], update: bool = False,
              judge: bool = True) -> tuple[dict, baseline_file.GateOutcome | None]:
-    """Judge `rows` (model id -> SummaryRow dict) against the baseline, then write the summaries."""
-    rows = dict(rows)
+    """Judge `records` (model id -> Result, its outcome set) against the baseline, then write the summaries."""
+    records = dict(records)
     gate = None
     if judge:  # a partial (interrupted) run is not judged
-        gate = baseline_file.gate(baseline, rows, discovered=discovered, thresholds=thresholds,
+        gate = baseline_file.gate(baseline, records, discovered=discovered, thresholds=thresholds,
                                   versions=versions, models_dirs=models_dirs, update=update)
         for model_id in gate.gone:  # listed, so the table shows what vanished
-            rows[model_id] = SummaryRow(outcome=Outcome.GONE, status="gone").to_dict()
-    summary = build_summary(rows, versions, settings)
+            records[model_id] = Result.gone(model_id)
+    summary = build_summary(records, versions, settings)
+    verdict = None
     if gate is not None:
-        summary["baseline"] = {"path": str(baseline), **gate.to_dict()}
+        verdict = summary["baseline"] = {"path": str(baseline), **gate.to_dict()}
     write_json_atomic(Path(reports_dir) / "summary.json", summary)
-    write_text_atomic(Path(reports_dir) / "summary.md", summary_markdown(summary))
-    write_text_atomic(Path(reports_dir) / "summary.html", render_html(summary))
+    write_text_atomic(Path(reports_dir) / "summary.md", summary_markdown(records, versions, verdict))
+    write_text_atomic(Path(reports_dir) / "summary.html", render_html(records, versions, verdict))
     return summary, gate

@@ -9,31 +9,27 @@ import pytest
 
 from converter.baseline import compare, record
 from converter.html_report import render
-from converter.report import build_summary
 from converter.thresholds import Thresholds, parse_thresholds
 
 from . import builders
 from .conftest import run
 
 
-def row(outcome="passed", kind=None, signature=None, drq=1e-3, fp32=1e-7, size=10_000, seconds=3.0):
-    return {"status": "passed" if outcome == "passed" else "failed", "outcome": outcome,
-            "failure_kind": kind, "failure_stage": "export" if kind else None,
-            "failure_message": signature, "failure_signature": signature, "exporter": "legacy", "opset": 17,
-            "onnx_bytes": 20_000, "tflite_bytes": size, "tflite_fp32_bytes": size * 2,
-            "size_ratio": 0.5, "fp32_range_rel_err": fp32, "drq_range_rel_err": drq, "drq_cosine": 0.9999,
-            "convert_seconds": seconds, "peak_rss_mb": 800.0}
+def row(outcome="passed", kind=None, signature=None, **figures):
+    return builders.record(outcome, kind, signature, **figures)
 
 
 def baseline_of(**rows):
-    return {"schema_version": 1, "models": {m: record(r) for m, r in rows.items()}}
+    return {"schema_version": 2, "models": {m: record(r) for m, r in rows.items()}}
 
 
 def test_thresholds_parse_and_refuse_nonsense():
-    assert parse_thresholds("drq_err:x3,size:+5%") == Thresholds(drq_err=3.0, size=0.05)
+    assert parse_thresholds("drq_err:x3,size:+5%") == Thresholds(size=0.05, per_recipe={"drq_err": 3.0})
     assert parse_thresholds("") == Thresholds()
-    assert parse_thresholds(Thresholds(fp32_err=4, err_floor=1e-6).describe()) == Thresholds(fp32_err=4, err_floor=1e-6)
-    for bad in ("drq_err:2", "size:10%", "speed:x2", "drq_err:x0.5"):
+    custom = Thresholds(err=3, err_floor=1e-6, per_recipe={"fp32_err": 4.0, "drq_size": 0.05})
+    assert parse_thresholds(custom.describe()) == custom
+    assert custom.err_factor("fp32") == 4 and custom.err_factor("drq") == 3 and custom.size_growth("drq") == 0.05
+    for bad in ("drq_err:2", "size:10%", "speed:x2", "drq_err:x0.5", "int4_err:x2", "err:x2,err:x3"):
         with pytest.raises(ValueError, match="bad regression threshold"):
             parse_thresholds(bad)
 
@@ -50,22 +46,43 @@ def test_each_kind_of_regression_and_improvement():
            "new": row()}
     v = compare(base, now, discovered=set(now), t=Thresholds())
     regressions = {(c.model_id, c.label) for c in v.regressions}
-    assert regressions == {("a", "PASS->FAILED (timeout)"), ("b", "DRQ error x3.1"), ("b", "size +12%"),
+    assert regressions == {("a", "PASS->FAILED (timeout)"), ("b", "DRQ error x3.1"), ("b", "DRQ size +12%"),
+                           ("b", "float32 size +12%"),
                            ("c", "new failure (tflite_error)"), ("gone", "GONE")}
     assert {c.model_id for c in v.improvements} == {"d", "f"}
-    assert v.labels["b"] == "DRQ error x3.1; size +12%" and v.labels["e"] == "=" and v.labels["new"] == "new"
+    assert v.labels["b"] == "float32 size +12%; DRQ error x3.1; DRQ size +12%"
+    assert v.labels["e"] == "=" and v.labels["new"] == "new"
     assert v.failed
     quiet = compare(base, {"e": row(drq=5e-7), "d": row(seconds=30.0)}, discovered=set(base["models"]),
                     t=Thresholds())
     assert not quiet.failed and {c.model_id for c in quiet.notes if "not gated" in c.what} == {"d", "(all)"}
+    # a model restored from the cache took no conversion: no timing note, and not in the batch's total
+    cached = compare(base, {"d": row(seconds=30.0, cache_hit=True), "e": row(seconds=3.0)}, discovered=set(base["models"]),
+                     t=Thresholds())
+    assert [c.what for c in cached.notes if "took" in c.what] == [
+        "1 conversion(s) took 3.0 s, 3.0 s in the baseline (x1.00; reported, not gated)"]
+
+
+def test_a_schema_1_baseline_is_read_with_a_note(tmp_path):
+    from converter.baseline import gate
+
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"schema_version": 1, "models_dirs": ["examples"], "models": {"a": {
+        "status": "passed", "failure_kind": None, "failure_signature": None, "exporter": "legacy", "opset": 17,
+        "tflite_bytes": 10_000, "tflite_fp32_bytes": 20_000, "fp32_range_rel_err": 1e-7, "drq_range_rel_err": 1e-3,
+        "drq_cosine": 0.9999, "convert_seconds": 3.0, "fixes_applied": None}}}))
+    outcome = gate(path, {"a": row(drq=5e-3)}, discovered={"a"}, models_dirs=["examples"], update=False,
+                   thresholds=Thresholds(), versions={})
+    texts = [line.text for line in outcome.lines]
+    assert any("schema-1 baseline, read as schema 2; rewrite it with --baseline-update" in t for t in texts)
+    assert outcome.failed and outcome.labels == {"a": "DRQ error x5.0"}
 
 
 def test_html_report_is_self_contained_and_well_formed():
-    summary = build_summary({"good": row(), "bad": row(outcome="failed", kind="crash", signature="x <y>")},
-                            {"torch": "2.13.0"}, {})
-    summary["baseline"] = {"labels": {"good": "=", "bad": "PASS->FAILED (crash)"}, "marks": {"bad": "regression"},
-                           "lines": [{"severity": "regression", "text": "REGRESSION bad: ..."}]}
-    page = render(summary)
+    records = {"good": row(model_id="good"), "bad": row(outcome="failed", kind="crash", signature="x <y>", model_id="bad")}
+    gate = {"labels": {"good": "=", "bad": "PASS->FAILED (crash)"}, "marks": {"bad": "regression"},
+            "lines": [{"severity": "regression", "text": "REGRESSION bad: ..."}]}
+    page = render(records, {"torch": "2.13.0"}, gate)
 
     class Check(HTMLParser):
         tags, external = [], []
@@ -78,6 +95,7 @@ def test_html_report_is_self_contained_and_well_formed():
     parser.feed(page)
     assert parser.external == [] and "script" not in parser.tags
     assert parser.tags.count("svg") == 4 and "x &lt;y&gt;" in page
+    assert page.index("<code>bad</code>") < page.index("<code>good</code>")  # failures come first
     assert len(re.findall(r'class="[^"]*\bregress\b', page)) == 2  # the model's cell and the verdict line
 
 
@@ -118,9 +136,9 @@ def test_regression_flow(harness, workers):
     broken.assert_outcomes(passed=3, failed=1)  # the drift and the growth pass every test ...
     broken.stdout.fnmatch_lines([               # ... and only the baseline gate catches them
         "*REGRESSION leaving: was in the baseline and has disappeared*",
-        "*REGRESSION fails_later: passed before, now failed: export_error@export: every exporter failed*",
+        "*REGRESSION fails_later: passed before, now failed: export failed [[]export_error[]]: every exporter failed*",
         "*REGRESSION mlp: DRQ error grew x*",
-        "*REGRESSION wide: deliverable grew +*",
+        "*REGRESSION wide: float32 file grew +*",
         "*note arrived: new model, not in the baseline yet*",
         "*regression(s) against*"])
     summary_md = (harness.path / "reports" / "summary.md").read_text()
@@ -136,7 +154,7 @@ def test_regression_flow(harness, workers):
     mended = run(harness, *args)
     assert mended.ret == 0
     mended.stdout.fnmatch_lines(["*improved fails_later: failed before (export_error), now passes*",
-                                 "*improved mlp: DRQ error shrank*", "*improved wide: deliverable shrank*",
+                                 "*improved mlp: DRQ error shrank*", "*improved wide: float32 file shrank*",
                                  "*update the baseline with --baseline-update*", "*no regression against*"])
 
 
@@ -165,7 +183,11 @@ def test_gate_only_compares_the_folder_it_was_made_for_and_update_repairs(tmp_pa
 
 def test_an_expected_failure_that_now_converts_is_good_news():
     base = baseline_of(m=row(outcome="xfailed", kind="export_error", signature="e"))
-    v = compare(base, {"m": {**row(), "status": "passed", "outcome": "failed"}}, {"m"}, Thresholds())
+    import dataclasses
+
+    from converter.results import Outcome
+
+    v = compare(base, {"m": dataclasses.replace(row(), outcome=Outcome.FAILED)}, {"m"}, Thresholds())
     assert not v.failed and v.labels["m"] == "now converts"
 
 

@@ -17,8 +17,9 @@ def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
     (tmp_path / "out" / "net.tflite").unlink()
     again = convert(tmp_path, model)
     assert again.passed and again.cache_hit
-    assert again.verify == first.verify and again.tflite.drq_bytes == first.tflite.drq_bytes
-    assert (tmp_path / "out" / "net.tflite").read_bytes() == Path(first.tflite.drq_path).read_bytes()
+    assert [d.outputs for d in again.deliverables] == [d.outputs for d in first.deliverables]
+    assert [d.bytes for d in again.deliverables] == [d.bytes for d in first.deliverables]
+    assert (tmp_path / "out" / "net.tflite").read_bytes() == Path(first.deliverable_of("drq").path).read_bytes()
     model.with_suffix(".toml").write_text("[tolerance]\ndrq = 0.2\n" + model.with_suffix(".toml").read_text())
     assert not convert(tmp_path, model).cache_hit  # the spec is part of the key
     assert not convert(tmp_path, model, no_cache="1").cache_hit
@@ -43,7 +44,7 @@ def test_a_hit_shows_in_junit_and_the_summaries(harness):
     warm = run(harness, "--models-dir", "models")
     warm.assert_outcomes(passed=1)
     assert 'name="cache_hit" value="hit"' in (harness.path / "junit.xml").read_text()
-    rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
+    rows = json.loads((harness.path / "reports" / "summary.json").read_text())["table"]
     assert rows["net"]["cache_hit"] == "hit" and (harness.path / "tflite_models" / "net.tflite").is_file()
     assert "| cache |" in (harness.path / "reports" / "summary.md").read_text()
     cold = run(harness, "--models-dir", "models", "--no-cache")

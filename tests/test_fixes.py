@@ -44,7 +44,7 @@ def test_ops_tflite_builtins_lack_are_replaced_and_verified(tmp_path):
                                                "pseudo_ops:erf"]
     assert "the ONNX graph has Erf, which TFLite builtins lack" in [f.reason for f in result.fixes]
     assert result.tflite.flex_ops == () and result.verify.deployable
-    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)  # kept only because it verifies
+    assert all(c.range_rel_err < 1e-4 for c in result.fp32.outputs)  # kept only because it verifies
     model.with_suffix(".toml").write_text("auto_fixes = false\n" + model.with_suffix(".toml").read_text())
     off = convert(tmp_path, model)
     assert off.failure.kind is FailureKind.FLEX_OPS and off.fixes == ()
@@ -71,8 +71,8 @@ work = Path(sys.argv[2])
 work.mkdir()
 export = export_onnx(spec, loaded, arrays, reference, work / "model.onnx", list(structure.names), 1)
 progress = Progress(work / "progress.json")
-saved, tfl, fixes = tensorflow_stages(spec, progress, export, ["input"], list(structure.names), work,
-                                      read_graph=False)
+saved, (tfl, files), fixes = tensorflow_stages(spec, progress, export, ["input"], list(structure.names), work,
+                                              read_graph=False)
 progress.finish()
 print(json.dumps({"fixes": [[f.label, f.reason] for f in fixes], "flex": list(tfl.flex_ops),
                   "seconds": progress.stage_seconds}))
@@ -172,7 +172,7 @@ def pyramid():
     assert [n for n, _ in result.savedmodel.output_names] == ["output_8", "output_16"]
     assert result.export.exporter == "legacy" and result.export.opset == 17
     assert result.verify.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))
-    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)
+    assert all(c.range_rel_err < 1e-4 for c in result.fp32.outputs)
 
 
 def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):

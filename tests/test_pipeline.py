@@ -39,11 +39,13 @@ def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
     assert result.passed, result.failure
     assert result.export.exporter == "legacy" and result.export.opset == 17
     assert result.savedmodel.input_perms == ((0, 2, 3, 1),)  # NCHW -> NHWC applied by onnx2tf
-    assert all(c.range_rel_err < 1e-4 for c in result.verify.fp32)
-    assert all(c.range_rel_err < 5e-2 and c.cosine > 0.99 for c in result.verify.drq)
+    assert [d.recipe for d in result.deliverables] == ["fp32", "drq"] and result.delivered == "drq"
+    assert all(c.range_rel_err < 1e-4 for c in result.fp32.outputs)
+    assert all(c.range_rel_err < 5e-2 and c.cosine > 0.99 for c in result.deliverable_of("drq").outputs)
     assert result.verify.deployable
     deliverable = Path(result.deliverable)
-    assert deliverable == tmp_path / "out" / "cnn.tflite" and deliverable.stat().st_size == result.tflite.drq_bytes
+    assert deliverable == tmp_path / "out" / "cnn.tflite"
+    assert deliverable.read_bytes() == Path(result.deliverable_of("drq").path).read_bytes()
     assert not list(deliverable.parent.glob(".*tmp"))  # nothing half-written left behind
     # a static 3-channel image input is what makes onnx2tf try to download calibration data
     assert result.network_attempts == ()

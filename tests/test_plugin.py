@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from converter.rows import PROPERTY_NAMES
+from converter.columns import COLUMNS
 
 from . import builders
 from .conftest import run
@@ -40,7 +40,7 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
                                  "*segv: load [[]crash[]]*SIGSEGV*"])
 
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
-    rows = summary["models"]
+    rows = summary["table"]
     assert sorted(rows) == ["good", "noshape", "segv"]
     assert rows["good"]["outcome"] == "passed" and rows["good"]["exporter"] == "legacy"
     assert rows["segv"]["failure_kind"] == "crash" and rows["noshape"]["failure_kind"] == "spec_error"
@@ -50,8 +50,13 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
     cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
     props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
     assert set(props) == {"test_model[good]", "test_model[segv]", "test_model[noshape]"}
+    fixed = tuple(c.key for c in COLUMNS if c.junit)
     for values in props.values():
-        assert tuple(values) == PROPERTY_NAMES
+        assert tuple(values)[:len(fixed)] == fixed
+    per_recipe = tuple(props["test_model[good]"])[len(fixed):]
+    assert per_recipe == ("fp32_bytes", "fp32_range_rel_err", "fp32_cosine", "drq_bytes", "drq_range_rel_err",
+                          "drq_cosine")
+    assert props["test_model[good]"]["delivered"] == "drq"
     assert props["test_model[segv]"]["failure_kind"] == "crash"
     assert int(props["test_model[good]"]["tflite_bytes"]) > 0
     assert float(props["test_model[good]"]["drq_range_rel_err"]) < 0.05

@@ -47,9 +47,9 @@ def test_a_forked_child_converts_exactly_as_a_spawned_one(tmp_path):
     assert forked.passed and spawned.passed, (forked.failure, spawned.failure)
     (_, fork_parent, fork_cmd), (_, spawn_parent, _) = seen
     assert "converter.stages.forkserver" in fork_cmd and spawn_parent == os.getpid()
-    for name in ("drq_path", "fp32_path"):
-        assert open(getattr(forked.tflite, name), "rb").read() == open(getattr(spawned.tflite, name), "rb").read()
-    assert [c.max_abs_err for c in forked.verify.drq] == [c.max_abs_err for c in spawned.verify.drq]
+    for a, b in zip(forked.deliverables, spawned.deliverables, strict=True):
+        assert a.recipe == b.recipe and open(a.path, "rb").read() == open(b.path, "rb").read()
+        assert [c.max_abs_err for c in a.outputs] == [c.max_abs_err for c in b.outputs]
 
 
 def test_each_forked_child_takes_its_memory_with_it(tmp_path):

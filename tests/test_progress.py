@@ -91,7 +91,7 @@ def test_the_batch_names_what_is_converting_and_what_is_slow_and_q_silences_it(h
     assert "[tflite]" not in quiet.stdout.str()
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
     assert "[tflite]" not in (harness.path / "junit.xml").read_text()
-    stage, seconds, _ = summary["models"]["slow"]["slowest_stage"].split()
+    stage, seconds, _ = summary["table"]["slow"]["slowest_stage"].split()
     assert stage in ("load", "export") and float(seconds) >= 4  # both run the model's 4 s forward pass
 
 

@@ -9,47 +9,53 @@ import subprocess
 
 import pytest
 
+from converter.failures import Failure, FailureKind, Stage
 from converter.html_report import render
-from converter.report import build_summary
-from converter.rows import Outcome, SummaryRow
+from converter.results import Deliverable, ExportResult, Fix, Outcome, OutputComparison, Result
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 LAPTOP = 1400
 
 
-def realistic_rows() -> dict[str, dict]:
+def _outputs(err: float) -> tuple[OutputComparison, ...]:
+    return (OutputComparison("output_0", (1, 1000), (1, 1000), err * 3, err, 3.0, err, 0.99871, 1.0, 0, 1000, 0.05),)
+
+
+def realistic_records() -> dict[str, Result]:
     """The widest rows the bundled examples produce, and then some."""
-    rows = {}
+    records = {}
     for i, (name, fixes) in enumerate([
-        ("detection_namedtuple", "flatten_outputs:namedtuple -> scores, boxes"),
-        ("nested_outputs", "flatten_outputs:nested -> output_0_0, output_0_1, output_1; pt2_legacy_trace"),
-        ("convnext_block", "pseudo_ops:erf"),
-        ("a_much_longer_model_name/in_a_subfolder/resnet50_finetuned_v2", None),
-        ("diverging_pool", None),
+        ("detection_namedtuple", [("flatten_outputs", "namedtuple -> scores, boxes")]),
+        ("nested_outputs", [("flatten_outputs", "nested -> output_0_0, output_0_1, output_1"), ("pt2_legacy_trace", "")]),
+        ("convnext_block", [("pseudo_ops", "erf")]),
+        ("a_much_longer_model_name/in_a_subfolder/resnet50_finetuned_v2", []),
+        ("diverging_pool", []),
     ]):
         failed = name == "diverging_pool"
-        rows[name] = SummaryRow(
-            outcome=Outcome.XFAILED if failed else Outcome.PASSED, status="failed" if failed else "passed",
-            failure_stage="verify" if failed else None, failure_kind="numeric_mismatch" if failed else None,
-            failure_message="float32 TFLite output 'output_0': range-relative max error 0.461 > tolerance "
-                            "0.0001; first divergence at node node_masked_fill (Where)" if failed else None,
-            exporter="dynamo" if i % 2 else "legacy", opset=17, onnx_bytes=46_700_000, tflite_bytes=11_800_000,
-            tflite_fp32_bytes=46_600_000, size_ratio=0.2527, fp32_range_rel_err=2.9e-6, drq_range_rel_err=3.2e-2,
-            drq_cosine=0.99871, convert_seconds=171.3, slowest_stage="savedmodel 113.4 s", peak_rss_mb=3612.4,
-            fixes_applied=fixes,
-            stage_seconds={"load": 3.0, "export": 7.4, "savedmodel": 113.4, "tflite": 7.9, "verify": 0.5},
-        ).to_dict()
-    return rows
+        failure = Failure(FailureKind.NUMERIC_MISMATCH, Stage.VERIFY,
+                          "float32 TFLite output 'output_0': range-relative max error 0.461 > tolerance "
+                          "0.0001; first divergence at node node_masked_fill (Where)") if failed else None
+        export = ExportResult("dynamo" if i % 2 else "legacy", 17, "model.onnx", 46_700_000, ((1, 3, 224, 224),), (),
+                              _outputs(1e-7), 7.4)
+        records[name] = Result(
+            model_id=name, model_path=f"{name}.pt", status="failed" if failed else "passed", failure=failure,
+            outcome=Outcome.XFAILED if failed else Outcome.PASSED, export=export,
+            deliverables=(Deliverable("fp32", "model_fp32.tflite", 46_600_000, _outputs(2.9e-6)),
+                          Deliverable("drq", "model_drq.tflite", 11_800_000, _outputs(3.2e-2))),
+            requested=("drq",), delivered=None if failed else "drq",
+            fixes=tuple(Fix(n, d, "why") for n, d in fixes), seconds=171.3, peak_rss_mb=3612.4,
+            stage_seconds={"load": 3.0, "export": 7.4, "savedmodel": 113.4, "tflite": 7.9, "verify": 0.5})
+    return records
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install "
                                              "chromium), so the page's width on a laptop screen is not checked")
 def test_the_summary_page_fits_a_laptop_screen(tmp_path):
-    summary = build_summary(realistic_rows(), {"torch": "2.13.0"}, {})
-    summary["baseline"] = {"labels": {m: "DRQ error x3.1; size +12%" for m in summary["models"]},
-                           "marks": {}, "lines": [{"severity": "note", "text": "note (all): conversions took 1 s"}]}
+    records = realistic_records()
+    gate = {"labels": {m: "DRQ error x3.1; size +12%" for m in records},
+            "marks": {}, "lines": [{"severity": "note", "text": "note (all): conversions took 1 s"}]}
     # a probe, only in this copy: the report itself carries no script
-    page = render(summary).replace(
+    page = render(records, {"torch": "2.13.0"}, gate).replace(
         "</body>", "<script>document.body.setAttribute('data-width', document.documentElement.scrollWidth)"
                    "</script></body>")
     path = tmp_path / "summary.html"

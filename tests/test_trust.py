@@ -265,7 +265,7 @@ def test_absurd_numbers_in_sidecars_fail_their_model_not_the_session(harness):
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(failed=4)
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
-    assert {m: (r["failure_kind"], r["failure_message"].split(": ")[0].split("/")[-1]) for m, r in rows.items()} == {
+    assert {m: (r["failure"]["kind"], r["failure"]["message"].split(": ")[0].split("/")[-1]) for m, r in rows.items()} == {
         "huge_timeout": ("spec_error", "huge_timeout.toml key 'timeout'"),
         "inf_range": ("spec_error", "inf_range.toml key 'inputs'"),
         "negative_seed": ("spec_error", "negative_seed.toml key 'seed'"),
@@ -323,7 +323,7 @@ def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itse
     assert gone_within(int(pid_file.read_text()), 10), "the killed worker's child lives on"
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
     assert sorted(rows) == ["a_net", "b_net", "killer", "z_net"]
-    assert rows["killer"]["failure_kind"] == "crash" and "worker" in rows["killer"]["failure_message"]
+    assert rows["killer"]["failure"]["kind"] == "crash" and "worker" in rows["killer"]["failure"]["message"]
     assert all(rows[m]["outcome"] == "passed" for m in ("a_net", "b_net", "z_net"))
     names = {c.get("name") for c in ET.parse(harness.path / "junit.xml").getroot().iter("testcase")}
     assert names == {f"test_model[{m}]" for m in rows}

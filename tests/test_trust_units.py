@@ -116,12 +116,18 @@ def test_one_folder_for_both_outputs_is_locked_once(tmp_path):
     ("[]", "holds a JSON list"),
     ('{"schema_version": 1, "models": []}', "'models' must be an object"),
     ('{"schema_version": 1, "models": {"m": "passed"}}', "record of model 'm'"),
-    ('{"schema_version": 1, "models": {"m": {"sta', "not readable JSON"),
-    ('{"schema_version": 1, "models": {"m": {"status": "passed", "drq_range_rel_err": "0.01"}}}', "not a int"),
+    ('{"schema_version": 1, "models": {"m": {"sta', "not a readable baseline"),
+    ('{"schema_version": 1, "models": {"m": {"status": "passed", "drq_range_rel_err": "0.01"}}}', "not a float"),
+    # NaN compares false with everything: it would have let any error growth through as "no regression"
+    ('{"schema_version": 2, "models": {"m": {"status": "passed", "recipes": {"drq": {"err": NaN}}}}}', "holds NaN"),
+    ('{"schema_version": 1, "models": {"m": {"status": "passed", "drq_range_rel_err": Infinity}}}', "holds Infinity"),
+    ('{"schema_version": 2, "models": {"m": {"status": "passed", "recipes": {"drq": {"err": 1e999}}}}}', "not a number"),
+    ("[" * 200_000 + "]" * 200_000, "nested more than 64 levels deep"),
+    ('{"schema_version": 3, "models": {}}', "baseline schema 3 is not 2"),
 ])
 def test_a_baseline_with_the_wrong_structure_is_one_error_line_and_update_repairs_it(tmp_path, content, words):
     path = write(tmp_path / "baseline.json", content)
-    row = {"status": "passed", "outcome": "passed", "failure_kind": None, "failure_signature": None}
+    row = builders.record(model_id="m")
     common = dict(discovered={"m"}, thresholds=Thresholds(), versions={}, models_dirs=["x"])
     outcome = gate(path, {"m": row}, update=False, **common)
     assert outcome.failed and len(outcome.lines) == 1

@@ -1,6 +1,6 @@
 """The conversion of one model, run inside the isolated child: `python -m converter.stages.pipeline JOB.json`.
 
-load -> export (ONNX) -> savedmodel (onnx2tf) -> tflite (DRQ + fp32) -> verify, as the list
+load -> export (ONNX) -> savedmodel (onnx2tf) -> tflite (a file per recipe) -> verify, as the list
 STAGES that one loop runs. Before each stage the child notes it in progress.json, so the parent
 can say where a killed child was.
 """
@@ -21,6 +21,7 @@ from .. import lifeline
 from ..environment import tool_versions
 from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, first_line, is_memory_error, normalise_message
 from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress
+from ..recipes import FP32
 from ..results import Divergence, Fix, LoadResult, Result
 from ..spec import ModelSpec, SpecError
 from . import offline
@@ -89,6 +90,8 @@ class Conversion:
     reference: list = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     flatten: bool = False
+    deliverables: tuple = ()  # the TFLite files built, then verified (results.Deliverable)
+    delivered: str | None = None  # the recipe whose file verified first, in the requested order
 
     @property
     def input_names(self) -> list[str]:
@@ -133,7 +136,7 @@ NEXT_MODE = {"fast": "simplified", "simplified": "defaults"}
 def _tensorflow(c: Conversion, mode: str | None = None) -> None:
     mode = mode or ("fast" if c.spec.auto_fixes else "defaults")  # no fixes: onnx2tf as it comes
     try:
-        c.done["savedmodel"], c.done["tflite"], fixes = tensorflow_stages(
+        c.done["savedmodel"], (c.done["tflite"], c.deliverables), fixes = tensorflow_stages(
             c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode)
     except ConversionError as exc:
         if mode not in NEXT_MODE or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
@@ -151,32 +154,38 @@ def _verify(c: Conversion) -> None:
     from .verify import verdict, verify
 
     def check() -> ConversionError | None:
-        c.done["verify"] = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"], c.done["tflite"], c.threads)
-        return verdict(c.done["export"], c.done["verify"], c.done["tflite"], c.spec.allow_flex)
+        c.done["verify"], c.deliverables = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"],
+                                                  c.deliverables, c.threads)
+        problem, chosen, fixes = verdict(c.done["export"], c.done["verify"], c.deliverables, c.done["tflite"],
+                                         c.spec.deliverables, c.spec.allow_flex)
+        c.delivered = chosen.recipe if problem is None else None
+        c.fixes[:] = [f for f in c.fixes if f.name != "deliverable"] + list(fixes)  # a second check decides anew
+        return problem
 
     problem = check()
     mode = c.done["savedmodel"].onnx2tf_mode
-    if problem is not None and _conversion_diverged(problem, c.done, shapes_too=True) and c.spec.auto_fixes \
+    if problem is not None and _conversion_diverged(problem, c, shapes_too=True) and c.spec.auto_fixes \
             and mode != "defaults":
         # the accuracy search that only the defaults run exists to choose transpositions right
         print(f"--- {problem.message}: converting again with onnx2tf's defaults", file=sys.stderr)
         release_memory()
-        before = dict(c.done)
+        before = dict(c.done), c.deliverables
         try:
             _tensorflow(c, "defaults")
         except ConversionError as exc:  # the first problem stays the model's failure
             traceback.print_exc()
-            c.done.update(before)
+            c.done.update(before[0])
+            c.deliverables = before[1]
             problem = ConversionError(problem.kind, f"{problem.message} (onnx2tf's defaults failed: {exc.message.split(';')[0]})")
         else:
             c.progress.start(Stage.VERIFY.value)
             retried = check()
-            if retried is None or not _conversion_diverged(retried, c.done, shapes_too=True):
+            if retried is None or not _conversion_diverged(retried, c, shapes_too=True):
                 c.fixes.append(onnx2tf_mode_fix("defaults", mode, "the float32 TFLite outputs differed from ONNX's"))
                 problem = retried
             else:
                 problem = ConversionError(retried.kind, f"{retried.message} (also with onnx2tf's defaults)")
-    if problem is not None and _conversion_diverged(problem, c.done):
+    if problem is not None and _conversion_diverged(problem, c):
         c.divergence = _diagnose(c)
         if c.divergence is not None:
             problem = ConversionError(problem.kind, f"{problem.message}; {c.divergence.describe()}")
@@ -208,6 +217,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int) -> Result:
     return Result(
         model_id=spec.model_id, model_path=spec.path,
         status="failed" if failure else "passed", failure=failure,
+        deliverables=c.deliverables, requested=spec.deliverables, delivered=None if failure else c.delivered,
         fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
         seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
         network_attempts=tuple(offline.attempts), versions=tool_versions(), **c.done)
@@ -253,12 +263,16 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
             fixes += more
 
 
-def _conversion_diverged(problem: ConversionError, done: dict, shapes_too: bool = False) -> bool:
+def _conversion_diverged(problem: ConversionError, c: Conversion, shapes_too: bool = False) -> bool:
     """float32 TFLite off while ONNX matched PyTorch: onnx2tf or TFLite changed the numbers
     (or, with `shapes_too`, the shapes)."""
     kinds = (FailureKind.NUMERIC_MISMATCH, FailureKind.SHAPE_MISMATCH) if shapes_too else (FailureKind.NUMERIC_MISMATCH,)
-    return (problem.kind in kinds and all(c.passed for c in done["export"].outputs)
-            and not all(c.passed for c in done["verify"].fp32))
+    return (problem.kind in kinds and all(x.passed for x in c.done["export"].outputs)
+            and not _fp32(c.deliverables).passed)
+
+
+def _fp32(deliverables):
+    return next(d for d in deliverables if d.recipe == FP32)
 
 
 def _diagnose(c: Conversion) -> Divergence | None:
@@ -266,7 +280,7 @@ def _diagnose(c: Conversion) -> Divergence | None:
     from .savedmodel import kept_layout_inputs
 
     export, saved = c.done["export"], c.done["savedmodel"]
-    tolerance = min(c.spec.tolerance_for("fp32", x.name) for x in c.done["verify"].fp32 if not x.passed)
+    tolerance = min(c.spec.tolerance_for(FP32, x.name) for x in _fp32(c.deliverables).outputs if not x.passed)
     try:
         return first_divergence(Path(export.onnx_path), c.input_names, c.arrays, saved.input_perms,
                                 kept_layout_inputs(c.spec, c.input_names, export.input_shapes), saved.pseudo_ops,

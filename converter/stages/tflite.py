@@ -1,4 +1,4 @@
-"""Stage 4: SavedModel -> TFLite: the dynamic-range-quantized deliverable and a float32 twin.
+"""Stage 4: SavedModel -> TFLite: one file per recipe (recipes.py), the float32 one always.
 
 The float32 model tells conversion error (onnx2tf / TFLite) apart from quantization error.
 Builtin ops only unless the spec allows Flex (SELECT_TF_OPS), which then gets reported.
@@ -12,18 +12,31 @@ from pathlib import Path
 
 from ..failures import ConversionError, FailureKind, reraise_if_memory
 from ..protocol import write_bytes_atomic
-from ..results import TFLiteResult
+from ..recipes import FP32, RECIPES, built_recipes
+from ..results import Deliverable, TFLiteResult
 from ..spec import ModelSpec
 
 _TF_OP = re.compile(r"\btf\.([A-Z]\w+)")
 
 
-def _convert(saved_model: Path, *, quantize: bool, allow_flex: bool) -> bytes:
+def _float32(converter, tf) -> None:
+    pass
+
+
+def _dynamic_range(converter, tf) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+# how the TFLite converter is set for each recipe of recipes.RECIPES
+CONVERTER_SETTINGS = {FP32: _float32, "drq": _dynamic_range}
+assert set(CONVERTER_SETTINGS) == set(RECIPES), "every recipe needs its converter settings"
+
+
+def _convert(saved_model: Path, *, recipe: str, allow_flex: bool) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    CONVERTER_SETTINGS[recipe](converter, tf)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -41,13 +54,17 @@ def flex_ops_of(model: bytes) -> tuple[str, ...]:
     return tuple(sorted({n for n in op_names(model) if n.startswith("Flex")}))
 
 
-def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult:
+def tflite_path(out_dir: Path, recipe: str) -> Path:
+    return out_dir / f"model_{recipe}.tflite"
+
+
+def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> tuple[TFLiteResult, tuple[Deliverable, ...]]:
+    """The TFLite file of every recipe built (float32 first), not yet verified."""
     start = time.perf_counter()
-    sizes, flex = {}, ()
-    paths = {label: out_dir / f"model_{label}.tflite" for label in ("fp32", "drq")}
-    for label, quantize in (("fp32", False), ("drq", True)):
+    files, flex = [], set()
+    for label in built_recipes(spec.deliverables):
         try:
-            model = _convert(saved_model, quantize=quantize, allow_flex=spec.allow_flex)
+            model = _convert(saved_model, recipe=label, allow_flex=spec.allow_flex)
         except Exception as exc:
             reraise_if_memory(exc)
             text = str(exc)
@@ -61,12 +78,11 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> TFLiteResult
             lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines() or [""]
             raise ConversionError(FailureKind.TFLITE_ERROR,
                                   f"TFLiteConverter ({label}): {type(exc).__name__}: {lines[0].strip()}") from exc
-        write_bytes_atomic(paths[label], model)  # on disk, not in memory during the next conversion
-        sizes[label] = len(model)
-        flex = flex_ops_of(model) if label == "drq" else ()
+        path = tflite_path(out_dir, label)
+        write_bytes_atomic(path, model)  # on disk, not in memory during the next conversion
+        files.append(Deliverable(label, str(path), len(model)))
+        if spec.allow_flex:
+            flex |= set(flex_ops_of(model))
         del model
         gc.collect()
-    return TFLiteResult(
-        drq_path=str(paths["drq"]), fp32_path=str(paths["fp32"]),
-        drq_bytes=sizes["drq"], fp32_bytes=sizes["fp32"], flex_ops=flex,
-        seconds=time.perf_counter() - start)
+    return TFLiteResult(flex_ops=tuple(sorted(flex)), seconds=time.perf_counter() - start), tuple(files)

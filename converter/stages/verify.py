@@ -1,4 +1,4 @@
-"""Stage 5: run both TFLite models on the seeded inputs and compare with PyTorch.
+"""Stage 5: run every TFLite file (one per recipe) on the seeded inputs and compare with PyTorch.
 
 Inputs are mapped by name (TFLite sorts them and prefixes `serving_default_`) and put
 into the layout onnx2tf chose; outputs are compared in a fixed order: count, names,
@@ -6,6 +6,7 @@ shapes, then values. The deliverable is also loaded in a process without TensorF
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..failures import ConversionError, FailureKind
-from ..results import ExportResult, OutputComparison, SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons
+from ..recipes import FP32
+from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons
 from ..spec import ModelSpec
 from .metrics import compare
 
@@ -71,34 +73,50 @@ def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ..
     return min((identity, channels_last), key=error)
 
 
-def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, tfl: TFLiteResult,
-           threads: int) -> VerifyResult:
+def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, files: tuple[Deliverable, ...],
+           threads: int) -> tuple[VerifyResult, tuple[Deliverable, ...]]:
     start = time.perf_counter()
-    results: dict[str, tuple[OutputComparison, ...]] = {}
+    checked: list[Deliverable] = []
     perms: tuple[tuple[int, ...], ...] = ()
-    for label, path in (("fp32", tfl.fp32_path), ("drq", tfl.drq_path)):  # fp32 first: it decides the layout
-        outputs = run_tflite(path, saved, arrays, threads)
+    for built in files:  # float32 first: it decides the layout
+        outputs = run_tflite(built.path, saved, arrays, threads)
         perms = perms or tuple(output_perm(ref, out) for ref, out in zip(reference, outputs))
         back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, perms)]  # to PyTorch's layout
-        results[label] = tuple(compare(name, ref, out, spec.tolerance_for(label, name))
-                               for (name, _), ref, out in zip(saved.output_names, reference, back))
-    deployable, message = deploy_check(tfl.drq_path)
-    return VerifyResult(fp32=results["fp32"], drq=results["drq"], deployable=deployable,
-                        deploy_message=message, seconds=time.perf_counter() - start, output_perms=perms)
+        checked.append(dataclasses.replace(built, outputs=tuple(
+            compare(name, ref, out, spec.tolerance_for(built.recipe, name))
+            for (name, _), ref, out in zip(saved.output_names, reference, back))))
+    chosen = choose(spec.deliverables, checked)
+    deployable, message = deploy_check(chosen.path)
+    return VerifyResult(deployable=deployable, deploy_message=message, seconds=time.perf_counter() - start,
+                        output_perms=perms), tuple(checked)
 
 
-def verdict(export: ExportResult, result: VerifyResult, tfl: TFLiteResult,
-            allow_flex: bool) -> ConversionError | None:
-    """The first failed check, in a fixed order: shapes, then ONNX / fp32 / DRQ values, then deployability."""
-    labelled = labelled_comparisons(export, result)
+def choose(requested: tuple[str, ...], deliverables) -> Deliverable:
+    """The first requested recipe whose file verified; the first requested when none did."""
+    mine = [d for r in requested for d in deliverables if d.recipe == r]
+    return next((d for d in mine if d.passed), mine[0])
+
+
+def verdict(export: ExportResult, result: VerifyResult, deliverables: tuple[Deliverable, ...], tfl: TFLiteResult,
+            requested: tuple[str, ...], allow_flex: bool) -> tuple[ConversionError | None, Deliverable, tuple[Fix, ...]]:
+    """The first failed check, in a fixed order: shapes, then ONNX / float32 / the requested recipes'
+    values, then deployability; with the recipe delivered, and the fix when it was not the first asked."""
+    chosen = choose(requested, deliverables)
+    # what must hold: ONNX and float32 (conversion), and the chosen recipe; a requested recipe that
+    # missed its tolerance before the chosen one is a recorded fix, not a failure
+    judged = [d for d in deliverables if d.recipe in (FP32, chosen.recipe)]
+    labelled = labelled_comparisons(export, tuple(judged))
     for label, comparison in labelled:
         if not comparison.shape_ok:
-            return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label))
+            return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label)), chosen, ()
     for label, comparison in labelled:
         if not comparison.passed:
-            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.describe(label))
+            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.describe(label)), chosen, ()
     if not result.deployable and not (allow_flex and tfl.flex_ops):
         kind = FailureKind.FLEX_OPS if tfl.flex_ops else FailureKind.TFLITE_ERROR
         return ConversionError(kind, f"deliverable does not run on the TFLite runtime without "
-                                     f"TensorFlow: {result.deploy_message}")
-    return None
+                                     f"TensorFlow: {result.deploy_message}"), chosen, ()
+    missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
+    fixes = tuple(Fix("deliverable", chosen.recipe, f"{d.label} missed its tolerance "
+                      f"({d.worst.describe(d.label)})") for d in missed[:1])
+    return None, chosen, fixes

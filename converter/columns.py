@@ -1,0 +1,92 @@
+"""What the tables and JUnit show of a model's Result, each column declared once.
+
+A column is a view of the one record (results.Result), never a copy of it: summary.md, the HTML
+page and the JUnit properties all read these getters, so a figure cannot say one thing in one
+report and another elsewhere. Per-recipe figures (size, error, cosine of each TFLite file built)
+come from `recipe_figures`, for any recipe in the table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .results import Deliverable, Result
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str                      # JUnit property name (and what tests and scripts call it)
+    title: str | None             # table header; None: a JUnit property only
+    fmt: str                      # str | int | bytes | err | float | secs
+    get: Callable[[Result], object]
+    junit: bool = False
+    page: bool = True             # in the HTML page too (which must fit a laptop screen)
+    wrap: bool = False            # may take several lines rather than widen the page
+
+
+def finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _err(d: Deliverable | None) -> float | None:
+    return finite(d.worst.range_rel_err) if d is not None and d.verified else None
+
+
+def _cosine(d: Deliverable | None) -> float | None:
+    return finite(min(c.cosine for c in d.outputs)) if d is not None and d.verified else None
+
+
+def _slowest(result: Result) -> str | None:
+    if not result.stage_seconds:
+        return None
+    stage, seconds = max(result.stage_seconds.items(), key=lambda item: item[1])
+    return f"{stage} {seconds:.1f} s"
+
+
+def _failure(attribute: str):
+    return lambda r: getattr(r.failure, attribute).value if r.failure else None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("outcome", "outcome", "str", lambda r: r.outcome.value if r.outcome else r.status),
+    Column("failure_stage", "stage", "str", _failure("stage"), junit=True, page=False),
+    Column("failure_kind", "kind", "str", _failure("kind"), junit=True),
+    Column("exporter", "exporter", "str", lambda r: r.export.exporter if r.export else None, junit=True, page=False),
+    Column("opset", "opset", "int", lambda r: r.export.opset if r.export else None, junit=True),
+    Column("onnx_bytes", "ONNX", "bytes", lambda r: r.export.onnx_bytes if r.export else None, junit=True, page=False),
+    Column("delivered", "deliverable", "str", lambda r: r.delivered, junit=True),
+    Column("tflite_bytes", "TFLite", "bytes", lambda r: r.chosen.bytes if r.chosen else None, junit=True),
+    Column("fp32_err", "fp32 err", "err", lambda r: _err(r.fp32)),
+    Column("err", "err", "err", lambda r: _err(r.chosen)),
+    Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen)),
+    Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
+    Column("slowest_stage", "slowest stage", "str", _slowest, wrap=True),
+    Column("peak_rss_mb", "peak MB", "secs", lambda r: r.peak_rss_mb, junit=True),
+    Column("fixes_applied", "fixes applied", "str", lambda r: "; ".join(f.label for f in r.fixes) or None,
+           junit=True, wrap=True),
+    Column("cache_hit", "cache", "str", lambda r: "hit" if r.cache_hit else None, junit=True),
+    Column("artifacts_bytes", "artifacts", "bytes", lambda r: r.artifacts_bytes, page=False),
+)
+TABLE = tuple(c for c in COLUMNS if c.title)
+PAGE = tuple(c for c in TABLE if c.page)
+
+
+def recipe_figures(result: Result) -> list[tuple[str, object]]:
+    """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_cosine`."""
+    figures = []
+    for d in result.deliverables:
+        figures += [(f"{d.recipe}_bytes", d.bytes), (f"{d.recipe}_range_rel_err", _err(d)),
+                    (f"{d.recipe}_cosine", _cosine(d))]
+    return figures
+
+
+def junit_properties(result: Result) -> list[tuple[str, object]]:
+    """The per-model figures CI dashboards read, under stable names ('' when unknown)."""
+    pairs = [(c.key, c.get(result)) for c in COLUMNS if c.junit] + recipe_figures(result)
+    return [(name, "" if value is None else value) for name, value in pairs]
+
+
+def row(result: Result) -> dict:
+    """The table's cells of one model, by key (summary.json keeps the record itself)."""
+    return {c.key: c.get(result) for c in COLUMNS}
