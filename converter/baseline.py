@@ -22,7 +22,7 @@ SCHEMA_VERSION = 2  # 2: per-recipe figures; 1 (drq / fp32 fields) is read and c
 NUMBERS = (int, float)
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
 FIELDS = {"status": str, "failure_kind": str, "failure_signature": str, "exporter": str, "opset": int,
-          "fixes_applied": str, "convert_seconds": float, "delivered": str, "recipes": dict}
+          "fixes_applied": str, "convert_seconds": float, "delivered": str, "onnx2tf_runs": int, "recipes": dict}
 RECIPE_FIELDS = {"bytes": int, "err": float, "cosine": float}
 MAX_DEPTH = 64  # a baseline nested deeper than any record is no baseline (json recurses on it)
 
@@ -49,7 +49,7 @@ def record(result: Result) -> dict:
             "failure_signature": result.failure.signature if result.failure else None,
             "exporter": cells["exporter"], "opset": cells["opset"], "fixes_applied": cells["fixes_applied"],
             "convert_seconds": _figure("convert_seconds", result.seconds) if result.status != "gone" else None,
-            "delivered": result.delivered, "recipes": dict(sorted(recipes.items()))}
+            "delivered": result.delivered, "onnx2tf_runs": cells["onnx2tf_runs"], "recipes": dict(sorted(recipes.items()))}
 
 
 def _from_schema_1(entry: dict) -> dict:
@@ -60,8 +60,8 @@ def _from_schema_1(entry: dict) -> dict:
         if entry.get(size) is not None:
             recipes[recipe] = {"bytes": entry.get(size), "err": entry.get(err),
                                "cosine": entry.get(cosine) if cosine else None}
-    return {**{k: entry.get(k) for k in FIELDS if k != "recipes"}, "recipes": recipes,
-            "delivered": "drq" if entry.get("status") == "passed" else None}
+    kept = {k: entry[k] for k in FIELDS if k in entry and k != "recipes"}  # what schema 1 had (no onnx2tf_runs)
+    return {**kept, "recipes": recipes, "delivered": "drq" if entry.get("status") == "passed" else None}
 
 
 class Severity(str, enum.Enum):
@@ -278,8 +278,8 @@ def _compare_figures(verdict: Verdict, model_id: str, old: dict, new: dict, t: T
             elif growth < -limit:
                 verdict._add(verdict.improvements, model_id, f"{title} file shrank {growth:+.0%} ({o} -> {n} bytes)",
                              f"{title} size {growth:+.0%}")
-    for key in ("exporter", "opset", "fixes_applied", "delivered"):  # what changed in how it converts: reported
-        if old.get(key) != new.get(key):
+    for key in ("exporter", "opset", "fixes_applied", "delivered", "onnx2tf_runs"):  # how it converts: reported
+        if key in old and old.get(key) != new.get(key):
             verdict.notes.append(Change(model_id, f"{key} changed: {old.get(key)} -> {new.get(key)}", ""))
     o, n = old.get("convert_seconds"), new.get("convert_seconds")
     if timed and o and n and (n > o * TIMING_NOTE_FACTOR or n * TIMING_NOTE_FACTOR < o):

@@ -60,6 +60,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("fp32_err", "fp32 err", "err", lambda r: _err(r.fp32)),
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen)),
+    Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
     Column("slowest_stage", "slowest stage", "str", _slowest, wrap=True),
     Column("peak_rss_mb", "peak MB", "secs", lambda r: r.peak_rss_mb, junit=True),
@@ -85,6 +86,17 @@ def junit_properties(result: Result) -> list[tuple[str, object]]:
     """The per-model figures CI dashboards read, under stable names ('' when unknown)."""
     pairs = [(c.key, c.get(result)) for c in COLUMNS if c.junit] + recipe_figures(result)
     return [(name, "" if value is None else value) for name, value in pairs]
+
+
+def onnx2tf_runs_line(records) -> str | None:
+    """How many models onnx2tf converted in one run: a figure anyone can read off a batch."""
+    runs = [r.onnx2tf_runs for r in records if r.onnx2tf_runs]
+    if not runs:
+        return None
+    one = sum(n == 1 for n in runs)
+    return (f"onnx2tf converted {one} of {len(runs)} model{'s' if len(runs) != 1 else ''} in one run ({one / len(runs):.0%})"
+            + (f"; {len(runs) - one} needed more (a retry in another mode, or a second pass for ops TFLite lacks)"
+               if one < len(runs) else ""))
 
 
 def row(result: Result) -> dict:

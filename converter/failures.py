@@ -59,11 +59,29 @@ def reraise_if_memory(exc: BaseException) -> None:
         raise exc
 
 
+# first lines that only say where an error happened, and where the cause is then: the line after
+# (a Keras layer's error), or the last line (TorchScript's interpreter, a tf.function's user code)
+_WRAPPERS = {"Exception encountered when calling layer": "next", "in user code:": "last",
+             "The following operation failed in the TorchScript interpreter": "last"}
+_NOT_A_CAUSE = re.compile(r'^(File "|at |#|\^|~|Call arguments received|\u2022|- |Traceback )')
+_TYPED = re.compile(r"^[A-Za-z_.]*(Error|Exception):\s")
+
+
 def first_line(exc: BaseException) -> str:
-    """`Type: first non-empty line`: many torch errors start with a newline, which would leave
-    a one-line message saying only 'RuntimeError:'."""
+    """`Type: the line that says what went wrong`: the first non-empty line, or, where that line
+    only says where it happened, the cause below it (TorchScript puts it last: 'RuntimeError:
+    Expected 4-dimensional input ... got 3-dimensional input of size [1, 3, 32]')."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    where = next((rule for wrapper, rule in _WRAPPERS.items() if wrapper in lines[0]), None)
+    causes = [ln for ln in lines[1:] if not _NOT_A_CAUSE.match(ln) and not any(w in ln for w in _WRAPPERS)]
+    if where is None or not causes:
+        return f"{type(exc).__name__}: {lines[0]}"
+    if where == "last":
+        cause = causes[-1]
+        return cause if _TYPED.match(cause) else f"{type(exc).__name__}: {cause}"
+    return f"{type(exc).__name__}: {lines[0].rstrip('.')}: {causes[0]}"
 
 
 class ConversionError(Exception):

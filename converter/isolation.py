@@ -99,7 +99,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     timeout = spec.timeout if timeout is None else timeout
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / JOB_FILE
-    Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process()).write(job_path)
+    Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb).write(job_path)
     start = time.monotonic()
     child = _start_child(command, job_path.resolve(), (artifacts / "convert.log").resolve(), threads, preload)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None

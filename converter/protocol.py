@@ -30,13 +30,14 @@ class Job:
     artifacts_dir: str
     threads: int
     guardians: list[int]  # pids the child must not outlive (see lifeline.py)
+    memory_limit_mb: float = 0.0  # the ceiling the parent enforces on the child's whole process tree
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, dataclasses.asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> "Job":
-        return cls(**json.loads(Path(path).read_text()))
+        return build(cls, json.loads(Path(path).read_text()))
 
 
 class Progress:

@@ -16,7 +16,7 @@ import pytest
 from . import baseline as baseline_file
 from .assertions import ExpectedConversionFailure
 from .baseline import Severity
-from .columns import junit_properties
+from .columns import junit_properties, onnx2tf_runs_line
 from .discovery import discover
 from .environment import tool_versions
 from .failures import FailureKind, Stage
@@ -312,6 +312,9 @@ class ControllerReport:
         terminalreporter.line(
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
             f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
+        runs = onnx2tf_runs_line(self.records.values())
+        if runs:
+            terminalreporter.line(runs)
         for model_id, record in sorted(self.records.items()):
             if record.outcome is Outcome.FAILED and record.failure:
                 terminalreporter.line(f"  {model_id}: {record.failure.stage} [{record.failure.kind.value}] "

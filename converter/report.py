@@ -1,7 +1,7 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
-from .columns import TABLE, row
+from .columns import TABLE, onnx2tf_runs_line, row
 from .failures import Stage
 from .results import Result, labelled_comparisons
 
@@ -15,7 +15,8 @@ def format_result(result: Result, settings=None) -> str:
     if result.failure:
         lines.append(f"  {result.failure.one_line(result.model_id)}")
     times = "  ".join(f"{s} {result.stage_seconds[s]:.1f}s" for s in map(str, Stage) if s in result.stage_seconds)
-    lines.append(f"  stages: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB")
+    runs = f"   onnx2tf runs {result.onnx2tf_runs}" if result.onnx2tf_runs else ""
+    lines.append(f"  stages: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB{runs}")
     if result.load:
         shapes = ", ".join(f"{n} {list(s)}" for n, s in zip(result.load.input_names, result.load.input_shapes))
         lines.append(f"  loaded: {result.load.format}; inputs {shapes}")
@@ -103,6 +104,8 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
         lines += ["", "## Failures", ""]
         lines += [f"- `{m}` ({row(r)['outcome']}): {r.failure.stage} [{r.failure.kind.value}]: {r.failure.message}"
                   for m, r in failures]
+    runs = onnx2tf_runs_line(records.values())
+    lines += ["", runs + "."] if runs else []
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
                   "unless --keep-intermediates).",

@@ -149,7 +149,20 @@ class SavedModelResult:
     output_names: tuple[tuple[str, str], ...]
     seconds: float
     pseudo_ops: tuple[str, ...] = ()
-    onnx2tf_mode: str = "fast"  # which of savedmodel.ONNX2TF_MODES converted it
+    onnx2tf_mode: str = "simplified"  # which of savedmodel.ONNX2TF_MODES converted it
+    onnx_path: str = ""  # the graph onnx2tf converted: the prepared one, or the exported one (defaults)
+    graph: "GraphResult | None" = None  # how the graph was prepared for onnx2tf
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """The exported graph made ready for onnx2tf (stages/graph.py)."""
+
+    nodes_before: int
+    nodes_after: int
+    simplify_seconds: float
+    simplified: bool
+    strict_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,33 +182,59 @@ class VerifyResult:
 
 @dataclass(frozen=True)
 class NodeError:
-    """One ONNX node's output in the TF model against onnxruntime's, on the sample inputs."""
+    """One tensor of a candidate (the TF model, or the TFLite file) against its reference (onnxruntime,
+    or the TF model), on the sample inputs."""
 
-    node: str
-    op_type: str
+    node: str        # the ONNX node, or the TFLite op's output tensor
+    op_type: str     # the ONNX op, or the TFLite op (FULLY_CONNECTED, ...)
     output: str
     shape: tuple[int, ...]
     max_abs_err: float | None  # None: not comparable (removed by onnx2tf, or shapes differ)
     output_range: float | None
     range_rel_err: float | None
+    ambiguous: bool = False  # its shape reads the same in both layouts: compared in the better one
 
 
 @dataclass(frozen=True)
 class Divergence:
-    """Where a float32 conversion first departs from ONNX: the answer to a numeric_mismatch."""
+    """Where a float32 conversion first departs: the answer to a numeric_mismatch.
 
-    first: NodeError | None  # None: every node matched, the TFLite conversion itself differs
+    `where` is decided first, on the final outputs: the TF model onnx2tf built is run on the
+    sample inputs; if it already differs from PyTorch the error is onnx2tf's ("onnx2tf"), and
+    `first` names the first ONNX node whose TF output departs; if it matches, the TFLite converter
+    changed the numbers ("tflite"), and `first` names the first TFLite op whose output departs from
+    the TF model's. "unknown": the diagnosis found no divergence, or stopped before it could."""
+
+    where: str
+    first: NodeError | None
     tolerance: float
     nodes_compared: int
     table: str  # path of the per-node table in the artifacts
+    tf_error: float | None = None  # the TF model's range-relative error against PyTorch
+    ambiguous_before: str | None = None  # the first square tensor before `first`, whose layout no shape shows
+    stopped: str | None = None  # why the diagnosis stopped before its end (its time or memory budget)
+    seconds: float = 0.0
 
     def describe(self) -> str:
+        stopped = f"diagnosis stopped early ({self.stopped})" if self.stopped else ""
+        if self.where == "onnx2tf":
+            head = f"the TF model onnx2tf built already differs from PyTorch (range-relative {self.tf_error:.3g})"
+        elif self.where == "tflite":
+            head = (f"the TF model onnx2tf built matches PyTorch (range-relative {self.tf_error:.3g}): the TFLite "
+                    "conversion changes the numbers")
+        else:
+            return stopped or f"no divergence found among {self.nodes_compared} compared tensors"
         if self.first is None:
-            return (f"every one of {self.nodes_compared} compared nodes of the TF model matches ONNX: the "
-                    "difference arises in the TFLite conversion")
-        n = self.first
-        return (f"first divergence at node {n.node} ({n.op_type}), max err {n.max_abs_err:.3g} "
-                f"(range-relative {n.range_rel_err:.3g} > {self.tolerance:g})")
+            where = f"no single tensor departs among {self.nodes_compared} compared"
+        else:
+            n = self.first
+            kind = "op" if self.where == "tflite" else "node"
+            where = (f"first divergence at {kind} {n.node} ({n.op_type}), max err {n.max_abs_err:.3g} "
+                     f"(range-relative {n.range_rel_err:.3g} > {self.tolerance:g})")
+            if self.ambiguous_before:
+                where += (f"; earlier square tensors read the same in both layouts and may hide where it starts "
+                          f"(the first: {self.ambiguous_before})")
+        return "; ".join(x for x in (head, where, stopped) if x)
 
 
 @dataclass(frozen=True)
@@ -224,6 +263,7 @@ class Result:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     network_attempts: tuple[str, ...] = ()
+    onnx2tf_runs: int = 0  # conversions by onnx2tf it took (a retry in another mode, a second pseudo-op pass)
     versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

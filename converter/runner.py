@@ -61,7 +61,7 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
 
 # a verified model needs none of these again (its TFLite files, log and result stay): they are
 # most of the disk a batch takes (550 MB for nine real models), kept for failures only
-INTERMEDIATES = ("model.onnx", "onnx2tf_input.onnx", "saved_model", "onnx2tf_out")
+INTERMEDIATES = ("model.onnx", "model_prepared.onnx", "onnx2tf_input.onnx", "saved_model", "onnx2tf_out")
 
 
 @contextlib.contextmanager

@@ -116,6 +116,24 @@ def build_all(out: Path = EXAMPLES, only: set[str] | None = None) -> list[Path]:
     torch.manual_seed(17)
     diverging = arch.DivergingPoolNet().eval()
     save("diverging_pool.pt", lambda p: torch.save(diverging.state_dict(), p))
+
+    # real architectures' patterns that need the graph prepared for onnx2tf (or its strict mode)
+    image = torch.randn(1, 3, 32, 32)
+    torch.manual_seed(18)
+    scale = arch.LayerScaleConvNeXt().eval()
+    save("layer_scale_convnext.pt", lambda p: torch.jit.trace(scale, image).save(str(p)))
+
+    torch.manual_seed(19)
+    patches = arch.PatchGroupNorm().eval()
+    save("patch_group_norm.pt", lambda p: torch.jit.trace(patches, image).save(str(p)))
+
+    torch.manual_seed(20)
+    square = arch.SquareTokens().eval()
+    save("square_tokens.pt", lambda p: torch.jit.trace(square, image).save(str(p)))
+
+    torch.manual_seed(21)
+    folded = arch.PatchGroupNorm(channels=16).eval()
+    save("square_patches.pt", lambda p: torch.jit.trace(folded, image).save(str(p)))
     return written
 
 

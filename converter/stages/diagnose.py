@@ -1,94 +1,314 @@
-"""Where a float32 conversion departs from ONNX: the first diverging node (child side).
+"""Where a float32 conversion first departs: onnx2tf's TF model, or the TFLite converter (child side).
 
-onnx2tf can compare the output of every ONNX node in its TF model against onnxruntime
-(`check_onnx_tf_outputs_elementwise_close_full`), but it only prints the table. Its comparison
-function is wrapped here to keep the numbers, on the model's own seeded inputs, and each node's
-error is judged against the output's range like every other comparison in the harness. Runs
-only when the float32 TFLite disagrees with PyTorch while ONNX agrees: a second onnx2tf run.
+Runs only when the float32 TFLite disagrees with PyTorch while ONNX agrees, in a process of its own
+(`python -m converter.stages.diagnose JOB.json`) that the conversion child watches: it gets at most
+a set share of the model's timeout and of its memory ceiling, and what it found by then is kept
+when it is stopped. In that process:
+
+1. **Which tool.** The TF model onnx2tf built (the SavedModel) runs on the sample inputs: if it
+   already differs from PyTorch, onnx2tf converted it wrongly; if it matches, the TFLite converter
+   changed the numbers. This is decided on the final outputs, where no layout is in doubt.
+2. **Which node.** onnx2tf runs once more, comparing every ONNX node's output in its TF model with
+   onnxruntime (`check_onnx_tf_outputs_elementwise_close_full`); its comparison function is wrapped
+   to keep both tensors, and each node is judged here against the output's range. onnx2tf's own
+   verdict is not used: it accepts any transposition that matches, so a square tensor ([1, 64, 64]:
+   SegFormer's 64 tokens of 64 channels) normalised over the wrong axis reads as a match.
+3. **Which TFLite op** (when the TF model is right): the float32 TFLite file runs with every tensor
+   kept (`experimental_preserve_all_tensors`), and each op's output is compared, in execution order,
+   with the TF model's tensor of the same name (TFLite names a fused op after all it fused).
+
+Stops at the first divergence it can prove; square tensors before it, whose layout no shape shows,
+are named as where it may really start.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import io
+import json
+import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..protocol import plain, write_json_atomic, write_text_atomic
+from ..protocol import build, plain, write_json_atomic, write_text_atomic
 from ..results import Divergence, NodeError
-from .savedmodel import onnx2tf_options, prepare_onnx2tf
+
+TIME_SHARE = 0.25     # of the model's timeout (and never past it)
+MEMORY_SHARE = 0.5    # of the memory ceiling left to the conversion child at that point
+POLL_SECONDS = 0.2
+JOB = "diagnosis_job.json"
+FOUND = "diagnosis.json"  # what it found so far, rewritten as it goes
 
 
-def _node_of(onnx_path: Path) -> dict[str, tuple[str, str]]:
-    """ONNX tensor name -> (node name, op type) of the node that produces it."""
+@dataclasses.dataclass(frozen=True)
+class DiagnosisJob:
+    onnx_path: str           # the graph onnx2tf converted
+    saved_model: str
+    tflite_fp32: str
+    input_names: list[str]   # ONNX input names, in order
+    input_keys: list[str]    # their TF signature names
+    input_perms: list[list[int]]   # torch layout -> TF layout
+    output_keys: list[str]
+    output_perms: list[list[int]]  # TF layout of each output, relative to PyTorch's
+    keep: list[str]
+    pseudo_ops: list[str]
+    mode: str
+    tolerance: float
+    work_dir: str
+
+
+# --- the conversion child's side ------------------------------------------------------------
+
+def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float) -> Divergence | None:
+    """The diagnosis in its own process, stopped at `seconds` or `memory_mb`; what it found by then."""
+    import psutil
+
+    work = Path(job.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for i, array in enumerate(arrays):
+        np.save(work / f"input_{i}.npy", array)
+    for i, array in enumerate(reference):
+        np.save(work / f"reference_{i}.npy", array)
+    write_json_atomic(work / JOB, dataclasses.asdict(job))
+    start = time.monotonic()
+    with open(work / "diagnosis.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "converter.stages.diagnose", str(work / JOB)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[2]))
+    stopped = None
+    try:
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            elapsed = time.monotonic() - start
+            try:
+                rss = sum(p.memory_info().rss for p in [watched] + watched.children(recursive=True)) / 2**20
+            except psutil.Error:
+                rss = 0.0
+            if elapsed > seconds:
+                stopped = f"its time budget of {seconds:.0f} s ran out"
+            elif rss > memory_mb:
+                stopped = f"it reached its memory budget of {memory_mb:.0f} MB"
+            if stopped:
+                break
+            time.sleep(POLL_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    found = read_found(work)
+    if found is None:
+        if stopped is None:
+            print(f"--- the diagnosis process ended with status {proc.returncode}; its log: {work / 'diagnosis.log'}",
+                  file=sys.stderr)
+            return None
+        found = Divergence("unknown", None, job.tolerance, 0, str(work / "node_errors.md"))
+    return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(time.monotonic() - start, 1))
+
+
+def read_found(work: Path) -> Divergence | None:
+    try:
+        return build(Divergence, json.loads((Path(work) / FOUND).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# --- the diagnosis process --------------------------------------------------------------------
+
+def _range_rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    max_abs = float(np.abs(reference - candidate).max()) if reference.size else 0.0
+    spread = float(np.ptp(reference)) if reference.size else 0.0
+    return max_abs, spread, (max_abs / spread if spread > 0 else (0.0 if max_abs == 0 else float("inf")))
+
+
+def _layouts(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The layouts a TF tensor may have relative to ONNX's: as is, or channels-last (3-5-D)."""
+    rank = len(shape)
+    perms = [tuple(range(rank))]
+    if 3 <= rank <= 5:
+        perms.append((0, *range(2, rank), 1))
+    return perms
+
+
+def compare_tensor(node: str, op_type: str, output: str, reference, candidate, layouts: bool = True) -> NodeError:
+    """The candidate against the reference in the layout their shapes imply (`layouts`: the candidate
+    may be channels-last); where both layouts fit the shape (a square tensor), the better one,
+    marked ambiguous."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    shape = tuple(reference.shape)
+    if reference.dtype.kind != "f" or reference.size == 0 or candidate.size != reference.size:
+        return NodeError(node, op_type, output, shape, None, None, None)
+    perms = _layouts(shape) if layouts else [tuple(range(len(shape)))]
+    fits = [p for p in perms if tuple(reference.shape[i] for i in p) == tuple(candidate.shape)]
+    if not fits:
+        return NodeError(node, op_type, output, shape, None, None, None)
+    best = min((_range_rel(np.transpose(reference, p), candidate) for p in fits), key=lambda e: e[2])
+    ambiguous = len(fits) > 1 and sum(d > 1 for d in shape) > 1
+    return NodeError(node, op_type, output, shape, best[0], best[1], best[2], ambiguous)
+
+
+def _sanitized(name: str) -> str:
+    """How onnx2tf renames tensors for a SavedModel (no leading '/', no ':')."""
+    return re.sub("^/", "wa/", name.replace(":", "_"))
+
+
+def _producers(onnx_path: Path) -> dict[str, tuple[str, str]]:
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return {out: (node.name or out, node.op_type) for node in graph.node for out in node.output}
+    found = {}
+    for node in graph.node:
+        for out in node.output:
+            found[out] = found[_sanitized(out)] = (node.name or out, node.op_type)
+    return found
 
 
-def _node_errors(captured: dict, producers: dict) -> list[NodeError]:
-    rows = []
-    for (onnx_name, _), checked in captured.items():
-        reference, flag, max_abs = checked[0], checked[1], checked[2]
-        node, op_type = producers.get(onnx_name, (onnx_name, "?"))
-        comparable = flag != 2 and isinstance(max_abs, (int, float, np.floating)) \
-            and np.asarray(reference).dtype.kind == "f" and np.asarray(reference).size > 0
-        if not comparable:
-            rows.append(NodeError(node, op_type, onnx_name, tuple(np.shape(reference)), None, None, None))
-            continue
-        spread = float(np.ptp(reference))
-        rows.append(NodeError(node, op_type, onnx_name, tuple(np.shape(reference)), float(max_abs), spread,
-                              float(max_abs) / spread if spread > 0 else (0.0 if max_abs == 0 else float("inf"))))
-    return rows
+def _write(work: Path, found: Divergence, rows: list[NodeError]) -> None:
+    write_json_atomic(work / "node_errors.json", [plain(dataclasses.asdict(r)) for r in rows])
+    write_text_atomic(work / "node_errors.md", _markdown(found, rows))
+    write_json_atomic(work / FOUND, plain(dataclasses.asdict(found)))
 
 
-def first_divergence(onnx_path: Path, input_names, arrays, input_perms, keep, pseudo_ops,
-                     tolerance: float, work_dir: Path, mode: str = "fast") -> Divergence:
+def _tf_outputs(job: DiagnosisJob, arrays) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    function = tf.saved_model.load(job.saved_model).signatures["serving_default"]
+    feed = {key: tf.constant(np.ascontiguousarray(np.transpose(a, perm)))
+            for key, perm, a in zip(job.input_keys, job.input_perms, arrays)}
+    outputs = function(**feed)
+    return [np.transpose(outputs[key].numpy(), np.argsort(perm)) for key, perm in zip(job.output_keys, job.output_perms)]
+
+
+def _onnx_and_tf_tensors(job: DiagnosisJob, arrays, work: Path) -> dict:
+    """{(onnx tensor, tf tensor): (onnxruntime's value, the TF model's)} from one onnx2tf run."""
+    from .savedmodel import onnx2tf_options, prepare_onnx2tf
+
     converter = prepare_onnx2tf()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    copy = work_dir / "onnx2tf_input.onnx"
-    shutil.copyfile(onnx_path, copy)
+    copy = work / "onnx2tf_input.onnx"
+    shutil.copyfile(job.onnx_path, copy)
     custom = []
-    for name, array, perm in zip(input_names, arrays, input_perms):
-        path = work_dir / f"input_{len(custom)}.npy"
+    for name, array, perm in zip(job.input_names, arrays, job.input_perms):
+        path = work / f"input_tf_{len(custom)}.npy"
         np.save(path, np.transpose(array, perm))  # onnx2tf reads them in its own (TF) layout
         custom.append([name, str(path), 0.0, 1.0])
     captured: dict = {}
     validate = converter.onnx_tf_tensor_validation
 
-    def keep_results(**kwargs):
-        results = validate(**kwargs)
-        captured.update(results)
-        return results
+    def keep(**kwargs):
+        captured.update(kwargs["output_pairs"])
+        return validate(**kwargs)
 
-    converter.onnx_tf_tensor_validation = keep_results
+    converter.onnx_tf_tensor_validation = keep
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its colour table; the numbers are kept below
-            converter.convert(**onnx2tf_options(copy, work_dir / "onnx2tf_out", keep, pseudo_ops, mode),
+        with contextlib.redirect_stdout(io.StringIO()):  # its colour table; the numbers are kept above
+            converter.convert(**onnx2tf_options(copy, work / "onnx2tf_out", job.keep, job.pseudo_ops, job.mode),
                               check_onnx_tf_outputs_elementwise_close_full=True,
                               custom_input_op_name_np_data_path=custom)
     finally:
         converter.onnx_tf_tensor_validation = validate
-    rows = _node_errors(captured, _node_of(copy))
-    first = next((r for r in rows if r.range_rel_err is not None and r.range_rel_err > tolerance), None)
-    table = work_dir / "node_errors.md"
-    write_json_atomic(work_dir / "node_errors.json", [plain(dataclasses.asdict(r)) for r in rows])
-    write_text_atomic(table, _markdown(rows, tolerance, first))
-    return Divergence(first, tolerance, sum(r.range_rel_err is not None for r in rows), str(table))
+    return captured
 
 
-def _markdown(rows: list[NodeError], tolerance: float, first: NodeError | None) -> str:
-    lines = ["# Per-node error of the TF model against onnxruntime", "",
-             f"Seeded sample inputs; error = max |TF - ONNX| / range of the ONNX output; tolerance {tolerance:g}.",
-             "", "| # | node | op | output | shape | max abs err | range | range-relative | |",
+def _first(rows: list[NodeError], tolerance: float) -> tuple[NodeError | None, str | None]:
+    ambiguous = None
+    for row in rows:
+        if row.range_rel_err is None:
+            continue
+        if row.range_rel_err > tolerance:
+            return row, ambiguous
+        if row.ambiguous and ambiguous is None:
+            ambiguous = row.node
+    return None, None
+
+
+def _tflite_rows(job: DiagnosisJob, arrays, tf_values: dict[str, np.ndarray], tolerance: float) -> list[NodeError]:
+    """Each TFLite op's output against the TF tensor of its name, in execution order, to the first
+    that departs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=job.tflite_fp32, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    by_key = {f"serving_default_{key}:0": (a, perm) for key, a, perm in zip(job.input_keys, arrays, job.input_perms)}
+    for detail in interpreter.get_input_details():
+        array, perm = by_key[detail["name"]]
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(np.transpose(array, perm)).astype(detail["dtype"]))
+    interpreter.invoke()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    rows = []
+    for op in interpreter._get_ops_details():  # checked against ai-edge-litert 2.1.0: execution order
+        for index in op["outputs"]:
+            if index < 0:
+                continue
+            name = tensors[index]["name"]
+            value = interpreter.get_tensor(index)
+            # "model_3/tf.math.multiply_3/Mul;model_3/tf.reshape_4/Reshape": each fused op's TF tensor
+            candidates = [part.split("/", 1)[1] for part in name.split(";") if "/" in part]
+            compared = [compare_tensor(name, op["op_name"], key, tf_values[key], value, layouts=False)
+                        for key in candidates if key in tf_values]
+            compared = [c for c in compared if c.range_rel_err is not None]
+            if not compared:
+                continue
+            best = min(compared, key=lambda c: c.range_rel_err)
+            rows.append(best)
+            if best.range_rel_err > tolerance:
+                return rows
+    return rows
+
+
+def diagnose(job: DiagnosisJob) -> None:
+    work = Path(job.work_dir)
+    arrays = [np.load(work / f"input_{i}.npy") for i in range(len(job.input_names))]
+    reference = [np.load(p) for p in sorted(work.glob("reference_*.npy"), key=lambda p: int(p.stem.split("_")[1]))]
+    table = str(work / "node_errors.md")
+    tf_error = max(_range_rel(r, o)[2] for r, o in zip(reference, _tf_outputs(job, arrays)))
+    where = "onnx2tf" if tf_error > job.tolerance else "tflite"
+    found = Divergence(where, None, job.tolerance, 0, table, tf_error=tf_error)
+    _write(work, found, [])  # a verdict on the tool already, if the budget runs out from here
+    captured = _onnx_and_tf_tensors(job, arrays, work)
+    producers = _producers(Path(job.onnx_path))
+    if where == "onnx2tf":
+        rows = [compare_tensor(*producers.get(onnx_name, (onnx_name, "?")), onnx_name, onnx_value, tf_value)
+                for (onnx_name, _), (onnx_value, tf_value) in captured.items()]
+    else:
+        tf_values = {tf_name.split(":")[0]: tf_value for (_, tf_name), (_, tf_value) in captured.items()}
+        del captured
+        rows = _tflite_rows(job, arrays, tf_values, job.tolerance)
+    first, ambiguous = _first(rows, job.tolerance)
+    found = dataclasses.replace(found, first=first, ambiguous_before=ambiguous,
+                                nodes_compared=sum(r.range_rel_err is not None for r in rows))
+    _write(work, found, rows)
+
+
+def _markdown(found: Divergence, rows: list[NodeError]) -> str:
+    against = "the TF model" if found.where == "tflite" else "onnxruntime"
+    candidate = "TFLite op output" if found.where == "tflite" else "TF model's output"
+    lines = [f"# Where the float32 conversion departs: {found.where}", "", found.describe(), "",
+             f"Each {candidate} against {against} on the seeded sample inputs; error = max |difference| / range of "
+             f"the reference; tolerance {found.tolerance:g}. `square`: the shape reads the same in both layouts "
+             "(compared in the better one).", "",
+             "| # | node or tensor | op | output | shape | max abs err | range | range-relative | |",
              "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
-        mark = "FIRST DIVERGENCE" if r is first else ("over" if (r.range_rel_err or 0) > tolerance else "")
+        mark = "FIRST DIVERGENCE" if r is found.first else ("over" if (r.range_rel_err or 0) > found.tolerance else "")
+        mark = (mark + " square").strip() if r.ambiguous else mark
         cells = [str(i), r.node, r.op_type, r.output, "x".join(map(str, r.shape)) or "scalar",
-                 *("-" if v is None else f"{v:.3g}" for v in (r.max_abs_err, r.output_range, r.range_rel_err)),
-                 mark]
+                 *("-" if v is None else f"{v:.3g}" for v in (r.max_abs_err, r.output_range, r.range_rel_err)), mark]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def main(job_path: str) -> int:
+    from . import offline
+
+    offline.install()
+    diagnose(DiagnosisJob(**json.loads(Path(job_path).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

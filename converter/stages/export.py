@@ -23,6 +23,7 @@ import torch
 from ..failures import ConversionError, FailureKind, reraise_if_memory, stage_step
 from ..results import ExportResult, Fix
 from ..spec import OPSET, ModelSpec
+from . import symbolics
 from .load import LoadedModel
 from .metrics import compare
 from .model_outputs import FlatOutputs
@@ -72,6 +73,17 @@ def _export_once(exporter: str, target, args, path: Path, input_names, output_na
         torch.onnx.export(target, tuple(args), str(path), opset_version=OPSET,
                           dynamo=(exporter == "dynamo"), external_data=False,
                           input_names=list(input_names), output_names=list(output_names))
+
+
+def _symbolic_fix(exporter: str, exc: BaseException, fixes, auto_fixes: bool) -> Fix | None:
+    """An op the legacy exporter has no (right) symbolic for, but symbolics.py has: registered, so
+    that the export can run again (a known fix)."""
+    op = symbolics.missing_op(exc) if exporter == "legacy" and auto_fixes else None
+    if op is None or any(f.detail == op for f in fixes):
+        return None
+    symbolics.register(op)
+    return Fix("onnx_symbolic", op, f"the legacy ONNX exporter has no working symbolic for {op}; one written "
+                                    "from its definition was registered")
 
 
 def describe_export_error(exc: BaseException) -> str:
@@ -126,22 +138,20 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
         last = position == len(order) - 1
         path = out_path.with_name(f"{out_path.stem}.{exporter}.onnx")  # an earlier attempt stays intact
         try:
-            target, fixes = export_target(exporter, loaded, args, flatten)
-            _export_once(exporter, target, args, path, input_names, output_names)
+            opset, shapes, comparisons, fixes = _attempt(exporter, spec, loaded, args, arrays, reference, path,
+                                                         input_names, output_names, flatten, threads)
+        except ConversionError as exc:  # a file was written, and it is wrong
+            if last:
+                raise
+            errors.append((exporter, exc))
+            attempts.append(f"{exporter}: {exc.message}")
+            continue
         except Exception as exc:  # every exporter failure is data for the message below
             reraise_if_memory(exc)
             print(f"--- the {exporter} exporter failed:", file=sys.stderr)
             traceback.print_exception(exc)  # into convert.log: the one-line message cannot hold it
             errors.append((exporter, exc))
             attempts.append(f"{exporter}: {describe_export_error(exc)}")
-            continue
-        try:
-            opset, shapes, comparisons = _check(exporter, path, loaded, input_names, arrays, reference,
-                                                spec, threads)
-        except ConversionError as exc:
-            if last:
-                raise
-            attempts.append(f"{exporter}: {exc.message}")
             continue
         result = ExportResult(exporter=exporter, opset=opset, onnx_path=str(path),
                               onnx_bytes=path.stat().st_size, input_shapes=shapes,
@@ -160,6 +170,27 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
         out_path.with_name(f"{out_path.stem}.{exporter}.onnx").unlink(missing_ok=True)
     return dataclasses.replace(result, onnx_path=str(out_path), attempts=tuple(attempts),
                                seconds=time.perf_counter() - start)
+
+
+def _attempt(exporter: str, spec: ModelSpec, loaded: LoadedModel, args, arrays, reference, path: Path,
+             input_names, output_names, flatten: bool, threads: int):
+    """One exporter's file, written and checked: (opset, input shapes, comparisons, fixes). A
+    failure for want of a symbolic that symbolics.py has registers it, and the export runs again."""
+    added: list[Fix] = []
+    while True:
+        try:
+            target, fixes = export_target(exporter, loaded, args, flatten)
+            _export_once(exporter, target, args, path, input_names, output_names)
+            return (*_check(exporter, path, loaded, input_names, arrays, reference, spec, threads),
+                    tuple(fixes) + tuple(added))
+        except Exception as exc:
+            reraise_if_memory(exc)
+            fix = _symbolic_fix(exporter, exc, added, spec.auto_fixes)
+            if fix is None:
+                raise
+            print(f"--- the {exporter} exporter needs the symbolic for {fix.detail}: exporting again", file=sys.stderr)
+            traceback.print_exception(exc)
+            added.append(fix)
 
 
 def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arrays, reference,
@@ -184,7 +215,8 @@ def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arra
 
 
 def _all_failed_message(errors) -> str:
-    parts = [f"{name}: {describe_export_error(exc)}" for name, exc in errors]
+    parts = [f"{name}: {exc.message if isinstance(exc, ConversionError) else describe_export_error(exc)}"
+             for name, exc in errors]
     message = "every exporter failed (" + "; ".join(parts) + ")"
     for op, fix in KNOWN_FIXES.items():
         if any(op in str(exc) for _, exc in errors):

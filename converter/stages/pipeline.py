@@ -27,6 +27,7 @@ from ..spec import ModelSpec, SpecError
 from . import offline
 from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
 
+PREPARED_ONNX = "model_prepared.onnx"  # the exported graph, simplified and rewritten for onnx2tf
 DEFAULT_KIND = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
                 Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
                 Stage.VERIFY: FailureKind.TFLITE_ERROR}
@@ -82,6 +83,8 @@ class Conversion:
     artifacts: Path
     threads: int
     progress: Progress
+    memory_limit_mb: float = 0.0  # the ceiling the parent enforces (0: unknown)
+    started: float = 0.0  # perf_counter at the start of the conversion, for what is left of the timeout
     done: dict = field(default_factory=dict)  # stage name -> its result dataclass
     fixes: list[Fix] = field(default_factory=list)
     divergence: Divergence | None = None
@@ -91,6 +94,9 @@ class Conversion:
     output_names: list[str] = field(default_factory=list)
     flatten: bool = False
     deliverables: tuple = ()  # the TFLite files built, then verified (results.Deliverable)
+    graph: object = None  # results.GraphResult: the exported graph, prepared for onnx2tf (None: not used)
+    graph_fixes: tuple = ()  # the rewrites that made it
+    onnx2tf_runs: int = 0
     delivered: str | None = None  # the recipe whose file verified first, in the requested order
 
     @property
@@ -125,19 +131,61 @@ def _export(c: Conversion) -> None:
     release_memory()
 
 
-# what onnx2tf's cheaper modes can cause: a failed conversion, or ops left for Flex that
-# onnxsim's constant folding would have turned into builtins (BERT's SplitV)
-# (and transpositions chosen without the accuracy search: a layout onnx2tf could not map)
+# what a cheaper onnx2tf mode can cause: a failed conversion, ops left for Flex, a layout onnx2tf
+# could not map (and, checked in _verify, float32 outputs that differ from ONNX's)
 RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS,
                FailureKind.SHAPE_MISMATCH)
-NEXT_MODE = {"fast": "simplified", "simplified": "defaults"}
+NEXT_MODE = {"simplified": "strict", "strict": "defaults"}
+
+
+def _prepare_graph(c: Conversion) -> None:
+    """Once, before onnx2tf's first run: the graph simplified and rewritten (graph.py), checked
+    against PyTorch like the exported one; a prepared graph that does not match is not used."""
+    from .export import run_onnxruntime
+    from .graph import prepare
+    from .metrics import compare
+
+    path = c.artifacts / PREPARED_ONNX
+    c.graph, fixes = prepare(Path(c.done["export"].onnx_path), path)
+    _, outputs = run_onnxruntime(path, c.input_names, c.arrays, c.threads)
+    bad = [compare(n, r, o, c.spec.tolerance_for("onnx", n)) for n, r, o in zip(c.output_names, c.reference, outputs)]
+    bad = [x for x in bad if not x.passed]
+    if bad:
+        print(f"--- the prepared graph differs from PyTorch ({bad[0].describe('prepared ONNX')}): onnx2tf converts "
+              "the exported one", file=sys.stderr)
+        c.graph = None
+        return
+    c.graph_fixes = fixes  # recorded once onnx2tf converted this graph
+    release_memory()
+
+
+def _first_mode(c: Conversion) -> str:
+    if not c.spec.auto_fixes:
+        return "defaults"  # no fixes: onnx2tf as it comes
+    _prepare_graph(c)
+    if c.graph is None:
+        return "defaults"
+    if c.graph.strict_reason:
+        c.fixes.append(Fix("onnx2tf_mode", "strict", f"chosen before the first run: {c.graph.strict_reason}"))
+        return "strict"
+    return "simplified"
 
 
 def _tensorflow(c: Conversion, mode: str | None = None) -> None:
-    mode = mode or ("fast" if c.spec.auto_fixes else "defaults")  # no fixes: onnx2tf as it comes
+    from .savedmodel import PREPARED_MODES
+
+    mode = mode or _first_mode(c)
+    if mode in PREPARED_MODES and c.graph is None:
+        mode = "defaults"
+    onnx_path = c.artifacts / PREPARED_ONNX if mode in PREPARED_MODES else Path(c.done["export"].onnx_path)
+
+    def counted() -> None:
+        c.onnx2tf_runs += 1
+
     try:
         c.done["savedmodel"], (c.done["tflite"], c.deliverables), fixes = tensorflow_stages(
-            c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode)
+            c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode,
+            onnx_path=onnx_path, on_run=counted)
     except ConversionError as exc:
         if mode not in NEXT_MODE or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
             raise
@@ -147,7 +195,9 @@ def _tensorflow(c: Conversion, mode: str | None = None) -> None:
         _tensorflow(c, NEXT_MODE[mode])  # if it fails too, its error is the one onnx2tf gives
         c.fixes.append(onnx2tf_mode_fix(NEXT_MODE[mode], mode, reason))  # recorded once it worked
         return
-    c.fixes += [f for f in fixes if f not in c.fixes]  # a second run finds the same pseudo-ops
+    prepared = mode in PREPARED_MODES
+    c.done["savedmodel"] = dataclasses.replace(c.done["savedmodel"], graph=c.graph if prepared else None)
+    c.fixes += [f for f in (list(c.graph_fixes) if prepared else []) + list(fixes) if f not in c.fixes]
 
 
 def _verify(c: Conversion) -> None:
@@ -165,26 +215,28 @@ def _verify(c: Conversion) -> None:
     problem = check()
     mode = c.done["savedmodel"].onnx2tf_mode
     if problem is not None and _conversion_diverged(problem, c, shapes_too=True) and c.spec.auto_fixes \
-            and mode != "defaults":
-        # the accuracy search that only the defaults run exists to choose transpositions right
-        print(f"--- {problem.message}: converting again with onnx2tf's defaults", file=sys.stderr)
+            and mode in NEXT_MODE:
+        # the accuracy search exists to choose transpositions right: the next mode has it
+        again = NEXT_MODE[mode]
+        print(f"--- {problem.message}: converting again in onnx2tf's {again} mode", file=sys.stderr)
         release_memory()
         before = dict(c.done), c.deliverables
         try:
-            _tensorflow(c, "defaults")
+            _tensorflow(c, again)
         except ConversionError as exc:  # the first problem stays the model's failure
             traceback.print_exc()
             c.done.update(before[0])
             c.deliverables = before[1]
-            problem = ConversionError(problem.kind, f"{problem.message} (onnx2tf's defaults failed: {exc.message.split(';')[0]})")
+            problem = ConversionError(problem.kind, f"{problem.message} (onnx2tf's {again} mode failed: "
+                                                    f"{exc.message.split(';')[0]})")
         else:
             c.progress.start(Stage.VERIFY.value)
             retried = check()
             if retried is None or not _conversion_diverged(retried, c, shapes_too=True):
-                c.fixes.append(onnx2tf_mode_fix("defaults", mode, "the float32 TFLite outputs differed from ONNX's"))
+                c.fixes.append(onnx2tf_mode_fix(again, mode, "the float32 TFLite outputs differed from ONNX's"))
                 problem = retried
             else:
-                problem = ConversionError(retried.kind, f"{retried.message} (also with onnx2tf's defaults)")
+                problem = ConversionError(retried.kind, f"{retried.message} (also in onnx2tf's {again} mode)")
     if problem is not None and _conversion_diverged(problem, c):
         c.divergence = _diagnose(c)
         if c.divergence is not None:
@@ -198,10 +250,11 @@ def _verify(c: Conversion) -> None:
 STAGES = ((Stage.LOAD, _load), (Stage.EXPORT, _export), (Stage.SAVEDMODEL, _tensorflow), (Stage.VERIFY, _verify))
 
 
-def convert(spec: ModelSpec, artifacts: Path, threads: int) -> Result:
+def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0) -> Result:
     """Run every stage; never raises for a model's own problems, returns a Result."""
     start = time.perf_counter()
-    c = Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb))
+    c = Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb),
+                   memory_limit_mb=memory_limit_mb, started=start)
     failure = None
     try:
         for stage, step in STAGES:
@@ -220,7 +273,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int) -> Result:
         deliverables=c.deliverables, requested=spec.deliverables, delivered=None if failure else c.delivered,
         fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
         seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
-        network_attempts=tuple(offline.attempts), versions=tool_versions(), **c.done)
+        network_attempts=tuple(offline.attempts), onnx2tf_runs=c.onnx2tf_runs, versions=tool_versions(), **c.done)
 
 
 def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
@@ -236,7 +289,8 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 
 
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
-                      artifacts: Path, *, read_graph: bool = True, mode: str = "fast"):
+                      artifacts: Path, *, read_graph: bool = True, mode: str = "simplified",
+                      onnx_path: Path | None = None, on_run=None):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
@@ -246,11 +300,14 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
 
     pseudo = tuple(spec.pseudo_ops)
     auto = spec.auto_fixes and not spec.allow_flex
-    fixes = pseudo_ops_for_graph(Path(export.onnx_path), pseudo) if auto and read_graph else ()
+    onnx_path = Path(onnx_path or export.onnx_path)
+    fixes = pseudo_ops_for_graph(onnx_path, pseudo) if auto and read_graph else ()
     while True:
         pseudo += tuple(f.detail for f in fixes if f.detail not in pseudo)
         progress.start(Stage.SAVEDMODEL.value)
-        saved = to_savedmodel(spec, Path(export.onnx_path), input_names, export.input_shapes, output_names,
+        if on_run is not None:
+            on_run()
+        saved = to_savedmodel(spec, onnx_path, input_names, export.input_shapes, output_names,
                               artifacts, pseudo_ops=pseudo, mode=mode)
         release_memory()  # onnx2tf's graph and the Keras model, before TFLite's own copies
         progress.start(Stage.TFLITE.value)
@@ -276,19 +333,35 @@ def _fp32(deliverables):
 
 
 def _diagnose(c: Conversion) -> Divergence | None:
-    from .diagnose import first_divergence
+    """Where the float32 conversion departs, within its share of the timeout and memory ceiling."""
+    from .diagnose import MEMORY_SHARE, TIME_SHARE, DiagnosisJob, run_bounded
     from .savedmodel import kept_layout_inputs
 
-    export, saved = c.done["export"], c.done["savedmodel"]
+    export, saved, verified = c.done["export"], c.done["savedmodel"], c.done["verify"]
     tolerance = min(c.spec.tolerance_for(FP32, x.name) for x in _fp32(c.deliverables).outputs if not x.passed)
+    left = c.spec.timeout - (time.perf_counter() - c.started) - 10  # leave the rest of the stage its time
+    own = peak_rss_now()
+    job = DiagnosisJob(
+        onnx_path=saved.onnx_path or export.onnx_path, saved_model=saved.path, tflite_fp32=_fp32(c.deliverables).path,
+        input_names=c.input_names, input_keys=[k for _, k in saved.input_names],
+        input_perms=[list(p) for p in saved.input_perms], output_keys=[k for _, k in saved.output_names],
+        output_perms=[list(p) for p in verified.output_perms],
+        keep=kept_layout_inputs(c.spec, c.input_names, export.input_shapes), pseudo_ops=list(saved.pseudo_ops),
+        mode=saved.onnx2tf_mode, tolerance=tolerance, work_dir=str(c.artifacts / "diagnosis"))
+    release_memory()
     try:
-        return first_divergence(Path(export.onnx_path), c.input_names, c.arrays, saved.input_perms,
-                                kept_layout_inputs(c.spec, c.input_names, export.input_shapes), saved.pseudo_ops,
-                                tolerance, c.artifacts / "diagnosis", mode=saved.onnx2tf_mode)
+        return run_bounded(job, c.arrays, c.reference, seconds=max(5.0, min(TIME_SHARE * c.spec.timeout, left)),
+                           memory_mb=max(256.0, MEMORY_SHARE * ((c.memory_limit_mb or 4 * own) - own)))
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
-        print("--- the per-node diagnosis failed:", file=sys.stderr)
+        print("--- the diagnosis failed:", file=sys.stderr)
         traceback.print_exc()
         return None
+
+
+def peak_rss_now() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def main(job_path: str, parent: int | None = None) -> int:
@@ -299,7 +372,7 @@ def main(job_path: str, parent: int | None = None) -> int:
     offline.install()
     artifacts = Path(job.artifacts_dir)
     spec = ModelSpec.from_dict(job.spec)
-    result = convert(spec, artifacts, job.threads)
+    result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     return 0

@@ -96,16 +96,18 @@ def kept_layout_inputs(spec: ModelSpec, input_names, input_shapes) -> list[str]:
     return [n for n, s in zip(input_names, input_shapes) if spec.layout == "nchw" and 3 <= len(s) <= 5]
 
 
-# How onnx2tf is run, cheapest first. Its "strict mode" searches for the best transposition at
-# each checked op by building and running a Keras model from the input up to that op:
-# quadratic in depth, 72% of ConvNeXt-tiny's 60 s. onnxsim runs three times in a subprocess of
-# up to 1 GB. Without both, ConvNeXt-tiny takes 13 s and ResNet-18 2.3 s instead of 4, with
-# identical outputs. Graphs that need constant folding (LSTMs, attention with computed
-# shapes) fail without onnxsim; a model that fails in one mode is converted in the next (the
-# fix "onnx2tf_mode"), and outputs that differ from ONNX's are converted with the defaults.
-ONNX2TF_MODES = {"fast": {"disable_strict_mode": True, "not_use_onnxsim": True},
-                 "simplified": {"disable_strict_mode": True},
+# How onnx2tf is run. Its "strict mode" searches for the best transposition at each checked op
+# by building and running a Keras model from the input up to that op: quadratic in depth, 72% of
+# a ConvNeXt-tiny's time. Its own onnxsim runs three times in a subprocess of up to 1 GB. So the
+# graph is prepared here first (graph.py: simplified in-process, patterns rewritten), and onnx2tf
+# runs on it without either: `simplified`. A graph that needs the accuracy search (graph.py's
+# strict_reason) gets `strict` from its first run; a model that fails in one mode is converted in
+# the next (the fix "onnx2tf_mode"), and `defaults` is onnx2tf as it comes, on the exported graph
+# (the last resort, and what `auto_fixes = false` runs).
+ONNX2TF_MODES = {"simplified": {"disable_strict_mode": True, "not_use_onnxsim": True},
+                 "strict": {"not_use_onnxsim": True},
                  "defaults": {}}
+PREPARED_MODES = ("simplified", "strict")  # they convert the prepared graph, not the exported one
 
 
 def onnx2tf_options(onnx_copy: Path, out_dir: Path, keep, pseudo_ops, mode: str) -> dict:
@@ -117,7 +119,7 @@ def onnx2tf_options(onnx_copy: Path, out_dir: Path, keep, pseudo_ops, mode: str)
 
 
 def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, output_names,
-                  work_dir: Path, pseudo_ops: tuple[str, ...] = (), mode: str = "fast") -> SavedModelResult:
+                  work_dir: Path, pseudo_ops: tuple[str, ...] = (), mode: str = "simplified") -> SavedModelResult:
     start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
@@ -140,11 +142,11 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         path=str(path), layout=spec.layout,
         input_names=tuple(zip(input_names, in_keys)), input_perms=perms, pseudo_ops=tuple(pseudo_ops),
         output_names=tuple(zip(output_names, out_keys)),
-        seconds=time.perf_counter() - start, onnx2tf_mode=mode)
+        seconds=time.perf_counter() - start, onnx2tf_mode=mode, onnx_path=str(onnx_path))
 
 
 def _keras_model(onnx_copy: Path, work_dir: Path, keep, pseudo_ops, n_inputs: int, mode: str):
-    """onnx2tf's fast path: the tf_keras model only, no files of its own."""
+    """The tf_keras model only, no files of onnx2tf's own (its TFLite export costs minutes)."""
     converter_module = prepare_onnx2tf()
     try:
         with stage_step(FailureKind.SAVEDMODEL_ERROR, "onnx2tf"):

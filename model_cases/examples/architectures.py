@@ -325,3 +325,76 @@ class DivergingPoolNet(nn.Module):
 
     def forward(self, x):
         return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+
+
+# --- real architectures' patterns that onnx2tf's non-strict mode converts wrongly unless the
+# harness rewrites the graph first (converter/stages/graph.py), or chooses strict mode
+
+class LayerScaleConvNeXt(nn.Module):
+    """torchvision's ConvNeXt block: the layer scale, shaped (C, 1, 1), multiplies *after* the
+    permute back to channels-first (the original ConvNeXt applies a (C,) gamma before it, as
+    ConvNeXtBlockNet does). Without the layer_scale rewrite onnx2tf's non-strict mode fails:
+    'Dimensions must be equal, but are 8 and 32'."""
+
+    def __init__(self, dim: int = 32, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1, self.pwconv2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.rand(dim, 1, 1) + 0.5)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(nn.functional.gelu(self.pwconv1(self.norm(y)), approximate="tanh")).permute(0, 3, 1, 2)
+        return self.head((x + self.layer_scale * y).mean((2, 3)))
+
+
+class PatchGroupNorm(nn.Module):
+    """MobileViT-v2's separable-attention input: the feature map unfolded into patches, normalised
+    by GroupNorm(1, C) (written to ONNX as Reshape -> InstanceNormalization), folded back. Without
+    the group_norm rewrite onnx2tf's non-strict mode normalises over the wrong axis (float32 error
+    0.43 of the output range). With `channels` equal to the folded map's side (16 on 32x32), the
+    folded-back map reads the same in both layouts: a case only onnx2tf's strict mode converts."""
+
+    def __init__(self, channels: int = 24, patch: int = 2, classes: int = 10):
+        super().__init__()
+        self.patch = patch
+        self.stem = nn.Conv2d(3, channels, 3, 2, 1)
+        self.norm = nn.GroupNorm(1, channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        self.norm2 = nn.GroupNorm(1, channels)
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        p = self.patch
+        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4).reshape(b, c, p * p, -1)
+        y = self.norm2(self.proj(self.norm(patches)))
+        y = y.reshape(b, c, p, p, h // p, w // p).permute(0, 1, 4, 2, 5, 3).reshape(b, c, h, w)
+        return self.head((x + y).mean((2, 3)))
+
+
+class SquareTokens(nn.Module):
+    """SegFormer's sequence reduction: a strided conv leaves as many tokens as channels (8x8 = 64
+    tokens of 64 channels), which go through LayerNorm and a linear layer. On that square [1, 64, 64]
+    tensor onnx2tf's non-strict mode cannot tell tokens from channels: the harness chooses its strict
+    mode before the first run (and writes the token/image views as 4-D transposes)."""
+
+    def __init__(self, dim: int = 64, classes: int = 10):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, stride=4)
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, dim)
+        self.out = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        tokens = self.fc(self.norm(x.flatten(2).transpose(1, 2)))
+        y = tokens.transpose(1, 2).reshape(b, c, h, w)
+        return self.head(self.out(y).mean((2, 3)))
