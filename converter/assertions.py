@@ -21,9 +21,8 @@ def assert_conversion(result: Result, expect: Expectation | None = None) -> None
             raise ExpectedConversionFailure(failure.one_line(result.model_id))
         raise AssertionError(f"expected {expect.kind} ({expect.reason}), got instead: "
                              f"{failure.one_line(result.model_id)}")
-    chosen = result.chosen  # ONNX, float32 and the deliverable must hold; see verify.verdict
-    judged = tuple(d for d in result.deliverables if d is chosen or d is result.fp32)
-    labelled = labelled_comparisons(result.export, judged)
+    chosen = result.chosen  # ONNX, the TF model and the deliverable must hold; see verify.verdict
+    labelled = labelled_comparisons(result.export, result.savedmodel, (chosen,) if chosen else ())
     for label, c in labelled:
         assert c.shape_ok, f"{result.model_id}: {c.describe(label)}"
     for label, c in labelled:

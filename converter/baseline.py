@@ -22,7 +22,8 @@ SCHEMA_VERSION = 2  # 2: per-recipe figures; 1 (drq / fp32 fields) is read and c
 NUMBERS = (int, float)
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
 FIELDS = {"status": str, "failure_kind": str, "failure_signature": str, "exporter": str, "opset": int,
-          "fixes_applied": str, "convert_seconds": float, "delivered": str, "onnx2tf_runs": int, "recipes": dict}
+          "fixes_applied": str, "convert_seconds": float, "delivered": str, "onnx2tf_runs": int, "tf_err": float,
+          "recipes": dict}
 RECIPE_FIELDS = {"bytes": int, "err": float, "cosine": float}
 MAX_DEPTH = 64  # a baseline nested deeper than any record is no baseline (json recurses on it)
 
@@ -49,19 +50,20 @@ def record(result: Result) -> dict:
             "failure_signature": result.failure.signature if result.failure else None,
             "exporter": cells["exporter"], "opset": cells["opset"], "fixes_applied": cells["fixes_applied"],
             "convert_seconds": _figure("convert_seconds", result.seconds) if result.status != "gone" else None,
-            "delivered": result.delivered, "onnx2tf_runs": cells["onnx2tf_runs"], "recipes": dict(sorted(recipes.items()))}
+            "delivered": result.delivered, "onnx2tf_runs": cells["onnx2tf_runs"],
+            "tf_err": _figure("err", finite(result.tf_error)), "recipes": dict(sorted(recipes.items()))}
 
 
 def _from_schema_1(entry: dict) -> dict:
     """A schema-1 record (fixed drq / fp32 fields) in schema 2's shape."""
     recipes = {}
-    for recipe, size, err, cosine in (("fp32", "tflite_fp32_bytes", "fp32_range_rel_err", None),
-                                      ("drq", "tflite_bytes", "drq_range_rel_err", "drq_cosine")):
-        if entry.get(size) is not None:
-            recipes[recipe] = {"bytes": entry.get(size), "err": entry.get(err),
-                               "cosine": entry.get(cosine) if cosine else None}
+    if entry.get("tflite_bytes") is not None:
+        recipes["drq"] = {"bytes": entry["tflite_bytes"], "err": entry.get("drq_range_rel_err"),
+                          "cosine": entry.get("drq_cosine")}
     kept = {k: entry[k] for k in FIELDS if k in entry and k != "recipes"}  # what schema 1 had (no onnx2tf_runs)
-    return {**kept, "recipes": recipes, "delivered": "drq" if entry.get("status") == "passed" else None}
+    # schema 1's float32 TFLite twin stood for the conversion's own error, which the TF model's now gives
+    return {**kept, "recipes": recipes, "delivered": "drq" if entry.get("status") == "passed" else None,
+            "tf_err": entry.get("fp32_range_rel_err")}
 
 
 class Severity(str, enum.Enum):
@@ -256,10 +258,12 @@ def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict, res
 
 
 def _compare_figures(verdict: Verdict, model_id: str, old: dict, new: dict, t: Thresholds, timed: bool) -> None:
-    """Both passed: each recipe's error and size are gated; how it converted and how long it took are reported."""
-    for recipe in sorted(set(old.get("recipes") or {}) & set(new["recipes"]), key=_recipe_order):
-        before, after = old["recipes"][recipe], new["recipes"][recipe]
-        title = RECIPES[recipe].title if recipe in RECIPES else recipe
+    """Both passed: the TF model's error and each recipe's error and size are gated; how it converted
+    and how long it took are reported."""
+    figures = [("tf", "TF model", {"err": old.get("tf_err")}, {"err": new.get("tf_err")})]
+    figures += [(r, RECIPES[r].title if r in RECIPES else r, old["recipes"][r], new["recipes"][r])
+                for r in sorted(set(old.get("recipes") or {}) & set(new["recipes"]), key=_recipe_order)]
+    for recipe, title, before, after in figures:
         o, n, factor = before.get("err"), after.get("err"), t.err_factor(recipe)
         if o is not None and n is not None:
             if n > t.err_floor and n > o * factor:

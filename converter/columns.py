@@ -53,13 +53,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("failure_stage", "stage", "str", _failure("stage"), junit=True, page=False),
     Column("failure_kind", "kind", "str", _failure("kind"), junit=True),
     Column("exporter", "exporter", "str", lambda r: r.export.exporter if r.export else None, junit=True, page=False),
-    Column("opset", "opset", "int", lambda r: r.export.opset if r.export else None, junit=True),
+    Column("opset", "opset", "int", lambda r: r.export.opset if r.export else None, junit=True, page=False),
     Column("onnx_bytes", "ONNX", "bytes", lambda r: r.export.onnx_bytes if r.export else None, junit=True, page=False),
     Column("delivered", "deliverable", "str", lambda r: r.delivered, junit=True),
     Column("tflite_bytes", "TFLite", "bytes", lambda r: r.chosen.bytes if r.chosen else None, junit=True),
-    Column("fp32_err", "fp32 err", "err", lambda r: _err(r.fp32)),
+    Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
-    Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen)),
+    Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
     Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
     Column("slowest_stage", "slowest stage", "str", _slowest, wrap=True),
@@ -67,6 +67,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("fixes_applied", "fixes applied", "str", lambda r: "; ".join(f.label for f in r.fixes) or None,
            junit=True, wrap=True),
     Column("cache_hit", "cache", "str", lambda r: "hit" if r.cache_hit else None, junit=True),
+    Column("vacuous_outputs", "vacuous check", "str", lambda r: ", ".join(c.output for c in r.caveats) or None,
+           junit=True, wrap=True),
     Column("artifacts_bytes", "artifacts", "bytes", lambda r: r.artifacts_bytes, page=False),
 )
 TABLE = tuple(c for c in COLUMNS if c.title)

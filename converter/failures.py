@@ -39,6 +39,7 @@ class FailureKind(str, enum.Enum):
     FLEX_OPS = "flex_ops"
     SHAPE_MISMATCH = "shape_mismatch"
     NUMERIC_MISMATCH = "numeric_mismatch"
+    VACUOUS_CHECK = "vacuous_check"
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"
     CRASH = "crash"

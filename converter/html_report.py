@@ -28,26 +28,24 @@ def _log_x(value: float, low: float, high: float) -> float:
     return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low)) * (W - 10) + 5
 
 
-RECIPE_COLOURS = {FP32: "#8ea9c8", "drq": "#2b6cb0"}
+RECIPE_COLOURS = {FP32: "#4a90a4", "drq": "#2b6cb0"}
+ONNX_COLOUR = TF_COLOUR = "#8ea9c8"  # float32 before any TFLite conversion
 DEFAULT_COLOUR = "#718096"
 
 
 def size_chart(record: Result) -> str:
-    """Linear, against the float32 size: each recipe's file (the deliverable darker) as it is."""
-    fp32 = record.fp32.bytes if record.fp32 else None
-    others = [d for d in record.deliverables if d.recipe != FP32]
-    if not fp32 or not others:
+    """Linear, against the float32 ONNX file: each TFLite file as it is (DRQ's 4x shows as it is)."""
+    onnx = record.export.onnx_bytes if record.export else None
+    if not onnx or not record.deliverables:
         return ""
-    full, bar = W - 10, max(3.0, (H - 4) / (len(others) + 1) - 2)
-    bars = []
-    for i, d in enumerate([record.fp32] + others):
-        width = max(1.0, full * min(d.bytes / fp32, 1.0))
-        colour = RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)
-        mark = " (the deliverable)" if d.recipe == record.delivered else ""
-        bars.append(f'<rect x="5" y="{2 + i * (bar + 2):.1f}" width="{width:.1f}" height="{bar:.1f}" fill="{colour}">'
-                    f"<title>{html.escape(d.label)} {d.bytes / 1e3:.1f} kB ({d.bytes / fp32:.0%} of float32){mark}"
-                    "</title></rect>")
-    return (f'<svg width="{W}" height="{H}" role="img" aria-label="size of each TFLite file against float32">'
+    rows = [("ONNX (float32)", onnx, ONNX_COLOUR)] + [
+        (d.label + (" (the deliverable)" if d.recipe == record.delivered else ""), d.bytes,
+         RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)) for d in record.deliverables]
+    full, bar = W - 10, max(3.0, (H - 4) / len(rows) - 2)
+    bars = [f'<rect x="5" y="{2 + i * (bar + 2):.1f}" width="{max(1.0, full * min(size / onnx, 1.0)):.1f}" '
+            f'height="{bar:.1f}" fill="{colour}"><title>{html.escape(label)} {size / 1e3:.1f} kB '
+            f"({size / onnx:.0%} of the ONNX file)</title></rect>" for i, (label, size, colour) in enumerate(rows)]
+    return (f'<svg width="{W}" height="{H}" role="img" aria-label="size of each TFLite file against the ONNX file">'
             + "".join(bars) + "</svg>")
 
 
@@ -71,7 +69,9 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
 
 def error_chart(record: Result) -> str:
     verified = [d for d in record.deliverables if d.verified]
-    if not verified:
+    points = [("TF model (onnx2tf), float32", record.tf_error, TF_COLOUR)] if record.tf_error is not None else []
+    points += [(d.label, d.worst.range_rel_err, RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)) for d in verified]
+    if not points:
         return ""
     parts = [f'<line x1="5" y1="14" x2="{W - 5}" y2="14" stroke="#bbb"/>']
     for decade in range(-9, 1, 3):
@@ -83,12 +83,10 @@ def error_chart(record: Result) -> str:
         x = _log_x(tolerance, *ERR_RANGE)
         parts.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="24" stroke="#c53030" stroke-dasharray="2,2">'
                      f"<title>{html.escape(chosen.label)} tolerance {tolerance:g}</title></line>")
-    for d in verified:
-        value = d.worst.range_rel_err
+    for label, value, colour in points:
         if math.isfinite(value):
-            parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="14" r="4.5" '
-                         f'fill="{RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)}">'
-                         f"<title>{html.escape(d.label)} error {value:.3g}</title></circle>")
+            parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="14" r="4.5" fill="{colour}">'
+                         f"<title>{html.escape(label)} error {value:.3g}</title></circle>")
     return f'<svg width="{W}" height="{H}" role="img" aria-label="errors, log scale">' + "".join(parts) + "</svg>"
 
 
@@ -120,7 +118,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None)
     longest = max([sum(r.stage_seconds.values()) for r in records.values()] + [0.0])
     head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(c.title for c in PAGE)])
     head += "<th>vs baseline</th>" if labels else ""
-    head += ("<th>size against float32</th><th>error vs PyTorch (log, 1e-9..1)</th>"
+    head += ("<th>size against ONNX</th><th>error vs PyTorch (log, 1e-9..1)</th>"
              "<th>seconds by stage</th>")
     rows = []
     for model_id in _order(records, marks):
@@ -147,6 +145,8 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None)
                        f"{html.escape(str(r.failure.stage))} [{html.escape(r.failure.kind.value)}]: "
                        f"{html.escape(r.failure.message)}</li>"
                        for m, r in ((m, records[m]) for m in _order(records, marks)) if r.failure)
+    caveats = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(c.describe())}</li>"
+                      for m, r in sorted(records.items()) for c in r.caveats)
     lines = gate.get("lines", ())
     serious = [ln for ln in lines if ln["severity"] in REGRESSIVE + ("improvement", "info")]
     notes = [ln for ln in lines if ln not in serious]
@@ -157,8 +157,9 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None)
                     + "".join(f"<li>{html.escape(n['text'])}</li>" for n in notes) + "</ul></details></li>")
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
     stage_legend = "".join(f'<span style="background:{c}"></span>{html.escape(s)}' for s, c in STAGE_COLOURS.items())
-    recipe_legend = "".join(f'<span style="background:{RECIPE_COLOURS.get(name, DEFAULT_COLOUR)}"></span>'
-                            f"{html.escape(recipe.title)}" for name, recipe in RECIPES.items())
+    recipe_legend = f'<span style="background:{TF_COLOUR}"></span>float32 (ONNX, TF model)' + "".join(
+        f'<span style="background:{RECIPE_COLOURS.get(name, DEFAULT_COLOUR)}"></span>{html.escape(recipe.label)}'
+        for name, recipe in RECIPES.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>
 <style>
@@ -177,6 +178,7 @@ output's range; <code>err</code> and <code>cosine</code> are the deliverable's. 
 <span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;
 seconds by stage: {stage_legend}</span></p>
 {f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
+{f"<h2>Checks that prove little</h2><ul>{caveats}</ul>" if caveats else ""}
 {f"<h2>Baseline</h2><ul>{verdict}</ul>" if verdict else ""}
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}

@@ -86,7 +86,8 @@ def _log_tail_mentions_memory(log: Path) -> bool:
 
 def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
                  on_start: Callable[[int], None] | None = None, command: list[str] | None = None,
-                 on_progress: Callable[[dict, float], None] | None = None, preload: bool = True) -> Result:
+                 on_progress: Callable[[dict, float], None] | None = None, preload: bool = True,
+                 diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
 
     The child is forked from the preloaded process (see forkserver.py) unless `preload` is
@@ -99,7 +100,8 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     timeout = spec.timeout if timeout is None else timeout
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / JOB_FILE
-    Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb).write(job_path)
+    Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb,
+        diagnosis_share, fail_on_vacuous).write(job_path)
     start = time.monotonic()
     child = _start_child(command, job_path.resolve(), (artifacts / "convert.log").resolve(), threads, preload)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None

@@ -319,7 +319,9 @@ class ControllerReport:
             if record.outcome is Outcome.FAILED and record.failure:
                 terminalreporter.line(f"  {model_id}: {record.failure.stage} [{record.failure.kind.value}] "
                                       f"{record.failure.message}")
-            elif record.export and record.export.opset != OPSET:
+            for caveat in record.caveats:
+                terminalreporter.line(f"  warning {model_id}: {caveat.describe()}", yellow=True)
+            if record.export and record.export.opset != OPSET and record.outcome is not Outcome.FAILED:
                 terminalreporter.line(f"  note {model_id}: the {record.export.exporter} exporter wrote opset "
                                       f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
                                       "was converted and verified at that opset")

@@ -5,8 +5,9 @@ baseline call it), its title in reports, its default tolerance and what it needs
 converter is set for it lives beside the converter (`converter/stages/tflite.py`, one entry per
 name); everything else (verification, reports, the gate, the cache) loops over this table.
 
-The float32 file is always built and checked, whatever is requested: it is what tells a
-conversion error (onnx2tf, TFLite) from a quantization error.
+Only the requested recipes are built. What tells a conversion error from a quantization error
+is onnx2tf's TF model, checked in float32 against PyTorch before any TFLite conversion, and,
+for a recipe that misses its tolerance, a float32 TFLite file built then to explain it.
 """
 from __future__ import annotations
 
@@ -31,12 +32,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("drq", "DRQ", 5e-2, "dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations"),
 )}
 DEFAULT_DELIVERABLES = ("drq",)
-
-
-def built_recipes(requested: tuple[str, ...]) -> tuple[str, ...]:
-    """What is built for a request: float32 first (it decides the output layout and tells conversion
-    error from quantization error), then the requested recipes in their order."""
-    return (FP32,) + tuple(r for r in requested if r != FP32)
 
 
 def check_deliverables(value) -> tuple[str, ...]:

@@ -23,6 +23,8 @@ def format_result(result: Result, settings=None) -> str:
     if result.export:
         lines.append(f"  ONNX: {result.export.exporter} exporter, opset {result.export.opset}, "
                      f"{_mb(result.export.onnx_bytes)}  (tried: {'; '.join(result.export.attempts)})")
+    for caveat in result.caveats:
+        lines.append(f"  warning: {caveat.describe()}")
     if result.cache_hit:
         lines.append("  restored from the cache: model, spec, harness and tools unchanged (--no-cache converts it again)")
     for fix in result.fixes:
@@ -35,10 +37,10 @@ def format_result(result: Result, settings=None) -> str:
                           for d in result.deliverables)
         flex = f"; Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite and result.tflite.flex_ops else ""
         lines.append(f"  TFLite: {sizes}{flex}")
-    for label, c in labelled_comparisons(result.export, result.deliverables):
+    for label, c in labelled_comparisons(result.export, result.savedmodel, result.deliverables):
         lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
-    if result.verify and result.savedmodel:
-        moved = [name for (name, _), perm in zip(result.savedmodel.output_names, result.verify.output_perms)
+    if result.savedmodel:
+        moved = [name for (name, _), perm in zip(result.savedmodel.output_names, result.savedmodel.output_perms)
                  if list(perm) != sorted(perm)]
         if moved:
             lines.append(f"  channels-last TFLite outputs (compared after transposing back): {', '.join(moved)}")
@@ -106,6 +108,10 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
                   for m, r in failures]
     runs = onnx2tf_runs_line(records.values())
     lines += ["", runs + "."] if runs else []
+    caveats = [(m, c) for m, r in sorted(records.items()) for c in r.caveats]
+    if caveats:
+        lines += ["", "## Checks that prove little", ""]
+        lines += [f"- `{m}`: {c.describe()}" for m, c in caveats]
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
                   "unless --keep-intermediates).",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .failures import Failure, FailureKind, normalise_message
 from .protocol import build, plain, write_json_atomic
-from .recipes import FP32, RECIPES
+from .recipes import RECIPES
 
 SCHEMA_VERSION = 2  # 2: deliverables as a list of recipes (1: fixed drq / fp32 fields)
 
@@ -67,6 +67,14 @@ class OutputComparison:
     def passed(self) -> bool:
         return self.shape_ok and self.range_rel_err <= self.tolerance
 
+    def brief(self, label: str) -> str:
+        """What a one-line failure message says of it (describe() has every figure)."""
+        if not self.shape_ok:
+            return self.describe(label)
+        return (f"{label} output '{self.name}': range-relative max error {self.range_rel_err:.3g} "
+                f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} ({self.mismatched}/{self.elements} "
+                f"elements off, cosine {self.cosine:.4f})")
+
     def describe(self, label: str) -> str:
         if not self.shape_ok:
             return (f"{label} output '{self.name}': shape {list(self.candidate_shape)} "
@@ -112,10 +120,28 @@ def worst(comparisons) -> OutputComparison | None:
     return max(comparisons, key=lambda c: (not c.shape_ok, c.range_rel_err))
 
 
-def labelled_comparisons(export: "ExportResult | None", deliverables: "tuple[Deliverable, ...]" = ()):
-    """Every output comparison with its label, in the order checks are made and reported."""
+def labelled_comparisons(export: "ExportResult | None", saved: "SavedModelResult | None" = None,
+                         deliverables: "tuple[Deliverable, ...]" = ()):
+    """Every output comparison with its label, in the order checks are made and reported: ONNX,
+    onnx2tf's TF model, then each TFLite file."""
     pairs = [("ONNX", c) for c in export.outputs] if export else []
+    pairs += [("TF model (onnx2tf)", c) for c in saved.outputs] if saved else []
     return pairs + [(d.label, c) for d in deliverables for c in d.outputs]
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """A check that proves less than it seems: an output that hardly depends on the input (an
+    untrained model with default BatchNorm statistics, a trained one fed inputs far from its data),
+    which any converter emitting a constant would match."""
+
+    output: str
+    moved: float   # how far a second, different sample input moves it, relative to its range
+    output_range: float
+    reason: str
+
+    def describe(self) -> str:
+        return f"the numeric check of output '{self.output}' proves little: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +150,7 @@ class LoadResult:
     seconds: float
     input_names: tuple[str, ...]
     input_shapes: tuple[tuple[int, ...], ...]
+    caveats: tuple[Caveat, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,9 @@ class SavedModelResult:
     onnx2tf_mode: str = "simplified"  # which of savedmodel.ONNX2TF_MODES converted it
     onnx_path: str = ""  # the graph onnx2tf converted: the prepared one, or the exported one (defaults)
     graph: "GraphResult | None" = None  # how the graph was prepared for onnx2tf
+    # the TF model's float32 outputs against PyTorch, and how each is laid out (channels-last maps)
+    outputs: tuple[OutputComparison, ...] = ()
+    output_perms: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,8 +206,6 @@ class VerifyResult:
     deployable: bool     # the chosen deliverable runs on the TFLite runtime without TensorFlow
     deploy_message: str
     seconds: float
-    # per output: how the TFLite output is laid out relative to PyTorch's (channels-last maps)
-    output_perms: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,11 +227,13 @@ class NodeError:
 class Divergence:
     """Where a float32 conversion first departs: the answer to a numeric_mismatch.
 
-    `where` is decided first, on the final outputs: the TF model onnx2tf built is run on the
-    sample inputs; if it already differs from PyTorch the error is onnx2tf's ("onnx2tf"), and
-    `first` names the first ONNX node whose TF output departs; if it matches, the TFLite converter
-    changed the numbers ("tflite"), and `first` names the first TFLite op whose output departs from
-    the TF model's. "unknown": the diagnosis found no divergence, or stopped before it could."""
+    `where` is decided first, on the final outputs. "precision": PyTorch's own float32 outputs are as
+    far from float64 as the tolerance (no converter can do better). Else the TF model onnx2tf built
+    is run on the sample inputs; if it already differs from PyTorch the error is onnx2tf's
+    ("onnx2tf"), and `first` names the first ONNX node whose TF output departs; if it matches, the
+    TFLite converter changed the numbers ("tflite"), and `first` names the first TFLite op whose
+    output departs from the TF model's. "export": the ONNX file differs, not for want of precision.
+    "unknown": the diagnosis found no divergence, or stopped before it could."""
 
     where: str
     first: NodeError | None
@@ -214,9 +244,23 @@ class Divergence:
     ambiguous_before: str | None = None  # the first square tensor before `first`, whose layout no shape shows
     stopped: str | None = None  # why the diagnosis stopped before its end (its time or memory budget)
     seconds: float = 0.0
+    float64_error: float | None = None  # PyTorch's own float32 outputs against float64 (range-relative)
 
     def describe(self) -> str:
         stopped = f"diagnosis stopped early ({self.stopped})" if self.stopped else ""
+        if self.where == "precision":
+            return (f"float32 precision, not the conversion: PyTorch's own float32 outputs differ from its float64 ones "
+                    f"by range-relative {self.float64_error:.3g} (the output is ill-conditioned: a tiny range, or a "
+                    f"large value subtracted), so no converter's float32 result can be held to {self.tolerance:g}; "
+                    "widen that tolerance knowingly, or make the output better conditioned")
+        conditioned = ""
+        if self.float64_error is not None and self.float64_error > self.tolerance / 2:
+            conditioned = (f"the output is ill-conditioned (PyTorch's own float32 result is off from float64 by "
+                           f"range-relative {self.float64_error:.3g}), and the converted one much more so")
+        if self.where == "export":
+            return conditioned or (f"PyTorch's float32 outputs agree with float64 (range-relative "
+                                   f"{self.float64_error:.3g}): the exported ONNX file itself computes something else"
+                                   if self.float64_error is not None else "the exported ONNX file itself differs")
         if self.where == "onnx2tf":
             head = f"the TF model onnx2tf built already differs from PyTorch (range-relative {self.tf_error:.3g})"
         elif self.where == "tflite":
@@ -234,7 +278,7 @@ class Divergence:
             if self.ambiguous_before:
                 where += (f"; earlier square tensors read the same in both layouts and may hide where it starts "
                           f"(the first: {self.ambiguous_before})")
-        return "; ".join(x for x in (head, where, stopped) if x)
+        return "; ".join(x for x in (head, where, conditioned, stopped) if x)
 
 
 @dataclass(frozen=True)
@@ -275,8 +319,14 @@ class Result:
         return next((d for d in self.deliverables if d.recipe == recipe), None)
 
     @property
-    def fp32(self) -> Deliverable | None:
-        return self.deliverable_of(FP32)
+    def caveats(self) -> tuple[Caveat, ...]:
+        return self.load.caveats if self.load else ()
+
+    @property
+    def tf_error(self) -> float | None:
+        """The TF model's float32 error against PyTorch (its worst output), once checked."""
+        found = worst(self.savedmodel.outputs) if self.savedmodel and self.savedmodel.outputs else None
+        return found.range_rel_err if found else None
 
     @property
     def chosen(self) -> Deliverable | None:

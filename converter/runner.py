@@ -36,7 +36,9 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
                 with _machine_slot(settings, case, artifacts, on_progress):
                     result = run_isolated(case.spec, artifacts, threads=settings.threads,
                                           memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
-                                          on_progress=on_progress, preload=settings.preload)
+                                          on_progress=on_progress, preload=settings.preload,
+                                          diagnosis_share=settings.diagnosis_share,
+                                          fail_on_vacuous=settings.fail_on_vacuous)
             except NoSlot as exc:  # not cached: a timeout is not the model's own
                 result = Result.failed(case.model_id, str(case.path), FailureKind.TIMEOUT, Stage.LOAD, str(exc),
                                        versions=tool_versions())

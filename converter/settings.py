@@ -81,6 +81,11 @@ SETTINGS: tuple[Setting, ...] = (
             limit="threads", cli=True),
     Setting("slow_stage_fraction", "while it runs, name a model as slow once one of its stages has taken this "
             "fraction of its timeout", "0.5", limit="fraction", cli=True),
+    Setting("diagnosis_share", "share of a model's timeout and of its memory ceiling that the diagnosis of a "
+            "float32 mismatch may take (it stops at the first divergence it can prove, or when that runs out)",
+            "0.25", limit="fraction", cli=True),
+    Setting("fail_on_vacuous", "fail a model whose outputs hardly depend on its input (the numeric check then "
+            "proves nothing; by default it passes with a warning)", switch=True, cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
             "which stage, for how long); -q turns them off", "10", limit="interval"),
     # not "cache_dir": pytest's own cache provider owns that ini key
@@ -118,6 +123,8 @@ class Settings:
     preload: bool = True
     max_conversions: int = 1
     slow_stage_fraction: float = 0.5
+    diagnosis_share: float = 0.25
+    fail_on_vacuous: bool = False
     status_interval: float = 10.0
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
 
@@ -263,6 +270,8 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         preload=not _truthy(value("no_preload")),
         max_conversions=slots,
         slow_stage_fraction=number("slow_stage_fraction"),
+        diagnosis_share=number("diagnosis_share"),
+        fail_on_vacuous=_truthy(value("fail_on_vacuous")),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),
     )

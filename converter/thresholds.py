@@ -35,11 +35,11 @@ class Thresholds:
         return ",".join(parts)
 
 
-_RECIPE = "|".join(RECIPES)
+_RECIPE = "|".join(("tf", *RECIPES))  # tf: onnx2tf's TF model, checked in float32
 _TERM = re.compile(rf"^((?:(?:{_RECIPE})_)?err):x(\d+(?:\.\d*)?)$|^(err_floor):(\d+(?:\.\d*)?(?:e[+-]?\d+)?)$"
                    rf"|^((?:(?:{_RECIPE})_)?size):\+(\d+(?:\.\d*)?)%$")
-EXPECTED = (f"expected err:xN, err_floor:N, size:+N%, or per recipe <recipe>_err:xN / <recipe>_size:+N% "
-            f"(recipes: {', '.join(RECIPES)})")
+EXPECTED = (f"expected err:xN, err_floor:N, size:+N%, tf_err:xN (onnx2tf's TF model), or per recipe "
+            f"<recipe>_err:xN / <recipe>_size:+N% (recipes: {', '.join(RECIPES)})")
 
 
 def parse_thresholds(text: str | None) -> Thresholds:

@@ -17,11 +17,20 @@ import architectures as arch  # noqa: E402
 
 
 def settle(model: torch.nn.Module, *example) -> torch.nn.Module:
-    """Give BatchNorm layers non-trivial running statistics, then freeze for inference."""
-    model.train()
+    """BatchNorm statistics recalibrated on the harness's own sample distribution (N(0, 1) inputs
+    of the example's shape; BatchNorm layers alone in training mode, no gradients), then frozen for
+    inference. An untrained network with default statistics (mean 0, variance 1) hardly depends on
+    its input, and then a numeric check against PyTorch proves nothing (the harness says so)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch seen
+        m.train()
+    generator = torch.Generator().manual_seed(1234)
     with torch.no_grad():
-        for _ in range(3):
-            model(*[e * 1.5 + 0.3 if e.is_floating_point() else e for e in example])
+        for _ in range(8):
+            model(*[torch.randn(e.shape, generator=generator) if e.is_floating_point() else e for e in example])
     return model.eval()
 
 
@@ -134,6 +143,9 @@ def build_all(out: Path = EXAMPLES, only: set[str] | None = None) -> list[Path]:
     torch.manual_seed(21)
     folded = arch.PatchGroupNorm(channels=16).eval()
     save("square_patches.pt", lambda p: torch.jit.trace(folded, image).save(str(p)))
+
+    mean = arch.LargeMean().eval()
+    save("large_mean.pt", lambda p: torch.jit.trace(mean, torch.randn(1, 1, 1024, 1024)).save(str(p)))
     return written
 
 

@@ -205,7 +205,7 @@ def record(outcome="passed", kind=None, message=None, drq=1e-3, fp32=1e-7, size=
            cache_hit=False, model_id="m"):
     """A model's Result as the controller holds it (no conversion): for the gate's and reports' unit tests."""
     from converter.failures import Failure, FailureKind, Stage
-    from converter.results import Deliverable, ExportResult, Outcome, OutputComparison, Result
+    from converter.results import Deliverable, ExportResult, Outcome, OutputComparison, Result, SavedModelResult
 
     def outputs(err):
         return (OutputComparison("output_0", (1, 8), (1, 8), err * 2, err, 2.0, err, 0.9999, None, 0, 8, 0.05),)
@@ -215,7 +215,8 @@ def record(outcome="passed", kind=None, message=None, drq=1e-3, fp32=1e-7, size=
         model_id=model_id, model_path=f"{model_id}.pt", status="failed" if failed else "passed",
         failure=Failure(FailureKind(kind), Stage.EXPORT, message) if kind else None, outcome=Outcome(outcome),
         export=ExportResult("legacy", 17, "model.onnx", 20_000, ((1, 32),), (), outputs(1e-8), 1.0),
-        deliverables=(Deliverable("fp32", "model_fp32.tflite", size * 2, outputs(fp32)),
-                      Deliverable("drq", "model_drq.tflite", size, outputs(drq))),
+        savedmodel=SavedModelResult("saved_model", "nhwc", (("input", "input"),), ((0, 1),), (("output_0", "output_0"),),
+                                    1.0, outputs=outputs(fp32), output_perms=((0, 1),)),
+        deliverables=(Deliverable("drq", "model_drq.tflite", size, outputs(drq)),),
         requested=("drq",), delivered=None if failed else "drq", seconds=seconds, peak_rss_mb=800.0,
         cache_hit=cache_hit)

@@ -34,7 +34,7 @@ def test_a_tampered_entry_is_detected_and_rebuilt(tmp_path):
     rebuilt = convert(tmp_path, model)
     assert rebuilt.passed and not rebuilt.cache_hit
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert set(manifest) == {"result.json", "model_drq.tflite", "model_fp32.tflite"}
+    assert set(manifest) == {"result.json", "model_drq.tflite"}
     assert convert(tmp_path, model).cache_hit  # the rebuilt entry serves again
 
 

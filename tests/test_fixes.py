@@ -44,7 +44,7 @@ def test_ops_tflite_builtins_lack_are_replaced_and_verified(tmp_path):
                                                "pseudo_ops:erf"]
     assert "the ONNX graph has Erf, which TFLite builtins lack" in [f.reason for f in result.fixes]
     assert result.tflite.flex_ops == () and result.verify.deployable
-    assert all(c.range_rel_err < 1e-4 for c in result.fp32.outputs)  # kept only because it verifies
+    assert all(c.range_rel_err < 1e-4 for c in result.savedmodel.outputs)  # kept only because it verifies
     model.with_suffix(".toml").write_text("auto_fixes = false\n" + model.with_suffix(".toml").read_text())
     off = convert(tmp_path, model)
     assert off.failure.kind is FailureKind.FLEX_OPS and off.fixes == ()
@@ -139,7 +139,7 @@ def heads():
     assert names(results["named.pt"]) == ["scores", "boxes"]
     assert results["named.pt"].fixes[0].label == "flatten_outputs:namedtuple -> scores, boxes"
     assert names(results["seg.pt"]) == ["out", "aux"]
-    assert results["seg.pt"].verify.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))  # maps come out NHWC
+    assert results["seg.pt"].savedmodel.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))  # maps come out NHWC
     assert names(results["nested.pt2"]) == ["output_0_0", "output_0_1", "output_1"]
     assert [f.name for f in results["nested.pt2"].fixes] == ["flatten_outputs", "pt2_legacy_trace"]
     # the sidecar's names win over the keys; without automatic fixes the dict is not exportable
@@ -171,8 +171,8 @@ def pyramid():
     assert result.passed, result.failure
     assert [n for n, _ in result.savedmodel.output_names] == ["output_8", "output_16"]
     assert result.export.exporter == "legacy" and result.export.opset == 17
-    assert result.verify.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))
-    assert all(c.range_rel_err < 1e-4 for c in result.fp32.outputs)
+    assert result.savedmodel.output_perms == ((0, 2, 3, 1), (0, 2, 3, 1))
+    assert all(c.range_rel_err < 1e-4 for c in result.savedmodel.outputs)
 
 
 def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):
@@ -217,7 +217,8 @@ def diverging():
     model = builders.factory_model(tmp_path / "m", "div", source, "divs:diverging", (1, 3, 20, 20))
     result = convert(tmp_path, model)
     assert result.failure.kind is FailureKind.NUMERIC_MISMATCH
-    assert "float32 TFLite output" in result.failure.message
+    assert result.failure.stage == "savedmodel" and "TF model (onnx2tf) output" in result.failure.message
+    assert result.divergence.where == "onnx2tf"
     first = result.divergence.first
     assert first is not None and first.range_rel_err > 1e-4
     assert f"first divergence at node {first.node} ({first.op_type}), max err" in result.failure.message

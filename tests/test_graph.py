@@ -50,7 +50,7 @@ spec = ModelSpec(model_id="m", path=str(exported), inputs=inputs, deliverables=(
 arrays = make_inputs(spec.inputs, 0)
 _, reference = run_onnxruntime(exported, names, arrays, 1)
 try:
-    saved = to_savedmodel(spec, work / "graph.onnx", names, shapes, [o.name for o in model.graph.output], work, mode=mode)
+    saved, _ = to_savedmodel(spec, work / "graph.onnx", names, shapes, [o.name for o in model.graph.output], work, mode=mode)
     _, files = to_tflite(spec, Path(saved.path), work)
     out = run_tflite(files[0].path, saved, arrays, 1)[0]
     print(json.dumps({"rewrites": applied, "fp32_err": compare("o", reference[0], out, 1e-4).range_rel_err}))
@@ -77,7 +77,7 @@ def test_each_pattern_converts_in_one_run_with_its_fix_and_not_without_it(tmp_pa
     assert result.passed, result.failure
     assert result.onnx2tf_runs == 1 and result.savedmodel.onnx2tf_mode == mode
     assert fix in [f.label for f in result.fixes]
-    assert result.fp32.worst.range_rel_err < 1e-4
+    assert result.tf_error < 1e-4 and result.chosen.passed
     graph = result.savedmodel.graph
     assert graph.simplified and graph.nodes_after <= graph.nodes_before
     exported = Path(result.export.onnx_path)
@@ -138,9 +138,12 @@ def test_a_float32_mismatch_in_the_first_mode_is_converted_again_in_strict_mode(
     assert retried.passed, retried.failure
     assert retried.onnx2tf_runs == 2 and retried.savedmodel.onnx2tf_mode == "strict"
     assert [f.label for f in retried.fixes][-1] == "onnx2tf_mode:strict"
-    assert retried.fixes[-1].reason == "in onnx2tf's simplified mode the float32 TFLite outputs differed from ONNX's"
+    assert retried.fixes[-1].reason == "in onnx2tf's simplified mode the float32 outputs of its TF model differed from ONNX's"
+    assert [d.recipe for d in retried.deliverables] == ["drq"]  # the wrong first TF model was never converted to TFLite
     diverging = convert(tmp_path, EXAMPLES / "diverging_pool.pt")
     assert diverging.onnx2tf_runs == 2 and diverging.savedmodel.onnx2tf_mode == "strict"
     assert diverging.fixes == ()  # a fix is recorded only where it cured the model
     assert diverging.failure.kind is FailureKind.NUMERIC_MISMATCH and diverging.divergence is not None
-    assert "(also in onnx2tf's strict mode); first divergence at node" in diverging.failure.message
+    assert diverging.failure.stage == "savedmodel" and diverging.deliverables == ()
+    assert ("(also in onnx2tf's strict mode); the TF model onnx2tf built already differs from PyTorch (range-relative "
+            "0.461); first divergence at node node_index (Transpose)") in diverging.failure.message

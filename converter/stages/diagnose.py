@@ -1,24 +1,28 @@
-"""Where a float32 conversion first departs: onnx2tf's TF model, or the TFLite converter (child side).
+"""Where a float32 conversion first departs, or why no converter can do better (child side).
 
-Runs only when the float32 TFLite disagrees with PyTorch while ONNX agrees, in a process of its own
-(`python -m converter.stages.diagnose JOB.json`) that the conversion child watches: it gets at most
-a set share of the model's timeout and of its memory ceiling, and what it found by then is kept
-when it is stopped. In that process:
+Runs when wrong numbers fail a model (the TF model onnx2tf built, a TFLite file whose float32 twin
+is wrong too, or the ONNX file itself), in a process of its own (`python -m
+converter.stages.diagnose JOB.json`) that the conversion child watches: it gets at most
+`diagnosis_share` of the model's timeout and of the memory its ceiling leaves, and what it found by
+then is kept when it is stopped (and says so). In that process:
 
+0. **Precision.** PyTorch runs the model again in float64: if its own float32 outputs are about as
+   far from those as the converted ones are from them (an output with a tiny range, or a large value
+   subtracted), the tolerance asks more than float32 gives, and no converter can meet it.
 1. **Which tool.** The TF model onnx2tf built (the SavedModel) runs on the sample inputs: if it
    already differs from PyTorch, onnx2tf converted it wrongly; if it matches, the TFLite converter
    changed the numbers. This is decided on the final outputs, where no layout is in doubt.
 2. **Which node.** onnx2tf runs once more, comparing every ONNX node's output in its TF model with
    onnxruntime (`check_onnx_tf_outputs_elementwise_close_full`); its comparison function is wrapped
-   to keep both tensors, and each node is judged here against the output's range. onnx2tf's own
+   to keep both tensors, and each node is judged here against its own range. onnx2tf's own
    verdict is not used: it accepts any transposition that matches, so a square tensor ([1, 64, 64]:
    SegFormer's 64 tokens of 64 channels) normalised over the wrong axis reads as a match.
 3. **Which TFLite op** (when the TF model is right): the float32 TFLite file runs with every tensor
    kept (`experimental_preserve_all_tensors`), and each op's output is compared, in execution order,
    with the TF model's tensor of the same name (TFLite names a fused op after all it fused).
 
-Stops at the first divergence it can prove; square tensors before it, whose layout no shape shows,
-are named as where it may really start.
+Stops at the first tensor it can prove departs; square tensors before it, whose layout no shape
+shows, are named as where it may really start.
 """
 from __future__ import annotations
 
@@ -37,9 +41,12 @@ import numpy as np
 
 from ..protocol import build, plain, write_json_atomic, write_text_atomic
 from ..results import Divergence, NodeError
+from .metrics import scale_of
 
-TIME_SHARE = 0.25     # of the model's timeout (and never past it)
-MEMORY_SHARE = 0.5    # of the memory ceiling left to the conversion child at that point
+PRECISION_FACTOR = 10  # a converted error up to this many times PyTorch's own float32 error is float32's
+# one float32 op computed two ways differs by ~1e-7 of its scale: a tensor off by more departs, even
+# where the output's own tolerance is wider (a cancellation later on can blow 1 % into 1000 %)
+TENSOR_TOLERANCE = 1e-4
 POLL_SECONDS = 0.2
 JOB = "diagnosis_job.json"
 FOUND = "diagnosis.json"  # what it found so far, rewritten as it goes
@@ -60,11 +67,15 @@ class DiagnosisJob:
     mode: str
     tolerance: float
     work_dir: str
+    spec: dict | None = None  # the model's ModelSpec, to run PyTorch itself in float64
+    observed: float = 0.0     # the range-relative error that failed the model
+    steps: tuple[str, ...] = ("precision", "convert")  # "convert": find where onnx2tf / TFLite depart
 
 
 # --- the conversion child's side ------------------------------------------------------------
 
-def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float) -> Divergence | None:
+def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float,
+                share: float = 0.25) -> Divergence | None:
     """The diagnosis in its own process, stopped at `seconds` or `memory_mb`; what it found by then."""
     import psutil
 
@@ -90,9 +101,9 @@ def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_
             except psutil.Error:
                 rss = 0.0
             if elapsed > seconds:
-                stopped = f"its time budget of {seconds:.0f} s ran out"
+                stopped = f"its time budget of {seconds:.0f} s ran out (diagnosis_share {share:g} of the timeout)"
             elif rss > memory_mb:
-                stopped = f"it reached its memory budget of {memory_mb:.0f} MB"
+                stopped = f"it reached its memory budget of {memory_mb:.0f} MB (diagnosis_share {share:g})"
             if stopped:
                 break
             time.sleep(POLL_SECONDS)
@@ -120,10 +131,13 @@ def read_found(work: Path) -> Divergence | None:
 # --- the diagnosis process --------------------------------------------------------------------
 
 def _range_rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
+    """(max abs error, range, error / range), the range falling back as in metrics.compare."""
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    max_abs = float(np.abs(reference - candidate).max()) if reference.size else 0.0
-    spread = float(np.ptp(reference)) if reference.size else 0.0
-    return max_abs, spread, (max_abs / spread if spread > 0 else (0.0 if max_abs == 0 else float("inf")))
+    if not reference.size:
+        return 0.0, 0.0, 0.0
+    max_abs = float(np.abs(reference - candidate).max())
+    spread = float(np.ptp(reference))
+    return max_abs, spread, max_abs / scale_of(reference, spread)
 
 
 def _layouts(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -260,14 +274,48 @@ def _tflite_rows(job: DiagnosisJob, arrays, tf_values: dict[str, np.ndarray], to
     return rows
 
 
+def float64_error(job: DiagnosisJob, arrays, reference) -> float | None:
+    """How far PyTorch's own float32 outputs are from float64 (the model run again in double
+    precision), relative to the output range; None where the model does not run in float64."""
+    import torch
+
+    from ..spec import ModelSpec
+    from .load import load_model, run_torch, torch_callable
+
+    try:
+        loaded = load_model(ModelSpec.from_dict(job.spec))
+        module = torch_callable(loaded).double()
+        doubled = dataclasses.replace(loaded, module=module, format="torchscript")  # run as it is now
+        inputs = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays]
+        with torch.no_grad():
+            exact, _ = run_torch(doubled, inputs, dtype=torch.float64)
+    except Exception as exc:  # a model with float32 baked in (a TorchScript constant): no verdict on precision
+        print(f"--- the model does not run in float64: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return max(_range_rel(e, r)[2] for e, r in zip(exact, reference))
+
+
 def diagnose(job: DiagnosisJob) -> None:
     work = Path(job.work_dir)
     arrays = [np.load(work / f"input_{i}.npy") for i in range(len(job.input_names))]
     reference = [np.load(p) for p in sorted(work.glob("reference_*.npy"), key=lambda p: int(p.stem.split("_")[1]))]
     table = str(work / "node_errors.md")
+    if "precision" in job.steps and job.spec is not None:
+        precision = float64_error(job, arrays, reference)
+        # PyTorch's own float32 result is about as far from the exact one as the converted one is from
+        # it: the tolerance asks more than float32 gives, and no converter can be held to it
+        if precision is not None and precision > job.tolerance / 2 and job.observed <= PRECISION_FACTOR * precision:
+            found = Divergence("precision", None, job.tolerance, 0, table, float64_error=precision)
+            _write(work, found, [])
+            return
+        if "convert" not in job.steps:
+            _write(work, Divergence("export", None, job.tolerance, 0, table, float64_error=precision), [])
+            return
+    else:
+        precision = None
     tf_error = max(_range_rel(r, o)[2] for r, o in zip(reference, _tf_outputs(job, arrays)))
     where = "onnx2tf" if tf_error > job.tolerance else "tflite"
-    found = Divergence(where, None, job.tolerance, 0, table, tf_error=tf_error)
+    found = Divergence(where, None, job.tolerance, 0, table, tf_error=tf_error, float64_error=precision)
     _write(work, found, [])  # a verdict on the tool already, if the budget runs out from here
     captured = _onnx_and_tf_tensors(job, arrays, work)
     producers = _producers(Path(job.onnx_path))
@@ -277,9 +325,9 @@ def diagnose(job: DiagnosisJob) -> None:
     else:
         tf_values = {tf_name.split(":")[0]: tf_value for (_, tf_name), (_, tf_value) in captured.items()}
         del captured
-        rows = _tflite_rows(job, arrays, tf_values, job.tolerance)
-    first, ambiguous = _first(rows, job.tolerance)
-    found = dataclasses.replace(found, first=first, ambiguous_before=ambiguous,
+        rows = _tflite_rows(job, arrays, tf_values, min(job.tolerance, TENSOR_TOLERANCE))
+    first, ambiguous = _first(rows, min(job.tolerance, TENSOR_TOLERANCE))
+    found = dataclasses.replace(found, first=first, ambiguous_before=ambiguous, tolerance=min(job.tolerance, TENSOR_TOLERANCE),
                                 nodes_compared=sum(r.range_rel_err is not None for r in rows))
     _write(work, found, rows)
 

@@ -368,6 +368,6 @@ REWRITES: tuple[tuple[str, Callable, str], ...] = (
      "a constant applied right after a channels-last -> channels-first transpose was moved before it, "
      "where onnx2tf's non-strict mode broadcasts it right"),
     ("group_norm", rewrite_group_norm,
-     "GroupNorm with one group (Reshape -> InstanceNormalization -> Reshape) written as explicit mean and "
+     "GroupNorm with one group (a Reshape into one group -> InstanceNormalization) written as explicit mean and "
      "variance, which onnx2tf's non-strict mode converts right"),
 )

@@ -187,12 +187,44 @@ def make_inputs(inputs: tuple[InputSpec, ...], seed: int) -> list[np.ndarray]:
     return arrays
 
 
-def run_torch(loaded: LoadedModel, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], OutputStructure]:
+def run_torch(loaded: LoadedModel, arrays: list[np.ndarray],
+              dtype=torch.float32) -> tuple[list[np.ndarray], OutputStructure]:
     """PyTorch's outputs on the sample inputs (the reference), flat, with their structure."""
     with torch.no_grad():
         out = torch_callable(loaded)(*[torch.from_numpy(a) for a in arrays])
     tensors, structure = flatten(out)
-    return [t.detach().float().numpy() for t in tensors], structure
+    return [t.detach().to(dtype).numpy() for t in tensors], structure
+
+
+# a second sample input must move an output by more than this share of its range, or comparing it
+# proves nothing (torchvision's ShuffleNetV2 with weights=None moves by 0.01 %)
+VACUOUS_MOVE = 1e-3
+NOISE_RANGE = 1e-6  # a range this small against the output's magnitude is float32 noise (EfficientNet: 1e-13)
+
+
+def caveats(loaded: LoadedModel, reference: list[np.ndarray], names: list[str], seed: int) -> tuple:
+    """Outputs that barely depend on the input: PyTorch run again on inputs of another seed."""
+    from ..results import Caveat
+
+    other, _ = run_torch(loaded, make_inputs(loaded.inputs, seed + 1))
+    found = []
+    for name, a, b in zip(names, reference, other):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if not a.size:
+            continue
+        magnitude = float(np.abs(a).max())
+        spread = float(np.ptp(a))
+        if spread <= NOISE_RANGE * max(magnitude, 1.0):  # one element, or a constant map: its spread over both samples
+            spread = float(np.ptp(np.concatenate([a.ravel(), b.ravel()])))
+        moved = float(np.abs(a - b).max()) / spread if spread > 0 else 0.0
+        if spread <= NOISE_RANGE * max(magnitude, 1.0):
+            found.append(Caveat(name, moved, spread, f"it spans {spread:.3g} over two different sample inputs: float32 "
+                                "noise, whatever the input"))
+        elif moved < VACUOUS_MOVE:
+            found.append(Caveat(name, moved, spread, f"a different sample input moves it by {moved:.2%} of its range; "
+                                "an untrained model with default BatchNorm statistics, or inputs far from its data "
+                                "(recalibrate BatchNorm on sample inputs before saving; give real ranges)"))
+    return tuple(found)
 
 
 def torch_callable(loaded: LoadedModel):

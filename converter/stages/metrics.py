@@ -24,8 +24,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     finite = np.isfinite(cand).all() and np.isfinite(ref).all()
     diff = np.abs(ref - cand) if finite else np.full(ref.shape, np.inf)
     output_range = float(ref.max() - ref.min()) if finite else float("nan")
-    # a constant output has no range: fall back to its magnitude, then to absolute error
-    scale = output_range if output_range > _TINY else max(float(np.abs(ref).max()), 1.0)
+    scale = scale_of(ref, output_range)
     max_abs = float(diff.max())
     rel = max_abs / scale if finite else float("inf")
     return OutputComparison(
@@ -42,6 +41,12 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         elements=int(ref.size),
         tolerance=tolerance,
     )
+
+
+def scale_of(reference: np.ndarray, output_range: float) -> float:
+    """What an error is relative to: the output's range; a constant output has none, so its
+    magnitude, then 1 (absolute error)."""
+    return output_range if output_range > _TINY else max(float(np.abs(reference).max()), 1.0)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

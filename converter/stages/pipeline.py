@@ -10,20 +10,23 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
+import json
 import os
+import shutil
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import lifeline
 from ..environment import tool_versions
 from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, first_line, is_memory_error, normalise_message
-from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress
+from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress, build, plain, write_json_atomic
 from ..recipes import FP32
-from ..results import Divergence, Fix, LoadResult, Result
-from ..spec import ModelSpec, SpecError
+from ..results import Divergence, ExportResult, Fix, LoadResult, Result
+from ..spec import InputSpec, ModelSpec, SpecError
 from . import offline
 from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
 
@@ -84,7 +87,10 @@ class Conversion:
     threads: int
     progress: Progress
     memory_limit_mb: float = 0.0  # the ceiling the parent enforces (0: unknown)
-    started: float = 0.0  # perf_counter at the start of the conversion, for what is left of the timeout
+    diagnosis_share: float = 0.25
+    fail_on_vacuous: bool = False
+    job_path: str = ""
+    started: float = 0.0  # time.monotonic() at the start of the conversion, for what is left of the timeout
     done: dict = field(default_factory=dict)  # stage name -> its result dataclass
     fixes: list[Fix] = field(default_factory=list)
     divergence: Divergence | None = None
@@ -105,16 +111,19 @@ class Conversion:
 
 
 def _load(c: Conversion) -> None:
-    from .load import load_model, make_inputs, run_torch
+    from .load import caveats, load_model, make_inputs, run_torch
 
     set_threads(c.threads)
     t0 = time.perf_counter()
     c.loaded = load_model(c.spec)
     c.arrays = make_inputs(c.loaded.inputs, c.spec.seed)
     c.reference, structure = run_torch(c.loaded, c.arrays)
-    c.done["load"] = LoadResult(c.loaded.format, time.perf_counter() - t0, tuple(c.input_names),
-                                tuple(tuple(i.shape) for i in c.loaded.inputs))
     c.output_names = _output_names(c.spec, structure.names)
+    found = caveats(c.loaded, c.reference, c.output_names, c.spec.seed)
+    c.done["load"] = LoadResult(c.loaded.format, time.perf_counter() - t0, tuple(c.input_names),
+                                tuple(tuple(i.shape) for i in c.loaded.inputs), found)
+    if found and c.fail_on_vacuous:
+        raise ConversionError(FailureKind.VACUOUS_CHECK, found[0].describe() + " (--fail-on-vacuous)")
     c.flatten = structure.needs_flattening and c.spec.auto_fixes
     if c.flatten:
         c.fixes.append(flatten_fix(structure.kind, tuple(c.output_names)))
@@ -132,9 +141,10 @@ def _export(c: Conversion) -> None:
 
 
 # what a cheaper onnx2tf mode can cause: a failed conversion, ops left for Flex, a layout onnx2tf
-# could not map (and, checked in _verify, float32 outputs that differ from ONNX's)
+# could not map, float32 outputs of its TF model that differ from ONNX's (checked right after it)
 RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS,
-               FailureKind.SHAPE_MISMATCH)
+               FailureKind.SHAPE_MISMATCH, FailureKind.NUMERIC_MISMATCH)
+WRONG_NUMBERS = (FailureKind.NUMERIC_MISMATCH, FailureKind.SHAPE_MISMATCH)
 NEXT_MODE = {"simplified": "strict", "strict": "defaults"}
 
 
@@ -171,10 +181,23 @@ def _first_mode(c: Conversion) -> str:
     return "simplified"
 
 
-def _tensorflow(c: Conversion, mode: str | None = None) -> None:
-    from .savedmodel import PREPARED_MODES
+def _tensorflow(c: Conversion) -> None:
+    """onnx2tf (in the cheapest mode that converts the model right), its TF model checked against
+    PyTorch at once, then the TFLite files. Wrong numbers after every mode tried are diagnosed."""
+    try:
+        _in_mode(c, _first_mode(c))
+    except ConversionError as exc:
+        if exc.kind is not FailureKind.NUMERIC_MISMATCH or getattr(exc, "saved", None) is None:
+            raise
+        c.done["savedmodel"] = exc.saved
+        c.divergence = _diagnose(c, exc.saved)
+        raise ConversionError(exc.kind, f"{exc.message}; {c.divergence.describe()}" if c.divergence else exc.message)
 
-    mode = mode or _first_mode(c)
+
+def _in_mode(c: Conversion, mode: str) -> None:
+    from .savedmodel import PREPARED_MODES
+    from .verify import check_tf
+
     if mode in PREPARED_MODES and c.graph is None:
         mode = "defaults"
     onnx_path = c.artifacts / PREPARED_ONNX if mode in PREPARED_MODES else Path(c.done["export"].onnx_path)
@@ -182,18 +205,38 @@ def _tensorflow(c: Conversion, mode: str | None = None) -> None:
     def counted() -> None:
         c.onnx2tf_runs += 1
 
+    def checked(saved, tf_outputs):
+        saved, problem = check_tf(c.spec, c.reference, saved, tf_outputs, c.done["export"])
+        if problem is not None:
+            problem.saved = saved  # the TF model stays at hand for the diagnosis
+            raise problem
+        return saved
+
     try:
         c.done["savedmodel"], (c.done["tflite"], c.deliverables), fixes = tensorflow_stages(
             c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode,
-            onnx_path=onnx_path, on_run=counted)
+            onnx_path=onnx_path, on_run=counted, arrays=c.arrays, check=checked)
     except ConversionError as exc:
-        if mode not in NEXT_MODE or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
+        last = mode not in NEXT_MODE or (exc.kind in WRONG_NUMBERS and mode == "strict")
+        if last or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
             raise
         traceback.print_exc()  # the first attempt's reason stays in the log
-        reason = f"{c.progress.stage} failed: {exc.message.split(';')[0][:200]}"
+        again = NEXT_MODE[mode]
+        if exc.kind in WRONG_NUMBERS:
+            reason = "the float32 outputs of its TF model differed from ONNX's"
+        else:
+            reason = f"{c.progress.stage} failed: {exc.message.split(';')[0][:200]}"
         release_memory()
-        _tensorflow(c, NEXT_MODE[mode])  # if it fails too, its error is the one onnx2tf gives
-        c.fixes.append(onnx2tf_mode_fix(NEXT_MODE[mode], mode, reason))  # recorded once it worked
+        try:
+            _in_mode(c, again)
+        except ConversionError as later:
+            if exc.kind not in WRONG_NUMBERS:
+                raise  # if it fails too, its error is the one onnx2tf gives
+            also = "also" if later.kind in WRONG_NUMBERS else f"and it failed: {later.message.split(';')[0][:120]}"
+            first = ConversionError(exc.kind, f"{exc.message} ({also} in onnx2tf's {again} mode)")
+            first.saved = getattr(later, "saved", None) or exc.saved  # the first problem stays the model's failure
+            raise first from later
+        c.fixes.append(onnx2tf_mode_fix(again, mode, reason))  # recorded once it worked
         return
     prepared = mode in PREPARED_MODES
     c.done["savedmodel"] = dataclasses.replace(c.done["savedmodel"], graph=c.graph if prepared else None)
@@ -203,46 +246,43 @@ def _tensorflow(c: Conversion, mode: str | None = None) -> None:
 def _verify(c: Conversion) -> None:
     from .verify import verdict, verify
 
-    def check() -> ConversionError | None:
-        c.done["verify"], c.deliverables = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"],
-                                                  c.deliverables, c.threads)
-        problem, chosen, fixes = verdict(c.done["export"], c.done["verify"], c.deliverables, c.done["tflite"],
-                                         c.spec.deliverables, c.spec.allow_flex)
-        c.delivered = chosen.recipe if problem is None else None
-        c.fixes[:] = [f for f in c.fixes if f.name != "deliverable"] + list(fixes)  # a second check decides anew
-        return problem
-
-    problem = check()
-    mode = c.done["savedmodel"].onnx2tf_mode
-    if problem is not None and _conversion_diverged(problem, c, shapes_too=True) and c.spec.auto_fixes \
-            and mode in NEXT_MODE:
-        # the accuracy search exists to choose transpositions right: the next mode has it
-        again = NEXT_MODE[mode]
-        print(f"--- {problem.message}: converting again in onnx2tf's {again} mode", file=sys.stderr)
-        release_memory()
-        before = dict(c.done), c.deliverables
-        try:
-            _tensorflow(c, again)
-        except ConversionError as exc:  # the first problem stays the model's failure
-            traceback.print_exc()
-            c.done.update(before[0])
-            c.deliverables = before[1]
-            problem = ConversionError(problem.kind, f"{problem.message} (onnx2tf's {again} mode failed: "
-                                                    f"{exc.message.split(';')[0]})")
-        else:
-            c.progress.start(Stage.VERIFY.value)
-            retried = check()
-            if retried is None or not _conversion_diverged(retried, c, shapes_too=True):
-                c.fixes.append(onnx2tf_mode_fix(again, mode, "the float32 TFLite outputs differed from ONNX's"))
-                problem = retried
-            else:
-                problem = ConversionError(retried.kind, f"{retried.message} (also in onnx2tf's {again} mode)")
-    if problem is not None and _conversion_diverged(problem, c):
-        c.divergence = _diagnose(c)
-        if c.divergence is not None:
-            problem = ConversionError(problem.kind, f"{problem.message}; {c.divergence.describe()}")
+    c.done["verify"], c.deliverables = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"],
+                                              c.deliverables, c.threads)
+    problem, chosen, fixes = verdict(c.done["export"], c.done["savedmodel"], c.done["verify"], c.deliverables,
+                                     c.done["tflite"], c.spec.deliverables, c.spec.allow_flex)
+    c.delivered = chosen.recipe if problem is None else None
+    c.fixes += list(fixes)
+    if problem is not None and problem.kind is FailureKind.NUMERIC_MISMATCH:
+        if all(x.passed for x in c.done["export"].outputs):
+            explained = _explain_tflite(c, chosen)
+        else:  # the ONNX file itself is off: the model's own float32 precision, or the export
+            c.divergence = _diagnose(c, c.done["savedmodel"], steps=("precision",),
+                                     outputs=c.done["export"].outputs)
+            explained = c.divergence.describe() if c.divergence else None
+        problem = ConversionError(problem.kind, f"{problem.message}; {explained}" if explained else problem.message)
     if problem is not None:
         raise problem
+
+
+def _explain_tflite(c: Conversion, chosen) -> str:
+    """The TF model matched PyTorch and a TFLite file did not: its quantization, or the TFLite
+    converter? The float32 TFLite file tells (built now when it was not asked for); if that one
+    is wrong too, the TFLite op where it departs is found."""
+    from .tflite import to_tflite
+    from .verify import verify
+
+    fp32 = next((d for d in c.deliverables if d.recipe == FP32), None)
+    if fp32 is None:
+        spec = dataclasses.replace(c.spec, deliverables=(FP32,))
+        _, files = to_tflite(spec, Path(c.done["savedmodel"].path), c.artifacts)
+        _, (fp32,) = verify(spec, c.arrays, c.reference, c.done["savedmodel"], files, c.threads, deploy=False)
+    if fp32.passed:
+        if chosen.recipe == FP32:
+            return "the float32 TFLite file passes"  # not reached: a passing chosen file raises no problem
+        return (f"the float32 TFLite file matches PyTorch (range-relative {fp32.worst.range_rel_err:.3g}): the error "
+                f"is {chosen.label}'s quantization, not the conversion")
+    c.divergence = _diagnose(c, c.done["savedmodel"], fp32_tflite=fp32.path)
+    return c.divergence.describe() if c.divergence else "the float32 TFLite file differs from PyTorch too"
 
 
 # The pipeline, in order: (progress stage, step). The TensorFlow step notes its second stage
@@ -250,16 +290,25 @@ def _verify(c: Conversion) -> None:
 STAGES = ((Stage.LOAD, _load), (Stage.EXPORT, _export), (Stage.SAVEDMODEL, _tensorflow), (Stage.VERIFY, _verify))
 
 
-def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0) -> Result:
-    """Run every stage; never raises for a model's own problems, returns a Result."""
-    start = time.perf_counter()
-    c = Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb),
-                   memory_limit_mb=memory_limit_mb, started=start)
+def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
+            hand_over: Callable[[Conversion], None] | None = None, resumed: Conversion | None = None,
+            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
+    """Run every stage; never raises for a model's own problems, returns a Result. `hand_over`:
+    called after the export (see _hand_over); `resumed`: the conversion it handed over."""
+    c = resumed or Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb),
+                              memory_limit_mb=memory_limit_mb, started=time.monotonic())
+    c.diagnosis_share, c.fail_on_vacuous = diagnosis_share, fail_on_vacuous
+    start = c.started
     failure = None
     try:
         for stage, step in STAGES:
+            if stage.value in c.progress.stage_seconds and resumed is not None:
+                continue  # done before the hand-over
             c.progress.start(stage.value)
             step(c)
+            if stage is Stage.EXPORT and hand_over is not None:
+                c.progress.finish()
+                hand_over(c)
     except BaseException as exc:  # SystemExit from a library included: it is this model's failure
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -272,7 +321,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
         status="failed" if failure else "passed", failure=failure,
         deliverables=c.deliverables, requested=spec.deliverables, delivered=None if failure else c.delivered,
         fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
-        seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
+        seconds=round(time.monotonic() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
         network_attempts=tuple(offline.attempts), onnx2tf_runs=c.onnx2tf_runs, versions=tool_versions(), **c.done)
 
 
@@ -290,7 +339,7 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
                       artifacts: Path, *, read_graph: bool = True, mode: str = "simplified",
-                      onnx_path: Path | None = None, on_run=None):
+                      onnx_path: Path | None = None, on_run=None, arrays=None, check=None):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
@@ -307,9 +356,11 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
         progress.start(Stage.SAVEDMODEL.value)
         if on_run is not None:
             on_run()
-        saved = to_savedmodel(spec, onnx_path, input_names, export.input_shapes, output_names,
-                              artifacts, pseudo_ops=pseudo, mode=mode)
+        saved, tf_outputs = to_savedmodel(spec, onnx_path, input_names, export.input_shapes, output_names,
+                                          artifacts, pseudo_ops=pseudo, mode=mode, arrays=arrays)
         release_memory()  # onnx2tf's graph and the Keras model, before TFLite's own copies
+        if check is not None:  # the TF model's float32 numbers, before any TFLite conversion
+            saved = check(saved, tf_outputs)
         progress.start(Stage.TFLITE.value)
         try:
             return saved, to_tflite(spec, Path(saved.path), artifacts), fixes
@@ -320,38 +371,34 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
             fixes += more
 
 
-def _conversion_diverged(problem: ConversionError, c: Conversion, shapes_too: bool = False) -> bool:
-    """float32 TFLite off while ONNX matched PyTorch: onnx2tf or TFLite changed the numbers
-    (or, with `shapes_too`, the shapes)."""
-    kinds = (FailureKind.NUMERIC_MISMATCH, FailureKind.SHAPE_MISMATCH) if shapes_too else (FailureKind.NUMERIC_MISMATCH,)
-    return (problem.kind in kinds and all(x.passed for x in c.done["export"].outputs)
-            and not _fp32(c.deliverables).passed)
-
-
-def _fp32(deliverables):
-    return next(d for d in deliverables if d.recipe == FP32)
-
-
-def _diagnose(c: Conversion) -> Divergence | None:
-    """Where the float32 conversion departs, within its share of the timeout and memory ceiling."""
-    from .diagnose import MEMORY_SHARE, TIME_SHARE, DiagnosisJob, run_bounded
+def _diagnose(c: Conversion, saved, fp32_tflite: str | None = None, steps=("precision", "convert"),
+              outputs=None) -> Divergence | None:
+    """Where the float32 conversion departs, within its share of the timeout and memory ceiling:
+    the model's own float32 precision first, then onnx2tf's TF model against ONNX node by node, or
+    (with `fp32_tflite`, the TF model being right) the float32 TFLite file against the TF model."""
+    from .diagnose import DiagnosisJob, run_bounded
     from .savedmodel import kept_layout_inputs
 
-    export, saved, verified = c.done["export"], c.done["savedmodel"], c.done["verify"]
-    tolerance = min(c.spec.tolerance_for(FP32, x.name) for x in _fp32(c.deliverables).outputs if not x.passed)
-    left = c.spec.timeout - (time.perf_counter() - c.started) - 10  # leave the rest of the stage its time
+    export = c.done["export"]
+    outputs = saved.outputs if outputs is None else outputs
+    failing = [x for x in outputs if not x.passed] or list(outputs)
+    tolerance = min(x.tolerance for x in failing) if failing else c.spec.tolerance["fp32"]
+    left = c.spec.timeout - (time.monotonic() - c.started) - 10  # leave the rest of the stage its time
     own = peak_rss_now()
     job = DiagnosisJob(
-        onnx_path=saved.onnx_path or export.onnx_path, saved_model=saved.path, tflite_fp32=_fp32(c.deliverables).path,
+        onnx_path=saved.onnx_path or export.onnx_path, saved_model=saved.path, tflite_fp32=fp32_tflite or "",
         input_names=c.input_names, input_keys=[k for _, k in saved.input_names],
         input_perms=[list(p) for p in saved.input_perms], output_keys=[k for _, k in saved.output_names],
-        output_perms=[list(p) for p in verified.output_perms],
+        output_perms=[list(p) for p in saved.output_perms],
         keep=kept_layout_inputs(c.spec, c.input_names, export.input_shapes), pseudo_ops=list(saved.pseudo_ops),
-        mode=saved.onnx2tf_mode, tolerance=tolerance, work_dir=str(c.artifacts / "diagnosis"))
+        mode=saved.onnx2tf_mode, tolerance=tolerance, work_dir=str(c.artifacts / "diagnosis"), spec=c.spec.to_dict(),
+        steps=tuple(steps), observed=max((x.range_rel_err for x in failing), default=0.0))
     release_memory()
     try:
-        return run_bounded(job, c.arrays, c.reference, seconds=max(5.0, min(TIME_SHARE * c.spec.timeout, left)),
-                           memory_mb=max(256.0, MEMORY_SHARE * ((c.memory_limit_mb or 4 * own) - own)))
+        # a share of the timeout (never past it), and of the memory the ceiling leaves this process
+        return run_bounded(job, c.arrays, c.reference, seconds=max(5.0, min(c.diagnosis_share * c.spec.timeout, left)),
+                           memory_mb=max(256.0, c.diagnosis_share * 2 * ((c.memory_limit_mb or 4 * own) - own)),
+                           share=c.diagnosis_share)
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the diagnosis failed:", file=sys.stderr)
         traceback.print_exc()
@@ -364,22 +411,83 @@ def peak_rss_now() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def main(job_path: str, parent: int | None = None) -> int:
+HANDOFF = "handoff.json"  # what a spawned child carries across its exec (see _hand_over)
+
+
+def _hand_over(c: Conversion) -> None:
+    """A spawned child drops torch before TensorFlow's stages: it writes what they need, then
+    replaces itself with a fresh interpreter (os.execv: the same pid, process group and output,
+    so the parent's watch goes on as before) that resumes at savedmodel. torch and what the
+    export left behind (about 250 MB on ResNet-18) are then not resident under TensorFlow's
+    peak. A child forked from the preloaded process keeps going: its imports are shared pages."""
+    import numpy as np
+
+    work = c.artifacts / "handoff"
+    work.mkdir(exist_ok=True)
+    for i, array in enumerate(c.arrays):
+        np.save(work / f"input_{i}.npy", array)
+    for i, array in enumerate(c.reference):
+        np.save(work / f"reference_{i}.npy", array)
+    state = {"done": {k: plain(dataclasses.asdict(v)) for k, v in c.done.items()},
+             "fixes": [plain(dataclasses.asdict(f)) for f in c.fixes], "output_names": c.output_names,
+             "inputs": plain([dataclasses.asdict(i) for i in c.loaded.inputs]), "format": c.loaded.format,
+             "stage_seconds": c.progress.stage_seconds, "started": c.started, "threads": c.threads,
+             "memory_limit_mb": c.memory_limit_mb, "network_attempts": list(offline.attempts),
+             "arrays": len(c.arrays), "reference": len(c.reference)}
+    write_json_atomic(c.artifacts / HANDOFF, state)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "converter.stages.pipeline", c.job_path, "--resume"])
+
+
+def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
+    import numpy as np
+
+    from .load import LoadedModel
+
+    state = json.loads((artifacts / HANDOFF).read_text())
+    work = artifacts / "handoff"
+    progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
+    progress.stage_seconds = dict(state["stage_seconds"])
+    offline.attempts.extend(state["network_attempts"])
+    types = {"load": LoadResult, "export": ExportResult}
+    return Conversion(
+        spec, artifacts, state["threads"], progress, memory_limit_mb=state["memory_limit_mb"], started=state["started"],
+        done={k: build(types[k], v) for k, v in state["done"].items()},
+        fixes=[build(Fix, f) for f in state["fixes"]], output_names=state["output_names"],
+        loaded=LoadedModel(None, state["format"], tuple(build(InputSpec, i) for i in state["inputs"])),
+        arrays=[np.load(work / f"input_{i}.npy") for i in range(state["arrays"])],
+        reference=[np.load(work / f"reference_{i}.npy") for i in range(state["reference"])])
+
+
+def main(job_path: str, parent: int | None = None, *, spawned: bool = False, resume: bool = False) -> int:
     """`parent`: the process that started this one, when it is not the first guardian (the
-    preloaded process that forked it, see forkserver.py)."""
+    preloaded process that forked it, see forkserver.py). `spawned`: started from nothing, so it
+    hands over to a fresh interpreter after the export."""
     job = Job.read(Path(job_path))
     lifeline.hold(job.guardians, parent)
     offline.install()
     artifacts = Path(job.artifacts_dir)
     spec = ModelSpec.from_dict(job.spec)
-    result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb)
+    resumed = None
+    if resume:
+        resumed = _resumed(spec, artifacts)
+    hand_over = None
+    if spawned and not resume:
+        def hand_over(c: Conversion) -> None:
+            c.job_path = str(job_path)
+            _hand_over(c)
+    result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb, hand_over=hand_over,
+                     resumed=resumed, diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
+    (artifacts / HANDOFF).unlink(missing_ok=True)
+    shutil.rmtree(artifacts / "handoff", ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1])
+    status = main(sys.argv[1], spawned=True, resume="--resume" in sys.argv[2:])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # skip TensorFlow's interpreter teardown: the result is written, nothing is left to do

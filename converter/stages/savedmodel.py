@@ -119,7 +119,10 @@ def onnx2tf_options(onnx_copy: Path, out_dir: Path, keep, pseudo_ops, mode: str)
 
 
 def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, output_names,
-                  work_dir: Path, pseudo_ops: tuple[str, ...] = (), mode: str = "simplified") -> SavedModelResult:
+                  work_dir: Path, pseudo_ops: tuple[str, ...] = (), mode: str = "simplified",
+                  arrays=None) -> tuple[SavedModelResult, list]:
+    """The SavedModel, and the TF model's outputs on `arrays` (the sample inputs, torch layout;
+    each output in its TF layout): the float32 check of onnx2tf's conversion, before any TFLite."""
     start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / "onnx2tf_input.onnx"  # onnx2tf rewrites its input file in place
@@ -132,6 +135,7 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         perms = tuple(layout_perm(tuple(s), tuple(int(d) for d in k.shape), n in keep)
                       for n, s, k in zip(input_names, input_shapes, model.inputs))
         in_keys, out_keys = signature_keys(input_names, "input"), signature_keys(output_names, "output")
+        outputs = _run(model, arrays, perms) if arrays is not None else []
         path = work_dir / "saved_model"
         _write_savedmodel(model, in_keys, out_keys, path)
         del model
@@ -142,7 +146,15 @@ def to_savedmodel(spec: ModelSpec, onnx_path: Path, input_names, input_shapes, o
         path=str(path), layout=spec.layout,
         input_names=tuple(zip(input_names, in_keys)), input_perms=perms, pseudo_ops=tuple(pseudo_ops),
         output_names=tuple(zip(output_names, out_keys)),
-        seconds=time.perf_counter() - start, onnx2tf_mode=mode, onnx_path=str(onnx_path))
+        seconds=time.perf_counter() - start, onnx2tf_mode=mode, onnx_path=str(onnx_path)), outputs
+
+
+def _run(model, arrays, perms) -> list[np.ndarray]:
+    """The Keras model onnx2tf built, on the sample inputs in its layout (eager: no graph to trace)."""
+    feed = [np.ascontiguousarray(np.transpose(a, p)) for a, p in zip(arrays, perms)]
+    outs = model(feed if len(feed) > 1 else feed[0], training=False)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    return [np.asarray(o) for o in outs]
 
 
 def _keras_model(onnx_copy: Path, work_dir: Path, keep, pseudo_ops, n_inputs: int, mode: str):

@@ -1,4 +1,5 @@
-"""Stage 5: run every TFLite file (one per recipe) on the seeded inputs and compare with PyTorch.
+"""The checks against PyTorch: onnx2tf's TF model right after it is built (check_tf), then every
+TFLite file (one per recipe) in stage 5 (verify), on the seeded inputs.
 
 Inputs are mapped by name (TFLite sorts them and prefixes `serving_default_`) and put
 into the layout onnx2tf chose; outputs are compared in a fixed order: count, names,
@@ -73,22 +74,44 @@ def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ..
     return min((identity, channels_last), key=error)
 
 
+TF_LABEL = "TF model (onnx2tf)"
+
+
+def check_tf(spec: ModelSpec, reference, saved: SavedModelResult, tf_outputs,
+             export: ExportResult) -> tuple[SavedModelResult, ConversionError | None]:
+    """onnx2tf's TF model against PyTorch, on the float32 tolerances, right after it was built:
+    wrong numbers here are onnx2tf's (or its mode's), and no TFLite conversion can mend them.
+    Decides how each output is laid out (the TFLite files share the TF model's layout)."""
+    if len(tf_outputs) != len(reference):
+        return saved, ConversionError(FailureKind.SHAPE_MISMATCH, f"{TF_LABEL} has {len(tf_outputs)} outputs, "
+                                                                  f"PyTorch returns {len(reference)}")
+    perms = tuple(output_perm(ref, out) for ref, out in zip(reference, tf_outputs))
+    back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(tf_outputs, perms)]
+    outputs = tuple(compare(name, ref, out, spec.tolerance_for(FP32, name))
+                    for (name, _), ref, out in zip(saved.output_names, reference, back))
+    saved = dataclasses.replace(saved, outputs=outputs, output_perms=perms)
+    if not all(c.passed for c in export.outputs):
+        return saved, None  # ONNX itself is off: that is the failure verdict() reports
+    bad = next((c for c in outputs if not c.shape_ok), None) or next((c for c in outputs if not c.passed), None)
+    if bad is None:
+        return saved, None
+    kind = FailureKind.NUMERIC_MISMATCH if bad.shape_ok else FailureKind.SHAPE_MISMATCH
+    return saved, ConversionError(kind, bad.brief(TF_LABEL))
+
+
 def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, files: tuple[Deliverable, ...],
-           threads: int) -> tuple[VerifyResult, tuple[Deliverable, ...]]:
+           threads: int, deploy: bool = True) -> tuple[VerifyResult, tuple[Deliverable, ...]]:
     start = time.perf_counter()
     checked: list[Deliverable] = []
-    perms: tuple[tuple[int, ...], ...] = ()
-    for built in files:  # float32 first: it decides the layout
+    for built in files:
         outputs = run_tflite(built.path, saved, arrays, threads)
-        perms = perms or tuple(output_perm(ref, out) for ref, out in zip(reference, outputs))
-        back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, perms)]  # to PyTorch's layout
+        back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
         checked.append(dataclasses.replace(built, outputs=tuple(
             compare(name, ref, out, spec.tolerance_for(built.recipe, name))
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
     chosen = choose(spec.deliverables, checked)
-    deployable, message = deploy_check(chosen.path)
-    return VerifyResult(deployable=deployable, deploy_message=message, seconds=time.perf_counter() - start,
-                        output_perms=perms), tuple(checked)
+    deployable, message = deploy_check(chosen.path) if deploy else (True, "")
+    return VerifyResult(deployable=deployable, deploy_message=message, seconds=time.perf_counter() - start), tuple(checked)
 
 
 def choose(requested: tuple[str, ...], deliverables) -> Deliverable:
@@ -97,26 +120,27 @@ def choose(requested: tuple[str, ...], deliverables) -> Deliverable:
     return next((d for d in mine if d.passed), mine[0])
 
 
-def verdict(export: ExportResult, result: VerifyResult, deliverables: tuple[Deliverable, ...], tfl: TFLiteResult,
-            requested: tuple[str, ...], allow_flex: bool) -> tuple[ConversionError | None, Deliverable, tuple[Fix, ...]]:
-    """The first failed check, in a fixed order: shapes, then ONNX / float32 / the requested recipes'
+def verdict(export: ExportResult, saved: SavedModelResult, result: VerifyResult, deliverables: tuple[Deliverable, ...],
+            tfl: TFLiteResult, requested: tuple[str, ...],
+            allow_flex: bool) -> tuple[ConversionError | None, Deliverable, tuple[Fix, ...]]:
+    """The first failed check, in a fixed order: shapes, then ONNX / TF model / the chosen recipe's
     values, then deployability; with the recipe delivered, and the fix when it was not the first asked."""
     chosen = choose(requested, deliverables)
-    # what must hold: ONNX and float32 (conversion), and the chosen recipe; a requested recipe that
-    # missed its tolerance before the chosen one is a recorded fix, not a failure
-    judged = [d for d in deliverables if d.recipe in (FP32, chosen.recipe)]
-    labelled = labelled_comparisons(export, tuple(judged))
+    # what must hold: ONNX, the TF model, and the chosen recipe; a requested recipe that missed its
+    # tolerance before the chosen one is a recorded fix, not a failure
+    labelled = labelled_comparisons(export, saved, (chosen,))
     for label, comparison in labelled:
         if not comparison.shape_ok:
             return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label)), chosen, ()
     for label, comparison in labelled:
         if not comparison.passed:
-            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.describe(label)), chosen, ()
+            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.brief(label)), chosen, ()
     if not result.deployable and not (allow_flex and tfl.flex_ops):
         kind = FailureKind.FLEX_OPS if tfl.flex_ops else FailureKind.TFLITE_ERROR
         return ConversionError(kind, f"deliverable does not run on the TFLite runtime without "
                                      f"TensorFlow: {result.deploy_message}"), chosen, ()
     missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
-    fixes = tuple(Fix("deliverable", chosen.recipe, f"{d.label} missed its tolerance "
-                      f"({d.worst.describe(d.label)})") for d in missed[:1])
+    fixes = tuple(Fix("deliverable", chosen.recipe, f"{d.label} output '{d.worst.name}' missed its tolerance "
+                      f"(range-relative max error {d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
+                  for d in missed[:1])
     return None, chosen, fixes

@@ -398,3 +398,13 @@ class SquareTokens(nn.Module):
         tokens = self.fc(self.norm(x.flatten(2).transpose(1, 2)))
         y = tokens.transpose(1, 2).reshape(b, c, h, w)
         return self.head(self.out(y).mean((2, 3)))
+
+
+class LargeMean(nn.Module):
+    """The mean of a million values near 1000, less 1000: TFLite's MEAN kernel sums float32 values one
+    by one and loses the small part (9.6 where PyTorch's pairwise sum gives 0.002), while onnx2tf's
+    TF model gets it right. No conversion setting repairs a runtime kernel: an expected failure, whose
+    diagnosis names the TFLite op."""
+
+    def forward(self, x):
+        return (x * 2.0 + 1000.0).mean((2, 3)) - 1000.0
