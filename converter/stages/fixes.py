@@ -29,14 +29,19 @@ def _op_types(graph) -> set[str]:
     return found
 
 
+def op_types(model) -> set[str]:
+    """Every op type in a model: its graph, subgraphs and functions."""
+    found = _op_types(model.graph)
+    for function in model.functions:
+        found |= {node.op_type for node in function.node}
+    return found
+
+
 def pseudo_ops_for_graph(onnx_path: Path, already: tuple[str, ...]) -> tuple[Fix, ...]:
     """Read the ONNX graph (milliseconds) for ops TFLite builtins lack, before onnx2tf runs once."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    ops = _op_types(model.graph)
-    for function in model.functions:
-        ops |= {node.op_type for node in function.node}
+    ops = op_types(onnx.load(str(onnx_path), load_external_data=False))
     return tuple(Fix("pseudo_ops", PSEUDO_OPS[op], f"the ONNX graph has {op}, which TFLite builtins lack")
                  for op in sorted(ops) if op in PSEUDO_OPS and PSEUDO_OPS[op] not in already)
 

@@ -157,9 +157,35 @@ def _run(model, arrays, perms) -> list[np.ndarray]:
     return [np.asarray(o) for o in outs]
 
 
+# Before converting, onnx2tf runs onnxruntime once over the whole graph with every node's output
+# kept. Only its strict mode's accuracy search reads them, and, in any mode, the handlers of these
+# ops (checked against onnx2tf 1.29.24's ops/ and onnx2tf.py); on ResNet-18 they are 80 MB.
+NEEDS_ONNX_OUTPUTS = ("Einsum", "OneHot", "NonZero")
+
+
+class _NotNeeded(Exception):
+    """Raised in place of onnx2tf's all-outputs inference, which it then skips as it would for a
+    graph onnxruntime cannot run ("The optimization process for shape estimation is skipped")."""
+
+
+def _skip_all_outputs_inference(converter_module, onnx_copy: Path, mode: str):
+    import onnx
+
+    from .fixes import op_types
+
+    if ONNX2TF_MODES[mode].get("disable_strict_mode") and \
+            not op_types(onnx.load(str(onnx_copy), load_external_data=False)) & set(NEEDS_ONNX_OUTPUTS):
+        def skipped(*args, **kwargs):
+            raise _NotNeeded("not needed outside strict mode for this graph")
+        return skipped
+    return converter_module.dummy_onnx_inference
+
+
 def _keras_model(onnx_copy: Path, work_dir: Path, keep, pseudo_ops, n_inputs: int, mode: str):
     """The tf_keras model only, no files of onnx2tf's own (its TFLite export costs minutes)."""
     converter_module = prepare_onnx2tf()
+    inference = converter_module.dummy_onnx_inference
+    converter_module.dummy_onnx_inference = _skip_all_outputs_inference(converter_module, onnx_copy, mode)
     try:
         with stage_step(FailureKind.SAVEDMODEL_ERROR, "onnx2tf"):
             model = converter_module.convert(**onnx2tf_options(onnx_copy, work_dir / "onnx2tf_out", keep, pseudo_ops,
@@ -168,6 +194,8 @@ def _keras_model(onnx_copy: Path, work_dir: Path, keep, pseudo_ops, n_inputs: in
     except SystemExit as exc:  # onnx2tf's way of giving up
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR,
                               f"onnx2tf gave up (exit status {exc.code}); its reason is in the log") from exc
+    finally:
+        converter_module.dummy_onnx_inference = inference
     if model is None or len(model.inputs) != n_inputs:
         raise ConversionError(FailureKind.SAVEDMODEL_ERROR, "onnx2tf returned no usable Keras model")
     return model
