@@ -36,12 +36,12 @@ def main(model: Path, out: Path) -> int:
     import numpy as np
 
     from converter.discovery import discover
+    from converter.metrics import compare
     from converter.stages import offline, savedmodel
     from converter.stages.export import export_onnx, run_onnxruntime
     from converter.stages.fixes import pseudo_ops_for_graph
     from converter.stages.graph import prepare
     from converter.stages.load import load_model, make_inputs, run_torch
-    from converter.stages.metrics import compare
     from converter.stages.tflite import to_tflite
     from converter.stages.verify import output_perm, run_tflite
 

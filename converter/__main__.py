@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import cache
 from .discovery import Case
 from .lifeline import Terminated, terminate_on_sigterm
 from .live import StageTicker
@@ -66,8 +67,10 @@ def main(argv=None) -> int:
         overrides["timeout"] = settings.timeout
     if args.memory_limit_mb is not None:
         overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
-    model = args.model.resolve()  # the child runs elsewhere: a path relative to here means nothing there
-    if not model.is_file():
+    # absolute (the child runs elsewhere) but not resolved: a model stored as a symbolic link (git-annex,
+    # DVC) keeps its own name and the .toml beside the link; a FIFO or a device fails in the child, saying so
+    model = Path(os.path.abspath(args.model))
+    if model.is_dir() or not os.path.lexists(model):
         parser.exit(2, f"{parser.prog}: error: {args.model}: {'is a folder' if model.is_dir() else 'no such file'}"
                        " (give one model file; a folder of models is the batch's job: pytest model_cases "
                        "--models-dir DIR)\n")
@@ -83,6 +86,9 @@ def main(argv=None) -> int:
         lock = prepare(settings.tflite_dir, settings.reports_dir)
     except OutputsError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    settings, note = cache.usable(settings)
+    if note:
+        print(f"{parser.prog}: warning: {note}", file=sys.stderr)
     terminate_on_sigterm()
     ticker = StageTicker(model_id, case.spec.timeout if case.spec else settings.timeout, settings.slow_stage_fraction)
     try:
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
         return 128 + 15
     finally:
         lock.release()
-    ticker.close(result.stage_seconds)
+    ticker.close(None if result.cache_hit else result.stage_seconds)  # a hit's stages ran in another run
     print(format_result(result, settings))
     return 0 if result.passed else 1
 

@@ -1,11 +1,19 @@
-"""A content-addressed cache of verified conversions: an unchanged model is not converted again.
+"""A content-addressed cache of conversions: an unchanged model is not converted again.
 
-The key covers everything the result depends on: the model file's bytes, the code beside it that
-a factory or a trusted pickle imports, the resolved spec, the harness's own source, the tool
-versions, the thread count and the memory ceiling. An entry holds the result and its TFLite files, with a
-manifest of their SHA-256 sums: an entry whose files do not match it (corrupt, tampered with) is
-deleted and the model converted again, never trusted. Failures that depend on the machine
-(timeout, out of memory, crash) are not cached.
+The key covers what a conversion depends on: the bytes the conversion child loaded (it reports
+their digest, so a file replaced while its run waited is cached under its new bytes), the code
+beside the model that a factory or a trusted pickle imports, the spec less its tolerances, the
+harness's conversion code (converter/stages/ and the files both sides share) and the tool versions.
+Not the thread count, the memory ceiling, the tolerances or the report code: none changes what is
+converted. So a restored entry is judged again, in this process, against today's tolerances: its
+TFLite files are loaded with the TFLite runtime, their signatures checked against the record, run
+on the entry's sample inputs and compared with its PyTorch outputs; the figures must be the ones the
+record holds (an entry whose files were swapped, even with a rewritten manifest, is not), and the
+verdict is taken again from them. An entry that does not hold up is deleted and the model converted.
+
+The cache folder must be this user's and writable by no one else (as the machine's slot folder):
+otherwise anyone could plant an entry. Failures that may be the machine's (kinds with `cached`
+false: a timeout, running out of memory, a crash, a full disk) are not cached.
 """
 from __future__ import annotations
 
@@ -15,81 +23,227 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .environment import tool_versions
-from .failures import FailureKind
-from .protocol import RESULT_FILE, write_bytes_atomic
+from .protocol import RESULT_FILE, SAMPLES_FILE, write_bytes_atomic
 from .results import Result
+from .verdict import judge
 
 HARNESS_ROOT = Path(__file__).resolve().parent
+# the code that decides what a conversion produces (not the reports, the CLI or the plugin)
+CONVERSION_CODE = ("stages/*.py", "protocol.py", "results.py", "spec.py", "recipes.py", "failures.py")
 MANIFEST = "manifest.json"
-NOT_CACHED = (FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH)
+CHUNK = 2**20
+FIGURE_SLACK = 1e-3  # a restored file's error may differ from its record by this share (thread counts)
+
+
+class CacheUnusable(Exception):
+    """The cache folder cannot be trusted or written: the run goes on without it, and says so."""
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of a file, read in chunks (a 4 GB model never sits in memory); None for what is not
+    a regular file (a FIFO would block, a device never end: the child refuses them, uncached)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)  # the source does not change during a run: read it once, not per model
-def _harness_version() -> str:
-    return _sha256(b"".join(p.read_bytes() for p in sorted(HARNESS_ROOT.rglob("*.py"))))
+def _conversion_code() -> str:
+    files = sorted({p for pattern in CONVERSION_CODE for p in HARNESS_ROOT.glob(pattern)})
+    return _sha256(b"".join(p.relative_to(HARNESS_ROOT).as_posix().encode() + p.read_bytes() for p in files))
 
 
-def key(spec, threads: int, memory_limit_mb: float) -> str:
+UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
+
+
+def key(spec, model_digest: str) -> str:
     model = Path(spec.path)
     code = {}
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
-        code = {p.name: _sha256(p.read_bytes()) for p in sorted(model.parent.glob("*.py"))}
-    described = {k: v for k, v in spec.to_dict().items() if k not in ("model_id", "path", "sources")}
-    material = {"model": _sha256(model.read_bytes()), "code": code, "spec": described,
-                "harness": _harness_version(), "tools": tool_versions(), "threads": threads,
-                "memory_limit_mb": spec.memory_limit_mb or memory_limit_mb}  # a pass under more memory proves nothing
+        code = {p.name: file_digest(p) for p in sorted(model.parent.glob("*.py"))}
+    described = {k: v for k, v in spec.to_dict().items() if k not in UNKEYED}
+    material = {"model": model_digest, "code": code, "spec": described, "harness": _conversion_code(),
+                "tools": tool_versions()}
     return _sha256(json.dumps(material, sort_keys=True, default=str).encode())
 
 
-def restore(cache_dir: Path, entry_key: str, artifacts: Path, model_id: str, model_path: str) -> Result | None:
-    """The cached result, its TFLite files copied into `artifacts`; None on a miss or a bad entry."""
+def check_folder(cache_dir: Path) -> None:
+    """The cache folder is this user's and no one else can write it (created so if missing)."""
+    folder = Path(cache_dir)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise CacheUnusable(f"cache folder {folder} cannot be written ({exc.strerror or exc})") from None
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise CacheUnusable(f"cache folder {folder} belongs to another user (uid {info.st_uid}): its entries "
+                            "could be anyone's")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheUnusable(f"cache folder {folder} can be written by others (mode {stat.S_IMODE(info.st_mode):o}): "
+                            f"anyone could plant an entry; chmod go-w {folder} to use it")
+
+
+def usable(settings):
+    """The settings to run with, and why the cache is off when its folder cannot be trusted or written
+    (checked before the first conversion: a read-only cache must not fail a model after the fact)."""
+    if settings.cache_dir is None:
+        return settings, None
+    try:
+        check_folder(settings.cache_dir)
+    except CacheUnusable as exc:
+        return dataclasses.replace(settings, cache_dir=None), f"{exc}: converting without the cache"
+    return settings, None
+
+
+def _drop(entry: Path) -> None:
+    shutil.rmtree(entry, ignore_errors=True)
+
+
+def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: int = 1) -> Result | None:
+    """The cached result, proven and judged again against today's spec, its TFLite files copied into
+    `artifacts`; None on a miss or an entry that does not hold up (which is then deleted)."""
     entry = Path(cache_dir) / entry_key
+    if not entry.is_dir():
+        return None
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
-        contents = {name: (entry / name).read_bytes() for name in manifest}
-    except (OSError, ValueError):
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        return None
-    if any(_sha256(data) != manifest[name] for name, data in contents.items()):
-        shutil.rmtree(entry, ignore_errors=True)  # corrupt or tampered with: rebuilt, never trusted
+        if manifest.get("key") != entry_key or not isinstance(manifest.get("files"), dict):
+            raise ValueError("the manifest is not this entry's")
+        contents = {name: (entry / name).read_bytes() for name in manifest["files"]}
+        if any(_sha256(data) != manifest["files"][name] for name, data in contents.items()):
+            raise ValueError("a file does not match the manifest")
+        stored = Result.from_dict(json.loads(contents[RESULT_FILE]))
+        samples = np.load(entry / SAMPLES_FILE)
+        samples = {k: samples[k] for k in samples.files}
+        result = _judged_again(stored, contents, samples, spec, threads)
+    except Exception as exc:  # corrupt, truncated, tampered with, planted: rebuilt, never trusted
+        print(f"--- cache entry {entry.name} is not used ({type(exc).__name__}: {exc}); converting again")
+        _drop(entry)
         return None
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     for name, data in contents.items():
         if name.endswith(".tflite"):
             write_bytes_atomic(artifacts / name, data)
-    result = Result.from_dict(json.loads(contents[RESULT_FILE]))
     result = dataclasses.replace(
-        result, model_id=model_id, model_path=model_path, cache_hit=True, deliverable=None,
+        result, model_id=spec.model_id, model_path=spec.path, cache_hit=True, deliverable=None,
         deliverables=tuple(dataclasses.replace(d, path=str(artifacts / Path(d.path).name)) for d in result.deliverables))
     result.write(artifacts / RESULT_FILE)
     return result
 
 
+def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: int) -> Result:
+    """The stored record, proven by its own files and judged against today's tolerances."""
+    from .metrics import compare
+    from .recipes import RECIPES
+
+    if stored.failure is not None and stored.failure.kind.value not in ("numeric_mismatch",) and not stored.deliverables:
+        return stored  # a failure before any TFLite file: nothing to run, nothing tolerances change
+    if not all(k in samples for k in ("input_0", "reference_0")):
+        raise ValueError("the entry holds no sample inputs to prove its files with")
+    inputs = [samples[f"input_{i}"] for i in range(sum(k.startswith("input_") for k in samples))]
+    reference = [samples[f"reference_{i}"] for i in range(sum(k.startswith("reference_") for k in samples))]
+    saved, export = stored.savedmodel, stored.export
+
+    def again(comparisons, key_prefix, recipe):
+        out = []
+        for i, old in enumerate(comparisons):
+            candidate = samples.get(f"{key_prefix}_{i}")
+            if candidate is None:
+                out.append(dataclasses.replace(old, tolerance=spec.tolerance_for(recipe, old.name)))
+                continue
+            out.append(compare(old.name, reference[i], candidate, spec.tolerance_for(recipe, old.name)))
+        return tuple(out)
+
+    if export is not None:
+        export = dataclasses.replace(export, outputs=again(export.outputs, "onnx", "onnx"))
+    if saved is not None:
+        saved = dataclasses.replace(saved, outputs=again(saved.outputs, "tf", "fp32"))
+    deliverables = []
+    for d in stored.deliverables:
+        name = Path(d.path).name
+        if d.recipe not in RECIPES or name not in contents:
+            raise ValueError(f"the entry lacks its {d.recipe} file")
+        outputs = _run(contents[name], saved, inputs, threads)
+        fresh = tuple(compare(old.name, reference[i], out, spec.tolerance_for(d.recipe, old.name))
+                      for i, (old, out) in enumerate(zip(d.outputs, outputs)))
+        for old, new in zip(d.outputs, fresh):
+            if not _same_figure(old.range_rel_err, new.range_rel_err):
+                raise ValueError(f"its {d.label} file gives range-relative error {new.range_rel_err:.3g} where the "
+                                 f"record says {old.range_rel_err:.3g}: not the file that was verified")
+        deliverables.append(dataclasses.replace(d, outputs=fresh))
+    return judge(dataclasses.replace(stored, export=export, savedmodel=saved, deliverables=tuple(deliverables)), spec)
+
+
+def _same_figure(old: float, new: float) -> bool:
+    if not (np.isfinite(old) and np.isfinite(new)):
+        return bool(np.isnan(old) and np.isnan(new)) or old == new
+    return abs(old - new) <= FIGURE_SLACK * max(abs(old), 1e-6)
+
+
+def _run(model: bytes, saved, inputs, threads: int) -> list[np.ndarray]:
+    """A TFLite file on the sample inputs, after its signature is checked against the record."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=threads)
+    runner = interpreter.get_signature_runner("serving_default")
+    expected_in = {key: tuple(np.transpose(a, perm).shape)
+                   for (_, key), perm, a in zip(saved.input_names, saved.input_perms, inputs)}
+    found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
+    if found_in != expected_in:
+        raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
+    feed = {key: np.ascontiguousarray(np.transpose(a, perm))
+            for (_, key), perm, a in zip(saved.input_names, saved.input_perms, inputs)}
+    result = runner(**feed)
+    keys = [key for _, key in saved.output_names]
+    if sorted(result) != sorted(keys):
+        raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
+    return [np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)]
+
+
 def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> None:
-    if result.failure and result.failure.kind in NOT_CACHED:
+    if result.failure and not result.failure.kind.cached:
         return
     contents = {RESULT_FILE: json.dumps(dataclasses.replace(result, deliverable=None).to_dict()).encode()}
     for d in result.deliverables:
         if Path(d.path).is_file():
             contents[Path(d.path).name] = Path(d.path).read_bytes()
+    samples = artifacts / SAMPLES_FILE
+    if samples.is_file():
+        contents[SAMPLES_FILE] = samples.read_bytes()
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".staging-"))
+    staging = None
     try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".staging-"))
         for name, data in contents.items():
             (staging / name).write_bytes(data)
-        (staging / MANIFEST).write_text(json.dumps({n: _sha256(d) for n, d in contents.items()}, sort_keys=True))
-        shutil.rmtree(cache_dir / entry_key, ignore_errors=True)
+        (staging / MANIFEST).write_text(json.dumps({"key": entry_key,
+                                                    "files": {n: _sha256(d) for n, d in contents.items()}},
+                                                   sort_keys=True))
+        _drop(cache_dir / entry_key)
         os.replace(staging, cache_dir / entry_key)  # whole entries only: a reader never sees half of one
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:  # a full or read-only cache disk costs the cache, never the model's result
+        print(f"--- could not keep the conversion in the cache ({exc.strerror or exc})")
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .failures import FailureKind
 from .spec import ModelSpec, SpecError, defaults_layer, load_spec
 
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2")
@@ -21,15 +22,25 @@ class Case:
     root: Path
     spec: ModelSpec | None
     spec_error: str | None = None
+    error_kind: FailureKind = FailureKind.SPEC_ERROR  # what spec_error is
 
 
 def find_model_files(root: Path) -> list[Path]:
+    """Every entry named like a model (a symbolic link too, dangling or leading out of the folder,
+    as git-annex and DVC store models; a FIFO or a device too: it fails alone, saying what it is,
+    instead of vanishing from the batch). Folders are searched, not taken."""
     root = Path(root)
     if root.is_file():
         return [root]
-    found = [p for p in root.rglob("*") if p.suffix in MODEL_SUFFIXES and p.is_file()
+    found = [p for p in root.rglob("*") if p.suffix in MODEL_SUFFIXES and (p.is_symlink() or not p.is_dir())
              and not any(part.startswith(".") for part in p.relative_to(root).parts)]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _absolute(path: Path) -> Path:
+    """Where a path is, without following symbolic links (a model stored as a link to a blob
+    outside the folder keeps its place in it)."""
+    return Path(os.path.abspath(path))
 
 
 def assign_ids(entries: list[tuple[Path, Path]]) -> list[str]:
@@ -37,17 +48,17 @@ def assign_ids(entries: list[tuple[Path, Path]]) -> list[str]:
     (without, then with its suffix); else relative to the common parent of all folders."""
     if not entries:
         return []
-    roots = [r.resolve() for _, r in entries]
+    roots = [_absolute(r) for _, r in entries]
     common = Path(os.path.commonpath([str(r if r.is_dir() else r.parent) for r in roots]))
 
     def rel(path: Path, root: Path) -> Path:
-        return path.resolve().relative_to(root.resolve()) if root.is_dir() else Path(path.name)
+        return _absolute(path).relative_to(_absolute(root)) if root.is_dir() else Path(path.name)
 
     levels = (lambda p, r: p.stem,
               lambda p, r: rel(p, r).with_suffix("").as_posix(),
               lambda p, r: rel(p, r).as_posix(),
-              lambda p, r: p.resolve().relative_to(common).with_suffix("").as_posix(),
-              lambda p, r: p.resolve().relative_to(common).as_posix())
+              lambda p, r: _absolute(p).relative_to(common).with_suffix("").as_posix(),
+              lambda p, r: _absolute(p).relative_to(common).as_posix())
     ids: list[str | None] = [None] * len(entries)
     taken: set[str] = set()
     for level in levels:
@@ -66,8 +77,8 @@ def discover(roots, *, input_shapes=(), timeout=None) -> list[Case]:
     for root in roots:
         root = Path(root)
         for path in find_model_files(root):
-            if path.resolve() not in seen:  # overlapping or repeated folders
-                seen.add(path.resolve())
+            if _absolute(path) not in seen:  # overlapping or repeated folders
+                seen.add(_absolute(path))
                 entries.append((path, root))
     defaults = defaults_layer(input_shapes, timeout=timeout)
     cases = []

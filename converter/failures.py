@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 
@@ -27,22 +29,44 @@ class Stage(str, enum.Enum):
 
 
 class FailureKind(str, enum.Enum):
+    """Each kind answers what a run does with it: `model` (the model's own: its result is cached,
+    and an earlier deliverable is removed, since it no longer matches a model that fails so) or
+    not (it may be the machine's: a slow or loaded machine, memory, a full disk; not cached). A new
+    kind must say which (tests walk every member)."""
+
+    def __new__(cls, value: str, model: bool):
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.model = model
+        return member
+
     def __str__(self) -> str:
         return self.value
 
-    LOAD_ERROR = "load_error"
-    UNTRUSTED_PICKLE = "untrusted_pickle"
-    SPEC_ERROR = "spec_error"
-    EXPORT_ERROR = "export_error"
-    SAVEDMODEL_ERROR = "savedmodel_error"
-    TFLITE_ERROR = "tflite_error"
-    FLEX_OPS = "flex_ops"
-    SHAPE_MISMATCH = "shape_mismatch"
-    NUMERIC_MISMATCH = "numeric_mismatch"
-    VACUOUS_CHECK = "vacuous_check"
-    TIMEOUT = "timeout"
-    OUT_OF_MEMORY = "out_of_memory"
-    CRASH = "crash"
+    @property
+    def cached(self) -> bool:
+        return self.model
+
+    @property
+    def removes_deliverable(self) -> bool:
+        """A model that fails so no longer matches what an earlier run delivered. A full disk says
+        nothing about the model: the earlier deliverable stays."""
+        return self is not FailureKind.DISK_FULL
+
+    LOAD_ERROR = ("load_error", True)
+    UNTRUSTED_PICKLE = ("untrusted_pickle", True)
+    SPEC_ERROR = ("spec_error", True)
+    EXPORT_ERROR = ("export_error", True)
+    SAVEDMODEL_ERROR = ("savedmodel_error", True)
+    TFLITE_ERROR = ("tflite_error", True)
+    FLEX_OPS = ("flex_ops", True)
+    SHAPE_MISMATCH = ("shape_mismatch", True)
+    NUMERIC_MISMATCH = ("numeric_mismatch", True)
+    VACUOUS_CHECK = ("vacuous_check", True)
+    TIMEOUT = ("timeout", False)
+    OUT_OF_MEMORY = ("out_of_memory", False)
+    CRASH = ("crash", False)
+    DISK_FULL = ("disk_full", False)
 
 
 MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
@@ -54,9 +78,25 @@ def is_memory_error(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in MEMORY_MARKERS)
 
 
+DISK_ADVICE = "free space on that disk, or give the run other folders (--reports-dir, --tflite-dir, TMPDIR)"
+DISK_MARKERS = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(m in f"{exc}" for m in DISK_MARKERS)
+
+
+def disk_full_message(exc: BaseException, during: str) -> str:
+    where = getattr(exc, "filename", None)
+    place = f" writing {Path(where).name} in {Path(where).parent}" if where else ""
+    return f"no space left on the disk{place} during {during}; {DISK_ADVICE}"
+
+
 def reraise_if_memory(exc: BaseException) -> None:
-    """Stages wrap library errors in their own kind; running out of memory must stay out_of_memory."""
-    if is_memory_error(exc):
+    """Stages wrap library errors in their own kind; running out of memory or disk must stay what it is."""
+    if is_memory_error(exc) or is_disk_full(exc):
         raise exc
 
 

@@ -14,7 +14,7 @@ import urllib.parse
 from .columns import PAGE, row
 from .failures import Stage
 from .recipes import FP32, RECIPES
-from .report import counts_of, format_cell
+from .report import counts_of, ended_line, format_cell
 from .results import Outcome, Result
 from .settings import file_name
 
@@ -112,7 +112,7 @@ def _order(records: dict[str, Result], marks: dict) -> list[str]:
     return sorted(records, key=lambda m: (rank(m), m))
 
 
-def render(records: dict[str, Result], versions: dict, gate: dict | None = None) -> str:
+def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None) -> str:
     gate = gate or {}
     labels, marks = gate.get("labels", {}), gate.get("marks", {})
     longest = max([sum(r.stage_seconds.values()) for r in records.values()] + [0.0])
@@ -173,6 +173,7 @@ th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>
 <h1>TFLite conversion summary</h1>
+{f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
 output's range; <code>err</code> and <code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
 <span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;

@@ -22,7 +22,7 @@ import psutil
 
 from . import forkserver
 from .environment import child_environment, tool_versions
-from .failures import MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
+from .failures import DISK_ADVICE, DISK_MARKERS, MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
 from .protocol import JOB_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
 from .results import Result
@@ -74,14 +74,26 @@ def _signal_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-def _log_tail_mentions_memory(log: Path) -> bool:
+def _log_tail(log: Path) -> str:
     try:
         with open(log, "rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 20000))
-            tail = fh.read().decode(errors="replace")
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+DISK_FREE_FLOOR = 2**20  # less than this free beside the artifacts: the child died of a full disk
+
+
+def _disk_was_full(artifacts: Path, tail: str) -> bool:
+    """The child's own log says so, or its disk has no room left (the log itself may not have fitted)."""
+    if any(m in tail for m in DISK_MARKERS):
+        return True
+    try:
+        return shutil.disk_usage(artifacts).free < DISK_FREE_FLOOR
     except OSError:
         return False
-    return any(m in tail for m in MEMORY_MARKERS)
 
 
 def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
@@ -117,9 +129,11 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
         return result
     progress = read_progress(artifacts / PROGRESS_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)  # no child runs here any more (live.py reads it so)
+    tail = _log_tail(artifacts / "convert.log")
     failure = classify_death(child.returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
                              limit_mb=limit_mb, timeout=timeout,
-                             log_mentions_memory=_log_tail_mentions_memory(artifacts / "convert.log"))
+                             log_mentions_memory=any(m in tail for m in MEMORY_MARKERS),
+                             disk_full=ended_by is None and _disk_was_full(artifacts, tail))
     result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
                            stage_seconds=progress.get("stage_seconds", {}), seconds=round(seconds, 3),
                            peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
@@ -189,7 +203,7 @@ def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[Fai
 
 
 def classify_death(returncode: int, ended_by: FailureKind | None, stage: str, *, peak_mb: float,
-                   limit_mb: float, timeout: float, log_mentions_memory: bool) -> Failure:
+                   limit_mb: float, timeout: float, log_mentions_memory: bool, disk_full: bool = False) -> Failure:
     """Why a child ended without a result, in one line."""
     if ended_by is FailureKind.OUT_OF_MEMORY:
         return Failure(ended_by, stage, f"resident memory exceeded the {limit_mb:.0f} MB ceiling "
@@ -197,6 +211,10 @@ def classify_death(returncode: int, ended_by: FailureKind | None, stage: str, *,
     if ended_by is FailureKind.TIMEOUT:
         return Failure(ended_by, stage, f"no result after the {timeout:g} s timeout (still in {stage}); "
                                         "raise timeout in the model's .toml if it is just slow")
+    if disk_full:  # it could not write its result, or died trying: the machine's, not the model's
+        return Failure(FailureKind.DISK_FULL, stage, f"the conversion process ended (status {returncode}) during "
+                                                     f"{stage} with no space left on the disk of its artifacts; "
+                                                     f"{DISK_ADVICE}")
     if log_mentions_memory:  # e.g. an uncaught std::bad_alloc aborts with SIGABRT
         return Failure(FailureKind.OUT_OF_MEMORY, stage, f"allocation failed during {stage}; {MEMORY_ADVICE}")
     if returncode == -getattr(signal, "SIGKILL", 9):

@@ -85,15 +85,35 @@ class Terminated(KeyboardInterrupt):
     process group, writing what is known) runs as on Ctrl-C."""
 
 
-def terminate_on_sigterm() -> None:
-    """Install once in the main thread of a process that starts conversion children."""
+_terminating = threading.Event()
+
+
+def terminating() -> bool:
+    """SIGTERM has come: nothing more is delivered or started, whatever was under way."""
+    return _terminating.is_set()
+
+
+def terminate_on_sigterm(on_signal=None) -> None:
+    """Install once in the main thread of a process that starts conversion children. `on_signal`
+    runs first (the xdist controller passes the signal on to its workers)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         return
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        return  # someone else's handler: theirs to keep
+        return  # someone else's handler (or ours, installed already): theirs to keep
 
     def handler(signum, frame):
+        _terminating.set()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        if on_signal is not None:
+            with contextlib.suppress(Exception):
+                on_signal()
         raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def signal_children(sig: int = getattr(signal, "SIGTERM", 15)) -> None:
+    """Pass a signal on to this process's direct children (an xdist controller's workers)."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(sig)

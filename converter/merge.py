@@ -20,7 +20,7 @@ from pathlib import Path
 from .protocol import write_bytes_atomic
 from .results import SCHEMA_VERSION, Outcome, Result
 from .settings import BY_NAME, SettingsError, argparse_help, option_kwargs, resolve
-from .summaries import conclude, relative_dirs
+from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
 
@@ -30,11 +30,13 @@ class MergeError(Exception):
 
 
 def _unique_keys(pairs):
-    keys = [k for k, _ in pairs]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise ValueError(f"the key {repeated[0]!r} appears twice")
-    return dict(pairs)
+    """A key written twice would silently keep its last copy: one of two records of a model hidden."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {repeated!r} appears twice")
+    return found
 
 
 def read_shard(folder: Path) -> dict[str, Result]:
@@ -163,12 +165,17 @@ def main(argv=None) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     first = headers[0]
     dirs = sorted({d for h in headers for d in h.get("settings", {}).get("models_dirs", [])})
-    summary, gate = conclude(
-        records, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
-        settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
-        baseline=settings.baseline, thresholds=settings.thresholds,
-        models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records))
-    write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
+    try:
+        summary, gate = conclude(
+            records, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
+            settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
+            baseline=settings.baseline, thresholds=settings.thresholds,
+            models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records))
+        write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
+    except (SummariesUnwritten, OSError) as exc:  # a full or read-only disk: one line, not a traceback
+        reason = str(exc) if isinstance(exc, SummariesUnwritten) else f"{exc.filename}: {exc.strerror or exc}"
+        print(f"{parser.prog}: error: the merged reports cannot be written: {reason}", file=sys.stderr)
+        return 1
     counts = summary["counts"]
     print(f"merged {len(shards)} shards: {counts.get('passed', 0)} converted and verified, "
           f"{counts.get('failed', 0)} failed, {counts.get('xfailed', 0)} failed as expected; "

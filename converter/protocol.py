@@ -22,6 +22,7 @@ JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "result.json"
 WAITING_FILE = "waiting.json"  # a model waiting for one of the machine's conversion slots (slots.py)
+SAMPLES_FILE = "samples.npz"  # the sample inputs, PyTorch's outputs and ONNX's and the TF model's (the cache)
 
 
 @dataclass(frozen=True)

@@ -8,26 +8,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from . import baseline as baseline_file
+from . import cache, slots
 from .assertions import ExpectedConversionFailure
 from .baseline import Severity
 from .columns import junit_properties, onnx2tf_runs_line
 from .discovery import discover
 from .environment import tool_versions
-from .failures import FailureKind, Stage
-from .lifeline import terminate_on_sigterm
+from .failures import FailureKind, Stage, is_disk_full
+from .lifeline import signal_children, terminate_on_sigterm, terminating
 from .live import StatusThread, running_conversions, status_line, waiting_conversions
 from .output_folders import OutputsError, prepare
+from .report import ended_line
 from .results import Outcome, Result
 from .runner import convert_case
 from .settings import SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import OPSET
-from .summaries import conclude, relative_dirs
+from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -35,6 +38,7 @@ CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
 LOCK_KEY = pytest.StashKey[object]()
 CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
+CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
 
 
 def pytest_addoption(parser):
@@ -92,9 +96,13 @@ def pytest_configure(config):
     config.stash[CONVERSIONS_KEY] = {}
     if getattr(config.option, "help", False) or getattr(config.option, "version", False):
         return
-    terminate_on_sigterm()  # a cancelled CI job ends like Ctrl-C: children killed, summaries written
     if hasattr(config, "workerinput"):
+        terminate_on_sigterm()  # the controller passes a cancelled job's SIGTERM on: this worker stops at once
         return
+    # a cancelled CI job ends like Ctrl-C (children killed, summaries written), and the workers
+    # stop now, not after the model each is converting (which would then be delivered after the signal)
+    terminate_on_sigterm(on_signal=signal_children)
+    settings = _usable_cache(config, settings)
     _cap_workers(config, settings.max_conversions)
     for note in settings.deprecations:  # old spellings still work for one release
         config.issue_config_time_warning(pytest.PytestDeprecationWarning(note), stacklevel=2)
@@ -112,6 +120,20 @@ def pytest_configure(config):
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
 
 
+def _usable_cache(config, settings: Settings) -> Settings:
+    """A cache folder that cannot be written, or that others could plant entries in, is not used:
+    the run goes on without it and says so (checked before the first conversion, like the other folders)."""
+    if config.option.collectonly:
+        return settings
+    settings, note = cache.usable(settings)
+    if note:
+        config.stash[CACHE_NOTE_KEY] = note
+        config.stash[SETTINGS_KEY] = settings
+        # the workers resolve their settings from the options: the cache is off for them too
+        config.option.tflite_no_cache = True
+    return settings
+
+
 def pytest_unconfigure(config):
     lock = config.stash.get(LOCK_KEY, None)
     if lock is not None:
@@ -127,6 +149,8 @@ def pytest_report_header(config):
              f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
              f"timeout {s.timeout:g} s; at most {s.max_conversions} at once on this machine"
              f"{'' if s.preload else '; no preloaded process'}"]
+    note = config.stash.get(CACHE_NOTE_KEY, None)
+    lines = lines + [f"cache: {note}"] if note else lines
     capped = config.stash.get(CAPPED_KEY, None)
     lines += [f"workers: -n {capped} capped at {s.max_conversions}: more would only wait for a conversion "
               "slot (--max-conversions)"] if capped else []
@@ -185,6 +209,46 @@ def pytest_runtest_makereport(item, call):
         report.tflite_result = result.to_dict()
 
 
+def escaped_id(model_id: str, config) -> str:
+    """A model id as pytest writes it into node ids: non-ASCII escaped, unless the ini key that
+    turns that off is set (pytest 9.2's `_pytest.compat.ascii_escaped`, the function it uses;
+    tests/test_trust.py checks a killed worker's model with a Chinese name is still found)."""
+    from _pytest.compat import ascii_escaped
+
+    if config.getini("disable_test_id_escaping_and_forfeit_all_rights_to_community_support"):
+        return model_id
+    return ascii_escaped(model_id)
+
+
+JUNIT_PROBE_BYTES = 256 * 1024  # a generous JUnit report of a large batch
+
+
+def guard_junit(config) -> str | None:
+    """Before pytest's junitxml writes (its sessionfinish runs after this plugin's): a report it
+    cannot write whole would be cut off midway, under a 59-line traceback. Where its folder has no
+    room, the stale report is removed and the new one not written, and the reason is one line.
+    (pytest 9.2: `_pytest.junitxml.xml_key`, `LogXML.logfile`; the full-disk test covers both.)"""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return None
+    path = Path(xml.logfile)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".junit-probe-") as probe:
+            probe.write(b"\0" * JUNIT_PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        if not is_disk_full(exc):
+            return None  # its own error, as pytest reports it
+        path.unlink(missing_ok=True)
+        xml.logfile = os.devnull
+        return f"the JUnit report cannot be written to {path}: no space left on its disk (the previous one was removed)"
+    return None
+
+
 def _outcome(report) -> Outcome:
     if hasattr(report, "wasxfail") and report.skipped:
         return Outcome.XFAILED
@@ -212,6 +276,8 @@ class ControllerReport:
         self.summary: dict | None = None
         self.gate: baseline_file.GateOutcome | None = None
         self._discovered_ids: set[str] | None = None
+        self._escaped_ids: dict[str, str] | None = None
+        self.unwritten: list[str] = []  # reports the disk had no room for
         self._expected: set[str] = set()  # model tests collected (under xdist: by the workers)
         self._started = time.time()  # a progress file from before this run describes no conversion of it
         self._status: StatusThread | None = None
@@ -274,26 +340,42 @@ class ControllerReport:
                                                        _no_result_message(report), outcome=Outcome.FAILED)
 
     def _model_id_of(self, nodeid: str) -> str | None:
+        """The model a node id names. pytest escapes non-ASCII ids in node ids ('模型' reads
+        '\\u6a21\\u578b'), and xdist's report of a dead worker carries only the node id."""
         if not nodeid.endswith("]") or "[" not in nodeid:
             return None
         candidate = nodeid.split("[", 1)[1][:-1]
-        return candidate if candidate in self._discovered(self.config.stash[SETTINGS_KEY]) else None
+        if self._escaped_ids is None:
+            self._escaped_ids = {escaped_id(m, self.config): m for m in self._discovered(self.config.stash[SETTINGS_KEY])}
+        return self._escaped_ids.get(candidate)
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml's: guard_junit must see the folder before it writes
     def pytest_sessionfinish(self, session):
         if self._status is not None:
             self._status.stop()
-        if not self.records:
+        if not self.records and not terminating():
             return
         s = self.config.stash[SETTINGS_KEY]
-        self.summary, self.gate = conclude(
-            self.records, reports_dir=s.reports_dir, versions=tool_versions(),
-            settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
-                      "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout,
-                      "max_conversions": s.max_conversions, "preload": s.preload},
-            baseline=s.baseline, thresholds=s.thresholds,
-            models_dirs=relative_dirs(s.models_dirs, self.config.rootpath), discovered=self._discovered(s),
-            update=self.config.getoption("tflite_baseline_update"),
-            judge=session.exitstatus != pytest.ExitCode.INTERRUPTED)
+        interrupted = terminating() or session.exitstatus == pytest.ExitCode.INTERRUPTED
+        ended = None
+        if interrupted:  # what did not run is said, not left out: a cut run must not read as complete
+            ended = {"by": "SIGTERM" if terminating() else "an interrupt",
+                     "not_run": max(0, len(self._expected) - len(self.records))}
+        try:
+            self.summary, self.gate = conclude(
+                self.records, reports_dir=s.reports_dir, versions=tool_versions(),
+                settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
+                          "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout,
+                          "max_conversions": s.max_conversions, "preload": s.preload},
+                baseline=s.baseline, thresholds=s.thresholds,
+                models_dirs=relative_dirs(s.models_dirs, self.config.rootpath), discovered=self._discovered(s),
+                update=self.config.getoption("tflite_baseline_update"), judge=not interrupted, ended=ended)
+        except SummariesUnwritten as exc:
+            self.summary, self.gate = exc.summary, exc.gate
+            self.unwritten.append(str(exc))
+        self.unwritten += [line for line in (guard_junit(self.config),) if line]
+        if self.unwritten:  # a run whose reports are missing must not read as a success
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.gate is not None and self.gate.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -303,11 +385,18 @@ class ControllerReport:
         return self._discovered_ids
 
     def pytest_terminal_summary(self, terminalreporter):
+        for line in self.unwritten:
+            terminalreporter.line(f"ERROR: {line}", red=True)
+        for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1]):
+            if note:
+                terminalreporter.line(f"note: {note}")
         if not self.summary:
             return
         s = self.config.stash[SETTINGS_KEY]
         counts = self.summary["counts"]
         terminalreporter.section("tflite conversion")
+        if self.summary.get("ended"):
+            terminalreporter.line(ended_line(self.summary["ended"]), red=True)
         run = len(self.summary["models"]) - counts.get("gone", 0)
         terminalreporter.line(
             f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "

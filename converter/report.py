@@ -16,7 +16,8 @@ def format_result(result: Result, settings=None) -> str:
         lines.append(f"  {result.failure.one_line(result.model_id)}")
     times = "  ".join(f"{s} {result.stage_seconds[s]:.1f}s" for s in map(str, Stage) if s in result.stage_seconds)
     runs = f"   onnx2tf runs {result.onnx2tf_runs}" if result.onnx2tf_runs else ""
-    lines.append(f"  stages: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB{runs}")
+    when = " when it was converted" if result.cache_hit else ""  # not this run's: it converted nothing
+    lines.append(f"  stages{when}: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB{runs}")
     if result.load:
         shapes = ", ".join(f"{n} {list(s)}" for n, s in zip(result.load.input_names, result.load.input_shapes))
         lines.append(f"  loaded: {result.load.format}; inputs {shapes}")
@@ -26,7 +27,8 @@ def format_result(result: Result, settings=None) -> str:
     for caveat in result.caveats:
         lines.append(f"  warning: {caveat.describe()}")
     if result.cache_hit:
-        lines.append("  restored from the cache: model, spec, harness and tools unchanged (--no-cache converts it again)")
+        lines.append("  restored from the cache: the same model bytes, spec and tools; its TFLite files run again and judged "
+                     "against today's tolerances (--no-cache converts it again)")
     for fix in result.fixes:
         lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
     if result.divergence:
@@ -68,6 +70,11 @@ def format_cell(value, kind: str) -> str:
     return str(value)
 
 
+def _cell(text: str) -> str:
+    """One Markdown table cell: a '|' or a line break (a model named 'a\\nb') would split its row."""
+    return " ".join(text.replace("|", "\\|").splitlines())
+
+
 def counts_of(records: dict[str, Result]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in records.values():
@@ -86,11 +93,19 @@ def build_summary(records: dict[str, Result], versions: dict, settings: dict) ->
             "table": {m: row(records[m]) for m in sorted(records)}}
 
 
-def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | None = None) -> str:
+def ended_line(ended: dict | None) -> str | None:
+    if not ended:
+        return None
+    return (f"The run was ended by {ended['by']} before it finished: {ended['not_run']} model(s) did not run, and "
+            "nothing was delivered after it.")
+
+
+def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | None = None,
+                     ended: dict | None = None) -> str:
     """The table with the row's columns, and the verdict against the baseline when there is one."""
     labels = (gate or {}).get("labels", {})
     counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items()) or "no models"
-    lines = ["# TFLite conversion summary", "",
+    lines = ["# TFLite conversion summary", ""] + ([ended_line(ended), ""] if ended else []) + [
              f"{len(records)} models: {counts}.", "",
              "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs; "
              "`err` and `cosine` are the deliverable's.", ""]
@@ -100,18 +115,18 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
         cells = row(records[model_id])
         out = [f"`{model_id}`"] + [format_cell(cells[c.key], c.fmt) for c in TABLE]
         out += [labels.get(model_id, "")] if labels else []
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in out) + " |")
+        lines.append("| " + " | ".join(_cell(c) for c in out) + " |")
     failures = [(m, r) for m, r in sorted(records.items()) if r.failure]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{m}` ({row(r)['outcome']}): {r.failure.stage} [{r.failure.kind.value}]: {r.failure.message}"
+        lines += [f"- `{_cell(m)}` ({row(r)['outcome']}): {r.failure.stage} [{r.failure.kind.value}]: {r.failure.message}"
                   for m, r in failures]
     runs = onnx2tf_runs_line(records.values())
     lines += ["", runs + "."] if runs else []
     caveats = [(m, c) for m, r in sorted(records.items()) for c in r.caveats]
     if caveats:
         lines += ["", "## Checks that prove little", ""]
-        lines += [f"- `{m}`: {c.describe()}" for m, c in caveats]
+        lines += [f"- `{_cell(m)}`: {c.describe()}" for m, c in caveats]
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
                   "unless --keep-intermediates).",

@@ -151,6 +151,7 @@ class LoadResult:
     input_names: tuple[str, ...]
     input_shapes: tuple[tuple[int, ...], ...]
     caveats: tuple[Caveat, ...] = ()
+    model_sha256: str = ""  # of the bytes the conversion loaded (the cache keys on them)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Callable, Iterator
 from . import cache
 from .discovery import Case
 from .environment import tool_versions
-from .failures import FailureKind, Stage
+from .failures import FailureKind, Stage, disk_full_message, is_disk_full
 from .isolation import run_isolated
-from .lifeline import guardians_of_this_process
+from .lifeline import Terminated, guardians_of_this_process, terminating
 from .protocol import RESULT_FILE, WAITING_FILE, write_bytes_atomic, write_json_atomic
 from .results import Result
 from .settings import Settings
@@ -25,40 +25,76 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
     deliverable = settings.deliverable_for(case.model_id)
     if case.spec is None:
         shutil.rmtree(artifacts, ignore_errors=True)  # nothing from an earlier run may pass for this one
-        result = Result.failed(case.model_id, str(case.path), FailureKind.SPEC_ERROR, Stage.SPEC,
-                               case.spec_error, versions=tool_versions())
-        result.write(artifacts / RESULT_FILE)
+        result = Result.failed(case.model_id, str(case.path), case.error_kind, Stage.SPEC, case.spec_error,
+                               versions=tool_versions())
     else:
-        entry = cache.key(case.spec, settings.threads, settings.memory_limit_mb) if settings.cache_dir else None
-        result = cache.restore(settings.cache_dir, entry, artifacts, case.model_id, str(case.path)) if entry else None
-        if result is None:
-            try:
-                with _machine_slot(settings, case, artifacts, on_progress):
-                    result = run_isolated(case.spec, artifacts, threads=settings.threads,
-                                          memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
-                                          on_progress=on_progress, preload=settings.preload,
-                                          diagnosis_share=settings.diagnosis_share,
-                                          fail_on_vacuous=settings.fail_on_vacuous)
-            except NoSlot as exc:  # not cached: a timeout is not the model's own
-                result = Result.failed(case.model_id, str(case.path), FailureKind.TIMEOUT, Stage.LOAD, str(exc),
-                                       versions=tool_versions())
-                result.write(artifacts / RESULT_FILE)
-            if entry:
-                cache.store(settings.cache_dir, entry, result, artifacts)
-    if result.passed:
-        write_bytes_atomic(deliverable, Path(result.deliverable_of(result.delivered).path).read_bytes())
-        if not settings.keep_intermediates:
-            _drop_intermediates(artifacts)
-        result = dataclasses.replace(result, deliverable=str(deliverable), artifacts_bytes=_footprint(artifacts))
-        result.write(artifacts / RESULT_FILE)
-    else:
-        # a deliverable from an earlier run no longer matches this model: shipping it would
-        # pass off an unverified file as verified (its artifacts stay, for diagnosis)
-        deliverable.unlink(missing_ok=True)
+        try:
+            result = _converted(case, settings, artifacts, on_start, on_progress)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            result = _disk_full(case, exc, "the run's own files")
+    return _delivered(result, case, settings, artifacts, deliverable)
+
+
+def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_progress) -> Result:
+    """From the cache when an entry holds up under today's spec, else converted in a child."""
+    digest = cache.file_digest(case.path) if settings.cache_dir else None
+    entry = cache.key(case.spec, digest) if digest else None
+    result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, threads=settings.threads) if entry else None
+    if result is not None:
+        return result
+    try:
+        with _machine_slot(settings, case, artifacts, on_progress):
+            result = run_isolated(case.spec, artifacts, threads=settings.threads,
+                                  memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
+                                  on_progress=on_progress, preload=settings.preload,
+                                  diagnosis_share=settings.diagnosis_share, fail_on_vacuous=settings.fail_on_vacuous)
+    except NoSlot as exc:  # not cached: a timeout is not the model's own
+        return Result.failed(case.model_id, str(case.path), FailureKind.TIMEOUT, Stage.LOAD, str(exc),
+                             versions=tool_versions())
+    converted = result.load.model_sha256 if result.load else None
+    if entry and converted:
+        if converted != digest:  # the file was replaced while its run waited: the bytes converted decide
+            print(f"--- {case.model_id}: the model file changed before it was loaded; cached under the bytes "
+                  "that were converted")
+            entry = cache.key(case.spec, converted)
+        cache.store(settings.cache_dir, entry, result, artifacts)
+    return result
+
+
+def _delivered(result: Result, case: Case, settings: Settings, artifacts: Path, deliverable: Path) -> Result:
+    """The deliverable copied (only by a run that goes on: none after SIGTERM), or an earlier one
+    removed (it no longer matches a model that fails so), and the record written."""
+    try:
+        if result.passed:
+            if terminating():
+                raise Terminated("terminated before delivering")
+            write_bytes_atomic(deliverable, Path(result.deliverable_of(result.delivered).path).read_bytes())
+            if not settings.keep_intermediates:
+                _drop_intermediates(artifacts)
+            result = dataclasses.replace(result, deliverable=str(deliverable))
+        elif result.failure.kind.removes_deliverable:
+            # a deliverable from an earlier run no longer matches this model: shipping it would
+            # pass off an unverified file as verified (its artifacts stay, for diagnosis)
+            deliverable.unlink(missing_ok=True)
         if artifacts.is_dir():
             result = dataclasses.replace(result, artifacts_bytes=_footprint(artifacts))
             result.write(artifacts / RESULT_FILE)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        during = f"delivering {deliverable.name} to {deliverable.parent}" if result.passed else "writing its record"
+        return _disk_full(case, exc, during, result)
     return result
+
+
+def _disk_full(case: Case, exc: OSError, during: str, result: Result | None = None) -> Result:
+    """The machine's disk, not the model: one line, nothing cached, an earlier deliverable kept."""
+    fields = {k: getattr(result, k) for k in ("load", "export", "savedmodel", "stage_seconds", "seconds",
+                                               "peak_rss_mb")} if result is not None else {}
+    return Result.failed(case.model_id, str(case.path), FailureKind.DISK_FULL, Stage.TEST,
+                         disk_full_message(exc, during), versions=tool_versions(), **fields)
 
 
 # a verified model needs none of these again (its TFLite files, log and result stay): they are

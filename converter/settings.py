@@ -205,8 +205,18 @@ def _pick(setting: Setting, cli, env: Mapping[str, str], ini: Mapping[str, objec
     return setting.default, "default"
 
 
-def _truthy(value) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _switch(value) -> bool:
+    """An on/off setting: a flag, or one of TRUE / FALSE from the environment or ini
+    (TFLITE_HARNESS_NO_CACHE=nan is an error, not silently "off")."""
+    if value is True or value is False or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    raise ValueError(f"must be one of {', '.join(TRUE + FALSE[:-1])}, not {value!r}")
 
 
 def _split(value) -> list[str]:
@@ -247,6 +257,9 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
     def number(name):
         return None if value(name) is None else checked(name, lambda v: bounded(BY_NAME[name].limit, v))
 
+    def switch(name):
+        return checked(name, _switch)
+
     shapes = checked("input_shape", lambda v: tuple(parse_shape(s) for s in _split(v)))
     thresholds = checked("regression_threshold", parse_thresholds)
     slots = number("max_conversions") or machine_slots()
@@ -265,13 +278,13 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         baseline=base / str(value("baseline")),
         thresholds=thresholds,
         sources=sources,
-        cache_dir=None if _truthy(value("no_cache")) else base / str(value("tflite_cache_dir")),
-        keep_intermediates=_truthy(value("keep_intermediates")),
-        preload=not _truthy(value("no_preload")),
+        cache_dir=None if switch("no_cache") else base / str(value("tflite_cache_dir")),
+        keep_intermediates=switch("keep_intermediates"),
+        preload=not switch("no_preload"),
         max_conversions=slots,
         slow_stage_fraction=number("slow_stage_fraction"),
         diagnosis_share=number("diagnosis_share"),
-        fail_on_vacuous=_truthy(value("fail_on_vacuous")),
+        fail_on_vacuous=switch("fail_on_vacuous"),
         status_interval=number("status_interval"),
         deprecations=tuple(dict.fromkeys(notes)),
     )

@@ -9,6 +9,7 @@ killed worker never keeps a slot.
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import tempfile
@@ -23,21 +24,34 @@ MEMORY_PER_CONVERSION = 2 * 2**30  # ResNet-18 peaks near 1.5 GB; a larger model
 POLL_SECONDS = 0.2
 
 
-def default_folder() -> Path:
-    """Shared by the user's processes. A folder someone else made (to hold every lock) is not
-    used: this process then counts only its own conversions."""
+def _own_folder(folder: Path) -> Path:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+        raise PermissionError(f"{folder} belongs to another user")
+    return folder
+
+
+@functools.lru_cache(maxsize=1)
+def default_folder() -> tuple[Path, str | None]:
+    """Shared by the user's processes, and why it is not the usual one. A folder someone else made
+    there (to hold every lock) is not used: the user's own cache folder is, so this user's runs
+    still share their slots, and the reason is said once."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # a container's arbitrary uid has no name
         user = str(os.getuid())
-    folder = Path(tempfile.gettempdir()) / f"tflite-harness-slots-{user}"
+    usual = Path(tempfile.gettempdir()) / f"tflite-harness-slots-{user}"
     try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
-            raise PermissionError(f"{folder} belongs to another user")
-    except OSError:
-        folder = Path(tempfile.mkdtemp(prefix="tflite-harness-slots-"))
-    return folder
+        return _own_folder(usual), None
+    except OSError as exc:
+        own = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tflite-harness" / "slots"
+        try:
+            return _own_folder(own), (f"the machine's slot folder {usual} cannot be used ({exc}): this user's runs share "
+                                      f"{own} instead, and other users' conversions are not counted")
+        except OSError:
+            private = Path(tempfile.mkdtemp(prefix="tflite-harness-slots-"))
+            return private, (f"no shared slot folder could be used ({exc}): this run counts only its own "
+                             f"conversions ({private})")
 
 
 def machine_slots() -> int:
@@ -55,17 +69,25 @@ def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[f
                     limit: float | None = None) -> Iterator[int]:
     """Hold one of `count` slots for the body; waits (polling) while all are taken, calling
     `on_wait` with the seconds waited so far at each poll, for at most `limit` seconds."""
-    folder = folder or default_folder()
+    folder = folder or default_folder()[0]
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     first = os.getpid() % count  # waiting processes try different slots first
     order = [(first + i) % count for i in range(count)]
     start = time.monotonic()
+    broken: dict[Path, str] = {}
     while True:
         for index in order:
-            lock = FileLock(folder / f"slot-{index}.lock", preserve_lock_file=True)  # no unlink races
+            path = folder / f"slot-{index}.lock"
+            lock = FileLock(path, preserve_lock_file=True)  # no unlink races
             try:
                 lock.acquire(timeout=0)
             except Timeout:
+                continue
+            except OSError as exc:  # a folder or an unreadable file where a lock belongs: that slot is lost
+                broken[path] = exc.strerror or str(exc)
+                if len(broken) == count:
+                    raise NoSlot(f"no conversion slot can be taken: every lock file in {folder} is unusable "
+                                 f"({path.name}: {broken[path]}); remove them") from None
                 continue
             try:
                 yield index

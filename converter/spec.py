@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,8 +316,9 @@ def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None) -> dict:
 
 def folder_layers(model_path: Path, root: Path | None) -> list[tuple[Path, dict]]:
     """`models.toml` files from root down to the model's folder (nearest last)."""
-    model_dir = Path(model_path).resolve().parent
-    root = Path(root).resolve() if root is not None else model_dir
+    # where the model is listed, not where a symbolic link leads (a blob store outside the folder)
+    model_dir = Path(os.path.abspath(model_path)).parent
+    root = Path(os.path.abspath(root)) if root is not None else model_dir
     dirs = [model_dir]
     if model_dir != root and root in model_dir.parents:
         dirs = [root] + [p for p in reversed(model_dir.parents) if root in p.parents] + [model_dir]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import baseline as baseline_file
+from .failures import is_disk_full
 from .html_report import render as render_html
 from .protocol import write_json_atomic, write_text_atomic
 from .report import build_summary, summary_markdown
@@ -16,6 +17,15 @@ from .results import Result
 from .thresholds import Thresholds
 
 SUMMARY_FILES = ("summary.json", "summary.md", "summary.html")
+
+
+class SummariesUnwritten(Exception):
+    """The summaries could not be written (a full disk): one line, and no stale ones left behind;
+    the summary and the gate's outcome it holds are still shown."""
+
+    def __init__(self, message: str, summary: dict, gate):
+        super().__init__(message)
+        self.summary, self.gate = summary, gate
 
 
 def relative_dirs(dirs, root: Path) -> list[str]:
@@ -31,8 +41,9 @@ def relative_dirs(dirs, root: Path) -> list[str]:
 
 def conclude(records: dict[str, Result], *, reports_dir: Path, versions: dict, settings: dict, baseline: Path,
              thresholds: Thresholds, models_dirs: list[str], discovered: set[str], update: bool = False,
-             judge: bool = True) -> tuple[dict, baseline_file.GateOutcome | None]:
-    """Judge `records` (model id -> Result, its outcome set) against the baseline, then write the summaries."""
+             judge: bool = True, ended: dict | None = None) -> tuple[dict, baseline_file.GateOutcome | None]:
+    """Judge `records` (model id -> Result, its outcome set) against the baseline, then write the
+    summaries. `ended`: how a run cut short ended ({"by": "SIGTERM", "not_run": 15}), said in each."""
     records = dict(records)
     gate = None
     if judge:  # a partial (interrupted) run is not judged
@@ -44,7 +55,18 @@ def conclude(records: dict[str, Result], *, reports_dir: Path, versions: dict, s
     verdict = None
     if gate is not None:
         verdict = summary["baseline"] = {"path": str(baseline), **gate.to_dict()}
-    write_json_atomic(Path(reports_dir) / "summary.json", summary)
-    write_text_atomic(Path(reports_dir) / "summary.md", summary_markdown(records, versions, verdict))
-    write_text_atomic(Path(reports_dir) / "summary.html", render_html(records, versions, verdict))
+    if ended is not None:
+        summary["ended"] = ended
+    folder = Path(reports_dir)
+    try:
+        write_json_atomic(folder / "summary.json", summary)
+        write_text_atomic(folder / "summary.md", summary_markdown(records, versions, verdict, ended))
+        write_text_atomic(folder / "summary.html", render_html(records, versions, verdict, ended))
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        for name in SUMMARY_FILES:  # a previous run's summaries must not pass for this one's
+            (folder / name).unlink(missing_ok=True)
+        raise SummariesUnwritten(f"the summaries cannot be written to {folder}: no space left on its disk "
+                                 "(the previous run's were removed)", summary, gate) from None
     return summary, gate

@@ -20,8 +20,16 @@ def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
     assert [d.outputs for d in again.deliverables] == [d.outputs for d in first.deliverables]
     assert [d.bytes for d in again.deliverables] == [d.bytes for d in first.deliverables]
     assert (tmp_path / "out" / "net.tflite").read_bytes() == Path(first.deliverable_of("drq").path).read_bytes()
-    model.with_suffix(".toml").write_text("[tolerance]\ndrq = 0.2\n" + model.with_suffix(".toml").read_text())
-    assert not convert(tmp_path, model).cache_hit  # the spec is part of the key
+    sidecar = model.with_suffix(".toml")
+    sidecar.write_text("[tolerance]\ndrq = 0.2\n" + sidecar.read_text())
+    loose = convert(tmp_path, model)  # a tolerance changes no conversion: the entry is judged again with it
+    assert loose.cache_hit and loose.deliverable_of("drq").outputs[0].tolerance == 0.2
+    sidecar.write_text(sidecar.read_text().replace("drq = 0.2", "drq = 1e-9"))
+    strict = convert(tmp_path, model)  # today's tolerance decides, not the one the entry was judged with
+    assert strict.cache_hit and strict.failure.kind.value == "numeric_mismatch"
+    assert not (tmp_path / "out" / "net.tflite").exists()
+    sidecar.write_text(sidecar.read_text().replace("drq = 1e-9", "drq = 0.2") + "range = [0.0, 1.0]\n")
+    assert not convert(tmp_path, model).cache_hit  # what the spec says to convert is part of the key
     assert not convert(tmp_path, model, no_cache="1").cache_hit
 
 
@@ -34,7 +42,7 @@ def test_a_tampered_entry_is_detected_and_rebuilt(tmp_path):
     rebuilt = convert(tmp_path, model)
     assert rebuilt.passed and not rebuilt.cache_hit
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert set(manifest) == {"result.json", "model_drq.tflite"}
+    assert set(manifest["files"]) == {"result.json", "model_drq.tflite", "samples.npz"}
     assert convert(tmp_path, model).cache_hit  # the rebuilt entry serves again
 
 

@@ -33,7 +33,7 @@ from converter.stages import offline
 from converter.stages.export import run_onnxruntime
 from converter.stages.graph import REWRITES, _simplify
 from converter.stages.load import make_inputs
-from converter.stages.metrics import compare
+from converter.metrics import compare
 from converter.stages.savedmodel import to_savedmodel
 from converter.stages.tflite import to_tflite
 from converter.stages.verify import run_tflite

@@ -20,6 +20,8 @@ CHILDREN = {
     "exits": "import sys; sys.exit(3)",
     "bad_alloc": "import os, sys; print('terminate called after throwing an instance of std::bad_alloc', "
                  "flush=True); os.abort()",
+    # /dev/full answers every write with ENOSPC, as a full disk does
+    "finds the disk full": "f = open('/dev/full', 'w'); f.write('x' * 8192); f.flush()",
     "writes progress, then dies": (
         "import json, os, sys, pathlib; "
         "pathlib.Path(sys.argv[1]).parent.joinpath('progress.json').write_text("
@@ -39,6 +41,7 @@ def run_fake(tmp_path, child: str, **limits):
     ("exits", FailureKind.CRASH, "exited with status 3 during load without a result"),
     ("bad_alloc", FailureKind.OUT_OF_MEMORY, "allocation failed during load; give the conversion more memory"),
     ("writes progress, then dies", FailureKind.CRASH, "exited with status 9 during savedmodel"),
+    ("finds the disk full", FailureKind.DISK_FULL, "ended (status 1) during load with no space left on the disk"),
 ])
 def test_a_child_that_dies_is_classified_from_how_it_died(tmp_path, child, kind, words):
     result = run_fake(tmp_path, child)

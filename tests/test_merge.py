@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -53,3 +54,41 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
     assert complete.returncode == 1 and "no regression against" in complete.stdout  # c_noshape still fails
     overlap = merge(harness, "shard1", "shard1", "--reports-dir", "merged")
     assert overlap.returncode == 2 and "is in two shards" in overlap.stderr
+
+    tamper(harness, harness.path / "shard1")
+    nan_baseline = harness.path / "nan_baseline.json"
+    stored = (harness.path / "model_cases" / "baseline.json").read_text()
+    nan_baseline.write_text(stored.replace('"err": ', '"err": NaN, "was": ', 1))
+    gated = merge(harness, "shard1", "shard2", "shard3", "--reports-dir", "merged", "--baseline", str(nan_baseline))
+    # NaN compares false with everything: it would have let any error growth through
+    assert gated.returncode == 1 and "holds NaN" in gated.stdout and "Traceback" not in gated.stdout + gated.stderr
+
+
+def tamper(harness, shard: Path) -> None:
+    """Shards a hand or a broken job edited: each is one line and a usage exit status, never a traceback."""
+    import shutil
+
+    text = (shard / "summary.json").read_text()
+    summary = json.loads(text)
+    record = summary["models"]["a_net"]
+    no_outcome = {k: v for k, v in record.items() if k != "outcome"}
+    nan_figure = json.loads(json.dumps(record))
+    nan_figure["deliverables"][0]["outputs"][0]["range_rel_err"] = float("nan")
+    variants = {
+        "a row that is a string": ({**summary, "models": {"a_net": "passed"}}, "is a str, not a record"),
+        "a row with no outcome": ({**summary, "models": {"a_net": no_outcome}}, "is not a record"),
+        "a passed row with NaN": ({**summary, "models": {"a_net": nan_figure}}, "figure that is not finite"),
+        "a repeated model": (text.replace('"models": {', '"models": {"a_net": {}, ', 1), "appears twice"),
+        "a JUnit count that is no number": (summary, "a count is not a number"),
+    }
+    for name, (content, words) in variants.items():
+        folder = harness.path / f"tampered_{len(os.listdir(harness.path))}"
+        shutil.copytree(shard, folder)
+        (folder / "summary.json").write_text(content if isinstance(content, str) else json.dumps(content))
+        if "JUnit" in name:
+            junit = folder / "junit.xml"
+            junit.write_text(junit.read_text().replace('tests="1"', 'tests="abc"'))
+        done = merge(harness, str(folder), "--reports-dir", "merged_tampered")
+        assert done.returncode == 2, (name, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stdout + done.stderr, name

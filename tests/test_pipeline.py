@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,16 @@ def convert(tmp_path, model: Path, **cli) -> Result:
     return convert_case(case, settings)
 
 
+def autograph_files() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("__autograph_generated_file*"))
+
+
 def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m", shape=(1, 3, 32, 32))
+    autograph_before = autograph_files()
     result = convert(tmp_path, model)
+    # TensorFlow's generated code goes to the child's own TMPDIR, removed with it
+    assert not autograph_files() - autograph_before
     assert result.passed, result.failure
     assert result.export.exporter == "legacy" and result.export.opset == 17
     assert result.savedmodel.input_perms == ((0, 2, 3, 1),)  # NCHW -> NHWC applied by onnx2tf
@@ -52,7 +60,7 @@ def test_cnn_converts_verifies_and_delivers_offline(tmp_path):
     artifacts = tmp_path / "reports" / "artifacts" / "cnn"
     kept = {p.name for p in artifacts.iterdir()}
     assert {"model_drq.tflite", "convert.log", "result.json"} <= kept and "model_fp32.tflite" not in kept
-    assert not {"model.onnx", "saved_model"} & kept  # a verified model needs its intermediates no more
+    assert not {"model.onnx", "saved_model", "tmp"} & kept  # a verified model needs its intermediates no more
     on_disk = sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file())
     assert abs(result.artifacts_bytes - on_disk) < 4096  # the footprint reported (result.json was rewritten after)
     assert Result.read(artifacts / "result.json") == result

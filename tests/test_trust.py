@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _pytest.compat import ascii_escaped
 
 from converter.failures import FailureKind
 
@@ -289,27 +290,55 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
 
 # --- faults that must not hang, orphan or lose a run -------------------------------------------
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_sigterm_to_pytest_kills_the_conversion_and_delivers_nothing(harness, tmp_path, workers):
-    builders.factory_model(harness.path / "models", "slow", builders.waiting_model_source(kill_parent=False),
+@pytest.mark.parametrize("workers", [[], ["-n", "1"], ["-n", "2"]], ids=["plain", "one_worker", "two_workers"])
+def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(harness, tmp_path, workers):
+    models = harness.path / "models"
+    for name in ("b_net", "c_net"):
+        builders.torchscript_cnn(models, name=name, seed=len(name))
+    run(harness, "--models-dir", "models").assert_outcomes(passed=2)  # cached: a rerun would restore them
+    for old in (harness.path / "tflite_models").glob("*.tflite"):
+        old.unlink()
+    builders.factory_model(models, "a_slow", builders.waiting_model_source(kill_parent=False),
                            "slowness:waits", (1, 4))
     pid_file = tmp_path / "child.pid"
     proc = start_pytest(harness, "--models-dir", "models", *workers,
                         env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)))
     try:
         child = wait_for_pid(pid_file, proc)
+        family = psutil.Process(proc.pid).children(recursive=True)  # workers, preloaded processes, children
+        signalled = time.time()
         proc.send_signal(signal.SIGTERM)  # pytest alone, as `docker stop` or a cancelled CI job does
-        proc.communicate(timeout=120)
-        assert proc.returncode != 0
+        out = proc.communicate(timeout=120)[0]
+        ended = time.time()
+        assert proc.returncode != 0, out
         assert gone_within(child, 30), "the conversion child outlived the run"
-        assert not (harness.path / "tflite_models" / "slow.tflite").exists()
+        assert ended - signalled < 30, f"pytest lived {ended - signalled:.0f} s after SIGTERM"
+        deadline = time.monotonic() + 15
+        while (left := [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes of the run outlived it: {[(p.pid, p.name()) for p in left]}"
     finally:
         with_group_killed(proc)
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    assert summary["ended"]["by"] == "SIGTERM"
+    ran = set(summary["models"])
+    assert summary["ended"]["not_run"] == 3 - len(ran), summary["ended"]
+    if not workers or workers == ["-n", "1"]:  # one model at a time: the queued two never started
+        assert summary["ended"]["not_run"] >= 2 and "b_net" not in ran and "c_net" not in ran
+    assert "a_slow" not in {m for m, r in summary["models"].items() if r["outcome"] == "passed"}
+    for delivered in (harness.path / "tflite_models").glob("*.tflite"):  # delivered before the signal, and reported
+        assert delivered.stat().st_mtime < signalled, f"{delivered.name} was delivered after SIGTERM"
+        assert summary["models"][delivered.stem]["outcome"] == "passed"
+    assert "did not run, and nothing was delivered after it" in (harness.path / "reports" / "summary.md").read_text()
+    assert "The run was ended by SIGTERM" in out
 
 
 def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itself(harness, tmp_path):
     models = harness.path / "models"
-    builders.factory_model(models, "killer", builders.waiting_model_source(kill_parent=True), "killers:waits", (1, 4))
+    # pytest escapes a non-ASCII id in its node ids: the crash must still be matched to its model
+    builders.factory_model(models, "killer 模型", builders.waiting_model_source(kill_parent=True), "killers:waits",
+                           (1, 4))
     for name in ("a_net", "b_net", "z_net"):
         builders.torchscript_cnn(models, name=name)
     pid_file = tmp_path / "child.pid"
@@ -322,12 +351,14 @@ def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itse
     assert proc.returncode == 1, out
     assert gone_within(int(pid_file.read_text()), 10), "the killed worker's child lives on"
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
-    assert sorted(rows) == ["a_net", "b_net", "killer", "z_net"]
-    assert rows["killer"]["failure"]["kind"] == "crash" and "worker" in rows["killer"]["failure"]["message"]
+    killer = "killer 模型"
+    assert sorted(rows) == ["a_net", "b_net", killer, "z_net"]
+    assert rows[killer]["failure"]["kind"] == "crash" and "worker" in rows[killer]["failure"]["message"]
     assert all(rows[m]["outcome"] == "passed" for m in ("a_net", "b_net", "z_net"))
     names = {c.get("name") for c in ET.parse(harness.path / "junit.xml").getroot().iter("testcase")}
-    assert names == {f"test_model[{m}]" for m in rows}
-    assert not (harness.path / "tflite_models" / "killer.tflite").exists()
+    assert names == {f"test_model[{ascii_escaped(m)}]" for m in rows}
+    assert "3 converted and verified, 1 failed, 0 failed as expected, of 4 models" in out
+    assert not [p for p in (harness.path / "tflite_models").iterdir() if p.name.startswith("killer")]
 
 
 def with_group_killed(proc: subprocess.Popen) -> None:

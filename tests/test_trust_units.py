@@ -144,7 +144,7 @@ def test_random_bytes_are_not_a_pytorch_file_and_get_no_pickle_advice(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(ConversionError) as info:
-        sniff_format(path)
+        sniff_format(path.read_bytes())
     assert info.value.kind is FailureKind.LOAD_ERROR and "not a PyTorch file" in info.value.message
     assert "trust_pickle" not in info.value.message
 
@@ -186,4 +186,69 @@ def test_a_legacy_torch_save_file_is_still_recognised(tmp_path):
 
     path = tmp_path / "old.pt"
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
-    assert sniff_format(path) == "pickle_archive"
+    assert sniff_format(path.read_bytes()) == "pickle_archive"
+
+
+def pt2_with(members: int, prefix: str = "plain/") -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for i in range(members):
+            zf.writestr(f"{prefix}data/{i}", b"")
+    return buffer.getvalue()
+
+
+def test_a_pt2_of_40000_members_is_refused_by_count_and_a_repeated_name_found_in_one_pass():
+    from converter.stages.pickle_safety import MAX_MEMBERS, inspect_pt2
+
+    with pytest.raises(ConversionError, match="archive has 40,000 members, more than the 10,000"):
+        inspect_pt2(pt2_with(40_000))
+    below = pt2_with(MAX_MEMBERS - 1)
+    import io
+    import zipfile
+
+    buffer = io.BytesIO(below)
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(buffer, "a") as zf:
+        zf.writestr("plain/data/7", b"")  # one name twice among 9,999 others
+    with pytest.raises(ConversionError, match="member plain/data/7 appears more than once"):
+        inspect_pt2(buffer.getvalue())
+
+
+def test_a_pt2_declaring_more_than_64_gb_is_refused_before_anything_is_read():
+    import struct
+
+    from converter.stages.pickle_safety import inspect_pt2
+
+    data = bytearray(pt2_with(17))
+    at = 0
+    while (at := data.find(b"PK\x01\x02", at)) != -1:  # each member's central-directory entry
+        struct.pack_into("<I", data, at + 24, 0xFFFFFFF0)  # declares 4 GB once unpacked
+        at += 4
+    with pytest.raises(ConversionError, match=r"declares 68\.0 GB once unpacked, more than 64 GB"):
+        inspect_pt2(bytes(data))
+
+
+@pytest.mark.parametrize("value", ["nan", "maybe", "2"])
+def test_a_switch_that_is_neither_on_nor_off_is_refused(value):
+    with pytest.raises(SettingsError, match="TFLITE_HARNESS_NO_CACHE"):
+        resolve({}, env={"TFLITE_HARNESS_NO_CACHE": value}, ini={})
+
+
+def test_a_model_name_with_a_newline_or_a_pipe_keeps_its_summary_row_whole():
+    from converter.report import summary_markdown
+
+    records = {name: builders.record(model_id=name) for name in ("two\nlines", "a|b", "plain")}
+    table = [ln for ln in summary_markdown(records, {}).splitlines() if ln.startswith("|")]
+    columns = table[0].count("|")
+    assert len(table) == 2 + 3 and all(ln.count("|") - ln.count("\\|") == columns for ln in table), table
+
+
+def test_every_failure_kind_says_whether_it_is_the_models():
+    machine = {FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH, FailureKind.DISK_FULL}
+    for kind in FailureKind:
+        assert isinstance(kind.model, bool), kind
+        assert kind.model == (kind not in machine), kind  # a new kind must be placed on purpose
+        assert kind.cached == kind.model  # what may be the machine's is converted again next time
+        assert kind.removes_deliverable == (kind is not FailureKind.DISK_FULL), kind

@@ -12,10 +12,10 @@ from hypothesis.extra import numpy as hnp
 
 from converter.discovery import assign_ids, discover
 from converter.failures import Failure, FailureKind, normalise_message
+from converter.metrics import compare
 from converter.results import Result
 from converter.settings import SettingsError, resolve
 from converter.spec import SpecError, defaults_layer, load_spec, parse_shape
-from converter.stages.metrics import compare
 
 
 def write(path, text=""):

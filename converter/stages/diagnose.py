@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import scale_of
 from ..protocol import build, plain, write_json_atomic, write_text_atomic
 from ..results import Divergence, NodeError
-from .metrics import scale_of
 
 PRECISION_FACTOR = 10  # a converted error up to this many times PyTorch's own float32 error is float32's
 # one float32 op computed two ways differs by ~1e-7 of its scale: a tensor off by more departs, even

@@ -21,11 +21,11 @@ import onnx
 import torch
 
 from ..failures import ConversionError, FailureKind, reraise_if_memory, stage_step
+from ..metrics import compare
 from ..results import ExportResult, Fix
 from ..spec import OPSET, ModelSpec
 from . import symbolics
 from .load import LoadedModel
-from .metrics import compare
 from .model_outputs import FlatOutputs
 
 _UNSUPPORTED_OP = re.compile(r"ONNX export of operator ([\w:.]+)[^.\n\[]*")
@@ -126,8 +126,9 @@ def run_onnxruntime(path: Path, input_names, arrays, threads: int) -> tuple[list
 
 
 def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_path: Path,
-                output_names, threads: int, *, flatten: bool = False) -> ExportResult:
-    """The first exporter whose ONNX file runs and matches PyTorch; the last one tried otherwise."""
+                output_names, threads: int, *, flatten: bool = False, outputs: list | None = None) -> ExportResult:
+    """The first exporter whose ONNX file runs and matches PyTorch; the last one tried otherwise.
+    `outputs`, when given, receives onnxruntime's outputs of the file kept."""
     start = time.perf_counter()
     args = [torch.from_numpy(a) for a in arrays]
     input_names = [i.name for i in loaded.inputs]
@@ -138,8 +139,8 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
         last = position == len(order) - 1
         path = out_path.with_name(f"{out_path.stem}.{exporter}.onnx")  # an earlier attempt stays intact
         try:
-            opset, shapes, comparisons, fixes = _attempt(exporter, spec, loaded, args, arrays, reference, path,
-                                                         input_names, output_names, flatten, threads)
+            opset, shapes, comparisons, ran, fixes = _attempt(exporter, spec, loaded, args, arrays, reference, path,
+                                                              input_names, output_names, flatten, threads)
         except ConversionError as exc:  # a file was written, and it is wrong
             if last:
                 raise
@@ -153,6 +154,8 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
             errors.append((exporter, exc))
             attempts.append(f"{exporter}: {describe_export_error(exc)}")
             continue
+        if outputs is not None:
+            outputs[:] = ran
         result = ExportResult(exporter=exporter, opset=opset, onnx_path=str(path),
                               onnx_bytes=path.stat().st_size, input_shapes=shapes,
                               attempts=(), outputs=comparisons, seconds=0.0, fixes=fixes)
@@ -174,7 +177,7 @@ def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_pat
 
 def _attempt(exporter: str, spec: ModelSpec, loaded: LoadedModel, args, arrays, reference, path: Path,
              input_names, output_names, flatten: bool, threads: int):
-    """One exporter's file, written and checked: (opset, input shapes, comparisons, fixes). A
+    """One exporter's file, written and checked: (opset, input shapes, comparisons, outputs, fixes). A
     failure for want of a symbolic that symbolics.py has registers it, and the export runs again."""
     added: list[Fix] = []
     while True:
@@ -211,7 +214,7 @@ def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arra
                               f"ONNX has {len(outputs)} outputs, PyTorch returns {len(reference)}")
     comparisons = tuple(compare(n, r, o, spec.tolerance_for("onnx", n))
                         for n, r, o in zip(names, reference, outputs))
-    return opset, shapes, comparisons
+    return opset, shapes, comparisons, outputs
 
 
 def _all_failed_message(errors) -> str:

@@ -6,9 +6,11 @@ plus an architecture factory) and, only when the user opted in, full pickled mod
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import os
+import stat
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -31,23 +33,47 @@ class LoadedModel:
     module: object  # torch.nn.Module, ScriptModule or torch.export.ExportedProgram
     format: str
     inputs: tuple[InputSpec, ...]
+    sha256: str = ""  # of the bytes loaded
 
 
 NOT_PYTORCH = "not a PyTorch file: neither a TorchScript / torch.export archive nor a torch.save file"
 
 
-def sniff_format(path: Path) -> str:
-    """Tell TorchScript, ExportedProgram and torch.save files apart without unpickling."""
-    if not path.is_file():
-        raise ConversionError(FailureKind.LOAD_ERROR, f"model file does not exist: {path.name}")
-    if path.stat().st_size == 0:
+NOT_A_FILE = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def read_model_file(path: Path, max_bytes: float = 0) -> bytes:
+    """The model's bytes, read once: what is hashed, inspected and loaded is the same, whatever
+    happens to the file meanwhile. A FIFO or a device is never opened (it would block, or never
+    end); a file larger than the memory ceiling is refused before it is read."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        gone = "a symbolic link to a missing file" if os.path.islink(path) else "missing"
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file {path.name} is {gone}") from None
+    kind = stat.S_IFMT(info.st_mode)
+    if kind != stat.S_IFREG:
+        raise ConversionError(FailureKind.LOAD_ERROR,
+                              f"model file {path.name} is {NOT_A_FILE.get(kind, 'not a regular file')}, not a file")
+    if info.st_size == 0:
         raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):
-        if is_legacy_torch_save(path):
+    if max_bytes and info.st_size > max_bytes:
+        raise ConversionError(FailureKind.OUT_OF_MEMORY,
+                              f"model file is {info.st_size / 2**20:,.0f} MB, more than the "
+                              f"{max_bytes / 2**20:,.0f} MB memory ceiling: loading it cannot fit")
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def sniff_format(data: bytes) -> str:
+    """Tell TorchScript, ExportedProgram and torch.save files apart without unpickling."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        if is_legacy_torch_save(data):
             return "pickle_archive"
         raise ConversionError(FailureKind.LOAD_ERROR, NOT_PYTORCH)
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from exc
@@ -99,9 +125,9 @@ def _from_state_dict(state, spec: ModelSpec):
     return module
 
 
-def _load_pickle_archive(path: Path, spec: ModelSpec):
+def _load_pickle_archive(path: Path, data: bytes, spec: ModelSpec):
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything beyond tensors and plain containers
         reraise_if_memory(exc)
         if refusal_kind(exc) is FailureKind.LOAD_ERROR:
@@ -130,9 +156,7 @@ def _load_pickle_archive(path: Path, spec: ModelSpec):
                           f"file holds a {type(obj).__name__} that is neither a state_dict nor a module")
 
 
-def _load_exported_program(path: Path, spec: ModelSpec):
-    # read once: the bytes inspected are the bytes loaded, whatever happens to the file meanwhile
-    data = path.read_bytes()
+def _load_exported_program(data: bytes, spec: ModelSpec):
     if not spec.trust_pickle:
         inspect_pt2(data)
     return torch.export.load(io.BytesIO(data))
@@ -148,26 +172,29 @@ def _example_inputs_of(program) -> tuple[InputSpec, ...]:
                            inv.get(t.dtype, "float32")) for i, t in enumerate(tensors))
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
+def load_model(spec: ModelSpec, max_bytes: float = 0) -> LoadedModel:
     path = Path(spec.path)
     if not spec.trust_pickle:
         # a second wall behind inspect_pt2: torch itself then refuses every weights_only=False load
         os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    sniffed = sniff_format(path)
+    data = read_model_file(path, max_bytes)
+    digest = hashlib.sha256(data).hexdigest()
+    sniffed = sniff_format(data)
     fmt = spec.format if spec.format != "auto" else sniffed
     with stage_step(FailureKind.LOAD_ERROR, f"cannot load as {fmt}"):
         if fmt == "torchscript":
-            module, fmt = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+            module, fmt = torch.jit.load(io.BytesIO(data), map_location="cpu"), "torchscript"
         elif fmt == "exported_program":
-            module = _load_exported_program(path, spec)
+            module = _load_exported_program(data, spec)
         else:
-            module, fmt = _load_pickle_archive(path, spec)
+            module, fmt = _load_pickle_archive(path, data, spec)
+    del data
     inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())
     if not inputs:
         raise ConversionError(FailureKind.SPEC_ERROR, "no input shape: add [[inputs]] to the model's .toml")
     if hasattr(module, "eval"):
         module.eval()
-    return LoadedModel(module, fmt, tuple(inputs))
+    return LoadedModel(module, fmt, tuple(inputs), digest)
 
 
 def make_inputs(inputs: tuple[InputSpec, ...], seed: int) -> list[np.ndarray]:

@@ -9,12 +9,12 @@ and refuses it before `torch.export.load` sees it, unless every pickle in it is 
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import pickletools
 import posixpath
 import zipfile
-from pathlib import Path
 
 from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
 
@@ -26,10 +26,10 @@ ADVICE = ("if you trust its source, set trust_pickle = true in its .toml (CLI: -
           "better, re-export it with plain tensors only")
 
 
-def is_legacy_torch_save(path: Path) -> bool:
+def is_legacy_torch_save(data: bytes) -> bool:
     """Read, never execute, the first pickle of the file: torch.save wrote its magic number there."""
     try:
-        with open(path, "rb") as fh:
+        with io.BytesIO(data) as fh:
             for count, (opcode, arg, _) in enumerate(pickletools.genops(fh)):
                 if arg == LEGACY_MAGIC:
                     return True
@@ -77,6 +77,10 @@ def _config_entries(zf: zipfile.ZipFile, name: str) -> dict:
     return config
 
 
+MAX_MEMBERS = 10_000  # members of a .pt2 archive
+MAX_DECLARED_BYTES = 64 * 2**30  # what its members declare they unpack to
+
+
 def inspect_pt2(data: bytes) -> None:
     """Raise untrusted_pickle unless torch.export.load would unpickle nothing beyond plain tensors."""
     try:
@@ -84,8 +88,18 @@ def inspect_pt2(data: bytes) -> None:
     except zipfile.BadZipFile as exc:
         raise ConversionError(FailureKind.LOAD_ERROR, f"corrupt archive ({exc})") from exc
     with zf:
-        names = zf.namelist()
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:  # a real ExportedProgram has tens of members; inspecting each costs time
+            raise ConversionError(FailureKind.LOAD_ERROR, f"archive has {len(infos):,} members, more than the "
+                                                          f"{MAX_MEMBERS:,} a .pt2 file may have")
+        declared = sum(i.file_size for i in infos)
+        if declared > MAX_DECLARED_BYTES:  # a zip bomb declares what it would unpack to
+            raise ConversionError(FailureKind.LOAD_ERROR, f"archive declares {declared / 2**30:.1f} GB once unpacked, "
+                                                          f"more than {MAX_DECLARED_BYTES / 2**30:.0f} GB")
+        names = [i.filename for i in infos]
+        counts = collections.Counter(names)  # once over the names: 40 000 members took 37 s with names.count
+        repeated = sorted(n for n, k in counts.items() if k > 1)
+        present = set(names)
         if repeated:  # zipfile reads the last copy of a name, torch the first: what is checked must be what loads
             raise ConversionError(FailureKind.UNTRUSTED_PICKLE,
                                   f"archive member {repeated[0]} appears more than once (a crafted archive: "
@@ -105,7 +119,7 @@ def inspect_pt2(data: bytes) -> None:
                                               f"({path_name}); {ADVICE}")
                     if meta.get("use_pickle"):
                         member = posixpath.join(folder, path_name)
-                        if member not in names:
+                        if member not in present:
                             raise ConversionError(FailureKind.LOAD_ERROR,
                                                   f"corrupt archive: {member} is missing")
                         _check_tensor_pickle(zf.read(member), member, tensor_only=True)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,8 +23,19 @@ from typing import Callable
 
 from .. import lifeline
 from ..environment import tool_versions
-from ..failures import MEMORY_ADVICE, ConversionError, Failure, FailureKind, Stage, first_line, is_memory_error, normalise_message
-from ..protocol import PROGRESS_FILE, RESULT_FILE, Job, Progress, build, plain, write_json_atomic
+from ..failures import (
+    MEMORY_ADVICE,
+    ConversionError,
+    Failure,
+    FailureKind,
+    Stage,
+    disk_full_message,
+    first_line,
+    is_disk_full,
+    is_memory_error,
+    normalise_message,
+)
+from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, build, plain, write_json_atomic
 from ..recipes import FP32
 from ..results import Divergence, ExportResult, Fix, LoadResult, Result
 from ..spec import InputSpec, ModelSpec, SpecError
@@ -74,6 +86,8 @@ def classify(exc: BaseException, stage: str) -> Failure:
     if is_memory_error(exc):
         return Failure(FailureKind.OUT_OF_MEMORY, stage,
                        normalise_message(f"{first_line(exc)}; {MEMORY_ADVICE}"))
+    if is_disk_full(exc):
+        return Failure(FailureKind.DISK_FULL, stage, normalise_message(disk_full_message(exc, stage)))
     return Failure(DEFAULT_KIND.get(Stage(stage), FailureKind.CRASH), stage,
                    normalise_message(first_line(exc)))
 
@@ -102,6 +116,8 @@ class Conversion:
     deliverables: tuple = ()  # the TFLite files built, then verified (results.Deliverable)
     graph: object = None  # results.GraphResult: the exported graph, prepared for onnx2tf (None: not used)
     graph_fixes: tuple = ()  # the rewrites that made it
+    onnx_outputs: list = field(default_factory=list)  # onnxruntime's, on the sample inputs
+    tf_outputs: list = field(default_factory=list)  # the TF model's, in PyTorch's layout
     onnx2tf_runs: int = 0
     delivered: str | None = None  # the recipe whose file verified first, in the requested order
 
@@ -115,13 +131,13 @@ def _load(c: Conversion) -> None:
 
     set_threads(c.threads)
     t0 = time.perf_counter()
-    c.loaded = load_model(c.spec)
+    c.loaded = load_model(c.spec, max_bytes=c.memory_limit_mb * 2**20)
     c.arrays = make_inputs(c.loaded.inputs, c.spec.seed)
     c.reference, structure = run_torch(c.loaded, c.arrays)
     c.output_names = _output_names(c.spec, structure.names)
     found = caveats(c.loaded, c.reference, c.output_names, c.spec.seed)
     c.done["load"] = LoadResult(c.loaded.format, time.perf_counter() - t0, tuple(c.input_names),
-                                tuple(tuple(i.shape) for i in c.loaded.inputs), found)
+                                tuple(tuple(i.shape) for i in c.loaded.inputs), found, c.loaded.sha256)
     if found and c.fail_on_vacuous:
         raise ConversionError(FailureKind.VACUOUS_CHECK, found[0].describe() + " (--fail-on-vacuous)")
     c.flatten = structure.needs_flattening and c.spec.auto_fixes
@@ -133,7 +149,7 @@ def _export(c: Conversion) -> None:
     from .export import export_onnx
 
     c.done["export"] = export_onnx(c.spec, c.loaded, c.arrays, c.reference, c.artifacts / "model.onnx",
-                                   c.output_names, c.threads, flatten=c.flatten)
+                                   c.output_names, c.threads, flatten=c.flatten, outputs=c.onnx_outputs)
     c.fixes += c.done["export"].fixes
     # nothing after this needs the PyTorch model: its weights would count in TFLite's peak
     c.loaded = dataclasses.replace(c.loaded, module=None)
@@ -151,9 +167,9 @@ NEXT_MODE = {"simplified": "strict", "strict": "defaults"}
 def _prepare_graph(c: Conversion) -> None:
     """Once, before onnx2tf's first run: the graph simplified and rewritten (graph.py), checked
     against PyTorch like the exported one; a prepared graph that does not match is not used."""
+    from ..metrics import compare
     from .export import run_onnxruntime
     from .graph import prepare
-    from .metrics import compare
 
     path = c.artifacts / PREPARED_ONNX
     c.graph, fixes = prepare(Path(c.done["export"].onnx_path), path)
@@ -195,6 +211,8 @@ def _tensorflow(c: Conversion) -> None:
 
 
 def _in_mode(c: Conversion, mode: str) -> None:
+    import numpy as np
+
     from .savedmodel import PREPARED_MODES
     from .verify import check_tf
 
@@ -207,6 +225,7 @@ def _in_mode(c: Conversion, mode: str) -> None:
 
     def checked(saved, tf_outputs):
         saved, problem = check_tf(c.spec, c.reference, saved, tf_outputs, c.done["export"])
+        c.tf_outputs = [np.transpose(o, np.argsort(p)) for o, p in zip(tf_outputs, saved.output_perms)]
         if problem is not None:
             problem.saved = saved  # the TF model stays at hand for the diagnosis
             raise problem
@@ -315,6 +334,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
         traceback.print_exc()
         failure = classify(exc, c.progress.stage or Stage.LOAD.value)
     c.progress.finish()
+    _write_samples(c)
     # the deliverable is the parent's to copy: only a run that is still alive delivers
     return Result(
         model_id=spec.model_id, model_path=spec.path,
@@ -323,6 +343,23 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
         fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
         seconds=round(time.monotonic() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
         network_attempts=tuple(offline.attempts), onnx2tf_runs=c.onnx2tf_runs, versions=tool_versions(), **c.done)
+
+
+def _write_samples(c: Conversion) -> None:
+    """What the cache proves a restored entry with: the sample inputs, PyTorch's outputs, and
+    onnxruntime's and the TF model's (in PyTorch's layout), as far as the conversion got."""
+    import numpy as np
+
+    if not c.arrays or not c.reference:
+        return
+    arrays = {f"input_{i}": a for i, a in enumerate(c.arrays)}
+    arrays.update({f"reference_{i}": a for i, a in enumerate(c.reference)})
+    arrays.update({f"onnx_{i}": a for i, a in enumerate(c.onnx_outputs)})
+    arrays.update({f"tf_{i}": a for i, a in enumerate(c.tf_outputs)})
+    try:
+        np.savez(c.artifacts / SAMPLES_FILE, **arrays)
+    except OSError:  # a full disk costs the cache its proof, not the model its result
+        (c.artifacts / SAMPLES_FILE).unlink(missing_ok=True)
 
 
 def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
@@ -468,6 +505,11 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     lifeline.hold(job.guardians, parent)
     offline.install()
     artifacts = Path(job.artifacts_dir)
+    # TensorFlow's autograph leaves a __autograph_generated_file*.py per function in the temp folder:
+    # this conversion's own, removed with the rest of its scratch files
+    scratch = artifacts / "tmp"
+    scratch.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     spec = ModelSpec.from_dict(job.spec)
     resumed = None
     if resume:
@@ -483,6 +525,7 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     (artifacts / HANDOFF).unlink(missing_ok=True)
     shutil.rmtree(artifacts / "handoff", ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

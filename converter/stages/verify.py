@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..failures import ConversionError, FailureKind
+from ..metrics import compare
 from ..recipes import FP32
-from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult, labelled_comparisons
+from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult
 from ..spec import ModelSpec
-from .metrics import compare
+from ..verdict import choose, fallback_fixes, first_problem
 
 
 def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list[np.ndarray]:
@@ -39,17 +40,42 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
     return [result[key] for _, key in saved.output_names]
 
 
-def deploy_check(path: str) -> tuple[bool, str]:
-    proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", path],
-                          capture_output=True, text=True, timeout=300,
-                          cwd=str(Path(__file__).resolve().parents[2]))
+DEPLOY_AGREEMENT = 1e-5  # of an output's range: the same file on the same runtime, in another process
+
+
+def deploy_check(path: str, saved: SavedModelResult, arrays, expected: list[np.ndarray]) -> tuple[bool, str]:
+    """The deliverable on the TFLite runtime in a process that never imports TensorFlow (as on a
+    phone: Flex kernels are then missing), on the sample inputs: it must run, and give what it gave
+    here (outputs PyTorch gives as NaN may be NaN; they are judged against PyTorch, not here)."""
+    work = Path(path).parent
+    feed = {key: np.ascontiguousarray(np.transpose(a, perm))
+            for (_, key), perm, a in zip(saved.input_names, saved.input_perms, arrays)}
+    np.savez(work / "deploy_inputs.npz", **feed)
     try:
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return False, f"TFLite runtime process died (status {proc.returncode})"
-    if report["tensorflow_imported"]:
-        return False, "deploy check imported tensorflow, so it proves nothing"
-    return report["ok"], report["error"]
+        proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", path, str(work / "deploy_inputs.npz"),
+                               str(work / "deploy_outputs.npz")], capture_output=True, text=True, timeout=300,
+                              cwd=str(Path(__file__).resolve().parents[2]))
+        try:
+            report = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            return False, f"TFLite runtime process died (status {proc.returncode})"
+        if report["tensorflow_imported"]:
+            return False, "deploy check imported tensorflow, so it proves nothing"
+        if not report["ok"]:
+            return False, report["error"]
+        with np.load(work / "deploy_outputs.npz") as found:
+            for (name, key), here in zip(saved.output_names, expected):
+                there = found[key]
+                if there.shape != here.shape or not np.array_equal(np.isnan(there), np.isnan(here)):
+                    return False, f"output '{name}' differs without TensorFlow (shape {list(there.shape)})"
+                finite = np.isfinite(here) & np.isfinite(there)
+                spread = float(np.ptp(here[finite])) if finite.any() else 0.0
+                if finite.any() and float(np.abs(here[finite] - there[finite]).max()) > DEPLOY_AGREEMENT * max(spread, 1e-12):
+                    return False, f"output '{name}' differs without TensorFlow (the runtime gives other numbers)"
+        return True, ""
+    finally:
+        for name in ("deploy_inputs.npz", "deploy_outputs.npz"):
+            (work / name).unlink(missing_ok=True)
 
 
 def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ...]:
@@ -103,44 +129,24 @@ def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, files: t
            threads: int, deploy: bool = True) -> tuple[VerifyResult, tuple[Deliverable, ...]]:
     start = time.perf_counter()
     checked: list[Deliverable] = []
+    raw: dict[str, list[np.ndarray]] = {}
     for built in files:
-        outputs = run_tflite(built.path, saved, arrays, threads)
+        outputs = raw[built.recipe] = run_tflite(built.path, saved, arrays, threads)
         back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
         checked.append(dataclasses.replace(built, outputs=tuple(
             compare(name, ref, out, spec.tolerance_for(built.recipe, name))
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
     chosen = choose(spec.deliverables, checked)
-    deployable, message = deploy_check(chosen.path) if deploy else (True, "")
+    deployable, message = deploy_check(chosen.path, saved, arrays, raw[chosen.recipe]) if deploy else (True, "")
     return VerifyResult(deployable=deployable, deploy_message=message, seconds=time.perf_counter() - start), tuple(checked)
-
-
-def choose(requested: tuple[str, ...], deliverables) -> Deliverable:
-    """The first requested recipe whose file verified; the first requested when none did."""
-    mine = [d for r in requested for d in deliverables if d.recipe == r]
-    return next((d for d in mine if d.passed), mine[0])
 
 
 def verdict(export: ExportResult, saved: SavedModelResult, result: VerifyResult, deliverables: tuple[Deliverable, ...],
             tfl: TFLiteResult, requested: tuple[str, ...],
             allow_flex: bool) -> tuple[ConversionError | None, Deliverable, tuple[Fix, ...]]:
-    """The first failed check, in a fixed order: shapes, then ONNX / TF model / the chosen recipe's
-    values, then deployability; with the recipe delivered, and the fix when it was not the first asked."""
+    """The first failed check (verdict.first_problem), the recipe delivered, and the fix when it was
+    not the first asked for."""
     chosen = choose(requested, deliverables)
-    # what must hold: ONNX, the TF model, and the chosen recipe; a requested recipe that missed its
-    # tolerance before the chosen one is a recorded fix, not a failure
-    labelled = labelled_comparisons(export, saved, (chosen,))
-    for label, comparison in labelled:
-        if not comparison.shape_ok:
-            return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label)), chosen, ()
-    for label, comparison in labelled:
-        if not comparison.passed:
-            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.brief(label)), chosen, ()
-    if not result.deployable and not (allow_flex and tfl.flex_ops):
-        kind = FailureKind.FLEX_OPS if tfl.flex_ops else FailureKind.TFLITE_ERROR
-        return ConversionError(kind, f"deliverable does not run on the TFLite runtime without "
-                                     f"TensorFlow: {result.deploy_message}"), chosen, ()
-    missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
-    fixes = tuple(Fix("deliverable", chosen.recipe, f"{d.label} output '{d.worst.name}' missed its tolerance "
-                      f"(range-relative max error {d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
-                  for d in missed[:1])
-    return None, chosen, fixes
+    problem = first_problem(export, saved, chosen, deployable=result.deployable, deploy_message=result.deploy_message,
+                            flex_ops=tfl.flex_ops, allow_flex=allow_flex)
+    return problem, chosen, (fallback_fixes(requested, deliverables, chosen) if problem is None else ())

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..results import OutputComparison
+from .results import OutputComparison
 
 _TINY = 1e-12
 
 
 def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> OutputComparison:
+    """The candidate against PyTorch's output on the same inputs. Where PyTorch's own output is NaN
+    or infinite, the candidate must be the same there (a model of log(x) on negative inputs is
+    converted right when it gives NaN where PyTorch does); a non-finite value where PyTorch's is
+    finite (or the other way round) is an element off, and an infinite error."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
@@ -21,12 +25,15 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
                                 float("inf"), nan, None, int(ref.size), int(ref.size), tolerance)
     if ref.size == 0:
         return OutputComparison(name, ref.shape, cand.shape, 0.0, 0.0, 0.0, 0.0, 1.0, None, 0, 0, tolerance)
-    finite = np.isfinite(cand).all() and np.isfinite(ref).all()
-    diff = np.abs(ref - cand) if finite else np.full(ref.shape, np.inf)
-    output_range = float(ref.max() - ref.min()) if finite else float("nan")
-    scale = scale_of(ref, output_range)
+    both = np.isfinite(ref) & np.isfinite(cand)
+    alike = (np.isnan(ref) & np.isnan(cand)) | (np.isinf(ref) & (ref == cand))
+    disagree = ~(both | alike)
+    finite_ref = ref[np.isfinite(ref)]
+    output_range = float(finite_ref.max() - finite_ref.min()) if finite_ref.size else 0.0
+    scale = scale_of(finite_ref if finite_ref.size else np.zeros(1), output_range)
+    diff = np.where(both, np.abs(np.where(both, ref, 0.0) - np.where(both, cand, 0.0)), 0.0)
+    diff = np.where(disagree, np.inf, diff)
     max_abs = float(diff.max())
-    rel = max_abs / scale if finite else float("inf")
     return OutputComparison(
         name=name,
         reference_shape=tuple(ref.shape),
@@ -34,9 +41,9 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         max_abs_err=max_abs,
         mean_abs_err=float(diff.mean()),
         output_range=output_range,
-        range_rel_err=rel,
-        cosine=cosine_similarity(ref, cand) if finite else float("nan"),
-        top1_agreement=top1_agreement(ref, cand),
+        range_rel_err=max_abs / scale,
+        cosine=cosine_similarity(ref[both], cand[both]) if both.any() else (1.0 if not disagree.any() else 0.0),
+        top1_agreement=top1_agreement(ref, cand) if both.all() else None,
         mismatched=int((diff > tolerance * scale).sum()),
         elements=int(ref.size),
         tolerance=tolerance,

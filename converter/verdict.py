@@ -1,0 +1,65 @@
+"""The verdict on a conversion's figures, both sides: the child takes it after verifying, the cache
+takes it again when it restores an entry under today's tolerances. Numpy-free and import-light.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .failures import ConversionError, Failure, FailureKind, Stage, normalise_message
+from .results import Deliverable, ExportResult, Fix, Result, SavedModelResult, labelled_comparisons
+
+
+def choose(requested: tuple[str, ...], deliverables) -> Deliverable | None:
+    """The first requested recipe whose file verified; the first requested when none did."""
+    mine = [d for r in requested for d in deliverables if d.recipe == r]
+    return next((d for d in mine if d.passed), mine[0] if mine else None)
+
+
+def first_problem(export: ExportResult | None, saved: SavedModelResult | None, chosen: Deliverable | None, *,
+                  deployable: bool, deploy_message: str, flex_ops: tuple[str, ...],
+                  allow_flex: bool) -> ConversionError | None:
+    """The first failed check, in a fixed order: shapes, then ONNX / TF model / the chosen recipe's
+    values, then deployability."""
+    labelled = labelled_comparisons(export, saved, (chosen,) if chosen else ())
+    for label, comparison in labelled:
+        if not comparison.shape_ok:
+            return ConversionError(FailureKind.SHAPE_MISMATCH, comparison.describe(label))
+    for label, comparison in labelled:
+        if not comparison.passed:
+            return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.brief(label))
+    if not deployable and not (allow_flex and flex_ops):
+        kind = FailureKind.FLEX_OPS if flex_ops else FailureKind.TFLITE_ERROR
+        return ConversionError(kind, f"deliverable does not run on the TFLite runtime without TensorFlow: {deploy_message}")
+    return None
+
+
+def fallback_fixes(requested: tuple[str, ...], deliverables, chosen: Deliverable) -> tuple[Fix, ...]:
+    """A requested recipe that missed its tolerance before the chosen one: a recorded fix."""
+    missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
+    return tuple(Fix("deliverable", chosen.recipe, f"{d.label} output '{d.worst.name}' missed its tolerance "
+                     f"(range-relative max error {d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
+                 for d in missed[:1])
+
+
+def judge(result: Result, spec) -> Result:
+    """A record's verdict taken again from its comparisons (their tolerances today's): what the
+    cache restores. Only a verdict on figures changes; a failure of another kind stays as it was."""
+    if result.failure is not None and result.failure.kind not in (FailureKind.NUMERIC_MISMATCH,):
+        return result
+    chosen = choose(spec.deliverables, result.deliverables)
+    verify = result.verify
+    problem = first_problem(result.export, result.savedmodel, chosen,
+                            deployable=verify.deployable if verify else False,
+                            deploy_message=verify.deploy_message if verify else "not verified",
+                            flex_ops=result.tflite.flex_ops if result.tflite else (), allow_flex=spec.allow_flex)
+    fixes = tuple(f for f in result.fixes if f.name != "deliverable")
+    if problem is None:
+        return dataclasses.replace(result, status="passed", failure=None, delivered=chosen.recipe,
+                                   fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen))
+    if result.failure is not None and normalise_message(problem.message) == result.failure.message.split("; ")[0]:
+        return result  # the same failure: its message keeps what the diagnosis found then
+    stage = Stage.VERIFY if chosen is not None and not chosen.passed else Stage.SAVEDMODEL
+    return dataclasses.replace(result, status="failed", delivered=None, fixes=fixes,
+                               failure=Failure(problem.kind, stage, normalise_message(
+                                   f"{problem.message} (judged again from the cache; --no-cache converts and "
+                                   "diagnoses it)")))
