@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import cache
+from . import __version__, cache
 from .discovery import Case
 from .lifeline import Terminated, terminate_on_sigterm
 from .live import StageTicker
@@ -20,16 +20,28 @@ from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
 
 
+# what this command writes there (the batch's help says what pytest writes)
+OWN_HELP = {"reports_dir": "where the model's artifacts go: artifacts/<id>/ with result.json, convert.log and "
+                           "its TFLite files"}
+
+
+def program_name() -> str:
+    """`python -m converter`, or the console script's name (`tflite-harness`)."""
+    name = Path(sys.argv[0]).name
+    return "python -m converter" if name in ("__main__.py", "") else name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m converter", allow_abbrev=False,  # "--thr" would be an old spelling, unnoticed
+        prog=program_name(), allow_abbrev=False,  # "--thr" would be an old spelling, unnoticed
         description="Convert one PyTorch model to a verified, dynamic-range-quantized TFLite file.")
     parser.add_argument("model", type=Path, help="a .pt/.pth (TorchScript, state_dict, pickle) or .pt2 file")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
         if setting.cli:
             note = " (given here, it overrides the model's .toml)" if setting.name in OVERRIDES_TOML else ""
             parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.name, default=None,
-                                help=argparse_help(f"{setting.help}{note} [env {setting.env}]"),
+                                help=argparse_help(f"{OWN_HELP.get(setting.name, setting.help)}{note} [env {setting.env}]"),
                                 **option_kwargs(setting))
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")

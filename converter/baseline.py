@@ -21,7 +21,8 @@ from .thresholds import Thresholds
 SCHEMA_VERSION = 2  # 2: per-recipe figures; 1 (drq / fp32 fields) is read and converted
 NUMBERS = (int, float)
 TIMING_NOTE_FACTOR = 3.0  # per-model timing notes only for big swings; the batch total is always shown
-FIELDS = {"status": str, "failure_kind": str, "failure_signature": str, "exporter": str, "opset": int,
+# failure_message: the signature's figures, so a "fails differently" line shows them (the signature, not it, is compared)
+FIELDS = {"status": str, "failure_kind": str, "failure_signature": str, "failure_message": str, "exporter": str, "opset": int,
           "fixes_applied": str, "convert_seconds": float, "delivered": str, "onnx2tf_runs": int, "tf_err": float,
           "recipes": dict}
 RECIPE_FIELDS = {"bytes": int, "err": float, "cosine": float}
@@ -48,6 +49,7 @@ def record(result: Result) -> dict:
                for d in result.deliverables}
     return {"status": cells["outcome"], "failure_kind": cells["failure_kind"],
             "failure_signature": result.failure.signature if result.failure else None,
+            "failure_message": result.failure.message if result.failure else None,
             "exporter": cells["exporter"], "opset": cells["opset"], "fixes_applied": cells["fixes_applied"],
             "convert_seconds": _figure("convert_seconds", result.seconds) if result.status != "gone" else None,
             "delivered": result.delivered, "onnx2tf_runs": cells["onnx2tf_runs"],
@@ -253,7 +255,8 @@ def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict, res
                      "[expect] and update the baseline", "now converts")
     elif new["failure_signature"] != old.get("failure_signature"):
         verdict._add(verdict.regressions, model_id,
-                     f"fails differently: was '{old.get('failure_signature')}', now: {message}",
+                     f"fails differently: was '{old.get('failure_message') or old.get('failure_signature')}', "
+                     f"now: {message}",
                      f"new failure ({new['failure_kind']})")
 
 
@@ -326,7 +329,7 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
         return _info(f"baseline written: {path} ({len(data['models'])} models); commit it")
     if previous is None:
         return _info(f"no baseline at {path}: nothing to gate on; create it with "
-                     "pytest model_cases --baseline-update (then commit it)")
+                     "--baseline-update (then commit it)")
     if previous.get("models_dirs") != models_dirs:
         return _info(f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
                      f"run converts {models_dirs}: not compared; give this folder its own baseline "

@@ -17,12 +17,14 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from . import __version__
 from .protocol import write_bytes_atomic
 from .results import SCHEMA_VERSION, Outcome, Result
 from .settings import BY_NAME, SettingsError, argparse_help, option_kwargs, resolve
 from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
+OWN_HELP = {"reports_dir": "where the merged summary.json/.md/.html and junit.xml go"}
 
 
 class MergeError(Exception):
@@ -142,13 +144,19 @@ def _header(folder: Path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m converter.merge", allow_abbrev=False,
+    name = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog="python -m converter.merge" if name in ("__main__.py", "merge.py", "") else name,
+                                     allow_abbrev=False,
                                      description="Merge the reports folders of a batch's shards into one.")
     parser.add_argument("shards", nargs="+", type=Path, help="the reports folder of each shard")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for name in MERGED_SETTINGS:
         setting = BY_NAME[name]
-        parser.add_argument(setting.flag, dest=name, default=None, help=argparse_help(f"{setting.help} [env {setting.env}]"),
+        parser.add_argument(setting.flag, dest=name, default=None,
+                            help=argparse_help(f"{OWN_HELP.get(name, setting.help)} [env {setting.env}]"),
                             **option_kwargs(setting))
+    parser.add_argument("--baseline-update", action="store_true",
+                        help="rewrite the baseline from the merged shards instead of gating on it")
     return parser
 
 
@@ -170,7 +178,7 @@ def main(argv=None) -> int:
             records, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
             settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
             baseline=settings.baseline, thresholds=settings.thresholds,
-            models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records))
+            models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records), update=args.baseline_update)
         write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
     except (SummariesUnwritten, OSError) as exc:  # a full or read-only disk: one line, not a traceback
         reason = str(exc) if isinstance(exc, SummariesUnwritten) else f"{exc.filename}: {exc.strerror or exc}"

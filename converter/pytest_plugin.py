@@ -1,7 +1,15 @@
-"""pytest plugin: every discovered model is a test case converted in an isolated child.
+"""pytest plugin: every discovered model is a test item converted in an isolated child.
 
-Glue only: options, parametrization, the conversion fixture, JUnit properties and the
-controller-side summary. The work happens in converter/ (runner, report).
+Installed, it is loaded by pytest's `pytest11` entry point everywhere and stays inert unless
+asked: a models folder given with --models-dir (or TFLITE_HARNESS_MODELS_DIR), or named by the
+ini key `models_dir` and inside what pytest collects (so `pytest tests` here converts nothing,
+and `pytest -n 4 model_cases` converts the bundled examples). It then collects the models itself
+(one item per model, `<models folder>::<model id>`), as pytest-mypy collects its checks: a
+repository needs nothing but its models. Your own tests can take the same conversions through
+the `model_case` and `conversion` fixtures.
+
+Glue only: options, collection, JUnit properties and the controller-side summary. The work
+happens in converter/ (runner, report).
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import pytest
 
 from . import baseline as baseline_file
 from . import cache, slots
-from .assertions import ExpectedConversionFailure
+from .assertions import ExpectedConversionFailure, assert_conversion
 from .baseline import Severity
 from .columns import junit_properties, onnx2tf_runs_line
 from .discovery import discover
@@ -28,7 +36,7 @@ from .output_folders import OutputsError, prepare
 from .report import ended_line
 from .results import Outcome, Result
 from .runner import convert_case
-from .settings import SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
+from .settings import BY_NAME, SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import OPSET
 from .summaries import SummariesUnwritten, conclude, relative_dirs
 
@@ -39,6 +47,8 @@ RESULT_ON_ITEM = pytest.StashKey[Result]()
 LOCK_KEY = pytest.StashKey[object]()
 CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
+ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
+CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
 
 
 def pytest_addoption(parser):
@@ -90,12 +100,48 @@ def _settings(config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _collected_paths(config) -> list[Path]:
+    """What pytest was asked to collect: its arguments (node ids cut to their path), else testpaths."""
+    invocation = Path(config.invocation_params.dir)
+    return [Path(os.path.abspath(invocation / str(a).split("::", 1)[0])) for a in config.args]
+
+
+def _asked(config, settings: Settings) -> bool:
+    """A models folder given as an option or in the environment, or named in the ini and inside
+    what pytest collects (or containing it: `pytest models/sub` reruns part of a folder)."""
+    if not settings.models_dirs:
+        return False
+    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dir"].env):
+        return True
+    paths = _collected_paths(config)
+    return any(_overlap(d, p) for d in map(_absolute, settings.models_dirs) for p in paths)
+
+
+def _absolute(path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _overlap(folder: Path, path: Path) -> bool:
+    """pytest collecting `path` reaches (part of) `folder`."""
+    return folder == path or path in folder.parents or folder in path.parents
+
+
+def active(config) -> bool:
+    return config.stash.get(ACTIVE_KEY, False)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads the path
 def pytest_configure(config):
     settings = config.stash[SETTINGS_KEY] = _settings(config)
     config.stash[CONVERSIONS_KEY] = {}
     if getattr(config.option, "help", False) or getattr(config.option, "version", False):
         return
+    if not _asked(config, settings):
+        return  # installed everywhere, it acts only where a models folder is asked for
+    config.stash[ACTIVE_KEY] = True
+    for folder in map(_absolute, settings.models_dirs):  # asked by option, apart from what pytest collects
+        if not any(_overlap(folder, p) for p in _collected_paths(config)):
+            config.args.append(str(folder))
     if hasattr(config, "workerinput"):
         terminate_on_sigterm()  # the controller passes a cancelled job's SIGTERM on: this worker stops at once
         return
@@ -109,6 +155,12 @@ def pytest_configure(config):
     missing = [str(d) for d in settings.models_dirs if not d.exists()]
     if missing:  # before collection, so it is one line and not a collection error per test file
         raise pytest.UsageError(f"models folder not found: {', '.join(missing)}")
+    files = [str(d) for d in settings.models_dirs if not d.is_dir()]
+    if files:
+        raise pytest.UsageError(f"models folder is a file, not a folder: {', '.join(files)} (the CLI converts one "
+                                "model: python -m converter FILE)")
+    if not cases(config):
+        raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, settings.models_dirs))}")
     if getattr(config.option, "xmlpath", None) is None:
         # the JUnit report always goes beside the other reports, wherever pytest runs from
         config.option.xmlpath = str(settings.reports_dir / "junit.xml")
@@ -134,6 +186,114 @@ def _usable_cache(config, settings: Settings) -> Settings:
     return settings
 
 
+def pytest_collect_directory(path, parent):
+    """A models folder is collected by the plugin: what pytest finds there, then one item per model."""
+    if active(parent.config) and _absolute(path) in map(_absolute, parent.config.stash[SETTINGS_KEY].models_dirs):
+        return ModelsDir.from_parent(parent, path=path)
+    return None
+
+
+def cases(config):
+    """The discovered models (once per process: every xdist worker discovers the same, sorted)."""
+    if CASES_KEY not in config.stash:
+        s = config.stash[SETTINGS_KEY]
+        config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout)
+    return config.stash[CASES_KEY]
+
+
+def _marks(config, case) -> list:
+    # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
+    timeout = 2 * (case.spec.timeout if case.spec else config.stash[SETTINGS_KEY].timeout) + OUTER_TIMEOUT_MARGIN
+    marks = [pytest.mark.timeout(timeout)]
+    if case.spec and case.spec.expect:
+        marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True, raises=ExpectedConversionFailure))
+    return marks
+
+
+class ModelsDir(pytest.Dir):
+    """A folder holding models (a models folder, or a folder below it): what pytest finds there as
+    usual, then a node per model file, and a ModelsDir per subfolder holding models. The tree follows
+    the files, so `pytest models/a/net.pt` reruns one model as pytest reruns one test file; which
+    files are models is discovery's (the same as the CLI's: links, FIFOs and all)."""
+
+    models: list | None = None  # the cases below this folder (None: a models folder's own, from discovery)
+
+    @classmethod
+    def from_parent(cls, parent, *, path, models=None):
+        node = super().from_parent(parent, path=path)
+        node.models = models
+        return node
+
+    def collect(self):
+        here = _absolute(self.path)
+        models = self.models
+        if models is None:
+            models = [c for c in cases(self.config) if _absolute(c.root) == here]
+        direct, below = [], {}
+        for case in models:
+            first, *rest = _absolute(case.path).relative_to(here).parts
+            if rest:
+                below.setdefault(first, []).append(case)
+            else:
+                direct.append(case)
+        for node in super().collect():
+            if not (isinstance(node, pytest.Directory) and _absolute(node.path).parent == here
+                    and _absolute(node.path).name in below):
+                yield node  # anything else pytest finds here; the folders holding models are ours
+        for name in sorted(below):
+            yield ModelsDir.from_parent(self, path=here / name, models=below[name])
+        for case in direct:
+            yield ModelFile.from_parent(self, path=_absolute(case.path), case=case)
+
+
+class ModelFile(pytest.File):
+    """A model file (or what is named like one): one item, named by the model id."""
+
+    @classmethod
+    def from_parent(cls, parent, *, path, case):
+        node = super().from_parent(parent, path=path)
+        node.case = case
+        return node
+
+    def collect(self):
+        yield ModelItem.from_parent(self, name=self.case.model_id, case=self.case)
+
+
+class ModelItem(pytest.Item):
+    """One model: converted in its own child process, its figures recorded in JUnit, its verdict
+    asserted (one line naming the model, the stage and the cause when it fails)."""
+
+    def __init__(self, *, case, **kwargs):
+        super().__init__(**kwargs)
+        self.case = case
+        for mark in _marks(self.config, case):
+            self.add_marker(mark)
+
+    def runtest(self) -> None:
+        result = converted(self.config, self.case)
+        self.stash[RESULT_ON_ITEM] = result
+        self.user_properties.extend(junit_properties(result))
+        assert_conversion(result, self.case.spec.expect if self.case.spec else None)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, AssertionError):
+            return str(excinfo.value)  # the verdict is the message: no traceback of the harness's own code
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.case.path, None, f"model {self.case.model_id}"
+
+
+def converted(config, case) -> Result:
+    """The model converted once per run in this process (the items and the `conversion` fixture share it)."""
+    done = config.stash[CONVERSIONS_KEY]
+    if case.model_id not in done:
+        controller = config.pluginmanager.get_plugin("tflite-controller-report")  # None on a worker
+        done[case.model_id] = convert_case(case, config.stash[SETTINGS_KEY],
+                                           on_progress=controller.status_ticker() if controller else None)
+    return done[case.model_id]
+
+
 def pytest_unconfigure(config):
     lock = config.stash.get(LOCK_KEY, None)
     if lock is not None:
@@ -141,6 +301,8 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
+    if not active(config):
+        return []
     s = config.stash[SETTINGS_KEY]
     versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items())
     lines = [f"tflite harness: {versions}",
@@ -160,35 +322,21 @@ def pytest_report_header(config):
 
 
 def pytest_generate_tests(metafunc):
+    """Your own tests taking `model_case` run once per model, on the same conversions as the items."""
     if "model_case" not in metafunc.fixturenames:
         return
-    s = metafunc.config.stash[SETTINGS_KEY]
-    if not s.models_dirs:
-        raise pytest.UsageError("no models folder: pass --models-dir DIR or set models_dir in the ini file (pyproject.toml)")
-    cases = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout)
-    if not cases:
-        raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, s.models_dirs))}")
-    params = []
-    for case in cases:
-        # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
-        timeout = 2 * (case.spec.timeout if case.spec else s.timeout) + OUTER_TIMEOUT_MARGIN
-        marks = [pytest.mark.timeout(timeout)]
-        if case.spec and case.spec.expect:
-            marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True,
-                                           raises=ExpectedConversionFailure))
-        params.append(pytest.param(case, id=case.model_id, marks=marks))
+    if not active(metafunc.config):
+        raise pytest.UsageError("no models folder asked for: pass --models-dir DIR or set models_dir in the ini file "
+                                "(pytest.ini)")
+    params = [pytest.param(case, id=case.model_id, marks=_marks(metafunc.config, case))
+              for case in cases(metafunc.config)]
     metafunc.parametrize("model_case", params)
 
 
 @pytest.fixture
 def conversion(request, model_case, record_property) -> Result:
     """The model converted in its own child process, once per run; its figures go to JUnit."""
-    cache = request.config.stash[CONVERSIONS_KEY]
-    if model_case.model_id not in cache:
-        controller = request.config.pluginmanager.get_plugin("tflite-controller-report")  # None on a worker
-        cache[model_case.model_id] = convert_case(model_case, request.config.stash[SETTINGS_KEY],
-                                                  on_progress=controller.status_ticker() if controller else None)
-    result = cache[model_case.model_id]
+    result = converted(request.config, model_case)
     request.node.stash[RESULT_ON_ITEM] = result
     for name, value in junit_properties(result):
         record_property(name, value)
@@ -199,7 +347,7 @@ def conversion(request, model_case, record_property) -> Result:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    case = getattr(item, "callspec", None) and item.callspec.params.get("model_case")
+    case = getattr(item, "case", None) or (getattr(item, "callspec", None) and item.callspec.params.get("model_case"))
     if case is None:
         return
     # plain data on the report travels from xdist workers to the controller
@@ -321,7 +469,8 @@ class ControllerReport:
                            waiting_conversions(s.artifacts_dir, since=self._started - 1))
 
     def pytest_collection_finish(self, session):
-        self._expected |= {item.nodeid for item in session.items if "model_case" in getattr(item, "fixturenames", ())}
+        self._expected |= {item.nodeid for item in session.items
+                           if isinstance(item, ModelItem) or "model_case" in getattr(item, "fixturenames", ())}
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids):
@@ -340,14 +489,18 @@ class ControllerReport:
                                                        _no_result_message(report), outcome=Outcome.FAILED)
 
     def _model_id_of(self, nodeid: str) -> str | None:
-        """The model a node id names. pytest escapes non-ASCII ids in node ids ('模型' reads
-        '\\u6a21\\u578b'), and xdist's report of a dead worker carries only the node id."""
-        if not nodeid.endswith("]") or "[" not in nodeid:
+        """The model a node id names (xdist's report of a dead worker carries only the node id):
+        `<models folder>::<id>` for the plugin's items; `…::test_x[<id>]` for a test of your own
+        taking `model_case`, where pytest escapes non-ASCII ('模型' reads '\\u6a21\\u578b')."""
+        discovered = self._discovered(self.config.stash[SETTINGS_KEY])
+        item = nodeid.rsplit("::", 1)[-1]
+        if "::" in nodeid and item in discovered:
+            return item
+        if not nodeid.endswith("]") or "[" not in item:
             return None
-        candidate = nodeid.split("[", 1)[1][:-1]
         if self._escaped_ids is None:
-            self._escaped_ids = {escaped_id(m, self.config): m for m in self._discovered(self.config.stash[SETTINGS_KEY])}
-        return self._escaped_ids.get(candidate)
+            self._escaped_ids = {escaped_id(m, self.config): m for m in discovered}
+        return self._escaped_ids.get(item.split("[", 1)[1][:-1])
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml's: guard_junit must see the folder before it writes
     def pytest_sessionfinish(self, session):
@@ -381,7 +534,7 @@ class ControllerReport:
 
     def _discovered(self, s: Settings) -> set[str]:
         if self._discovered_ids is None:
-            self._discovered_ids = {c.model_id for c in discover(s.models_dirs, input_shapes=s.input_shapes)}
+            self._discovered_ids = {c.model_id for c in cases(self.config)}
         return self._discovered_ids
 
     def pytest_terminal_summary(self, terminalreporter):

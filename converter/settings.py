@@ -98,7 +98,7 @@ SETTINGS: tuple[Setting, ...] = (
             switch=True),
     Setting("keep_intermediates", "keep every model's ONNX file and SavedModel (by default only a failed "
             "model keeps them, for diagnosis)", switch=True, cli=True),
-    Setting("baseline", "baseline file that regressions are judged against", "model_cases/baseline.json",
+    Setting("baseline", "baseline file that regressions are judged against", "tflite_baseline.json",
             path=True),
     Setting("regression_threshold", "what counts as a regression, e.g. "
             "err:x2,err_floor:1e-5,size:+10%, or per recipe drq_err:x3,fp32_size:+5%", ""),

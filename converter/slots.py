@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import psutil
-from filelock import FileLock, Timeout
 
 MEMORY_PER_CONVERSION = 2 * 2**30  # ResNet-18 peaks near 1.5 GB; a larger model gets a larger ceiling
 POLL_SECONDS = 0.2
@@ -69,6 +68,8 @@ def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[f
                     limit: float | None = None) -> Iterator[int]:
     """Hold one of `count` slots for the body; waits (polling) while all are taken, calling
     `on_wait` with the seconds waited so far at each poll, for at most `limit` seconds."""
+    from filelock import FileLock, Timeout  # here: the merge reads settings without it installed
+
     folder = folder or default_folder()[0]
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     first = os.getpid() % count  # waiting processes try different slots first

@@ -16,6 +16,7 @@ from pathlib import Path
 from .failures import FailureKind
 from .protocol import build, plain
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
+from .stages.pickle_safety import looks_like_state_dict
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow
@@ -355,12 +356,17 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
     sources = tuple(where for where, layer in layers[1:] if layer)
     where = str(side) if side.is_file() else str(model_path)
 
-    if merged.get("format") == "state_dict" and not merged.get("factory"):
-        raise SpecError(where, "factory", "a state_dict needs an architecture factory "
-                        "('package.module:function') to build the module")
+    # a state_dict is told at once, with the missing shape if it is missing too: not one after the other
+    needs_factory = not merged.get("factory") and (
+        merged.get("format") == "state_dict"
+        or (merged.get("format", "auto") == "auto" and model_path.suffix != ".pt2" and looks_like_state_dict(model_path)))
+    factory = ("the file holds a state_dict (weights without their architecture): name the code that builds the "
+               "module with factory = 'module:function' (a .py file beside it)")
     if "inputs" not in merged and model_path.suffix != ".pt2":
-        raise SpecError(where, "inputs", "no input shape from any source: add [[inputs]] with a "
-                        f"shape to {side.name}, a {DEFAULTS_FILE} in the folder, or set "
-                        "--input-shape / the ini key input_shape")
+        raise SpecError(where, "inputs", "no input shape from any source: add [[inputs]] with a shape to "
+                        f"{side.name} (or to a {DEFAULTS_FILE} in the folder, for all its models), or set "
+                        f"--input-shape / the ini key input_shape{'; and ' + factory if needs_factory else ''}")
+    if needs_factory:
+        raise SpecError(where, "factory", factory)
     return ModelSpec(model_id=model_id, path=str(model_path), tolerance=tolerance,
                      output_tolerance=per_output, sources=sources, **merged)

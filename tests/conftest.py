@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# this repository's own tests drive pytest in pytest; no user of the plugin needs pytester's options
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
-TEST_FILE = (ROOT / "model_cases" / "test_models.py").read_text()  # the shipped main job, as is
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +34,7 @@ def harness(torch_warmed_up, pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     for var in [v for v in os.environ if v.startswith("TFLITE_HARNESS_")]:  # a developer's own settings
         monkeypatch.delenv(var)
-    pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')
-    pytester.makepyfile(test_models=TEST_FILE)
+    pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')  # as an installed copy's entry point would
     pytester.makeini("[pytest]\njunit_family = xunit1\n")
     return pytester
 

@@ -65,6 +65,14 @@ def test_each_kind_of_regression_and_improvement():
         "1 conversion(s) took 3.0 s, 3.0 s in the baseline (x1.00; reported, not gated)"]
 
 
+def test_a_model_that_fails_differently_is_told_with_the_figures_of_both_failures():
+    base = baseline_of(m=row(outcome="failed", kind="numeric_mismatch", signature="DRQ error 0.53 > tolerance 0.05"))
+    now = {"m": row(outcome="failed", kind="tflite_error", signature="TFLiteConverter (drq): error at op 12")}
+    (change,) = [c for c in compare(base, now, discovered={"m"}, t=Thresholds()).regressions if c.model_id == "m"]
+    assert "was 'DRQ error 0.53 > tolerance 0.05'" in change.what and "error at op 12" in change.what
+    assert "#" not in change.what  # the signature (figures replaced) is what is compared, not what is shown
+
+
 def test_a_schema_1_baseline_is_read_with_a_note(tmp_path):
     from converter.baseline import gate
 
@@ -119,7 +127,7 @@ def test_regression_flow(harness, workers):
 
     update = run(harness, *args, "--baseline-update")
     assert update.ret == 0
-    baseline = json.loads((harness.path / "model_cases" / "baseline.json").read_text())
+    baseline = json.loads((harness.path / "tflite_baseline.json").read_text())
     assert sorted(baseline["models"]) == ["fails_later", "leaving", "mlp", "wide"] and baseline["versions"]["onnx2tf"]
     assert baseline["models"]["leaving"]["status"] == "xfailed"
     if not workers:

@@ -301,7 +301,7 @@ def test_fixes_reach_junit_the_summaries_and_the_baseline(harness):
     models = harness.path / "models"
     builders.factory_model(models, "trig", TRIG_SOURCE, "trigs:trig", (1, 8))
     assert run(harness, "--models-dir", "models", "--baseline-update").ret == 0
-    baseline = json.loads((harness.path / "model_cases" / "baseline.json").read_text())
+    baseline = json.loads((harness.path / "tflite_baseline.json").read_text())
     assert baseline["models"]["trig"]["fixes_applied"].startswith("pseudo_ops:acos; pseudo_ops:asin")
     cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
     props = {p.get("name"): p.get("value") for c in cases for p in c.iter("property")}

@@ -45,7 +45,7 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
     assert summary["baseline"]["failed"] and summary["settings"]["shards"] == ["shard1", "shard2"]
     assert (harness.path / "merged" / "summary.html").is_file()
     cases = ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase")
-    assert sorted(c.get("name") for c in cases) == ["test_model[a_net]", "test_model[c_noshape]"]
+    assert sorted(c.get("name") for c in cases) == ["a_net", "c_noshape"]
 
     everything = run(harness, "--models-dir", "models", "-k", "b_net", "--reports-dir", "shard3",
                      "--junitxml=shard3/junit.xml")
@@ -57,7 +57,7 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
 
     tamper(harness, harness.path / "shard1")
     nan_baseline = harness.path / "nan_baseline.json"
-    stored = (harness.path / "model_cases" / "baseline.json").read_text()
+    stored = (harness.path / "tflite_baseline.json").read_text()
     nan_baseline.write_text(stored.replace('"err": ', '"err": NaN, "was": ', 1))
     gated = merge(harness, "shard1", "shard2", "shard3", "--reports-dir", "merged", "--baseline", str(nan_baseline))
     # NaN compares false with everything: it would have let any error growth through

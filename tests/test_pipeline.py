@@ -306,3 +306,11 @@ def test_cli_exit_codes(tmp_path):
     assert no_shape.returncode == 1 and "[spec_error]" in no_shape.stdout
     bad = subprocess.run(base + ["--input-shape", "1,abc"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "input-shape" in bad.stderr
+
+
+def test_a_torchscript_error_names_its_cause_not_the_interpreter(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", name="net", toml="[[inputs]]\nshape = [1, 3, 32]\n")
+    result = convert(tmp_path, model)
+    message = result.failure.message
+    assert result.failure.stage == "load" and "failed in the TorchScript interpreter" not in message
+    assert "input" in message and "[1, 3, 32]" in message, message

@@ -19,10 +19,13 @@ def test_ids_are_model_names_sorted_and_k_selects(harness):
         (models / rel).write_bytes(b"")
     (models / "models.toml").write_text("[[inputs]]\nshape = [1, 4]\n")
     result = run(harness, "--collect-only", "-q", "--models-dir", "models")
-    ids = [line.split("[", 1)[1].rstrip("]") for line in result.outlines if "test_model[" in line]
-    assert ids == ["a/net", "b/net", "solo", "z_last"]
+    assert [line for line in result.outlines if "::" in line] == [
+        "models/a/net.pt::a/net", "models/b/net.pt::b/net", "models/solo.pt::solo", "models/z_last.pt2::z_last"]
     picked = run(harness, "--collect-only", "-q", "--models-dir", "models", "-k", "solo")
-    assert [ln for ln in picked.outlines if "test_model[" in ln] == ["test_models.py::test_model[solo]"]
+    assert [ln for ln in picked.outlines if "::" in ln] == ["models/solo.pt::solo"]
+    for arg in ("models/b/net.pt", "models/b/net.pt::b/net"):  # a file, or the node id pytest prints
+        by_path = run(harness, "--collect-only", "-q", "--models-dir", "models", arg)
+        assert [ln for ln in by_path.outlines if "::" in ln] == ["models/b/net.pt::b/net"], arg
 
 
 def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
@@ -49,16 +52,16 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
 
     cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
     props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
-    assert set(props) == {"test_model[good]", "test_model[segv]", "test_model[noshape]"}
+    assert set(props) == {"good", "segv", "noshape"}
     fixed = tuple(c.key for c in COLUMNS if c.junit)
     for values in props.values():
         assert tuple(values)[:len(fixed)] == fixed
-    per_recipe = tuple(props["test_model[good]"])[len(fixed):]
+    per_recipe = tuple(props["good"])[len(fixed):]
     assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_cosine")
-    assert props["test_model[good]"]["delivered"] == "drq"
-    assert props["test_model[segv]"]["failure_kind"] == "crash"
-    assert int(props["test_model[good]"]["tflite_bytes"]) > 0
-    assert float(props["test_model[good]"]["drq_range_rel_err"]) < 0.05
+    assert props["good"]["delivered"] == "drq"
+    assert props["segv"]["failure_kind"] == "crash"
+    assert int(props["good"]["tflite_bytes"]) > 0
+    assert float(props["good"]["drq_range_rel_err"]) < 0.05
 
 
 def test_expect_becomes_strict_xfail(harness):
@@ -85,7 +88,7 @@ def test_settings_come_from_environment_and_bad_values_are_usage_errors(harness,
     monkeypatch.setenv("TFLITE_HARNESS_MODELS_DIR", str(models))
     monkeypatch.setenv("TFLITE_HARNESS_INPUT_SHAPE", "1,4")
     result = run(harness, "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["test_models.py::test_model[[]m[]]"])
+    result.stdout.fnmatch_lines(["envmodels/m.pt::m"])
     bad = run(harness, "--collect-only", "--conversion-timeout", "soon")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*argument --conversion-timeout: must be a number*"])
@@ -104,7 +107,7 @@ def test_lf_reruns_only_the_models_that_failed_and_junitxml_wins(harness):
     again = harness.runpytest_subprocess(*common, "--lf", "--junitxml=mine.xml")
     again.assert_outcomes(failed=1)
     again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*"])
-    assert "test_model[noshape]" in (harness.path / "mine.xml").read_text()
+    assert "noshape" in (harness.path / "mine.xml").read_text()
     assert default_junit.stat().st_mtime_ns == written  # --junitxml wins
 
 
@@ -117,3 +120,44 @@ def test_help_names_every_setting_with_its_ini_key_and_variable(harness):
     for setting in SETTINGS:
         assert setting.flag in text and setting.env in text and f"ini {setting.ini}" in text
     assert "junit.xml (unless --junitxml is given)" in text
+
+
+def test_the_plugin_does_nothing_where_no_models_folder_is_asked_for(harness):
+    harness.makepyfile(test_plain="def test_ok():\n    pass\n")
+    plain = harness.runpytest_subprocess("-p", "no:cacheprovider")
+    plain.assert_outcomes(passed=1)
+    assert "tflite harness" not in plain.stdout.str()
+    assert not (harness.path / "tflite_models").exists() and not (harness.path / "reports").exists()
+    # named in the ini but outside what pytest collects: still nothing
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    harness.makeini("[pytest]\nmodels_dir = models\n")
+    (harness.path / "unit").mkdir()
+    (harness.path / "test_plain.py").rename(harness.path / "unit" / "test_plain.py")
+    only_units = harness.runpytest_subprocess("-p", "no:cacheprovider", "unit")
+    only_units.assert_outcomes(passed=1)
+    assert not (harness.path / "tflite_models").exists()
+    everything = harness.runpytest_subprocess("-p", "no:cacheprovider", "--conversion-threads=1")  # collects models/
+    everything.assert_outcomes(passed=2)
+    assert (harness.path / "tflite_models" / "net.tflite").is_file()
+
+
+def test_your_own_test_takes_the_same_conversion_through_the_fixtures(harness):
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    harness.makepyfile(test_mine="""
+        def test_small_enough(model_case, conversion):
+            assert conversion.model_id == model_case.model_id == "net"
+            assert conversion.deliverable_of("drq").bytes < 100_000
+    """)
+    result = run(harness, "--models-dir", "models", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*models/net.pt::net PASSED*", "*test_mine.py::test_small_enough[[]net[]] PASSED*",
+                                 "*1 converted and verified, 0 failed, 0 failed as expected, of 1 model*"])
+
+
+def test_an_empty_or_missing_models_folder_is_one_line(harness):
+    (harness.path / "empty").mkdir()
+    for folder, words in (("empty", "no model files (.pt, .pth, .pt2) under"), ("nowhere", "models folder not found")):
+        result = run(harness, "--models-dir", folder)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+        result.stderr.fnmatch_lines([f"ERROR: {words}*"])

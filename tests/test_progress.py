@@ -66,7 +66,7 @@ def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
     env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="1.5")
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
                            "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
-                           "--conversion-timeout", "20"], capture_output=True, text=True, cwd=ROOT, env=env)
+                           "--conversion-timeout", "20", "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
               if line.startswith("net: ") and "(after" in line]

@@ -257,4 +257,22 @@ def test_the_shipped_configuration_runs_with_every_plugin_on():
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "model_cases"],
                           capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0 and "INTERNALERROR" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
-    assert "test_model[resnet_tiny]" in proc.stdout
+    assert "model_cases/examples/resnet_tiny.pt2::resnet_tiny" in proc.stdout
+
+
+def test_a_state_dict_without_a_factory_is_told_with_its_missing_shape_at_once(tmp_path):
+    import torch
+
+    from converter.spec import SpecError, load_spec
+
+    torch.save(torch.nn.Linear(3, 4).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(SpecError) as both:
+        load_spec(tmp_path / "weights.pt", "weights")
+    assert "no input shape" in str(both.value) and "add [[inputs]] with a shape to weights.toml (or to a models.toml" \
+        in str(both.value) and "factory = 'module:function'" in str(both.value)
+    (tmp_path / "weights.toml").write_text("[[inputs]]\nshape = [1, 3]\n")
+    with pytest.raises(SpecError, match="key 'factory': the file holds a state_dict"):
+        load_spec(tmp_path / "weights.pt", "weights")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4)), tmp_path / "module.pt")  # a module's class: not a state_dict
+    (tmp_path / "module.toml").write_text("[[inputs]]\nshape = [1, 3]\n")
+    assert load_spec(tmp_path / "module.pt", "module").factory is None
