@@ -117,7 +117,8 @@ def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_
             print(f"--- the diagnosis process ended with status {proc.returncode}; its log: {work / 'diagnosis.log'}",
                   file=sys.stderr)
             return None
-        found = Divergence("unknown", None, job.tolerance, 0, str(work / "node_errors.md"))
+        # stopped before it wrote a table: its log is what there is to read
+        found = Divergence("unknown", None, job.tolerance, 0, str(work / "diagnosis.log"))
     return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(time.monotonic() - start, 1))
 
 
