@@ -17,7 +17,11 @@ whole process tree every 0.1 s):
   onnx2tf runs and modes, the fixes, the stage split.
 Then the share of models onnx2tf converted in one run, the harness's total time against the
 original's over the models both converted, and the targets beside. `--ingredients` adds, per
-model, what each ingredient of the onnx2tf stage costs (benchmarks/ingredients.py). Unless
+model, what each ingredient of the onnx2tf stage costs (benchmarks/ingredients.py); `--recipes`
+converts each model with each recipe alone (fp32, drq, fp16, int8: sizes, the tflite and verify
+stages, errors, invoke times; targets for ResNet-18: int8 at most 0.27x float32's size, its
+calibration and conversion at most 15 s, fp16's at most 5 s). `--skip-models` skips the
+original-against-harness runs. Unless
 `--skip-batch`: the harness's fixed cost per model, and the bundled examples as a batch
 (`pytest -n N model_cases` under -n 1, 2, 4, and warm from the cache).
 Figures only: nothing here passes or fails (machines are noisy). Writes reports/benchmark.json.
@@ -155,12 +159,13 @@ def _why(log: str, status: int) -> str:
     return (errors[-1] if errors else f"exit status {status}")[:300]
 
 
-def run_cli(case, work: Path) -> dict:
+def run_cli(case, work: Path, deliverables: str | None = None) -> dict:
     """`python -m converter MODEL`, as a user runs one model (a spawned child), without the cache."""
-    out = work / "harness" / case.model_id
+    out = work / "harness" / (case.model_id + (f"-{deliverables}" if deliverables else ""))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    proc, wall, peak = _measured([sys.executable, "-m", "converter", str(case.path), "--no-cache",
+    recipes = ["--deliverables", deliverables] if deliverables else []
+    proc, wall, peak = _measured([sys.executable, "-m", "converter", str(case.path), "--no-cache", *recipes,
                                   "--tflite-dir", str(out / "tflite"), "--reports-dir", str(out / "reports")],
                                  out / "log.txt")
     from converter.results import Result
@@ -172,7 +177,38 @@ def run_cli(case, work: Path) -> dict:
             "onnx2tf_runs": result.onnx2tf_runs, "onnx2tf_mode": saved.onnx2tf_mode if saved else None,
             "fixes": [f.label for f in result.fixes], "stages_s": result.stage_seconds,
             "tf_err": result.tf_error,
+            "recipes": {d.recipe: {"bytes": d.bytes, "err": d.worst.range_rel_err if d.verified else None,
+                                   "invoke_ms": d.runtime.invoke_ms if d.runtime else None}
+                        for d in result.deliverables},
             "failure": None if result.passed else f"{result.failure.kind.value}: {result.failure.message}"}
+
+
+RECIPE_RUNS = ("fp32", "drq", "fp16", "int8")
+RECIPE_TARGETS = {"int8_size_over_fp32": 0.27, "int8_tflite_s": 15.0, "fp16_tflite_s": 5.0}
+
+
+def measure_recipes(cases, work: Path, report: dict) -> None:
+    """Each recipe alone through the CLI: its tflite stage (conversion, calibration for int8), its
+    verify stage (runtime checks included), its file against float32's."""
+    print(f"\n{'model':<26}{'recipe':<8}{'wall s':>8}{'tflite s':>9}{'verify s':>9}{'bytes':>11}{'x fp32':>8}{'err':>10}"
+          f"{'invoke ms':>10}")
+    for case in cases:
+        runs = {r: run_cli(case, work, r) for r in RECIPE_RUNS}
+        fp32 = runs["fp32"]["recipes"].get("fp32", {}).get("bytes")
+        for recipe, run in runs.items():
+            figures = run["recipes"].get(recipe, {})
+            size = figures.get("bytes")
+            print(f"{case.model_id:<26}{recipe:<8}{run['wall_s']:>8.1f}{run['stages_s'].get('tflite', 0):>9.1f}"
+                  f"{run['stages_s'].get('verify', 0):>9.1f}{size or 0:>11}{(size / fp32 if size and fp32 else 0):>8.3f}"
+                  f"{figures.get('err') or 0:>10.3g}{figures.get('invoke_ms') or 0:>10.3g}"
+                  + ("" if run["ok"] else f"  FAILED: {(run['failure'] or '')[:120]}"))
+        report.setdefault("recipes", {})[case.model_id] = runs
+        int8 = runs["int8"]["recipes"].get("int8", {}).get("bytes")
+        if int8 and fp32:
+            print(f"  int8 / fp32 size {int8 / fp32:.3f} (target <= {RECIPE_TARGETS['int8_size_over_fp32']}); "
+                  f"int8 tflite stage {runs['int8']['stages_s'].get('tflite', 0):.1f} s (target <= "
+                  f"{RECIPE_TARGETS['int8_tflite_s']:.0f}); fp16 tflite stage {runs['fp16']['stages_s'].get('tflite', 0):.1f} s "
+                  f"(target <= {RECIPE_TARGETS['fp16_tflite_s']:.0f})")
 
 
 def run_ingredients(case, work: Path) -> list[dict]:
@@ -317,6 +353,9 @@ def main() -> int:
     parser.add_argument("--skip-original", action="store_true", help="measure the harness only")
     parser.add_argument("--ingredients", action="store_true", help="also measure each ingredient of the onnx2tf stage")
     parser.add_argument("--skip-batch", action="store_true", help="no fixed-cost and pytest batch runs")
+    parser.add_argument("--recipes", action="store_true", help="also convert each model with each recipe alone "
+                        "(fp32, drq, fp16, int8): sizes, stage seconds, errors, invoke times")
+    parser.add_argument("--skip-models", action="store_true", help="no original-against-harness runs per model")
     parser.add_argument("--out", default="reports/benchmark.json")
     parser.add_argument("--work", default="reports/benchmark", help="models and outputs of the runs")
     args = parser.parse_args()
@@ -335,7 +374,10 @@ def main() -> int:
         report["built"] = json.loads(manifest.read_text())
     print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
           f"{report['machine']['ram_gb']} GB RAM; models from {models}")
-    measure_models(cases, work, args, report)
+    if not args.skip_models:
+        measure_models(cases, work, args, report)
+    if args.recipes:
+        measure_recipes(cases, work, report)
     if not args.skip_batch:
         measure_batch(work, args, report)
     out = ROOT / args.out

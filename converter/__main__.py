@@ -79,6 +79,8 @@ def main(argv=None) -> int:
         overrides["timeout"] = settings.timeout
     if args.memory_limit_mb is not None:
         overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
+    if args.deliverables is not None:
+        overrides["deliverables"] = settings.deliverables
     # absolute (the child runs elsewhere) but not resolved: a model stored as a symbolic link (git-annex,
     # DVC) keeps its own name and the .toml beside the link; a FIFO or a device fails in the child, saying so
     model = Path(os.path.abspath(args.model))
@@ -88,8 +90,8 @@ def main(argv=None) -> int:
                        "--models-dir DIR)\n")
     model_id = model.stem
     try:
-        spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes,
-                                                                  timeout=settings.timeout),
+        spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes, timeout=settings.timeout,
+                                                                  deliverables=settings.deliverables),
                          overrides=overrides)
         case = Case(model_id, model, model.parent, spec)
     except SpecError as exc:

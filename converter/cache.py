@@ -32,11 +32,13 @@ import numpy as np
 from .environment import tool_versions
 from .protocol import RESULT_FILE, SAMPLES_FILE, write_bytes_atomic
 from .results import Result
+from .tflite_run import stacked
 from .verdict import judge
 
 HARNESS_ROOT = Path(__file__).resolve().parent
 # the code that decides what a conversion produces (not the reports, the CLI or the plugin)
-CONVERSION_CODE = ("stages/*.py", "protocol.py", "results.py", "spec.py", "recipes.py", "failures.py")
+CONVERSION_CODE = ("stages/*.py", "protocol.py", "results.py", "spec.py", "recipes.py", "failures.py", "metrics.py",
+                   "tflite_run.py", "verdict.py")
 MANIFEST = "manifest.json"
 CHUNK = 2**20
 FIGURE_SLACK = 1e-3  # a restored file's error may differ from its record by this share (thread counts)
@@ -71,7 +73,8 @@ def _conversion_code() -> str:
     return _sha256(b"".join(p.relative_to(HARNESS_ROOT).as_posix().encode() + p.read_bytes() for p in files))
 
 
-UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
+UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect",
+           "channel_axis")  # how outputs are judged, not what is converted: a restore judges again
 
 
 def key(spec, model_digest: str) -> str:
@@ -80,8 +83,12 @@ def key(spec, model_digest: str) -> str:
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
         code = {p.name: file_digest(p) for p in sorted(model.parent.glob("*.py"))}
     described = {k: v for k, v in spec.to_dict().items() if k not in UNKEYED}
+    samples = {}
+    if spec.calibration:  # the samples calibrate and verify: other samples, another conversion
+        folder = Path(spec.calibration)
+        samples = {p.name: file_digest(p) for p in sorted(folder.glob("*.np[yz]"))} if folder.is_dir() else {}
     material = {"model": model_digest, "code": code, "spec": described, "harness": _conversion_code(),
-                "tools": tool_versions()}
+                "tools": tool_versions(), "samples": samples}
     return _sha256(json.dumps(material, sort_keys=True, default=str).encode())
 
 
@@ -179,20 +186,36 @@ def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: 
         export = dataclasses.replace(export, outputs=again(export.outputs, "onnx", "onnx"))
     if saved is not None:
         saved = dataclasses.replace(saved, outputs=again(saved.outputs, "tf", "fp32"))
+    sets = _verify_sets(samples) or [(inputs, reference)]
+    verified_on = stacked([ref for _, ref in sets])
     deliverables = []
     for d in stored.deliverables:
         name = Path(d.path).name
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
-        outputs = _run(contents[name], saved, inputs, threads)
-        fresh = tuple(compare(old.name, reference[i], out, spec.tolerance_for(d.recipe, old.name))
+        outputs = stacked([_run(contents[name], saved, arrays, threads) for arrays, _ in sets])
+        fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
+                              channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
                       for i, (old, out) in enumerate(zip(d.outputs, outputs)))
         for old, new in zip(d.outputs, fresh):
             if not _same_figure(old.range_rel_err, new.range_rel_err):
                 raise ValueError(f"its {d.label} file gives range-relative error {new.range_rel_err:.3g} where the "
                                  f"record says {old.range_rel_err:.3g}: not the file that was verified")
-        deliverables.append(dataclasses.replace(d, outputs=fresh))
+        deliverables.append(dataclasses.replace(d, outputs=fresh))  # its runtime check stays the record's
     return judge(dataclasses.replace(stored, export=export, savedmodel=saved, deliverables=tuple(deliverables)), spec)
+
+
+def _verify_sets(samples: dict) -> list:
+    """The samples held out from calibration that the files were verified on, if they were."""
+    sets = []
+    while f"verify_{len(sets)}_input_0" in samples:
+        s = len(sets)
+
+        def group(prefix):
+            return [samples[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in samples))]
+
+        sets.append((group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")))
+    return sets
 
 
 def _same_figure(old: float, new: float) -> bool:
@@ -202,19 +225,16 @@ def _same_figure(old: float, new: float) -> bool:
 
 
 def _run(model: bytes, saved, inputs, threads: int) -> list[np.ndarray]:
-    """A TFLite file on the sample inputs, after its signature is checked against the record."""
-    from ai_edge_litert.interpreter import Interpreter
+    """A TFLite file on one set of sample inputs, after its signature is checked against the record."""
+    from .tflite_run import interpreter, run_signature, tf_layout_feed
 
-    interpreter = Interpreter(model_content=model, num_threads=threads)
-    runner = interpreter.get_signature_runner("serving_default")
-    expected_in = {key: tuple(np.transpose(a, perm).shape)
-                   for (_, key), perm, a in zip(saved.input_names, saved.input_perms, inputs)}
+    runner = interpreter(model, threads).get_signature_runner("serving_default")
+    feed = tf_layout_feed(saved, inputs)
+    expected_in = {key: tuple(a.shape) for key, a in feed.items()}
     found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
     if found_in != expected_in:
         raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
-    feed = {key: np.ascontiguousarray(np.transpose(a, perm))
-            for (_, key), perm, a in zip(saved.input_names, saved.input_perms, inputs)}
-    result = runner(**feed)
+    result = run_signature(runner, feed)
     keys = [key for _, key in saved.output_names]
     if sorted(result) != sorted(keys):
         raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")

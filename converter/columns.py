@@ -37,6 +37,21 @@ def _cosine(d: Deliverable | None) -> float | None:
     return finite(min(c.cosine for c in d.outputs)) if d is not None and d.verified else None
 
 
+def _p99(d: Deliverable | None) -> float | None:
+    if d is None or not d.verified:
+        return None
+    values = [c.p99_rel_err for c in d.outputs if c.p99_rel_err is not None]
+    return finite(max(values)) if values else None
+
+
+def _invoke_ms(d: Deliverable | None) -> float | None:
+    return d.runtime.invoke_ms if d is not None and d.runtime is not None else None
+
+
+def _arena(d: Deliverable | None) -> int | None:
+    return d.runtime.micro.arena_bytes if d is not None and d.runtime is not None and d.runtime.micro else None
+
+
 def _slowest(result: Result) -> str | None:
     if not result.stage_seconds:
         return None
@@ -60,6 +75,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
+    Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
     Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
     Column("slowest_stage", "slowest stage", "str", _slowest, wrap=True),
@@ -67,7 +83,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("fixes_applied", "fixes applied", "str", lambda r: "; ".join(f.label for f in r.fixes) or None,
            junit=True, wrap=True),
     Column("cache_hit", "cache", "str", lambda r: "hit" if r.cache_hit else None, junit=True),
-    Column("vacuous_outputs", "vacuous check", "str", lambda r: ", ".join(c.output for c in r.caveats) or None,
+    Column("vacuous_outputs", "vacuous check", "str", lambda r: ", ".join(c.output for c in r.caveats if c.output) or None,
            junit=True, wrap=True),
     Column("artifacts_bytes", "artifacts", "bytes", lambda r: r.artifacts_bytes, page=False),
 )
@@ -76,11 +92,15 @@ PAGE = tuple(c for c in TABLE if c.page)
 
 
 def recipe_figures(result: Result) -> list[tuple[str, object]]:
-    """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_cosine`."""
+    """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_p99_rel_err`,
+    `<recipe>_cosine`, `<recipe>_invoke_ms` and, run on TFLite Micro, `<recipe>_micro_arena_bytes`."""
     figures = []
     for d in result.deliverables:
         figures += [(f"{d.recipe}_bytes", d.bytes), (f"{d.recipe}_range_rel_err", _err(d)),
-                    (f"{d.recipe}_cosine", _cosine(d))]
+                    (f"{d.recipe}_p99_rel_err", _p99(d)), (f"{d.recipe}_cosine", _cosine(d)),
+                    (f"{d.recipe}_invoke_ms", _invoke_ms(d))]
+        if _arena(d) is not None:
+            figures.append((f"{d.recipe}_micro_arena_bytes", _arena(d)))
     return figures
 
 

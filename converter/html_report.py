@@ -28,7 +28,7 @@ def _log_x(value: float, low: float, high: float) -> float:
     return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low)) * (W - 10) + 5
 
 
-RECIPE_COLOURS = {FP32: "#4a90a4", "drq": "#2b6cb0"}
+RECIPE_COLOURS = {FP32: "#4a90a4", "fp16": "#38a169", "drq": "#2b6cb0", "int8": "#b7791f", "int8_io": "#c05621"}
 ONNX_COLOUR = TF_COLOUR = "#8ea9c8"  # float32 before any TFLite conversion
 DEFAULT_COLOUR = "#718096"
 

@@ -12,11 +12,16 @@ from .results import OutputComparison
 _TINY = 1e-12
 
 
-def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> OutputComparison:
+def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float, *,
+            channel_axis: int | None = None, samples: int = 1) -> OutputComparison:
     """The candidate against PyTorch's output on the same inputs. Where PyTorch's own output is NaN
     or infinite, the candidate must be the same there (a model of log(x) on negative inputs is
     converted right when it gives NaN where PyTorch does); a non-finite value where PyTorch's is
-    finite (or the other way round) is an element off, and an infinite error."""
+    finite (or the other way round) is an element off, and an infinite error.
+
+    With `channel_axis`, each channel along that axis is judged against its own range (a
+    detector's boxes span hundreds of pixels, its class scores a fraction of one: one range over
+    the whole tensor hides the scores' error), and the worst channel's figures are reported."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
@@ -33,6 +38,8 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     scale = scale_of(finite_ref if finite_ref.size else np.zeros(1), output_range)
     diff = np.where(both, np.abs(np.where(both, ref, 0.0) - np.where(both, cand, 0.0)), 0.0)
     diff = np.where(disagree, np.inf, diff)
+    if channel_axis is not None and ref.ndim > 1:
+        return _per_channel(name, ref, cand, diff, tolerance, channel_axis, samples)
     max_abs = float(diff.max())
     return OutputComparison(
         name=name,
@@ -47,7 +54,37 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         mismatched=int((diff > tolerance * scale).sum()),
         elements=int(ref.size),
         tolerance=tolerance,
+        p99_rel_err=float(np.percentile(diff, 99, method="higher")) / scale,
+        samples=samples,
     )
+
+
+def _per_channel(name, ref, cand, diff, tolerance, axis, samples) -> OutputComparison:
+    axis = axis % ref.ndim
+    moved_ref, moved_diff = np.moveaxis(ref, axis, 0), np.moveaxis(diff, axis, 0)
+    errors, scales = [], []
+    for channel_ref, channel_diff in zip(moved_ref, moved_diff):
+        finite_ref = channel_ref[np.isfinite(channel_ref)]
+        channel_range = float(finite_ref.max() - finite_ref.min()) if finite_ref.size else 0.0
+        scale = scale_of(finite_ref if finite_ref.size else np.zeros(1), channel_range)
+        scales.append(scale)
+        errors.append(float(channel_diff.max()) / scale)
+    worst = int(np.argmax(errors))
+    scale_per_element = np.moveaxis(np.broadcast_to(np.reshape(scales, (-1,) + (1,) * (ref.ndim - 1)),
+                                                    moved_ref.shape), 0, axis)
+    relative = diff / scale_per_element
+    both = np.isfinite(ref) & np.isfinite(cand)
+    worst_ref, worst_diff = moved_ref[worst], moved_diff[worst]
+    finite = worst_ref[np.isfinite(worst_ref)]
+    return OutputComparison(
+        name=name, reference_shape=tuple(ref.shape), candidate_shape=tuple(cand.shape),
+        max_abs_err=float(worst_diff.max()), mean_abs_err=float(diff.mean()),
+        output_range=float(finite.max() - finite.min()) if finite.size else 0.0,
+        range_rel_err=errors[worst],
+        cosine=cosine_similarity(ref[both], cand[both]) if both.any() else 0.0,
+        top1_agreement=top1_agreement(ref, cand) if both.all() else None,
+        mismatched=int((relative > tolerance).sum()), elements=int(ref.size), tolerance=tolerance,
+        p99_rel_err=float(np.percentile(relative, 99, method="higher")), channel_axis=axis, worst_channel=worst, samples=samples)
 
 
 def scale_of(reference: np.ndarray, output_range: float) -> float:

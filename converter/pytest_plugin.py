@@ -197,7 +197,8 @@ def cases(config):
     """The discovered models (once per process: every xdist worker discovers the same, sorted)."""
     if CASES_KEY not in config.stash:
         s = config.stash[SETTINGS_KEY]
-        config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout)
+        config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout,
+                                             deliverables=s.deliverables)
     return config.stash[CASES_KEY]
 
 

@@ -32,7 +32,8 @@ def format_result(result: Result, settings=None) -> str:
     for fix in result.fixes:
         lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
     if result.divergence:
-        lines.append(f"  diagnosis: {result.divergence.describe()}; per-node table {result.divergence.table}")
+        what = "its log" if result.divergence.table.endswith(".log") else "per-node table"
+        lines.append(f"  diagnosis: {result.divergence.describe()}; {what} {result.divergence.table}")
     if result.deliverables:
         onnx = result.export.onnx_bytes if result.export else 0
         sizes = ", ".join(f"{d.recipe} {_mb(d.bytes)}" + (f" (x{d.bytes / onnx:.2f} of ONNX)" if onnx else "")
@@ -46,7 +47,12 @@ def format_result(result: Result, settings=None) -> str:
                  if list(perm) != sorted(perm)]
         if moved:
             lines.append(f"  channels-last TFLite outputs (compared after transposing back): {', '.join(moved)}")
-    if result.verify:
+    for d in result.deliverables:
+        if d.runtime is not None:
+            lines.append(f"  {'ok ' if d.runtime.ok else 'BAD'} {d.label} where it goes: {d.runtime.describe()}")
+    if result.tflite and result.tflite.calibration and not result.tflite.random_calibration:
+        lines.append(f"  int8 calibrated on {result.tflite.calibration}")  # random: a warning line above
+    if result.verify and not any(d.runtime for d in result.deliverables):
         lines.append(f"  deployable without TensorFlow: {'yes' if result.verify.deployable else 'no'}"
                      + (f" ({result.verify.deploy_message})" if result.verify.deploy_message else ""))
     if result.deliverable:

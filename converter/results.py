@@ -58,6 +58,10 @@ class OutputComparison:
     mismatched: int
     elements: int
     tolerance: float
+    p99_rel_err: float | None = None   # the 99th percentile of |error| / range: the max without its worst 1 %
+    channel_axis: int | None = None    # judged per channel along this axis (the sidecar's channel_axis)
+    worst_channel: int | None = None   # the channel whose own range-relative error is range_rel_err
+    samples: int = 1                   # verification inputs the figures cover (stacked along the batch axis)
 
     @property
     def shape_ok(self) -> bool:
@@ -67,11 +71,18 @@ class OutputComparison:
     def passed(self) -> bool:
         return self.shape_ok and self.range_rel_err <= self.tolerance
 
+    @property
+    def where(self) -> str:
+        """Which part of the output the error is of, when it is judged per channel."""
+        if self.channel_axis is None or self.worst_channel is None:
+            return ""
+        return f" (channel {self.worst_channel} along axis {self.channel_axis}, judged against its own range)"
+
     def brief(self, label: str) -> str:
         """What a one-line failure message says of it (describe() has every figure)."""
         if not self.shape_ok:
             return self.describe(label)
-        return (f"{label} output '{self.name}': range-relative max error {self.range_rel_err:.3g} "
+        return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
                 f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} ({self.mismatched}/{self.elements} "
                 f"elements off, cosine {self.cosine:.4f})")
 
@@ -80,21 +91,90 @@ class OutputComparison:
             return (f"{label} output '{self.name}': shape {list(self.candidate_shape)} "
                     f"!= PyTorch {list(self.reference_shape)}")
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
-        return (f"{label} output '{self.name}': range-relative max error {self.range_rel_err:.3g} "
+        p99 = "" if self.p99_rel_err is None else f", p99 {self.p99_rel_err:.3g}"
+        over = f" over {self.samples} samples" if self.samples > 1 else ""
+        return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
                 f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} "
-                f"({self.mismatched}/{self.elements} elements off; max abs {self.max_abs_err:.3g}, "
-                f"mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}, "
+                f"({self.mismatched}/{self.elements} elements off{over}; max abs {self.max_abs_err:.3g}, "
+                f"mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}{p99}, "
                 f"cosine {self.cosine:.6f}{top1})")
 
 
 @dataclass(frozen=True)
+class MicroCheck:
+    """An int8_io file on TensorFlow Lite Micro's interpreter (the `tflite-micro` package)."""
+
+    runs: bool
+    message: str = ""                # why it does not run (the ops Micro lacks), or how it disagrees
+    arena_bytes: int | None = None   # the tensor arena it allocated: what the device must reserve
+    missing_ops: tuple[str, ...] = ()
+    agrees: bool | None = None       # its outputs are the TFLite runtime's (within one quantization step)
+
+    @property
+    def ok(self) -> bool:
+        return self.runs and self.agrees is not False
+
+
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """Does a TFLite file run where it goes: on the TFLite runtime in a process without TensorFlow
+    (as on a phone), with XNNPACK (the runtime's default) and with the reference kernels, which must
+    agree; the ops it uses; its median invoke time here (a figure, never gated); Micro for int8_io."""
+
+    runs: bool
+    message: str = ""
+    kernels_agree: bool | None = None
+    kernels_diff: float | None = None   # max |XNNPACK - reference| / output range
+    ops: tuple[tuple[str, int], ...] = ()  # builtin op -> how many, most used first
+    flex_ops: tuple[str, ...] = ()
+    custom_ops: tuple[str, ...] = ()
+    invoke_ms: float | None = None
+    micro: MicroCheck | None = None
+    quantized_tensors: int | None = None  # tensors of the recipe's quantized type (None: not a quantized recipe)
+
+    @property
+    def ok(self) -> bool:
+        return self.runs and self.kernels_agree is not False and (self.micro is None or self.micro.ok)
+
+    @property
+    def problem(self) -> str:
+        if not self.runs:
+            return f"does not run on the TFLite runtime without TensorFlow: {self.message}"
+        if self.kernels_agree is False:
+            return f"XNNPACK and the reference kernels disagree ({self.message})"
+        if self.micro is not None and not self.micro.ok:
+            return f"does not run on TensorFlow Lite Micro: {self.micro.message}"
+        return ""
+
+    def describe(self) -> str:
+        if not self.ok:
+            return self.problem
+        ops = ", ".join(f"{n} {k}" for n, k in self.ops[:6]) + (", ..." if len(self.ops) > 6 else "")
+        parts = [f"runs without TensorFlow; {sum(k for _, k in self.ops)} ops ({ops})"]
+        if self.quantized_tensors == 0:
+            parts.append("nothing was quantized (TFLite keeps small tensors in float32): the file is float32's")
+        if self.flex_ops or self.custom_ops:
+            parts.append(f"Flex/custom ops: {', '.join(self.flex_ops + self.custom_ops)}")
+        if self.kernels_agree:
+            parts.append("XNNPACK = reference kernels")
+        if self.invoke_ms is not None:
+            parts.append(f"invoke {self.invoke_ms:.3g} ms")
+        if self.micro is not None:
+            parts.append(f"TFLite Micro: arena {self.micro.arena_bytes} bytes" if self.micro.arena_bytes
+                         else "TFLite Micro runs it")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class Deliverable:
-    """One recipe's TFLite file and what verification found: its outputs against PyTorch."""
+    """One recipe's TFLite file and what verification found: its outputs against PyTorch, and
+    whether it runs where it goes."""
 
     recipe: str                 # a name in recipes.RECIPES
     path: str
     bytes: int
     outputs: tuple[OutputComparison, ...] = ()  # empty until verified
+    runtime: RuntimeCheck | None = None          # None until checked
 
     @property
     def label(self) -> str:
@@ -105,8 +185,15 @@ class Deliverable:
         return bool(self.outputs)
 
     @property
-    def passed(self) -> bool:
+    def numbers_pass(self) -> bool:
         return self.verified and all(c.passed for c in self.outputs)
+
+    @property
+    def passed(self) -> bool:
+        """Its numbers pass and it runs where it goes (a file that needs Flex kernels is judged by
+        the verdict, which knows whether the spec allows them)."""
+        runtime = self.runtime
+        return self.numbers_pass and (runtime is None or runtime.ok or (not runtime.runs and bool(runtime.flex_ops)))
 
     @property
     def worst(self) -> OutputComparison | None:
@@ -141,6 +228,8 @@ class Caveat:
     reason: str
 
     def describe(self) -> str:
+        if not self.output:  # of the whole model
+            return self.reason
         return f"the numeric check of output '{self.output}' proves little: {self.reason}"
 
 
@@ -200,6 +289,8 @@ class GraphResult:
 class TFLiteResult:
     flex_ops: tuple[str, ...]  # the files themselves are the Result's deliverables
     seconds: float
+    calibration: str | None = None  # what int8 recipes were calibrated on, when one was built
+    random_calibration: bool = False  # samples generated from the input spec: not the model's data
 
 
 @dataclass(frozen=True)
@@ -321,7 +412,12 @@ class Result:
 
     @property
     def caveats(self) -> tuple[Caveat, ...]:
-        return self.load.caveats if self.load else ()
+        """Checks that prove less than they seem: outputs that hardly depend on the input, and int8
+        figures from random calibration."""
+        found = self.load.caveats if self.load else ()
+        if self.tflite is not None and self.tflite.random_calibration:
+            found += (Caveat("", float("nan"), float("nan"), f"int8 calibrated on {self.tflite.calibration}"),)
+        return found
 
     @property
     def tf_error(self) -> float | None:

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 import psutil
 
+from .recipes import check_deliverables
 from .slots import machine_slots
 from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
@@ -70,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("input_shape", "input shape for models whose .toml gives none, e.g. 1,3,224,224 (repeat for "
             "several inputs)", repeatable=True, cli=True, ini_type="linelist",
             aliases=("ini:default_input_shape",)),
+    Setting("deliverables", "the TFLite recipes to build and verify, in order of preference, for models whose "
+            ".toml names none: fp32, fp16, drq, int8, int8_io (the first that verifies is delivered)", "drq",
+            cli=True),
     Setting("conversion_timeout", "seconds one model's conversion may take unless its .toml says otherwise",
             str(DEFAULT_TIMEOUT), limit="timeout", cli=True, aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
     Setting("memory_limit_mb", "resident-memory ceiling of one conversion (default: 80% of RAM shared "
@@ -112,6 +116,7 @@ class Settings:
     tflite_dir: Path
     reports_dir: Path
     input_shapes: tuple[tuple[int, ...], ...]
+    deliverables: tuple[str, ...]
     timeout: float
     memory_limit_mb: float
     threads: int
@@ -272,6 +277,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
         tflite_dir=base / str(value("tflite_dir")),
         reports_dir=base / str(value("reports_dir")),
         input_shapes=shapes,
+        deliverables=checked("deliverables", check_deliverables),
         timeout=number("conversion_timeout"),
         memory_limit_mb=round(memory),
         threads=number("conversion_threads") or max(1, (os.cpu_count() or 1) // at_once),

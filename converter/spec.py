@@ -36,7 +36,9 @@ LIMITS = {
     "threads": (1, 1024, int),
     "fraction": (0.05, 1.0, float),
     "interval": (0.5, 3600, float),
+    "samples": (1, 10000, int),                    # random calibration samples
 }
+DEFAULT_CALIBRATION_SAMPLES = 32
 MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
 DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,
                 "int64": 2**63 - 1, "int32": 2**31 - 1}
@@ -81,6 +83,9 @@ class ModelSpec:
     allow_flex: bool = False
     auto_fixes: bool = True
     deliverables: tuple[str, ...] = DEFAULT_DELIVERABLES  # recipes, in order of preference
+    calibration: str | None = None  # folder of .npy / .npz samples (absolute); None: random samples
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # how many random ones
+    channel_axis: dict = field(default_factory=dict)  # output name -> axis judged per channel
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -243,6 +248,27 @@ def _tolerance(v):
     return plain, per_output
 
 
+def _channel_axis(v):
+    out = {}
+    for name, axis in _table(v).items():
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0 or not -8 <= axis <= 8:
+            raise ValueError(f"{name}: must be an axis of the output other than its batch axis 0 (e.g. 1, or -1 "
+                             f"for the last), not {axis!r}")
+        out[name] = axis
+    return out
+
+
+def _calibration(v, where: str):
+    """A folder of samples, relative to the file that names it (or to where the command runs)."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must name a folder of .npy / .npz samples, not {v!r}")
+    base = Path(where).parent if where.endswith(".toml") else Path.cwd()
+    folder = Path(os.path.abspath(base / v))
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (of .npy / .npz samples, matched to the inputs by name)")
+    return str(folder)
+
+
 def _expect(v):
     v = _table(v)
     unknown = set(v) - {"kind", "reason"}
@@ -269,6 +295,9 @@ KEYS = {
     "allow_flex": _bool,
     "auto_fixes": _bool,
     "deliverables": check_deliverables,
+    "calibration": _calibration,
+    "calibration_samples": lambda v: bounded("samples", v),
+    "channel_axis": _channel_axis,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
     "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),
@@ -295,15 +324,17 @@ def validate_layer(raw: dict, where: str) -> dict:
         if check is None:
             raise SpecError(where, key, f"unknown key (known keys: {', '.join(sorted(KEYS))})")
         try:
-            layer[key] = check(value)
+            layer[key] = check(value, where) if check is _calibration else check(value)
         except ValueError as exc:
             raise SpecError(where, key, str(exc)) from None
     return layer
 
 
-def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None) -> dict:
+def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None) -> dict:
     """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
     layer = {}
+    if deliverables:
+        layer["deliverables"] = check_deliverables(deliverables)
     if input_shapes:
         shapes = [parse_shape(s) for s in input_shapes]
         layer["inputs"] = tuple(

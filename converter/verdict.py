@@ -27,6 +27,13 @@ def first_problem(export: ExportResult | None, saved: SavedModelResult | None, c
     for label, comparison in labelled:
         if not comparison.passed:
             return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.brief(label))
+    runtime = chosen.runtime if chosen is not None else None
+    if runtime is not None:  # where it goes: the TFLite runtime without TensorFlow, both kernels, Micro
+        flex = tuple(flex_ops) + runtime.flex_ops
+        if runtime.ok or (allow_flex and flex):
+            return None
+        kind = FailureKind.FLEX_OPS if flex and not runtime.runs else FailureKind.TFLITE_ERROR
+        return ConversionError(kind, f"{chosen.label} {runtime.problem}")
     if not deployable and not (allow_flex and flex_ops):
         kind = FailureKind.FLEX_OPS if flex_ops else FailureKind.TFLITE_ERROR
         return ConversionError(kind, f"deliverable does not run on the TFLite runtime without TensorFlow: {deploy_message}")

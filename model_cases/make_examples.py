@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -146,6 +147,23 @@ def build_all(out: Path = EXAMPLES, only: set[str] | None = None) -> list[Path]:
 
     mean = arch.LargeMean().eval()
     save("large_mean.pt", lambda p: torch.jit.trace(mean, torch.randn(1, 1, 1024, 1024)).save(str(p)))
+
+    # the deliverables beyond DRQ: a trained classifier for microcontrollers (int8 inputs and outputs,
+    # calibrated on samples of its own data, generated here), and a model whose DRQ misses
+    def classifier(p):
+        model = arch.train_bar_classifier()
+        image, _ = arch.bar_images(torch.Generator().manual_seed(23), 1)
+        torch.jit.trace(model, image).save(str(p))
+        samples = out / "int8_classifier_samples"
+        samples.mkdir(exist_ok=True)
+        images, _ = arch.bar_images(torch.Generator().manual_seed(24), 20)
+        for i in range(len(images)):
+            np.save(samples / f"sample_{i:02d}.npy", images[i:i + 1].numpy())
+
+    save("int8_classifier.pt", classifier)
+    torch.manual_seed(25)
+    outliers = arch.OutlierMLP().eval()
+    save("drq_outlier_mlp.pt", lambda p: torch.jit.trace(outliers, torch.randn(1, 32)).save(str(p)))
     return written
 
 

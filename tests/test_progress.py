@@ -63,15 +63,16 @@ def test_the_cli_ticker_updates_one_line_on_a_terminal():
 def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
     model = builders.factory_model(tmp_path / "m", "net", builders.waiting_model_source(kill_parent=False),
                                    "nets:waits", (1, 4))
-    env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="1.5")
+    # the load stage is made slow by the model itself (8 s), over 5% of a timeout no loaded machine reaches
+    env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="8")
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
                            "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
-                           "--conversion-timeout", "20", "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env)
+                           "--conversion-timeout", "120", "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
               if line.startswith("net: ") and "(after" in line]
     assert stages == ["load", "export", "savedmodel", "tflite", "verify"]
-    assert "net: slow: still in load after " in proc.stderr  # its forward waits 1.5 s, over 5% of 20 s
+    assert "net: slow: still in load after " in proc.stderr  # its forward waits 8 s, over 5% of 120 s
     assert proc.stdout.startswith("net: PASS")  # progress goes to stderr; stdout stays the result
 
 
@@ -81,18 +82,18 @@ def test_the_batch_names_what_is_converting_and_what_is_slow_and_q_silences_it(h
     builders.factory_model(models, "slow", builders.waiting_model_source(kill_parent=False), "slowness:waits",
                            (1, 4))
     monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(harness.path / "pid"))
-    monkeypatch.setenv("HARNESS_TEST_SLEEP", "4")
+    monkeypatch.setenv("HARNESS_TEST_SLEEP", "8")  # slow by itself: over 5% of a timeout no loaded machine reaches
     args = ("--models-dir", "models", "--status-interval", "1", "--slow-stage-fraction", "0.05",
-            "--conversion-timeout", "60", *workers)
+            "--conversion-timeout", "120", *workers)
     result = run(harness, *args)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; converting: slow (load, * s: slow, *% of its 60 s timeout)"])
+    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; converting: slow (load, * s: slow, *% of its 120 s timeout)"])
     quiet = run(harness, *args, "-q")
     assert "[tflite]" not in quiet.stdout.str()
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
     assert "[tflite]" not in (harness.path / "junit.xml").read_text()
     stage, seconds, _ = summary["table"]["slow"]["slowest_stage"].split()
-    assert stage in ("load", "export") and float(seconds) >= 4  # both run the model's 4 s forward pass
+    assert stage in ("load", "export") and float(seconds) >= 8  # both run the model's 8 s forward pass
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])

@@ -36,7 +36,7 @@ from ..failures import (
     normalise_message,
 )
 from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, build, plain, write_json_atomic
-from ..recipes import FP32
+from ..recipes import FP32, RECIPES, calibrated
 from ..results import Divergence, ExportResult, Fix, LoadResult, Result
 from ..spec import InputSpec, ModelSpec, SpecError
 from . import offline
@@ -120,6 +120,12 @@ class Conversion:
     tf_outputs: list = field(default_factory=list)  # the TF model's, in PyTorch's layout
     onnx2tf_runs: int = 0
     delivered: str | None = None  # the recipe whose file verified first, in the requested order
+    # (inputs, PyTorch's outputs) the TFLite files are verified on: the seeded sample, or the samples
+    # held out from calibration; and the int8 recipes' calibration samples (input sets, torch layout)
+    verify_sets: list = field(default_factory=list)
+    calibration_sets: list = field(default_factory=list)
+    calibration_note: str | None = None
+    random_calibration: bool = False
 
     @property
     def input_names(self) -> list[str]:
@@ -143,6 +149,22 @@ def _load(c: Conversion) -> None:
     c.flatten = structure.needs_flattening and c.spec.auto_fixes
     if c.flatten:
         c.fixes.append(flatten_fix(structure.kind, tuple(c.output_names)))
+    _samples(c, run_torch)
+
+
+def _samples(c: Conversion, run_torch) -> None:
+    """The calibration samples and the sets the TFLite files are verified on (calibration.py)."""
+    from . import calibration
+
+    c.verify_sets = [(c.arrays, c.reference)]
+    if c.spec.calibration:
+        c.calibration_sets, held_out, c.calibration_note = calibration.from_folder(c.spec.calibration,
+                                                                                   c.loaded.inputs)
+        c.verify_sets = [(arrays, run_torch(c.loaded, arrays)[0]) for arrays in held_out]
+    elif calibrated(c.spec.deliverables):
+        c.calibration_sets, c.calibration_note = calibration.generated(c.loaded.inputs, c.spec.seed,
+                                                                       c.spec.calibration_samples)
+        c.random_calibration = True
 
 
 def _export(c: Conversion) -> None:
@@ -234,7 +256,8 @@ def _in_mode(c: Conversion, mode: str) -> None:
     try:
         c.done["savedmodel"], (c.done["tflite"], c.deliverables), fixes = tensorflow_stages(
             c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode,
-            onnx_path=onnx_path, on_run=counted, arrays=c.arrays, check=checked)
+            onnx_path=onnx_path, on_run=counted, arrays=c.arrays, check=checked, calibration=c.calibration_sets,
+            calibration_note=c.calibration_note, random_calibration=c.random_calibration)
     except ConversionError as exc:
         last = mode not in NEXT_MODE or (exc.kind in WRONG_NUMBERS and mode == "strict")
         if last or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
@@ -265,8 +288,8 @@ def _in_mode(c: Conversion, mode: str) -> None:
 def _verify(c: Conversion) -> None:
     from .verify import verdict, verify
 
-    c.done["verify"], c.deliverables = verify(c.spec, c.arrays, c.reference, c.done["savedmodel"],
-                                              c.deliverables, c.threads)
+    c.done["verify"], c.deliverables = verify(c.spec, c.verify_sets or [(c.arrays, c.reference)],
+                                              c.done["savedmodel"], c.deliverables, c.threads)
     problem, chosen, fixes = verdict(c.done["export"], c.done["savedmodel"], c.done["verify"], c.deliverables,
                                      c.done["tflite"], c.spec.deliverables, c.spec.allow_flex)
     c.delivered = chosen.recipe if problem is None else None
@@ -294,12 +317,13 @@ def _explain_tflite(c: Conversion, chosen) -> str:
     if fp32 is None:
         spec = dataclasses.replace(c.spec, deliverables=(FP32,))
         _, files = to_tflite(spec, Path(c.done["savedmodel"].path), c.artifacts)
-        _, (fp32,) = verify(spec, c.arrays, c.reference, c.done["savedmodel"], files, c.threads, deploy=False)
+        _, (fp32,) = verify(spec, c.verify_sets or [(c.arrays, c.reference)], c.done["savedmodel"], files, c.threads,
+                            deploy=False)
     if fp32.passed:
         if chosen.recipe == FP32:
             return "the float32 TFLite file passes"  # not reached: a passing chosen file raises no problem
         return (f"the float32 TFLite file matches PyTorch (range-relative {fp32.worst.range_rel_err:.3g}): the error "
-                f"is {chosen.label}'s quantization, not the conversion")
+                f"is {RECIPES[chosen.recipe].title}'s quantization, not the conversion")
     c.divergence = _diagnose(c, c.done["savedmodel"], fp32_tflite=fp32.path)
     return c.divergence.describe() if c.divergence else "the float32 TFLite file differs from PyTorch too"
 
@@ -356,6 +380,9 @@ def _write_samples(c: Conversion) -> None:
     arrays.update({f"reference_{i}": a for i, a in enumerate(c.reference)})
     arrays.update({f"onnx_{i}": a for i, a in enumerate(c.onnx_outputs)})
     arrays.update({f"tf_{i}": a for i, a in enumerate(c.tf_outputs)})
+    if len(c.verify_sets) > 1 or (c.verify_sets and c.verify_sets[0][0] is not c.arrays):
+        # the TFLite files were verified on other samples (held out from calibration): those too
+        arrays.update({k: v for k, v in _sets_arrays(c).items() if k.startswith("verify_")})
     try:
         np.savez(c.artifacts / SAMPLES_FILE, **arrays)
     except OSError:  # a full disk costs the cache its proof, not the model its result
@@ -376,11 +403,13 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
                       artifacts: Path, *, read_graph: bool = True, mode: str = "simplified",
-                      onnx_path: Path | None = None, on_run=None, arrays=None, check=None):
+                      onnx_path: Path | None = None, on_run=None, arrays=None, check=None, calibration=(),
+                      calibration_note=None, random_calibration=False):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
     are replaced in one more run."""
+    from ..tflite_run import tf_layout_feed
     from .savedmodel import to_savedmodel
     from .tflite import to_tflite
 
@@ -399,8 +428,9 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
         if check is not None:  # the TF model's float32 numbers, before any TFLite conversion
             saved = check(saved, tf_outputs)
         progress.start(Stage.TFLITE.value)
+        feeds = [tf_layout_feed(saved, arrays) for arrays in calibration]
         try:
-            return saved, to_tflite(spec, Path(saved.path), artifacts), fixes
+            return saved, to_tflite(spec, Path(saved.path), artifacts, feeds, calibration_note, random_calibration), fixes
         except ConversionError as exc:
             more = pseudo_ops_for_flex(exc.ops, pseudo) if auto and exc.kind is FailureKind.FLEX_OPS else ()
             if not more:
@@ -465,12 +495,15 @@ def _hand_over(c: Conversion) -> None:
         np.save(work / f"input_{i}.npy", array)
     for i, array in enumerate(c.reference):
         np.save(work / f"reference_{i}.npy", array)
+    np.savez(work / "sets.npz", **_sets_arrays(c))
     state = {"done": {k: plain(dataclasses.asdict(v)) for k, v in c.done.items()},
              "fixes": [plain(dataclasses.asdict(f)) for f in c.fixes], "output_names": c.output_names,
              "inputs": plain([dataclasses.asdict(i) for i in c.loaded.inputs]), "format": c.loaded.format,
              "stage_seconds": c.progress.stage_seconds, "started": c.started, "threads": c.threads,
              "memory_limit_mb": c.memory_limit_mb, "network_attempts": list(offline.attempts),
-             "arrays": len(c.arrays), "reference": len(c.reference)}
+             "arrays": len(c.arrays), "reference": len(c.reference), "verify_sets": len(c.verify_sets),
+             "calibration_sets": len(c.calibration_sets), "calibration_note": c.calibration_note,
+             "random_calibration": c.random_calibration}
     write_json_atomic(c.artifacts / HANDOFF, state)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -494,7 +527,30 @@ def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
         fixes=[build(Fix, f) for f in state["fixes"]], output_names=state["output_names"],
         loaded=LoadedModel(None, state["format"], tuple(build(InputSpec, i) for i in state["inputs"])),
         arrays=[np.load(work / f"input_{i}.npy") for i in range(state["arrays"])],
-        reference=[np.load(work / f"reference_{i}.npy") for i in range(state["reference"])])
+        reference=[np.load(work / f"reference_{i}.npy") for i in range(state["reference"])],
+        calibration_note=state["calibration_note"], random_calibration=state["random_calibration"],
+        **_sets_from(np.load(work / "sets.npz"), state["verify_sets"], state["calibration_sets"]))
+
+
+def _sets_arrays(c: Conversion) -> dict:
+    """The verification and calibration sets as flat arrays (their count per set is the inputs' or
+    the outputs')."""
+    arrays = {}
+    for s, (inputs, reference) in enumerate(c.verify_sets):
+        arrays.update({f"verify_{s}_input_{i}": a for i, a in enumerate(inputs)})
+        arrays.update({f"verify_{s}_reference_{i}": a for i, a in enumerate(reference)})
+    for s, inputs in enumerate(c.calibration_sets):
+        arrays.update({f"calibration_{s}_input_{i}": a for i, a in enumerate(inputs)})
+    return arrays
+
+
+def _sets_from(data, verify_sets: int, calibration_sets: int) -> dict:
+    def group(prefix):
+        return [data[k] for k in sorted((k for k in data.files if k.startswith(prefix)),
+                                        key=lambda k: int(k.rsplit("_", 1)[1]))]
+
+    return {"verify_sets": [(group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")) for s in range(verify_sets)],
+            "calibration_sets": [group(f"calibration_{s}_input_") for s in range(calibration_sets)]}
 
 
 def main(job_path: str, parent: int | None = None, *, spawned: bool = False, resume: bool = False) -> int:

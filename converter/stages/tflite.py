@@ -14,32 +14,52 @@ from pathlib import Path
 
 from ..failures import ConversionError, FailureKind, reraise_if_memory
 from ..protocol import write_bytes_atomic
-from ..recipes import FP32, RECIPES
+from ..recipes import FP32, RECIPES, calibrated
 from ..results import Deliverable, TFLiteResult
 from ..spec import ModelSpec
 
 _TF_OP = re.compile(r"\btf\.([A-Z]\w+)")
 
 
-def _float32(converter, tf) -> None:
-    pass
+def _float32(converter, tf, calibration) -> list:
+    return [tf.lite.OpsSet.TFLITE_BUILTINS]
 
 
-def _dynamic_range(converter, tf) -> None:
+def _float16(converter, tf, calibration) -> list:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return [tf.lite.OpsSet.TFLITE_BUILTINS]
 
 
-# how the TFLite converter is set for each recipe of recipes.RECIPES
-CONVERTER_SETTINGS = {FP32: _float32, "drq": _dynamic_range}
+def _dynamic_range(converter, tf, calibration) -> list:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return [tf.lite.OpsSet.TFLITE_BUILTINS]
+
+
+def _full_integer(converter, tf, calibration) -> list:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(calibration)  # dicts keyed by signature input
+    return [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # an op without an int8 kernel fails, naming it
+
+
+def _full_integer_io(converter, tf, calibration) -> list:
+    ops = _full_integer(converter, tf, calibration)
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return ops
+
+
+# how the TFLite converter is set for each recipe of recipes.RECIPES (returns its op sets)
+CONVERTER_SETTINGS = {FP32: _float32, "fp16": _float16, "drq": _dynamic_range, "int8": _full_integer,
+                      "int8_io": _full_integer_io}
 assert set(CONVERTER_SETTINGS) == set(RECIPES), "every recipe needs its converter settings"
 
 
-def _convert(saved_model: Path, *, recipe: str, allow_flex: bool) -> bytes:
+def _convert(saved_model: Path, *, recipe: str, allow_flex: bool, calibration=()) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    CONVERTER_SETTINGS[recipe](converter, tf)
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    ops = CONVERTER_SETTINGS[recipe](converter, tf, list(calibration))
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
@@ -60,13 +80,18 @@ def tflite_path(out_dir: Path, recipe: str) -> Path:
     return out_dir / f"model_{recipe}.tflite"
 
 
-def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> tuple[TFLiteResult, tuple[Deliverable, ...]]:
-    """The TFLite file of every requested recipe, not yet verified."""
+def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path, calibration=(), calibration_note: str | None = None,
+              random_calibration: bool = False) -> tuple[TFLiteResult, tuple[Deliverable, ...]]:
+    """The TFLite file of every requested recipe, not yet verified. `calibration`: the int8 recipes'
+    representative samples, each a dict keyed by signature input (the TF model's layout)."""
     start = time.perf_counter()
     files, flex = [], set()
     for label in spec.deliverables:
+        if RECIPES[label].calibrated and not calibration:
+            raise ConversionError(FailureKind.TFLITE_ERROR, f"{RECIPES[label].label} needs calibration samples")
         try:
-            model = _convert(saved_model, recipe=label, allow_flex=spec.allow_flex)
+            model = _convert(saved_model, recipe=label, allow_flex=spec.allow_flex,
+                             calibration=calibration if RECIPES[label].calibrated else ())
         except Exception as exc:
             reraise_if_memory(exc)
             text = str(exc)
@@ -87,4 +112,7 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path) -> tuple[TFLite
             flex |= set(flex_ops_of(model))
         del model
         gc.collect()
-    return TFLiteResult(flex_ops=tuple(sorted(flex)), seconds=time.perf_counter() - start), tuple(files)
+    used = calibrated(spec.deliverables)
+    return TFLiteResult(flex_ops=tuple(sorted(flex)), seconds=time.perf_counter() - start,
+                        calibration=calibration_note if used else None,
+                        random_calibration=random_calibration and used), tuple(files)

@@ -3,12 +3,13 @@ TFLite file (one per recipe) in stage 5 (verify), on the seeded inputs.
 
 Inputs are mapped by name (TFLite sorts them and prefixes `serving_default_`) and put
 into the layout onnx2tf chose; outputs are compared in a fixed order: count, names,
-shapes, then values. The deliverable is also loaded in a process without TensorFlow.
+shapes, then values. Each file is also run where it goes, in a process without TensorFlow (runtime_checks).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,20 +19,29 @@ import numpy as np
 
 from ..failures import ConversionError, FailureKind
 from ..metrics import compare
-from ..recipes import FP32
-from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult
+from ..recipes import FP32, RECIPES
+from ..results import (
+    Deliverable,
+    ExportResult,
+    Fix,
+    MicroCheck,
+    RuntimeCheck,
+    SavedModelResult,
+    TFLiteResult,
+    VerifyResult,
+)
 from ..spec import ModelSpec
+from ..tflite_run import stacked
 from ..verdict import choose, fallback_fixes, first_problem
 
 
 def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list[np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
+    """The file on one set of sample inputs (PyTorch's layout); its outputs in the TF model's layout,
+    dequantized where they are integers."""
+    from ..tflite_run import interpreter, run_signature, tf_layout_feed
 
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    runner = interpreter.get_signature_runner("serving_default")
-    feed = {key: np.ascontiguousarray(np.transpose(a, perm))
-            for (_, key), perm, a in zip(saved.input_names, saved.input_perms, arrays)}
-    result = runner(**feed)
+    runner = interpreter(path, threads).get_signature_runner("serving_default")
+    result = run_signature(runner, tf_layout_feed(saved, arrays))
     missing = [key for _, key in saved.output_names if key not in result]
     if missing or len(result) != len(saved.output_names):
         raise ConversionError(FailureKind.SHAPE_MISMATCH,
@@ -40,42 +50,45 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
     return [result[key] for _, key in saved.output_names]
 
 
-DEPLOY_AGREEMENT = 1e-5  # of an output's range: the same file on the same runtime, in another process
+def runtime_checks(files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, threads: int,
+                   tolerances: dict[str, float]) -> tuple[RuntimeCheck, ...]:
+    """Each file in a process that never imports TensorFlow (deploy.py): on the TFLite runtime with
+    XNNPACK and the reference kernels, its ops and invoke time; int8_io files on Micro too."""
+    from ..tflite_run import tf_layout_feed
 
-
-def deploy_check(path: str, saved: SavedModelResult, arrays, expected: list[np.ndarray]) -> tuple[bool, str]:
-    """The deliverable on the TFLite runtime in a process that never imports TensorFlow (as on a
-    phone: Flex kernels are then missing), on the sample inputs: it must run, and give what it gave
-    here (outputs PyTorch gives as NaN may be NaN; they are judged against PyTorch, not here)."""
-    work = Path(path).parent
-    feed = {key: np.ascontiguousarray(np.transpose(a, perm))
-            for (_, key), perm, a in zip(saved.input_names, saved.input_perms, arrays)}
-    np.savez(work / "deploy_inputs.npz", **feed)
+    if not files:
+        return ()
+    work = Path(files[0].path).parent / "runtime_check"
+    work.mkdir(exist_ok=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", path, str(work / "deploy_inputs.npz"),
-                               str(work / "deploy_outputs.npz")], capture_output=True, text=True, timeout=300,
-                              cwd=str(Path(__file__).resolve().parents[2]))
+        np.savez(work / "inputs.npz", **tf_layout_feed(saved, arrays))
+        job = {"inputs": str(work / "inputs.npz"), "outputs": str(work / "outputs.npz"), "threads": threads,
+               "files": [{"recipe": d.recipe, "path": d.path, "agreement": tolerances[d.recipe] / 2,
+                          "micro": RECIPES[d.recipe].integer_io} for d in files]}
+        (work / "job.json").write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", str(work / "job.json")],
+                              capture_output=True, text=True, timeout=1800, cwd=str(Path(__file__).resolve().parents[2]))
         try:
             report = json.loads(proc.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            return False, f"TFLite runtime process died (status {proc.returncode})"
+            dead = RuntimeCheck(False, f"the TFLite runtime process died (status {proc.returncode})")
+            return tuple(dead for _ in files)
         if report["tensorflow_imported"]:
-            return False, "deploy check imported tensorflow, so it proves nothing"
-        if not report["ok"]:
-            return False, report["error"]
-        with np.load(work / "deploy_outputs.npz") as found:
-            for (name, key), here in zip(saved.output_names, expected):
-                there = found[key]
-                if there.shape != here.shape or not np.array_equal(np.isnan(there), np.isnan(here)):
-                    return False, f"output '{name}' differs without TensorFlow (shape {list(there.shape)})"
-                finite = np.isfinite(here) & np.isfinite(there)
-                spread = float(np.ptp(here[finite])) if finite.any() else 0.0
-                if finite.any() and float(np.abs(here[finite] - there[finite]).max()) > DEPLOY_AGREEMENT * max(spread, 1e-12):
-                    return False, f"output '{name}' differs without TensorFlow (the runtime gives other numbers)"
-        return True, ""
+            return tuple(RuntimeCheck(False, "the runtime check imported tensorflow, so it proves nothing") for _ in files)
+        return tuple(_runtime(report["files"][d.recipe]) for d in files)
     finally:
-        for name in ("deploy_inputs.npz", "deploy_outputs.npz"):
-            (work / name).unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _runtime(found: dict) -> RuntimeCheck:
+    micro = found.get("micro")
+    return RuntimeCheck(
+        runs=found["runs"], message=found.get("message", ""), kernels_agree=found.get("kernels_agree"),
+        kernels_diff=found.get("kernels_diff"), ops=tuple((n, k) for n, k in found.get("ops", ())),
+        flex_ops=tuple(found.get("flex_ops", ())), custom_ops=tuple(found.get("custom_ops", ())),
+        invoke_ms=found.get("invoke_ms"), quantized_tensors=found.get("quantized_tensors"),
+        micro=None if micro is None else MicroCheck(micro["runs"], micro.get("message", ""), micro.get("arena_bytes"),
+                                                    tuple(micro.get("missing_ops", ())), micro.get("agrees")))
 
 
 def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ...]:
@@ -125,20 +138,31 @@ def check_tf(spec: ModelSpec, reference, saved: SavedModelResult, tf_outputs,
     return saved, ConversionError(kind, bad.brief(TF_LABEL))
 
 
-def verify(spec: ModelSpec, arrays, reference, saved: SavedModelResult, files: tuple[Deliverable, ...],
+def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Deliverable, ...],
            threads: int, deploy: bool = True) -> tuple[VerifyResult, tuple[Deliverable, ...]]:
+    """Every file on every verification set (`sets`: (inputs, PyTorch's outputs) pairs: the seeded
+    sample, or the samples held out from calibration), then whether each runs where it goes."""
     start = time.perf_counter()
+    reference = stacked([ref for _, ref in sets])
     checked: list[Deliverable] = []
-    raw: dict[str, list[np.ndarray]] = {}
     for built in files:
-        outputs = raw[built.recipe] = run_tflite(built.path, saved, arrays, threads)
-        back = [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
+        runs = [run_tflite(built.path, saved, arrays, threads) for arrays, _ in sets]
+        back = stacked([[np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
+                        for outputs in runs])
         checked.append(dataclasses.replace(built, outputs=tuple(
-            compare(name, ref, out, spec.tolerance_for(built.recipe, name))
+            compare(name, ref, out, spec.tolerance_for(built.recipe, name), channel_axis=spec.channel_axis.get(name),
+                    samples=len(sets))
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
+    if deploy:
+        tolerances = {d.recipe: min(c.tolerance for c in d.outputs) if d.outputs else RECIPES[d.recipe].tolerance
+                      for d in checked}
+        checks = runtime_checks(tuple(checked), saved, sets[0][0], threads, tolerances)
+        checked = [dataclasses.replace(d, runtime=r) for d, r in zip(checked, checks)]
     chosen = choose(spec.deliverables, checked)
-    deployable, message = deploy_check(chosen.path, saved, arrays, raw[chosen.recipe]) if deploy else (True, "")
-    return VerifyResult(deployable=deployable, deploy_message=message, seconds=time.perf_counter() - start), tuple(checked)
+    runtime = chosen.runtime if chosen is not None else None
+    deployable = runtime is None or runtime.ok
+    return (VerifyResult(deployable=deployable, deploy_message="" if deployable else runtime.problem,
+                         seconds=time.perf_counter() - start), tuple(checked))
 
 
 def verdict(export: ExportResult, saved: SavedModelResult, result: VerifyResult, deliverables: tuple[Deliverable, ...],

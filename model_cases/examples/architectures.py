@@ -408,3 +408,66 @@ class LargeMean(nn.Module):
 
     def forward(self, x):
         return (x * 2.0 + 1000.0).mean((2, 3)) - 1000.0
+
+
+def bar_images(generator: torch.Generator, n: int, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of one bright bar (horizontal, vertical, or either diagonal) on noise: a task a small
+    CNN learns in seconds, so the int8 example is a trained model with real calibration samples."""
+    images = torch.randn(n, 3, size, size, generator=generator) * 0.3
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    c = size // 2
+    for i, label in enumerate(labels.tolist()):
+        if label == 0:
+            images[i, :, c - 1:c + 2, 2:-2] += 2.0
+        elif label == 1:
+            images[i, :, 2:-2, c - 1:c + 2] += 2.0
+        else:
+            for k in range(2, size - 2):
+                j = k if label == 2 else size - 1 - k
+                images[i, :, k, max(0, j - 1):j + 2] += 2.0
+    return images, labels
+
+
+class BarClassifier(nn.Module):
+    """A small trained CNN (conv, BatchNorm, ReLU, pooling, a linear head) for the int8 recipes."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def train_bar_classifier(steps: int = 200) -> BarClassifier:
+    torch.manual_seed(22)
+    model = BarClassifier()
+    generator = torch.Generator().manual_seed(22)
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(steps):
+        x, y = bar_images(generator, 32)
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+class OutlierMLP(nn.Module):
+    """An MLP with one large weight in each layer, as fine-tuned networks sometimes have: DRQ's
+    per-tensor int8 grid, stretched to reach it, rounds every other weight coarsely and misses its
+    tolerance, while float16 keeps them. Its chain ["drq", "fp16"] delivers fp16, saying why."""
+
+    def __init__(self, outlier: float = 40.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 8))
+        with torch.no_grad():
+            for layer in (self.net[0], self.net[2], self.net[4]):
+                layer.weight[0, 0] = outlier
+
+    def forward(self, x):
+        return self.net(x)

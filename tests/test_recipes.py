@@ -1,0 +1,193 @@
+"""The deliverables beyond DRQ, each built, verified and run where it goes, for real: float16,
+full-integer int8 with float and with int8 inputs and outputs (TensorFlow Lite Micro), calibration
+samples (generated, or a folder of them, held out for verification), chains of recipes, outputs
+judged per channel, and bad samples as one-line spec errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converter.failures import FailureKind
+from converter.recipes import RECIPES
+
+from . import builders
+from .test_pipeline import convert
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cnn_with(tmp_path, toml_extra: str, shape=(1, 3, 16, 16)) -> Path:
+    model = builders.torchscript_cnn(tmp_path / "m", shape=shape)
+    model.with_suffix(".toml").write_text(toml_extra + f'\n[[inputs]]\nname = "image"\nshape = {list(shape)}\n')
+    return model
+
+
+def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = cnn_with(tmp_path, f"deliverables = {list(RECIPES)!r}".replace("'", '"'))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    built = {d.recipe: d for d in result.deliverables}
+    assert list(built) == list(RECIPES) and result.delivered == "fp32"  # the first that verifies
+    for recipe, d in built.items():
+        assert d.passed and d.outputs[0].samples == 1, recipe
+        runtime = d.runtime
+        assert runtime.runs and runtime.kernels_agree, (recipe, runtime)
+        assert runtime.ops and runtime.invoke_ms > 0 and not runtime.flex_ops
+        assert "CONV_2D" in dict(runtime.ops)
+    # int8_io takes and gives int8 (quantized and dequantized around it), and runs on Micro
+    details = Interpreter(model_path=built["int8_io"].path).get_signature_runner("serving_default")
+    assert {v["dtype"] for v in details.get_input_details().values()} == {np.int8}
+    assert {v["dtype"] for v in details.get_output_details().values()} == {np.int8}
+    micro = built["int8_io"].runtime.micro
+    assert micro.runs and micro.agrees and micro.arena_bytes > 0
+    assert all(built[r].runtime.micro is None for r in RECIPES if r != "int8_io")
+    # the float16 file holds float16 weights; the int8 ones int8 tensors
+    assert built["fp16"].runtime.quantized_tensors > 0 and built["int8"].runtime.quantized_tensors > 0
+    assert "float16" in str({t["dtype"] for t in Interpreter(model_path=built["fp16"].path).get_tensor_details()})
+    # random calibration: said so wherever the model's caveats are read
+    assert result.tflite.random_calibration and "random samples" in result.tflite.calibration
+    assert any("random calibration does not represent real data" in c.describe() for c in result.caveats)
+
+
+def write_samples(folder: Path, count: int, shape, seed: int = 3) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        np.save(folder / f"s{i:02d}.npy", rng.standard_normal(shape).astype(np.float32))
+
+
+def test_a_calibration_folder_calibrates_and_its_held_out_samples_verify_then_the_cache_proves_them(tmp_path):
+    model = cnn_with(tmp_path, 'deliverables = ["int8"]\ncalibration = "samples"')
+    write_samples(tmp_path / "m" / "samples", 10, (1, 3, 16, 16))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    (int8,) = result.deliverables
+    assert int8.outputs[0].samples == 2  # the last fifth of 10, never seen by the calibration
+    assert int8.outputs[0].reference_shape == (2, 5)  # stacked along the batch axis
+    assert "8 samples from" in result.tflite.calibration and "2 held out" in result.tflite.calibration
+    assert not result.tflite.random_calibration and not result.caveats
+    again = convert(tmp_path, model)  # restored: its file run on the same held-out samples, same figures
+    assert again.cache_hit and again.passed
+    assert again.deliverables[0].outputs[0].range_rel_err == pytest.approx(int8.outputs[0].range_rel_err, rel=1e-3)
+    # other samples are another conversion
+    np.save(tmp_path / "m" / "samples" / "s00.npy", np.zeros((1, 3, 16, 16), np.float32))
+    assert not convert(tmp_path, model).cache_hit
+
+
+@pytest.mark.parametrize("sample, says", [
+    (np.zeros((1, 3, 8, 8), np.float32), "s01.npy: input 'image': shape [1, 3, 8, 8] is not the input's [1, 3, 16, 16]"),
+    (np.full((1, 3, 16, 16), np.nan, np.float32), "s01.npy: input 'image': holds NaN or infinite values"),
+    (np.zeros((1, 3, 16, 16), np.complex64), "s01.npy: input 'image': dtype complex64 does not cast to the input's float32"),
+    (b"not numpy", "s01.npy: is not a readable sample"),
+])
+def test_a_bad_calibration_sample_is_a_spec_error_naming_file_and_input(tmp_path, sample, says):
+    model = cnn_with(tmp_path, 'deliverables = ["int8"]\ncalibration = "samples"')
+    write_samples(tmp_path / "m" / "samples", 3, (1, 3, 16, 16))
+    if isinstance(sample, bytes):
+        (tmp_path / "m" / "samples" / "s01.npy").write_bytes(sample)
+    else:
+        np.save(tmp_path / "m" / "samples" / "s01.npy", sample)
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.SPEC_ERROR and result.failure.stage == "load"
+    assert says in result.failure.message and "\n" not in result.failure.message
+
+
+def test_too_few_samples_or_no_such_folder_is_told_before_converting(tmp_path):
+    model = cnn_with(tmp_path, 'deliverables = ["int8"]\ncalibration = "samples"')
+    write_samples(tmp_path / "m" / "samples", 1, (1, 3, 16, 16))
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.SPEC_ERROR and "at least 2" in result.failure.message
+    model.with_suffix(".toml").write_text('calibration = "nowhere"\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.SPEC_ERROR
+    assert "cnn.toml key 'calibration'" in result.failure.message and "is not a folder" in result.failure.message
+
+
+def test_a_chain_delivers_the_first_recipe_that_verifies_and_records_why(tmp_path):
+    model = builders.torchscript_mlp(tmp_path / "m", hidden=256, outlier=40.0)
+    model.with_suffix(".toml").write_text('deliverables = ["drq", "fp16"]\n[[inputs]]\nshape = [1, 32]\n')
+    result = convert(tmp_path, model)
+    assert result.passed and result.delivered == "fp16"
+    assert not result.deliverable_of("drq").passed and result.deliverable_of("fp16").passed
+    (fix,) = [f for f in result.fixes if f.name == "deliverable"]
+    assert fix.detail == "fp16" and "DRQ TFLite output" in fix.reason
+    assert Path(result.deliverable).read_bytes() == Path(result.deliverable_of("fp16").path).read_bytes()
+    # DRQ alone: the model fails, and the message says it is the quantization
+    model.with_suffix(".toml").write_text('deliverables = ["drq"]\n[[inputs]]\nshape = [1, 32]\n')
+    alone = convert(tmp_path, model)
+    assert alone.failure.kind is FailureKind.NUMERIC_MISMATCH
+    assert "the error is DRQ's quantization, not the conversion" in alone.failure.message
+
+
+class BoxesAndScores(nn.Module):
+    """A detector's head in miniature: 4 box coordinates spanning hundreds of pixels and 6 class
+    scores spanning a fraction of one, in one tensor [1, 10, 64]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(8, 10, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.cat([y[:, :4] * 300.0 + 300.0, torch.sigmoid(y[:, 4:]) * 0.003], dim=1)
+
+
+def test_an_output_judged_per_channel_shows_the_small_channels_error(tmp_path):
+    torch.manual_seed(0)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    torch.jit.trace(BoxesAndScores().eval(), torch.randn(1, 8, 64)).save(str(folder / "head.pt"))
+    sidecar = 'deliverables = ["int8"]\noutput_names = ["boxes_scores"]\n[[inputs]]\nshape = [1, 8, 64]\n'
+    (folder / "head.toml").write_text(sidecar)
+    whole = convert(tmp_path, folder / "head.pt")
+    assert whole.passed, whole.failure  # one range over the tensor: the scores' error vanishes in it
+    (folder / "head.toml").write_text(sidecar + "[channel_axis]\nboxes_scores = 1\n")
+    per_channel = convert(tmp_path, folder / "head.pt")
+    assert per_channel.failure.kind is FailureKind.NUMERIC_MISMATCH
+    (comparison,) = per_channel.deliverables[0].outputs
+    assert comparison.channel_axis == 1 and comparison.worst_channel >= 4  # a score channel
+    assert "along axis 1, judged against its own range" in per_channel.failure.message
+
+
+def test_micro_names_the_ops_it_lacks(tmp_path):
+    """A file with an op TFLite has and Micro lacks (RFFT2D), built with TensorFlow, run by micro.py."""
+    build = """
+import sys, tensorflow as tf
+class R(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def f(self, x):
+        return tf.abs(tf.signal.rfft(x))
+m = R()
+c = tf.lite.TFLiteConverter.from_concrete_functions([m.f.get_concrete_function()], m)
+open(sys.argv[1], "wb").write(c.convert())
+"""
+    subprocess.run([sys.executable, "-c", build, str(tmp_path / "rfft.tflite")], check=True, capture_output=True)
+    np.savez(tmp_path / "in.npz", np.ones((1, 64), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "converter.stages.micro", str(tmp_path / "rfft.tflite"),
+                           str(tmp_path / "in.npz"), str(tmp_path / "out.npz"), "1"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert '"runs": false' in proc.stdout and "RFFT2D" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m")
+    cli = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "fp16,drq",
+                          "--tflite-dir", str(tmp_path / "o"), "--reports-dir", str(tmp_path / "r"), "--no-cache"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "float16 TFLite where it goes: runs without TensorFlow" in cli.stdout
+    assert "deliverable (fp16)" in cli.stdout
+    bad = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "int4"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown recipe(s) 'int4'" in bad.stderr
+    model.with_suffix(".toml").write_text('deliverables = ["drq", "drq"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.SPEC_ERROR and "names a recipe twice" in result.failure.message
