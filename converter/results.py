@@ -118,13 +118,13 @@ class MicroCheck:
 @dataclass(frozen=True)
 class RuntimeCheck:
     """Does a TFLite file run where it goes: on the TFLite runtime in a process without TensorFlow
-    (as on a phone), with XNNPACK (the runtime's default) and with the reference kernels, which must
-    agree; the ops it uses; its median invoke time here (a figure, never gated); Micro for int8_io."""
+    (as on a phone), with XNNPACK (the runtime's default) and with the reference kernels (what runs
+    where XNNPACK does not), both judged against PyTorch; the ops it uses; its median invoke time here (a figure, never gated); Micro for int8_io."""
 
     runs: bool
     message: str = ""
-    kernels_agree: bool | None = None
-    kernels_diff: float | None = None   # max |XNNPACK - reference| / output range
+    kernels_agree: bool | None = None   # the reference kernels' outputs pass the recipe's check too
+    kernels_diff: float | None = None   # max |XNNPACK - reference| / output range (a figure)
     ops: tuple[tuple[str, int], ...] = ()  # builtin op -> how many, most used first
     flex_ops: tuple[str, ...] = ()
     custom_ops: tuple[str, ...] = ()
@@ -141,7 +141,7 @@ class RuntimeCheck:
         if not self.runs:
             return f"does not run on the TFLite runtime without TensorFlow: {self.message}"
         if self.kernels_agree is False:
-            return f"XNNPACK and the reference kernels disagree ({self.message})"
+            return f"passes with XNNPACK but not on the reference kernels: {self.message}"
         if self.micro is not None and not self.micro.ok:
             return f"does not run on TensorFlow Lite Micro: {self.micro.message}"
         return ""
@@ -156,7 +156,8 @@ class RuntimeCheck:
         if self.flex_ops or self.custom_ops:
             parts.append(f"Flex/custom ops: {', '.join(self.flex_ops + self.custom_ops)}")
         if self.kernels_agree:
-            parts.append("XNNPACK = reference kernels")
+            diff = f" (they differ by {self.kernels_diff:.2g} of the range)" if self.kernels_diff else ""
+            parts.append(f"passes on XNNPACK and the reference kernels{diff}")
         if self.invoke_ms is not None:
             parts.append(f"invoke {self.invoke_ms:.3g} ms")
         if self.micro is not None:

@@ -191,3 +191,23 @@ def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_pa
     model.with_suffix(".toml").write_text('deliverables = ["drq", "drq"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
     result = convert(tmp_path, model)
     assert result.failure.kind is FailureKind.SPEC_ERROR and "names a recipe twice" in result.failure.message
+
+
+def test_a_padded_max_pool_gets_edge_padding_for_the_integer_recipes_only(tmp_path):
+    """onnx2tf pads a MaxPool with float32's minimum, which full-integer quantization takes as the
+    tensor's range (a PADV2 scale of 1e36: torchvision's ResNet-18 int8 file aborts the TFLite
+    kernels). Edge padding is exact for a maximum; the float recipes keep onnx2tf's padding."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    torch.jit.trace(net, torch.randn(1, 3, 16, 16)).save(str(folder / "pool.pt"))
+    (folder / "pool.toml").write_text('deliverables = ["int8_io"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
+    result = convert(tmp_path, folder / "pool.pt")
+    assert result.passed, result.failure
+    assert "graph_rewrite:max_pool_padding" in [f.label for f in result.fixes]
+    assert dict(result.deliverables[0].runtime.ops).get("MIRROR_PAD") and result.deliverables[0].runtime.micro.runs
+    (folder / "pool.toml").write_text('deliverables = ["drq"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
+    float_recipe = convert(tmp_path, folder / "pool.pt")
+    assert float_recipe.passed and "graph_rewrite:max_pool_padding" not in [f.label for f in float_recipe.fixes]

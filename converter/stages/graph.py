@@ -35,7 +35,8 @@ MAX_SIMPLIFY_BYTES = 2 * 2**30  # protobuf's limit; onnx2tf splits larger models
 SIMPLIFY_PASSES = 3
 
 
-def prepare(onnx_path: Path, out_path: Path, *, rewrite: bool = True) -> tuple[GraphResult, tuple[Fix, ...]]:
+def prepare(onnx_path: Path, out_path: Path, *, rewrite: bool = True,
+            integer: bool = False) -> tuple[GraphResult, tuple[Fix, ...]]:
     """Simplify `onnx_path` into `out_path`, then apply the rewrites (each a fix); the input is left
     as it is. The result says why onnx2tf's strict mode is needed on it, if it is."""
     import onnx
@@ -49,7 +50,7 @@ def prepare(onnx_path: Path, out_path: Path, *, rewrite: bool = True) -> tuple[G
     seconds = time.perf_counter() - start
     fixes = []
     if rewrite:
-        for name, apply, reason in REWRITES:
+        for name, apply, reason in REWRITES + (INTEGER_REWRITES if integer else ()):
             count = apply(model)
             if count:
                 fixes.append(Fix("graph_rewrite", name, f"{reason} ({count}x)"))
@@ -357,6 +358,45 @@ def _tokens_to_image(g: _Graph, reshape):
         helper.make_node("Transpose", [inner], list(reshape.output), name=f"{transpose.name}__image",
                          perm=[0, rank - 1, *range(1, rank - 1)])]
 
+
+def rewrite_max_pool_padding(model) -> int:
+    """MaxPool with explicit pads -> Pad(mode="edge") -> MaxPool without pads. Exact for max pooling
+    (without dilation or ceil_mode): an edge-padded position repeats the border element, which lies
+    in every window that covers the position, so no maximum changes. onnx2tf pads a MaxPool with
+    the float32 minimum instead (-3.4e38), which full-integer quantization takes as the tensor's
+    range: the PADV2 gets a scale of 1e36, and the TFLite kernels abort on the file."""
+    from onnx import helper
+
+    count = 0
+    while True:
+        g = _Graph(model)
+        for node in g.graph.node:
+            pads = g.attribute(node, "pads")
+            if (node.op_type != "MaxPool" or len(node.output) != 1 or not pads or not any(pads)
+                    or g.attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+                    or any(d != 1 for d in g.attribute(node, "dilations", [1] * (len(pads) // 2)))
+                    or g.attribute(node, "ceil_mode", 0)):
+                continue
+            spatial = len(pads) // 2
+            full = [0, 0, *pads[:spatial], 0, 0, *pads[spatial:]]  # batch and channel axes unpadded
+            amounts = g.add_initializer(np.array(full, np.int64), node.name or "max_pool_pads")
+            padded = f"{node.output[0]}__edge_padded"
+            pad = helper.make_node("Pad", [node.input[0], amounts], [padded], name=f"{node.name}__edge_pad", mode="edge")
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in ("pads", "auto_pad")}
+            pool = helper.make_node("MaxPool", [padded], list(node.output), name=f"{node.name}__unpadded", **attributes)
+            g.replace([node], [pad, pool])
+            count += 1
+            break
+        else:
+            return count
+
+
+# for the full-integer recipes only: the float recipes keep onnx2tf's own padding (one op fewer)
+INTEGER_REWRITES: tuple[tuple[str, Callable, str], ...] = (
+    ("max_pool_padding", rewrite_max_pool_padding,
+     "a padded MaxPool was given edge padding (exact for a maximum) in place of onnx2tf's float32-minimum "
+     "padding, which full-integer quantization cannot represent"),
+)
 
 # (name, rewrite, why): applied in this order, each counted and recorded when it applied
 REWRITES: tuple[tuple[str, Callable, str], ...] = (

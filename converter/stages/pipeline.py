@@ -194,7 +194,7 @@ def _prepare_graph(c: Conversion) -> None:
     from .graph import prepare
 
     path = c.artifacts / PREPARED_ONNX
-    c.graph, fixes = prepare(Path(c.done["export"].onnx_path), path)
+    c.graph, fixes = prepare(Path(c.done["export"].onnx_path), path, integer=calibrated(c.spec.deliverables))
     _, outputs = run_onnxruntime(path, c.input_names, c.arrays, c.threads)
     bad = [compare(n, r, o, c.spec.tolerance_for("onnx", n)) for n, r, o in zip(c.output_names, c.reference, outputs)]
     bad = [x for x in bad if not x.passed]

@@ -50,10 +50,11 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
     return [result[key] for _, key in saved.output_names]
 
 
-def runtime_checks(files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, threads: int,
-                   tolerances: dict[str, float]) -> tuple[RuntimeCheck, ...]:
+def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, reference,
+                   threads: int) -> tuple[RuntimeCheck, ...]:
     """Each file in a process that never imports TensorFlow (deploy.py): on the TFLite runtime with
-    XNNPACK and the reference kernels, its ops and invoke time; int8_io files on Micro too."""
+    XNNPACK and with the reference kernels, its ops and invoke time; int8_io files on Micro too. The
+    reference kernels' outputs are judged against PyTorch like the default ones (on `arrays`)."""
     from ..tflite_run import tf_layout_feed
 
     if not files:
@@ -63,8 +64,9 @@ def runtime_checks(files: tuple[Deliverable, ...], saved: SavedModelResult, arra
     try:
         np.savez(work / "inputs.npz", **tf_layout_feed(saved, arrays))
         job = {"inputs": str(work / "inputs.npz"), "outputs": str(work / "outputs.npz"), "threads": threads,
-               "files": [{"recipe": d.recipe, "path": d.path, "agreement": tolerances[d.recipe] / 2,
-                          "micro": RECIPES[d.recipe].integer_io} for d in files]}
+               "files": [{"recipe": d.recipe, "path": d.path, "micro": RECIPES[d.recipe].integer_io,
+                          "agreement": min(c.tolerance for c in d.outputs) / 2 if d.outputs
+                          else RECIPES[d.recipe].tolerance / 2} for d in files]}
         (work / "job.json").write_text(json.dumps(job))
         proc = subprocess.run([sys.executable, "-m", "converter.stages.deploy", str(work / "job.json")],
                               capture_output=True, text=True, timeout=1800, cwd=str(Path(__file__).resolve().parents[2]))
@@ -75,9 +77,32 @@ def runtime_checks(files: tuple[Deliverable, ...], saved: SavedModelResult, arra
             return tuple(dead for _ in files)
         if report["tensorflow_imported"]:
             return tuple(RuntimeCheck(False, "the runtime check imported tensorflow, so it proves nothing") for _ in files)
-        return tuple(_runtime(report["files"][d.recipe]) for d in files)
+        with np.load(work / "outputs.npz") as found:
+            outputs = {key: found[key] for key in found.files}
+        return tuple(_judged_kernels(spec, _runtime(report["files"][d.recipe]), d.recipe, saved, reference, outputs)
+                     for d in files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _judged_kernels(spec: ModelSpec, check: RuntimeCheck, recipe: str, saved: SavedModelResult, reference,
+                    outputs: dict) -> RuntimeCheck:
+    """The reference kernels' outputs against PyTorch, on the recipe's tolerances."""
+    if not check.runs or check.kernels_agree is False:
+        return check
+    worst = None
+    for (name, key), perm, ref in zip(saved.output_names, saved.output_perms, reference):
+        found = outputs.get(f"{recipe}::reference::{key}")
+        if found is None:
+            return dataclasses.replace(check, kernels_agree=False, message=f"the reference kernels gave no output '{name}'")
+        c = compare(name, ref, np.transpose(found, np.argsort(perm)), spec.tolerance_for(recipe, name),
+                    channel_axis=spec.channel_axis.get(name))
+        if worst is None or (not c.passed and worst.passed) or c.range_rel_err > worst.range_rel_err:
+            worst = c
+    if worst is not None and not worst.passed:
+        return dataclasses.replace(check, kernels_agree=False,
+                                   message=f"with the reference kernels, {worst.brief(RECIPES[recipe].label)}")
+    return dataclasses.replace(check, kernels_agree=True)
 
 
 def _runtime(found: dict) -> RuntimeCheck:
@@ -154,9 +179,7 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
                     samples=len(sets))
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
     if deploy:
-        tolerances = {d.recipe: min(c.tolerance for c in d.outputs) if d.outputs else RECIPES[d.recipe].tolerance
-                      for d in checked}
-        checks = runtime_checks(tuple(checked), saved, sets[0][0], threads, tolerances)
+        checks = runtime_checks(spec, tuple(checked), saved, sets[0][0], sets[0][1], threads)
         checked = [dataclasses.replace(d, runtime=r) for d, r in zip(checked, checks)]
     chosen = choose(spec.deliverables, checked)
     runtime = chosen.runtime if chosen is not None else None
