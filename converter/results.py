@@ -119,7 +119,8 @@ class MicroCheck:
 class RuntimeCheck:
     """Does a TFLite file run where it goes: on the TFLite runtime in a process without TensorFlow
     (as on a phone), with XNNPACK (the runtime's default) and with the reference kernels (what runs
-    where XNNPACK does not), both judged against PyTorch; the ops it uses; its median invoke time here (a figure, never gated); Micro for int8_io."""
+    where XNNPACK does not), both judged against PyTorch; the ops it uses; its median invoke time
+    here (a figure, never gated); Micro for int8_io."""
 
     runs: bool
     message: str = ""

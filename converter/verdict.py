@@ -63,8 +63,8 @@ def judge(result: Result, spec) -> Result:
     if problem is None:
         return dataclasses.replace(result, status="passed", failure=None, delivered=chosen.recipe,
                                    fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen))
-    if result.failure is not None and normalise_message(problem.message) == result.failure.message.split("; ")[0]:
-        return result  # the same failure: its message keeps what the diagnosis found then
+    if result.failure is not None and result.failure.message.startswith(normalise_message(problem.message)):
+        return result  # the same failure: its message keeps what the retries and the diagnosis found then
     stage = Stage.VERIFY if chosen is not None and not chosen.passed else Stage.SAVEDMODEL
     return dataclasses.replace(result, status="failed", delivered=None, fixes=fixes,
                                failure=Failure(problem.kind, stage, normalise_message(

@@ -58,3 +58,22 @@ def test_a_hit_shows_in_junit_and_the_summaries(harness):
     cold = run(harness, "--models-dir", "models", "--no-cache")
     cold.assert_outcomes(passed=1)
     assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
+
+
+def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path):
+    """A wrong float32 conversion, restored from the cache, is judged again and fails the same way,
+    with the words its retries and its diagnosis added: a baseline written from a warm run then
+    matches a cold one (it did not: the restored message lost them, and the gate called it a new
+    failure)."""
+    import shutil
+
+    examples = Path(__file__).resolve().parent.parent / "model_cases" / "examples"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("diverging_pool.pt", "diverging_pool.toml", "architectures.py"):
+        shutil.copy(examples / name, folder / name)
+    cold = convert(tmp_path, folder / "diverging_pool.pt")
+    warm = convert(tmp_path, folder / "diverging_pool.pt")
+    assert not cold.cache_hit and warm.cache_hit
+    assert cold.failure.kind.value == "numeric_mismatch" and "first divergence at node" in cold.failure.message
+    assert warm.failure == cold.failure
