@@ -140,8 +140,10 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: 
         if any(_sha256(data) != manifest["files"][name] for name, data in contents.items()):
             raise ValueError("a file does not match the manifest")
         stored = Result.from_dict(json.loads(contents[RESULT_FILE]))
-        samples = np.load(entry / SAMPLES_FILE)
-        samples = {k: samples[k] for k in samples.files}
+        samples = {}
+        if SAMPLES_FILE in contents:  # none for a model refused before it ran (an untrusted pickle)
+            with np.load(entry / SAMPLES_FILE) as found:
+                samples = {k: found[k] for k in found.files}
         result = _judged_again(stored, contents, samples, spec, threads)
     except Exception as exc:  # corrupt, truncated, tampered with, planted: rebuilt, never trusted
         print(f"--- cache entry {entry.name} is not used ({type(exc).__name__}: {exc}); converting again")

@@ -402,6 +402,7 @@ class Result:
     peak_rss_mb: float = 0.0
     network_attempts: tuple[str, ...] = ()
     onnx2tf_runs: int = 0  # conversions by onnx2tf it took (a retry in another mode, a second pseudo-op pass)
+    model_sha256: str = ""  # of the bytes the child read, also when loading them failed (the cache keys on them)
     versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

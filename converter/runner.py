@@ -53,7 +53,7 @@ def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_pro
     except NoSlot as exc:  # not cached: a timeout is not the model's own
         return Result.failed(case.model_id, str(case.path), FailureKind.TIMEOUT, Stage.LOAD, str(exc),
                              versions=tool_versions())
-    converted = result.load.model_sha256 if result.load else None
+    converted = result.model_sha256 or (result.load.model_sha256 if result.load else None)
     if entry and converted:
         if converted != digest:  # the file was replaced while its run waited: the bytes converted decide
             print(f"--- {case.model_id}: the model file changed before it was loaded; cached under the bytes "

@@ -77,3 +77,13 @@ def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path):
     assert not cold.cache_hit and warm.cache_hit
     assert cold.failure.kind.value == "numeric_mismatch" and "first divergence at node" in cold.failure.message
     assert warm.failure == cold.failure
+
+
+def test_a_refused_pickle_is_cached_under_the_bytes_read(tmp_path):
+    """Refused before it loads, an untrusted pickle is still the model's own failure: a rerun
+    restores it instead of starting a conversion (the only model a warm batch converted)."""
+    model = builders.pickled_module(tmp_path / "m")
+    cold = convert(tmp_path, model)
+    warm = convert(tmp_path, model)
+    assert cold.failure.kind.value == "untrusted_pickle" and len(cold.model_sha256) == 64
+    assert warm.cache_hit and warm.failure == cold.failure

@@ -126,6 +126,7 @@ class Conversion:
     calibration_sets: list = field(default_factory=list)
     calibration_note: str | None = None
     random_calibration: bool = False
+    model_sha256: str = ""  # of the bytes read, known before loading them can fail
 
     @property
     def input_names(self) -> list[str]:
@@ -137,7 +138,7 @@ def _load(c: Conversion) -> None:
 
     set_threads(c.threads)
     t0 = time.perf_counter()
-    c.loaded = load_model(c.spec, max_bytes=c.memory_limit_mb * 2**20)
+    c.loaded = load_model(c.spec, max_bytes=c.memory_limit_mb * 2**20, on_read=lambda d: setattr(c, "model_sha256", d))
     c.arrays = make_inputs(c.loaded.inputs, c.spec.seed)
     c.reference, structure = run_torch(c.loaded, c.arrays)
     c.output_names = _output_names(c.spec, structure.names)
@@ -366,7 +367,8 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
         deliverables=c.deliverables, requested=spec.deliverables, delivered=None if failure else c.delivered,
         fixes=tuple(c.fixes), divergence=c.divergence, stage_seconds=dict(c.progress.stage_seconds),
         seconds=round(time.monotonic() - start, 3), peak_rss_mb=round(peak_rss_mb(), 1),
-        network_attempts=tuple(offline.attempts), onnx2tf_runs=c.onnx2tf_runs, versions=tool_versions(), **c.done)
+        network_attempts=tuple(offline.attempts), onnx2tf_runs=c.onnx2tf_runs, versions=tool_versions(),
+        model_sha256=c.model_sha256 or (c.done["load"].model_sha256 if "load" in c.done else ""), **c.done)
 
 
 def _write_samples(c: Conversion) -> None:
