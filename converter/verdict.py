@@ -43,9 +43,15 @@ def first_problem(export: ExportResult | None, saved: SavedModelResult | None, c
 def fallback_fixes(requested: tuple[str, ...], deliverables, chosen: Deliverable) -> tuple[Fix, ...]:
     """A requested recipe that missed its tolerance before the chosen one: a recorded fix."""
     missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
-    return tuple(Fix("deliverable", chosen.recipe, f"{d.label} output '{d.worst.name}' missed its tolerance "
-                     f"(range-relative max error {d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
-                 for d in missed[:1])
+    return tuple(Fix("deliverable", chosen.recipe, _why_not(d)) for d in missed[:1])
+
+
+def _why_not(d: Deliverable) -> str:
+    """Why a recipe was passed over: its numbers, or where it does not run."""
+    if d.numbers_pass and d.runtime is not None and d.runtime.problem:
+        return f"{d.label} {d.runtime.problem}"
+    return (f"{d.label} output '{d.worst.name}' missed its tolerance (range-relative max error "
+            f"{d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
 
 
 def judge(result: Result, spec) -> Result:

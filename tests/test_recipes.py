@@ -211,3 +211,23 @@ def test_a_padded_max_pool_gets_edge_padding_for_the_integer_recipes_only(tmp_pa
     (folder / "pool.toml").write_text('deliverables = ["drq"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
     float_recipe = convert(tmp_path, folder / "pool.pt")
     assert float_recipe.passed and "graph_rewrite:max_pool_padding" not in [f.label for f in float_recipe.fixes]
+
+
+def test_a_file_micro_refuses_falls_back_saying_why(tmp_path):
+    """Token ids into an embedding: the int8_io file runs on the TFLite runtime, but Micro's GATHER
+    takes no int64 positions. The chain delivers int8, and the recorded reason is Micro's, not a
+    tolerance the file met."""
+    import shutil
+
+    examples = ROOT / "model_cases" / "examples"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(examples / "token_classifier.pt", folder)
+    (folder / "token_classifier.toml").write_text('deliverables = ["int8_io", "int8"]\n'
+                                                  + (examples / "token_classifier.toml").read_text())
+    result = convert(tmp_path, folder / "token_classifier.pt")
+    assert result.passed and result.delivered == "int8"
+    micro = result.deliverable_of("int8_io").runtime.micro
+    assert not micro.runs and "GATHER" in micro.message and "INT64" in micro.message
+    (fix,) = [f for f in result.fixes if f.name == "deliverable"]
+    assert "does not run on TensorFlow Lite Micro" in fix.reason and "tolerance" not in fix.reason

@@ -19,6 +19,7 @@ import tempfile
 
 ARENA = re.compile(r"Arena allocation total (\d+) bytes")
 MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+FAILED_NODE = re.compile(r"Node (\w+) \(number \d+\) failed to (?:prepare|invoke)")
 
 
 @contextlib.contextmanager
@@ -90,6 +91,10 @@ def run(model_path: str, inputs_path: str, outputs_path: str, n_outputs: int) ->
         if not missing and "CUSTOM" in text:
             missing = ["a custom op"]
         reason = f"it lacks the op(s) {', '.join(missing)}" if missing else error
+        node = FAILED_NODE.search(text)
+        if not missing and node:  # an op Micro has, refusing this use of it: Micro's own line says why
+            lines = [ln.strip() for ln in text[:node.start()].strip().splitlines() if ln.strip()]
+            reason = f"its {node.group(1)} op fails to prepare" + (f" ({lines[-1]})" if lines else "")
         return {"runs": False, "message": reason, "missing_ops": missing}
     np.savez(outputs_path, *outputs)
     arena = ARENA.search(text)
