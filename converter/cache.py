@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .environment import tool_versions
-from .protocol import RESULT_FILE, SAMPLES_FILE, write_bytes_atomic
+from .protocol import RESULT_FILE, SAMPLES_FILE, sets_from_arrays, write_bytes_atomic
 from .results import Result
 from .tflite_run import stacked
 from .verdict import judge
@@ -188,7 +188,7 @@ def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: 
         export = dataclasses.replace(export, outputs=again(export.outputs, "onnx", "onnx"))
     if saved is not None:
         saved = dataclasses.replace(saved, outputs=again(saved.outputs, "tf", "fp32"))
-    sets = _verify_sets(samples) or [(inputs, reference)]
+    sets = sets_from_arrays(samples)[0] or [(inputs, reference)]
     verified_on = stacked([ref for _, ref in sets])
     deliverables = []
     for d in stored.deliverables:
@@ -205,19 +205,6 @@ def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: 
                                  f"record says {old.range_rel_err:.3g}: not the file that was verified")
         deliverables.append(dataclasses.replace(d, outputs=fresh))  # its runtime check stays the record's
     return judge(dataclasses.replace(stored, export=export, savedmodel=saved, deliverables=tuple(deliverables)), spec)
-
-
-def _verify_sets(samples: dict) -> list:
-    """The samples held out from calibration that the files were verified on, if they were."""
-    sets = []
-    while f"verify_{len(sets)}_input_0" in samples:
-        s = len(sets)
-
-        def group(prefix):
-            return [samples[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in samples))]
-
-        sets.append((group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")))
-    return sets
 
 
 def _same_figure(old: float, new: float) -> bool:

@@ -141,3 +141,33 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Sample sets in one .npz (samples.npz for the cache's proof, the hand-over across a spawned
+# child's exec): each set's arrays under "<kind>_<set>_<part>_<i>", kinds "verify" (inputs and
+# PyTorch's outputs) and "calibration" (inputs). One spelling, written and read only here.
+def sets_to_arrays(verify_sets=(), calibration_sets=()) -> dict:
+    arrays = {}
+    for s, (inputs, reference) in enumerate(verify_sets):
+        arrays.update({f"verify_{s}_input_{i}": a for i, a in enumerate(inputs)})
+        arrays.update({f"verify_{s}_reference_{i}": a for i, a in enumerate(reference)})
+    for s, inputs in enumerate(calibration_sets):
+        arrays.update({f"calibration_{s}_input_{i}": a for i, a in enumerate(inputs)})
+    return arrays
+
+
+def sets_from_arrays(arrays) -> tuple[list, list]:
+    """(verify sets, calibration sets) from what sets_to_arrays wrote (any mapping, an NpzFile too)."""
+    names = set(arrays.keys())
+
+    def group(prefix: str) -> list:
+        return [arrays[f"{prefix}{i}"] for i in range(sum(n.startswith(prefix) for n in names))]
+
+    def count(kind: str) -> int:
+        n = 0
+        while f"{kind}_{n}_input_0" in names:
+            n += 1
+        return n
+
+    verify = [(group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")) for s in range(count("verify"))]
+    return verify, [group(f"calibration_{s}_input_") for s in range(count("calibration"))]

@@ -39,30 +39,10 @@ def c_stderr():
             text.append(capture.read().decode("utf-8", "replace"))
 
 
-def _quantize(array, details):
-    import numpy as np
-
-    q = details.get("quantization_parameters") or {}
-    scales, zeros = q.get("scales"), q.get("zero_points")
-    dtype = details["dtype"]
-    if array.dtype.kind == "f" and dtype in (np.int8, np.uint8, np.int16) and scales is not None and len(scales) == 1:
-        info = np.iinfo(dtype)
-        return np.clip(np.round(array / float(scales[0]) + int(zeros[0])), info.min, info.max).astype(dtype)
-    return array.astype(dtype)
-
-
-def _dequantize(array, details):
-    import numpy as np
-
-    q = details.get("quantization_parameters") or {}
-    scales, zeros = q.get("scales"), q.get("zero_points")
-    if array.dtype.kind in "iu" and scales is not None and len(scales) == 1:
-        return ((array.astype(np.float32) - int(zeros[0])) * float(scales[0])).astype(np.float32)
-    return array
-
-
 def run(model_path: str, inputs_path: str, outputs_path: str, n_outputs: int) -> dict:
     import numpy as np
+
+    from ..tflite_run import dequantize, quantize
 
     try:
         from tflite_micro import runtime
@@ -77,9 +57,9 @@ def run(model_path: str, inputs_path: str, outputs_path: str, n_outputs: int) ->
             interpreter = runtime.Interpreter.from_bytes(
                 model, intrepreter_config=runtime.InterpreterConfig.kAllocationRecording)  # sic: tflite-micro's name
             for i, array in enumerate(arrays):
-                interpreter.set_input(_quantize(array, interpreter.get_input_details(i)), i)
+                interpreter.set_input(quantize(array, interpreter.get_input_details(i)), i)
             interpreter.invoke()
-            outputs = [_dequantize(interpreter.get_output(i), interpreter.get_output_details(i))
+            outputs = [dequantize(interpreter.get_output(i), interpreter.get_output_details(i))
                        for i in range(n_outputs)]
             interpreter.print_allocations()
             error = None

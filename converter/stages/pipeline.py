@@ -35,7 +35,18 @@ from ..failures import (
     is_memory_error,
     normalise_message,
 )
-from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, build, plain, write_json_atomic
+from ..protocol import (
+    PROGRESS_FILE,
+    RESULT_FILE,
+    SAMPLES_FILE,
+    Job,
+    Progress,
+    build,
+    plain,
+    sets_from_arrays,
+    sets_to_arrays,
+    write_json_atomic,
+)
 from ..recipes import FP32, RECIPES, calibrated
 from ..results import Divergence, ExportResult, Fix, LoadResult, Result
 from ..spec import InputSpec, ModelSpec, SpecError
@@ -384,7 +395,7 @@ def _write_samples(c: Conversion) -> None:
     arrays.update({f"tf_{i}": a for i, a in enumerate(c.tf_outputs)})
     if len(c.verify_sets) > 1 or (c.verify_sets and c.verify_sets[0][0] is not c.arrays):
         # the TFLite files were verified on other samples (held out from calibration): those too
-        arrays.update({k: v for k, v in _sets_arrays(c).items() if k.startswith("verify_")})
+        arrays.update(sets_to_arrays(c.verify_sets))
     try:
         np.savez(c.artifacts / SAMPLES_FILE, **arrays)
     except OSError:  # a full disk costs the cache its proof, not the model its result
@@ -497,14 +508,13 @@ def _hand_over(c: Conversion) -> None:
         np.save(work / f"input_{i}.npy", array)
     for i, array in enumerate(c.reference):
         np.save(work / f"reference_{i}.npy", array)
-    np.savez(work / "sets.npz", **_sets_arrays(c))
+    np.savez(work / "sets.npz", **sets_to_arrays(c.verify_sets, c.calibration_sets))
     state = {"done": {k: plain(dataclasses.asdict(v)) for k, v in c.done.items()},
              "fixes": [plain(dataclasses.asdict(f)) for f in c.fixes], "output_names": c.output_names,
              "inputs": plain([dataclasses.asdict(i) for i in c.loaded.inputs]), "format": c.loaded.format,
              "stage_seconds": c.progress.stage_seconds, "started": c.started, "threads": c.threads,
              "memory_limit_mb": c.memory_limit_mb, "network_attempts": list(offline.attempts),
-             "arrays": len(c.arrays), "reference": len(c.reference), "verify_sets": len(c.verify_sets),
-             "calibration_sets": len(c.calibration_sets), "calibration_note": c.calibration_note,
+             "arrays": len(c.arrays), "reference": len(c.reference), "calibration_note": c.calibration_note,
              "random_calibration": c.random_calibration}
     write_json_atomic(c.artifacts / HANDOFF, state)
     sys.stdout.flush()
@@ -519,6 +529,8 @@ def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
 
     state = json.loads((artifacts / HANDOFF).read_text())
     work = artifacts / "handoff"
+    with np.load(work / "sets.npz") as data:
+        verify_sets, calibration_sets = sets_from_arrays(data)
     progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
     progress.stage_seconds = dict(state["stage_seconds"])
     offline.attempts.extend(state["network_attempts"])
@@ -531,28 +543,7 @@ def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
         arrays=[np.load(work / f"input_{i}.npy") for i in range(state["arrays"])],
         reference=[np.load(work / f"reference_{i}.npy") for i in range(state["reference"])],
         calibration_note=state["calibration_note"], random_calibration=state["random_calibration"],
-        **_sets_from(np.load(work / "sets.npz"), state["verify_sets"], state["calibration_sets"]))
-
-
-def _sets_arrays(c: Conversion) -> dict:
-    """The verification and calibration sets as flat arrays (their count per set is the inputs' or
-    the outputs')."""
-    arrays = {}
-    for s, (inputs, reference) in enumerate(c.verify_sets):
-        arrays.update({f"verify_{s}_input_{i}": a for i, a in enumerate(inputs)})
-        arrays.update({f"verify_{s}_reference_{i}": a for i, a in enumerate(reference)})
-    for s, inputs in enumerate(c.calibration_sets):
-        arrays.update({f"calibration_{s}_input_{i}": a for i, a in enumerate(inputs)})
-    return arrays
-
-
-def _sets_from(data, verify_sets: int, calibration_sets: int) -> dict:
-    def group(prefix):
-        return [data[k] for k in sorted((k for k in data.files if k.startswith(prefix)),
-                                        key=lambda k: int(k.rsplit("_", 1)[1]))]
-
-    return {"verify_sets": [(group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")) for s in range(verify_sets)],
-            "calibration_sets": [group(f"calibration_{s}_input_") for s in range(calibration_sets)]}
+        verify_sets=verify_sets, calibration_sets=calibration_sets)
 
 
 def main(job_path: str, parent: int | None = None, *, spawned: bool = False, resume: bool = False) -> int:
