@@ -38,9 +38,9 @@ def main(model: Path, out: Path) -> int:
     from converter.discovery import discover
     from converter.metrics import compare
     from converter.stages import offline, savedmodel
-    from converter.stages.export import export_onnx, run_onnxruntime
+    from converter.stages.export import export_onnx
     from converter.stages.fixes import pseudo_ops_for_graph
-    from converter.stages.graph import prepare
+    from converter.stages.graph import prepare, run_onnxruntime
     from converter.stages.load import load_model, make_inputs, run_torch
     from converter.stages.tflite import to_tflite
     from converter.stages.verify import output_perm, run_tflite

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np, onnx
 from converter.spec import InputSpec, ModelSpec
 from converter.stages import offline
-from converter.stages.export import run_onnxruntime
+from converter.stages.graph import run_onnxruntime
 from converter.stages.graph import REWRITES, _simplify
 from converter.stages.load import make_inputs
 from converter.metrics import compare
@@ -109,7 +109,7 @@ import json, sys
 import numpy as np, onnx
 from onnx import numpy_helper
 from converter.spec import InputSpec
-from converter.stages.export import run_onnxruntime
+from converter.stages.graph import run_onnxruntime
 from converter.stages.load import make_inputs
 exported, prepared = sys.argv[1], sys.argv[2]
 arrays = make_inputs((InputSpec("image", (1, 3, 32, 32)),), 3)

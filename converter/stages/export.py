@@ -16,7 +16,6 @@ import traceback
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -25,6 +24,7 @@ from ..metrics import compare
 from ..results import ExportResult, Fix
 from ..spec import OPSET, ModelSpec
 from . import symbolics
+from .graph import run_onnxruntime
 from .load import LoadedModel
 from .model_outputs import FlatOutputs
 
@@ -110,19 +110,6 @@ def read_back(path: Path) -> tuple[int, tuple[tuple[int, ...], ...]]:
         dims = inp.type.tensor_type.shape.dim
         shapes.append(tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims))
     return opset, tuple(shapes)
-
-
-def run_onnxruntime(path: Path, input_names, arrays, threads: int) -> tuple[list[str], list[np.ndarray]]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}
-    feed = {n: a for n, a in zip(input_names, arrays) if n in wanted}
-    names = [o.name for o in session.get_outputs()]
-    return names, session.run(names, feed)
 
 
 def export_onnx(spec: ModelSpec, loaded: LoadedModel, arrays, reference, out_path: Path,

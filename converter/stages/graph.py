@@ -411,3 +411,16 @@ REWRITES: tuple[tuple[str, Callable, str], ...] = (
      "GroupNorm with one group (a Reshape into one group -> InstanceNormalization) written as explicit mean and "
      "variance, which onnx2tf's non-strict mode converts right"),
 )
+
+
+def run_onnxruntime(path: Path, input_names, arrays, threads: int) -> tuple[list[str], list[np.ndarray]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    feed = {n: a for n, a in zip(input_names, arrays) if n in wanted}
+    names = [o.name for o in session.get_outputs()]
+    return names, session.run(names, feed)

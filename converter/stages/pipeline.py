@@ -48,7 +48,7 @@ from ..protocol import (
     write_json_atomic,
 )
 from ..recipes import FP32, RECIPES, calibrated
-from ..results import Divergence, ExportResult, Fix, LoadResult, Result
+from ..results import Divergence, ExportResult, Fix, GraphResult, LoadResult, Result, SavedModelResult
 from ..spec import InputSpec, ModelSpec, SpecError
 from . import offline
 from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
@@ -103,6 +103,17 @@ def classify(exc: BaseException, stage: str) -> Failure:
                    normalise_message(first_line(exc)))
 
 
+@dataclass(frozen=True)
+class BuiltSavedModel:
+    """A SavedModel built and checked by the process that handed over before its TFLite conversion
+    (see _hand_over): the next process's TFLite stage starts from it."""
+
+    mode: str  # onnx2tf's mode that built it
+    saved: SavedModelResult
+    pseudo_ops: tuple[str, ...]
+    pseudo_fixes: tuple[Fix, ...]  # the pseudo-op fixes it was built with, recorded once it converts
+
+
 @dataclass
 class Conversion:
     """What one model's stages hand each other."""
@@ -119,7 +130,8 @@ class Conversion:
     done: dict = field(default_factory=dict)  # stage name -> its result dataclass
     fixes: list[Fix] = field(default_factory=list)
     divergence: Divergence | None = None
-    loaded: object = None
+    loaded: object = None  # load.LoadedModel, until the export: nothing after it needs the model
+    inputs: tuple = ()  # the model's inputs (spec.InputSpec), known from the load stage on
     arrays: list = field(default_factory=list)
     reference: list = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
@@ -138,10 +150,13 @@ class Conversion:
     calibration_note: str | None = None
     random_calibration: bool = False
     model_sha256: str = ""  # of the bytes read, known before loading them can fail
+    steps_done: tuple[str, ...] = ()  # the STAGES steps done, by this process or the one it replaced
+    built: BuiltSavedModel | None = None  # what a hand-over before the TFLite conversion left it
+    hand_over_tflite: Callable | None = None  # (conversion, BuiltSavedModel): a spawned child's, see main
 
     @property
     def input_names(self) -> list[str]:
-        return [i.name for i in self.loaded.inputs]
+        return [i.name for i in self.inputs]
 
 
 def _load(c: Conversion) -> None:
@@ -150,6 +165,7 @@ def _load(c: Conversion) -> None:
     set_threads(c.threads)
     t0 = time.perf_counter()
     c.loaded = load_model(c.spec, max_bytes=c.memory_limit_mb * 2**20, on_read=lambda d: setattr(c, "model_sha256", d))
+    c.inputs = c.loaded.inputs
     c.arrays = make_inputs(c.loaded.inputs, c.spec.seed)
     c.reference, structure = run_torch(c.loaded, c.arrays)
     c.output_names = _output_names(c.spec, structure.names)
@@ -186,7 +202,7 @@ def _export(c: Conversion) -> None:
                                    c.output_names, c.threads, flatten=c.flatten, outputs=c.onnx_outputs)
     c.fixes += c.done["export"].fixes
     # nothing after this needs the PyTorch model: its weights would count in TFLite's peak
-    c.loaded = dataclasses.replace(c.loaded, module=None)
+    c.loaded = None
     release_memory()
 
 
@@ -202,8 +218,7 @@ def _prepare_graph(c: Conversion) -> None:
     """Once, before onnx2tf's first run: the graph simplified and rewritten (graph.py), checked
     against PyTorch like the exported one; a prepared graph that does not match is not used."""
     from ..metrics import compare
-    from .export import run_onnxruntime
-    from .graph import prepare
+    from .graph import prepare, run_onnxruntime
 
     path = c.artifacts / PREPARED_ONNX
     c.graph, fixes = prepare(Path(c.done["export"].onnx_path), path, integer=calibrated(c.spec.deliverables))
@@ -235,7 +250,7 @@ def _tensorflow(c: Conversion) -> None:
     """onnx2tf (in the cheapest mode that converts the model right), its TF model checked against
     PyTorch at once, then the TFLite files. Wrong numbers after every mode tried are diagnosed."""
     try:
-        _in_mode(c, _first_mode(c))
+        _in_mode(c, c.built.mode if c.built else _first_mode(c))
     except ConversionError as exc:
         if exc.kind is not FailureKind.NUMERIC_MISMATCH or getattr(exc, "saved", None) is None:
             raise
@@ -257,6 +272,12 @@ def _in_mode(c: Conversion, mode: str) -> None:
     def counted() -> None:
         c.onnx2tf_runs += 1
 
+    built, c.built = c.built, None  # a retry in another mode builds its own
+
+    def before_tflite(saved, pseudo, fixes) -> None:
+        if c.hand_over_tflite is not None and c.onnx2tf_runs == 1:  # not in a retry: it stays in this process
+            c.hand_over_tflite(c, BuiltSavedModel(mode, saved, pseudo, tuple(fixes)))
+
     def checked(saved, tf_outputs):
         saved, problem = check_tf(c.spec, c.reference, saved, tf_outputs, c.done["export"])
         c.tf_outputs = [np.transpose(o, np.argsort(p)) for o, p in zip(tf_outputs, saved.output_perms)]
@@ -269,7 +290,8 @@ def _in_mode(c: Conversion, mode: str) -> None:
         c.done["savedmodel"], (c.done["tflite"], c.deliverables), fixes = tensorflow_stages(
             c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode,
             onnx_path=onnx_path, on_run=counted, arrays=c.arrays, check=checked, calibration=c.calibration_sets,
-            calibration_note=c.calibration_note, random_calibration=c.random_calibration)
+            calibration_note=c.calibration_note, random_calibration=c.random_calibration,
+            built=(built.saved, built.pseudo_ops, built.pseudo_fixes) if built else None, before_tflite=before_tflite)
     except ConversionError as exc:
         last = mode not in NEXT_MODE or (exc.kind in WRONG_NUMBERS and mode == "strict")
         if last or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
@@ -300,6 +322,7 @@ def _in_mode(c: Conversion, mode: str) -> None:
 def _verify(c: Conversion) -> None:
     from .verify import verdict, verify
 
+    release_memory()  # what the TFLite converter left, before the runtime-check process starts beside this one
     c.done["verify"], c.deliverables = verify(c.spec, c.verify_sets or [(c.arrays, c.reference)],
                                               c.done["savedmodel"], c.deliverables, c.threads)
     problem, chosen, fixes = verdict(c.done["export"], c.done["savedmodel"], c.done["verify"], c.deliverables,
@@ -346,21 +369,26 @@ STAGES = ((Stage.LOAD, _load), (Stage.EXPORT, _export), (Stage.SAVEDMODEL, _tens
 
 
 def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
-            hand_over: Callable[[Conversion], None] | None = None, resumed: Conversion | None = None,
-            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
+            hand_over: Callable[[Conversion], None] | None = None,
+            hand_over_tflite: Callable[[Conversion, BuiltSavedModel], None] | None = None,
+            resumed: Conversion | None = None, diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
     """Run every stage; never raises for a model's own problems, returns a Result. `hand_over`:
-    called after the export (see _hand_over); `resumed`: the conversion it handed over."""
+    called after the export, `hand_over_tflite` before the first TFLite conversion (see _hand_over);
+    `resumed`: the conversion one of them handed over."""
     c = resumed or Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb),
                               memory_limit_mb=memory_limit_mb, started=time.monotonic())
     c.diagnosis_share, c.fail_on_vacuous = diagnosis_share, fail_on_vacuous
+    c.hand_over_tflite = hand_over_tflite
     start = c.started
     failure = None
     try:
         for stage, step in STAGES:
-            if stage.value in c.progress.stage_seconds and resumed is not None:
+            if stage.value in c.steps_done:
                 continue  # done before the hand-over
-            c.progress.start(stage.value)
+            if c.built is None or stage is not Stage.SAVEDMODEL:  # else its TFLite stage is where it resumes
+                c.progress.start(stage.value)
             step(c)
+            c.steps_done += (stage.value,)
             if stage is Stage.EXPORT and hand_over is not None:
                 c.progress.finish()
                 hand_over(c)
@@ -417,11 +445,13 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
                       artifacts: Path, *, read_graph: bool = True, mode: str = "simplified",
                       onnx_path: Path | None = None, on_run=None, arrays=None, check=None, calibration=(),
-                      calibration_note=None, random_calibration=False):
+                      calibration_note=None, random_calibration=False, built=None, before_tflite=None):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
-    are replaced in one more run."""
+    are replaced in one more run. `built`: (SavedModelResult, pseudo ops, their fixes) of a
+    SavedModel built and checked already, to start from; `before_tflite(saved, pseudo, fixes)`:
+    called before a TFLite conversion of a SavedModel built here (it may hand over, see _hand_over)."""
     from ..tflite_run import tf_layout_feed
     from .savedmodel import to_savedmodel
     from .tflite import to_tflite
@@ -429,17 +459,24 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
     pseudo = tuple(spec.pseudo_ops)
     auto = spec.auto_fixes and not spec.allow_flex
     onnx_path = Path(onnx_path or export.onnx_path)
-    fixes = pseudo_ops_for_graph(onnx_path, pseudo) if auto and read_graph else ()
+    if built is not None:
+        saved, pseudo, fixes = built
+    else:
+        fixes = pseudo_ops_for_graph(onnx_path, pseudo) if auto and read_graph else ()
     while True:
         pseudo += tuple(f.detail for f in fixes if f.detail not in pseudo)
-        progress.start(Stage.SAVEDMODEL.value)
-        if on_run is not None:
-            on_run()
-        saved, tf_outputs = to_savedmodel(spec, onnx_path, input_names, export.input_shapes, output_names,
-                                          artifacts, pseudo_ops=pseudo, mode=mode, arrays=arrays)
-        release_memory()  # onnx2tf's graph and the Keras model, before TFLite's own copies
-        if check is not None:  # the TF model's float32 numbers, before any TFLite conversion
-            saved = check(saved, tf_outputs)
+        if built is None:
+            progress.start(Stage.SAVEDMODEL.value)
+            if on_run is not None:
+                on_run()
+            saved, tf_outputs = to_savedmodel(spec, onnx_path, input_names, export.input_shapes, output_names,
+                                              artifacts, pseudo_ops=pseudo, mode=mode, arrays=arrays)
+            release_memory()  # onnx2tf's graph and the Keras model, before TFLite's own copies
+            if check is not None:  # the TF model's float32 numbers, before any TFLite conversion
+                saved = check(saved, tf_outputs)
+            if before_tflite is not None:
+                before_tflite(saved, pseudo, fixes)
+        built = None  # a second pass (ops replaced for Flex) builds its own
         progress.start(Stage.TFLITE.value)
         feeds = [tf_layout_feed(saved, arrays) for arrays in calibration]
         try:
@@ -492,64 +529,97 @@ def peak_rss_now() -> float:
 
 
 HANDOFF = "handoff.json"  # what a spawned child carries across its exec (see _hand_over)
+# A SavedModel this large is converted to TFLite by a fresh interpreter (see _hand_over): the
+# converter's peak is several times the model's constants, on top of what onnx2tf's process still
+# holds. ConvNeXt-tiny (109 MB): 1769 MB in the child after onnx2tf, 1400 MB in a fresh one. The
+# exec costs a TensorFlow import (about 3 s), which a small model would feel and not need: on
+# ResNet-18 (45 MB) the TFLite conversion's peak is no higher than onnx2tf's.
+TFLITE_HAND_OVER_MB = 64.0
 
 
-def _hand_over(c: Conversion) -> None:
-    """A spawned child drops torch before TensorFlow's stages: it writes what they need, then
-    replaces itself with a fresh interpreter (os.execv: the same pid, process group and output,
-    so the parent's watch goes on as before) that resumes at savedmodel. torch and what the
-    export left behind (about 250 MB on ResNet-18) are then not resident under TensorFlow's
-    peak. A child forked from the preloaded process keeps going: its imports are shared pages."""
+def _hand_over(c: Conversion, built: BuiltSavedModel | None = None) -> None:
+    """A spawned child drops what it no longer needs by replacing itself with a fresh interpreter
+    (os.execv: the same pid, process group and output, so the parent's watch goes on as before)
+    that resumes where it left off, from what it wrote here. After the export (`built` None):
+    torch and the model (about 250 MB on ResNet-18) are then not resident under TensorFlow's peak.
+    Before a large model's TFLite conversion (`built`: the SavedModel and how it was made):
+    onnx2tf's leftovers are not resident under the converter's. A child forked from the preloaded
+    process keeps going: its imports are shared pages."""
     import numpy as np
 
     work = c.artifacts / "handoff"
     work.mkdir(exist_ok=True)
-    for i, array in enumerate(c.arrays):
-        np.save(work / f"input_{i}.npy", array)
-    for i, array in enumerate(c.reference):
-        np.save(work / f"reference_{i}.npy", array)
-    np.savez(work / "sets.npz", **sets_to_arrays(c.verify_sets, c.calibration_sets))
+    arrays = {f"input_{i}": a for i, a in enumerate(c.arrays)}
+    arrays.update({f"reference_{i}": a for i, a in enumerate(c.reference)})
+    arrays.update({f"onnx_{i}": a for i, a in enumerate(c.onnx_outputs)})
+    arrays.update({f"tf_{i}": a for i, a in enumerate(c.tf_outputs)})
+    np.savez(work / "arrays.npz", **arrays)
+    np.savez(work / "sets.npz", **sets_to_arrays(_own_verify_sets(c), c.calibration_sets))
     state = {"done": {k: plain(dataclasses.asdict(v)) for k, v in c.done.items()},
              "fixes": [plain(dataclasses.asdict(f)) for f in c.fixes], "output_names": c.output_names,
-             "inputs": plain([dataclasses.asdict(i) for i in c.loaded.inputs]), "format": c.loaded.format,
+             "inputs": plain([dataclasses.asdict(i) for i in c.inputs]),
              "stage_seconds": c.progress.stage_seconds, "started": c.started, "threads": c.threads,
              "memory_limit_mb": c.memory_limit_mb, "network_attempts": list(offline.attempts),
-             "arrays": len(c.arrays), "reference": len(c.reference), "calibration_note": c.calibration_note,
-             "random_calibration": c.random_calibration}
+             "counts": {"input": len(c.arrays), "reference": len(c.reference), "onnx": len(c.onnx_outputs),
+                        "tf": len(c.tf_outputs)},
+             "calibration_note": c.calibration_note, "random_calibration": c.random_calibration,
+             "steps_done": list(c.steps_done), "onnx2tf_runs": c.onnx2tf_runs,
+             "graph": plain(dataclasses.asdict(c.graph)) if c.graph else None,
+             "graph_fixes": [plain(dataclasses.asdict(f)) for f in c.graph_fixes],
+             "built": plain(dataclasses.asdict(built)) if built else None}
     write_json_atomic(c.artifacts / HANDOFF, state)
+    at = (f"the TFLite conversion of its {_saved_model_mb(built.saved.path):.0f} MB SavedModel" if built
+          else "TensorFlow's stages, without torch")
+    print(f"--- a fresh interpreter takes over for {at} (same process)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "converter.stages.pipeline", c.job_path, "--resume"])
 
 
+def _own_verify_sets(c: Conversion) -> list:
+    """The verification sets when they are not just the seeded sample (which travels as arrays)."""
+    seeded = len(c.verify_sets) == 1 and c.verify_sets[0][0] is c.arrays
+    return [] if seeded or not c.verify_sets else c.verify_sets
+
+
 def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
     import numpy as np
-
-    from .load import LoadedModel
 
     state = json.loads((artifacts / HANDOFF).read_text())
     work = artifacts / "handoff"
     with np.load(work / "sets.npz") as data:
         verify_sets, calibration_sets = sets_from_arrays(data)
+    with np.load(work / "arrays.npz") as data:
+        arrays = {k: [data[f"{k}_{i}"] for i in range(n)] for k, n in state["counts"].items()}
     progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
     progress.stage_seconds = dict(state["stage_seconds"])
     offline.attempts.extend(state["network_attempts"])
     types = {"load": LoadResult, "export": ExportResult}
-    return Conversion(
+    c = Conversion(
         spec, artifacts, state["threads"], progress, memory_limit_mb=state["memory_limit_mb"], started=state["started"],
         done={k: build(types[k], v) for k, v in state["done"].items()},
         fixes=[build(Fix, f) for f in state["fixes"]], output_names=state["output_names"],
-        loaded=LoadedModel(None, state["format"], tuple(build(InputSpec, i) for i in state["inputs"])),
-        arrays=[np.load(work / f"input_{i}.npy") for i in range(state["arrays"])],
-        reference=[np.load(work / f"reference_{i}.npy") for i in range(state["reference"])],
+        inputs=tuple(build(InputSpec, i) for i in state["inputs"]),
+        arrays=arrays["input"], reference=arrays["reference"], onnx_outputs=arrays["onnx"], tf_outputs=arrays["tf"],
         calibration_note=state["calibration_note"], random_calibration=state["random_calibration"],
-        verify_sets=verify_sets, calibration_sets=calibration_sets)
+        verify_sets=verify_sets, calibration_sets=calibration_sets, steps_done=tuple(state["steps_done"]),
+        onnx2tf_runs=state["onnx2tf_runs"], graph=build(GraphResult, state["graph"]),
+        graph_fixes=tuple(build(Fix, f) for f in state["graph_fixes"]),
+        built=build(BuiltSavedModel, state["built"]))
+    if c.built is not None:
+        progress.start(Stage.TFLITE.value)  # the fresh interpreter's start is the TFLite stage's cost
+    return c
+
+
+def _saved_model_mb(path: str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
 def main(job_path: str, parent: int | None = None, *, spawned: bool = False, resume: bool = False) -> int:
     """`parent`: the process that started this one, when it is not the first guardian (the
     preloaded process that forked it, see forkserver.py). `spawned`: started from nothing, so it
-    hands over to a fresh interpreter after the export."""
+    hands over to a fresh interpreter after the export, and a large model's before its TFLite
+    conversion."""
     job = Job.read(Path(job_path))
     lifeline.hold(job.guardians, parent)
     offline.install()
@@ -568,8 +638,16 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
         def hand_over(c: Conversion) -> None:
             c.job_path = str(job_path)
             _hand_over(c)
+    hand_over_tflite = None
+    if spawned:
+        def hand_over_tflite(c: Conversion, built: BuiltSavedModel) -> None:
+            if _saved_model_mb(built.saved.path) >= TFLITE_HAND_OVER_MB:
+                c.job_path = str(job_path)
+                c.progress.finish()
+                _hand_over(c, built)
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb, hand_over=hand_over,
-                     resumed=resumed, diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous)
+                     hand_over_tflite=hand_over_tflite, resumed=resumed, diagnosis_share=job.diagnosis_share,
+                     fail_on_vacuous=job.fail_on_vacuous)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     (artifacts / HANDOFF).unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""A spawned conversion child (the CLI's) replaces itself with a fresh interpreter after the export,
+so that torch is not resident under TensorFlow's stages, and, for a large SavedModel, once more
+before the TFLite conversion, so that onnx2tf's leftovers are not resident under the converter's
+peak. Proven on real conversions, with every interpreter's imports recorded as they happen."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from converter.results import Result
+from converter.stages.pipeline import TFLITE_HAND_OVER_MB
+
+from . import builders
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Loaded first by every interpreter whose PYTHONPATH holds it: each conversion child's interpreter
+# writes one line when it starts, then one per watched package it imports.
+RECORDER = textwrap.dedent('''
+    import json, os, sys
+    with open("/proc/self/cmdline") as f:  # with -m, sys.argv does not name the module yet
+        command = f.read().split("\\0")
+    if "converter.stages.pipeline" in command:
+        def note(**what):
+            with open(os.environ["HANDOVER_TEST_LOG"], "a") as f:
+                f.write(json.dumps(dict(pid=os.getpid(), **what)) + "\\n")
+        note(start=command)
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                if name in ("torch", "onnx2tf", "tensorflow") and name not in sys.modules:
+                    note(imported=name)
+                return None
+        sys.meta_path.insert(0, Watch())
+''')
+
+
+def _interpreters(log: Path) -> list[dict]:
+    """The conversion child's interpreters in order, each with what it imported."""
+    runs: list[dict] = []
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if "start" in entry:
+            runs.append({"pid": entry["pid"], "resumed": "--resume" in entry["start"], "imported": set()})
+        elif runs and entry["pid"] == runs[-1]["pid"]:
+            runs[-1]["imported"].add(entry["imported"])
+    return runs
+
+
+def _cli(tmp_path: Path, model: Path) -> tuple[subprocess.CompletedProcess, Result, list[dict], str]:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(RECORDER)
+    log = tmp_path / "imports.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(site), "HANDOVER_TEST_LOG": str(log)}
+    proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"),
+                           "--reports-dir", str(tmp_path / "r"), "--no-cache", "--conversion-timeout", "900"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
+    artifacts = tmp_path / "r" / "artifacts" / model.stem
+    return (proc, Result.read(artifacts / "result.json"), _interpreters(log),
+            (artifacts / "convert.log").read_text())
+
+
+def test_tensorflow_stages_run_in_an_interpreter_that_never_imports_torch(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m")
+    proc, result, runs, log = _cli(tmp_path, model)
+    assert proc.returncode == 0 and result.status == "passed", proc.stdout + proc.stderr
+    assert [r["resumed"] for r in runs] == [False, True], runs  # a small model: one hand-over, after the export
+    assert len({r["pid"] for r in runs}) == 1  # the same process: the parent's watch and kill still reach it
+    assert "torch" in runs[0]["imported"] and "tensorflow" not in runs[0]["imported"]
+    assert runs[1]["imported"] >= {"onnx2tf", "tensorflow"} and "torch" not in runs[1]["imported"]
+    assert "a fresh interpreter takes over for TensorFlow's stages, without torch" in log
+    assert "TFLite conversion of its" not in log
+    assert set(result.stage_seconds) == {"load", "export", "savedmodel", "tflite", "verify"}
+
+
+class Wide(nn.Module):
+    """One linear layer whose weights alone make a SavedModel over the hand-over size."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc = nn.Linear(1024, width)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x))
+
+
+def test_a_large_savedmodel_is_converted_to_tflite_by_an_interpreter_without_onnx2tf(tmp_path):
+    width = int(TFLITE_HAND_OVER_MB * 2**20 / 4 / 1024) + 1024  # float32 weights a little over the size
+    torch.manual_seed(0)
+    model = tmp_path / "m" / "wide.pt"
+    model.parent.mkdir()
+    torch.jit.trace(Wide(width).eval(), torch.randn(1, 1024)).save(str(model))
+    model.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 1024]\n")
+    proc, result, runs, log = _cli(tmp_path, model)
+    assert proc.returncode == 0 and result.status == "passed", proc.stdout + proc.stderr
+    assert [r["resumed"] for r in runs] == [False, True, True], runs
+    assert "torch" in runs[0]["imported"]
+    assert "onnx2tf" in runs[1]["imported"] and "torch" not in runs[1]["imported"]
+    # the TFLite converter's interpreter imports TensorFlow, and neither onnx2tf nor torch
+    assert runs[2]["imported"] == {"tensorflow"}
+    assert "TFLite conversion of its" in log and result.onnx2tf_runs == 1
+    assert set(result.stage_seconds) == {"load", "export", "savedmodel", "tflite", "verify"}
+    (drq,) = result.deliverables
+    assert drq.passed and Path(result.deliverable or tmp_path / "out" / "wide.tflite").is_file()
