@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -32,9 +34,10 @@ RECORDER = textwrap.dedent('''
             with open(os.environ["HANDOVER_TEST_LOG"], "a") as f:
                 f.write(json.dumps(dict(pid=os.getpid(), **what)) + "\\n")
         note(start=command)
+        WATCHED = ("torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "tf_keras")
         class Watch:
             def find_spec(self, name, path=None, target=None):
-                if name in ("torch", "onnx2tf", "tensorflow") and name not in sys.modules:
+                if name in WATCHED and name not in sys.modules:
                     note(imported=name)
                 return None
         sys.meta_path.insert(0, Watch())
@@ -53,12 +56,12 @@ def _interpreters(log: Path) -> list[dict]:
     return runs
 
 
-def _cli(tmp_path: Path, model: Path) -> tuple[subprocess.CompletedProcess, Result, list[dict], str]:
+def _cli(tmp_path: Path, model: Path, **env: str) -> tuple[subprocess.CompletedProcess, Result, list[dict], str]:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(RECORDER)
     log = tmp_path / "imports.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(site), "HANDOVER_TEST_LOG": str(log)}
+    env = {**os.environ, "PYTHONPATH": str(site), "HANDOVER_TEST_LOG": str(log), **env}
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"),
                            "--reports-dir", str(tmp_path / "r"), "--no-cache", "--conversion-timeout", "900"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
@@ -81,31 +84,56 @@ def test_tensorflow_stages_run_in_an_interpreter_that_never_imports_torch(tmp_pa
 
 
 class Wide(nn.Module):
-    """One linear layer whose weights alone make a SavedModel over the hand-over size."""
+    """One linear layer whose weights alone make a SavedModel over the hand-over size, and an
+    exact GELU (Erf, which TFLite builtins lack): the pseudo-op fix onnx2tf's run applied must be
+    recorded by the interpreter that converts to TFLite."""
 
     def __init__(self, width: int):
         super().__init__()
         self.fc = nn.Linear(1024, width)
 
     def forward(self, x):
-        return torch.tanh(self.fc(x))
+        return nn.functional.gelu(self.fc(x))
 
 
-def test_a_large_savedmodel_is_converted_to_tflite_by_an_interpreter_without_onnx2tf(tmp_path):
+@pytest.mark.parametrize("recipe", ["drq", "int8"])
+def test_a_large_savedmodel_is_converted_to_tflite_by_an_interpreter_without_onnx2tf(tmp_path, recipe):
     width = int(TFLITE_HAND_OVER_MB * 2**20 / 4 / 1024) + 1024  # float32 weights a little over the size
     torch.manual_seed(0)
     model = tmp_path / "m" / "wide.pt"
     model.parent.mkdir()
     torch.jit.trace(Wide(width).eval(), torch.randn(1, 1024)).save(str(model))
-    model.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 1024]\n")
+    model.with_suffix(".toml").write_text(f'deliverables = ["{recipe}"]\ncalibration_samples = 8\n'
+                                          "[[inputs]]\nshape = [1, 1024]\n")
     proc, result, runs, log = _cli(tmp_path, model)
     assert proc.returncode == 0 and result.status == "passed", proc.stdout + proc.stderr
     assert [r["resumed"] for r in runs] == [False, True, True], runs
-    assert "torch" in runs[0]["imported"]
-    assert "onnx2tf" in runs[1]["imported"] and "torch" not in runs[1]["imported"]
-    # the TFLite converter's interpreter imports TensorFlow, and neither onnx2tf nor torch
-    assert runs[2]["imported"] == {"tensorflow"}
+    assert "torch" in runs[0]["imported"] and not runs[0]["imported"] & {"onnx2tf", "tensorflow"}
+    assert {"onnx2tf", "tensorflow"} <= runs[1]["imported"] and "torch" not in runs[1]["imported"]
+    # the TFLite converter's interpreter imports TensorFlow, and none of onnx, onnx2tf or torch
+    assert "tensorflow" in runs[2]["imported"]
+    assert not runs[2]["imported"] & {"torch", "onnx", "onnxruntime", "onnx2tf"}, runs[2]
     assert "TFLite conversion of its" in log and result.onnx2tf_runs == 1
     assert set(result.stage_seconds) == {"load", "export", "savedmodel", "tflite", "verify"}
-    (drq,) = result.deliverables
-    assert drq.passed and Path(result.deliverable or tmp_path / "out" / "wide.tflite").is_file()
+    # what onnx2tf's interpreter did is on record: the pseudo-op fix, the mode, the checks
+    assert {f.name for f in result.fixes} >= {"pseudo_ops"} and result.savedmodel.pseudo_ops == ("erf",)
+    assert result.savedmodel.onnx2tf_mode == "simplified" and all(x.passed for x in result.savedmodel.outputs)
+    (built,) = result.deliverables
+    assert built.recipe == recipe and built.passed and built.runtime.ok
+    if recipe == "int8":  # the calibration samples crossed both hand-overs
+        assert result.tflite.random_calibration and "8" in result.tflite.calibration
+    with np.load(tmp_path / "r" / "artifacts" / "wide" / "samples.npz") as samples:
+        assert {"input_0", "reference_0", "onnx_0", "tf_0"} <= set(samples.files)
+
+
+def test_a_hand_over_that_cannot_be_written_goes_on_in_the_same_interpreter(tmp_path):
+    # the model's forward pass (load stage) writes a file where the hand-over's folder must go
+    model = builders.factory_model(tmp_path / "m", "net", builders.waiting_model_source(kill_parent=False),
+                                   "nets:waits", (1, 4))
+    blocker = tmp_path / "r" / "artifacts" / "net" / "handoff"
+    proc, result, runs, log = _cli(tmp_path, model, HARNESS_TEST_PID_FILE=str(blocker), HARNESS_TEST_SLEEP="0")
+    assert proc.returncode == 0 and result.status == "passed", proc.stdout + proc.stderr
+    assert blocker.is_file() and "no hand-over to a fresh interpreter (FileExistsError" in log
+    assert [r["resumed"] for r in runs] == [False]  # one interpreter did every stage
+    assert {"torch", "onnx2tf", "tensorflow"} <= runs[0]["imported"]
+    assert set(result.stage_seconds) == {"load", "export", "savedmodel", "tflite", "verify"}

@@ -576,6 +576,16 @@ def _hand_over(c: Conversion, built: BuiltSavedModel | None = None) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "converter.stages.pipeline", c.job_path, "--resume"])
 
 
+def _hand_over_or_go_on(c: Conversion, built: BuiltSavedModel | None = None) -> None:
+    """A hand-over only saves memory: if its state cannot be written (a full disk) or the exec
+    fails, the conversion goes on in this process, and says so in its log."""
+    try:
+        _hand_over(c, built)
+    except OSError as exc:
+        print(f"--- no hand-over to a fresh interpreter ({type(exc).__name__}: {exc}): going on in this process",
+              file=sys.stderr)
+
+
 def _own_verify_sets(c: Conversion) -> list:
     """The verification sets when they are not just the seeded sample (which travels as arrays)."""
     seeded = len(c.verify_sets) == 1 and c.verify_sets[0][0] is c.arrays
@@ -586,16 +596,18 @@ def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
     import numpy as np
 
     state = json.loads((artifacts / HANDOFF).read_text())
+    progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
+    progress.stage_seconds = dict(state["stage_seconds"])
+    if state["built"] is not None:
+        progress.start(Stage.TFLITE.value)  # reading the state back is the TFLite stage's cost, like the import
     work = artifacts / "handoff"
     with np.load(work / "sets.npz") as data:
         verify_sets, calibration_sets = sets_from_arrays(data)
     with np.load(work / "arrays.npz") as data:
         arrays = {k: [data[f"{k}_{i}"] for i in range(n)] for k, n in state["counts"].items()}
-    progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
-    progress.stage_seconds = dict(state["stage_seconds"])
     offline.attempts.extend(state["network_attempts"])
     types = {"load": LoadResult, "export": ExportResult}
-    c = Conversion(
+    return Conversion(
         spec, artifacts, state["threads"], progress, memory_limit_mb=state["memory_limit_mb"], started=state["started"],
         done={k: build(types[k], v) for k, v in state["done"].items()},
         fixes=[build(Fix, f) for f in state["fixes"]], output_names=state["output_names"],
@@ -606,9 +618,6 @@ def _resumed(spec: ModelSpec, artifacts: Path) -> Conversion:
         onnx2tf_runs=state["onnx2tf_runs"], graph=build(GraphResult, state["graph"]),
         graph_fixes=tuple(build(Fix, f) for f in state["graph_fixes"]),
         built=build(BuiltSavedModel, state["built"]))
-    if c.built is not None:
-        progress.start(Stage.TFLITE.value)  # the fresh interpreter's start is the TFLite stage's cost
-    return c
 
 
 def _saved_model_mb(path: str) -> float:
@@ -637,14 +646,14 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     if spawned and not resume:
         def hand_over(c: Conversion) -> None:
             c.job_path = str(job_path)
-            _hand_over(c)
+            _hand_over_or_go_on(c)
     hand_over_tflite = None
     if spawned:
         def hand_over_tflite(c: Conversion, built: BuiltSavedModel) -> None:
             if _saved_model_mb(built.saved.path) >= TFLITE_HAND_OVER_MB:
                 c.job_path = str(job_path)
                 c.progress.finish()
-                _hand_over(c, built)
+                _hand_over_or_go_on(c, built)
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb, hand_over=hand_over,
                      hand_over_tflite=hand_over_tflite, resumed=resumed, diagnosis_share=job.diagnosis_share,
                      fail_on_vacuous=job.fail_on_vacuous)

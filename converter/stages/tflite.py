@@ -62,7 +62,10 @@ def _saved_model_converter():
     (109 MB of constants) the conversion's peak fell from 1564 to 1474 MB; TF 2.19's
     TFLiteSavedModelConverterV2.convert() is this minus that load. The MLIR converter reads the
     SavedModel from its folder either way."""
-    from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
+    from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
+
+    TFLiteConverterBase._set_original_model_type(metadata.ModelType.TF_SAVED_MODEL)  # as from_saved_model records it
 
     class Converter(TFLiteSavedModelConverterV2):
         def convert(self):
@@ -79,6 +82,8 @@ def _convert(saved_model: Path, *, recipe: str, allow_flex: bool, calibration=()
     import tensorflow as tf
 
     converter = _saved_model_converter()(str(saved_model), {tf.saved_model.SERVING}, ["serving_default"])
+    if converter.saved_model_dir is None:  # TF could not read it as a SavedModel (from_saved_model would fall back)
+        raise ConversionError(FailureKind.TFLITE_ERROR, f"TFLiteConverter cannot read the SavedModel at {saved_model}")
     ops = CONVERTER_SETTINGS[recipe](converter, tf, list(calibration))
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
