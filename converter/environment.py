@@ -28,7 +28,7 @@ def child_environment(threads: int) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
     # glibc gives each thread that allocates its own heap arena, and TensorFlow's pools have many:
-    # freed pages then stay spread over arenas. One arena measured 6-10 % lower stage peaks on
-    # ConvNeXt-tiny and no slower (benchmarks/README.md); a value the user set is kept
+    # freed pages then stay spread over arenas. One arena measured 6-7 % lower savedmodel and tflite
+    # peaks on ConvNeXt-tiny, and no slower (benchmarks/README.md); a value the user set is kept
     env.setdefault("MALLOC_ARENA_MAX", "1")
     return env
