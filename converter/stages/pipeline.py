@@ -532,7 +532,7 @@ HANDOFF = "handoff.json"  # what a spawned child carries across its exec (see _h
 # A SavedModel this large is converted to TFLite by a fresh interpreter (see _hand_over): the
 # converter's peak is several times the model's constants, on top of what onnx2tf's process still
 # holds. ConvNeXt-tiny (109 MB): 1769 MB in the child after onnx2tf, 1400 MB in a fresh one. The
-# exec costs a TensorFlow import (about 3 s), which a small model would feel and not need: on
+# exec costs a TensorFlow import (2-3 s), which a small model would feel and not need: on
 # ResNet-18 (45 MB) the TFLite conversion's peak is no higher than onnx2tf's.
 TFLITE_HAND_OVER_MB = 64.0
 
