@@ -341,7 +341,7 @@ def measure_batch(work: Path, args, report: dict) -> None:
     print(f"  -n 2 / -n 1 = {ratios['n2_over_n1']:.2f} (target <= 0.6); -n 4 / -n 2 = {ratios['n4_over_n2']:.2f} "
           f"(target <= 1.05); warm / cold = {ratios['warm_over_cold']:.3f} (target <= 0.05)"
           + (" (PYTHONDONTWRITEBYTECODE is set: every run compiles every module)"
-             if os.environ.get("PYTHONDONTWRITEBYTECODE") else ""))
+             if report["machine"]["dont_write_bytecode"] else ""))
 
 
 def main() -> int:

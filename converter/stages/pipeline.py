@@ -152,7 +152,7 @@ class Conversion:
     model_sha256: str = ""  # of the bytes read, known before loading them can fail
     steps_done: tuple[str, ...] = ()  # the STAGES steps done, by this process or the one it replaced
     built: BuiltSavedModel | None = None  # what a hand-over before the TFLite conversion left it
-    hand_over_tflite: Callable | None = None  # (conversion, BuiltSavedModel): a spawned child's, see main
+    hand_over: Callable | None = None  # (conversion, BuiltSavedModel | None): a spawned child's, see main
 
     @property
     def input_names(self) -> list[str]:
@@ -274,9 +274,9 @@ def _in_mode(c: Conversion, mode: str) -> None:
 
     built, c.built = c.built, None  # a retry in another mode builds its own
 
-    def before_tflite(saved, pseudo, fixes) -> None:
-        if c.hand_over_tflite is not None and c.onnx2tf_runs == 1:  # not in a retry: it stays in this process
-            c.hand_over_tflite(c, BuiltSavedModel(mode, saved, pseudo, tuple(fixes)))
+    def before_tflite(ready: BuiltSavedModel) -> None:
+        if c.hand_over is not None and c.onnx2tf_runs == 1:  # not in a retry: it stays in this process
+            c.hand_over(c, ready)
 
     def checked(saved, tf_outputs):
         saved, problem = check_tf(c.spec, c.reference, saved, tf_outputs, c.done["export"])
@@ -291,7 +291,7 @@ def _in_mode(c: Conversion, mode: str) -> None:
             c.spec, c.progress, c.done["export"], c.input_names, c.output_names, c.artifacts, mode=mode,
             onnx_path=onnx_path, on_run=counted, arrays=c.arrays, check=checked, calibration=c.calibration_sets,
             calibration_note=c.calibration_note, random_calibration=c.random_calibration,
-            built=(built.saved, built.pseudo_ops, built.pseudo_fixes) if built else None, before_tflite=before_tflite)
+            built=built, before_tflite=before_tflite)
     except ConversionError as exc:
         last = mode not in NEXT_MODE or (exc.kind in WRONG_NUMBERS and mode == "strict")
         if last or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
@@ -369,16 +369,15 @@ STAGES = ((Stage.LOAD, _load), (Stage.EXPORT, _export), (Stage.SAVEDMODEL, _tens
 
 
 def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
-            hand_over: Callable[[Conversion], None] | None = None,
-            hand_over_tflite: Callable[[Conversion, BuiltSavedModel], None] | None = None,
+            hand_over: Callable[[Conversion, BuiltSavedModel | None], None] | None = None,
             resumed: Conversion | None = None, diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
     """Run every stage; never raises for a model's own problems, returns a Result. `hand_over`:
-    called after the export, `hand_over_tflite` before the first TFLite conversion (see _hand_over);
-    `resumed`: the conversion one of them handed over."""
+    called after the export (with None) and before the first TFLite conversion (with the SavedModel
+    built), see _hand_over; `resumed`: the conversion it handed over."""
     c = resumed or Conversion(spec, artifacts, threads, Progress(artifacts / PROGRESS_FILE, peak_rss_mb),
                               memory_limit_mb=memory_limit_mb, started=time.monotonic())
     c.diagnosis_share, c.fail_on_vacuous = diagnosis_share, fail_on_vacuous
-    c.hand_over_tflite = hand_over_tflite
+    c.hand_over = hand_over
     start = c.started
     failure = None
     try:
@@ -389,9 +388,8 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
                 c.progress.start(stage.value)
             step(c)
             c.steps_done += (stage.value,)
-            if stage is Stage.EXPORT and hand_over is not None:
-                c.progress.finish()
-                hand_over(c)
+            if stage is Stage.EXPORT and hand_over is not None:  # not reached by a resumed run: export is done
+                hand_over(c, None)
     except BaseException as exc:  # SystemExit from a library included: it is this model's failure
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -421,9 +419,9 @@ def _write_samples(c: Conversion) -> None:
     arrays.update({f"reference_{i}": a for i, a in enumerate(c.reference)})
     arrays.update({f"onnx_{i}": a for i, a in enumerate(c.onnx_outputs)})
     arrays.update({f"tf_{i}": a for i, a in enumerate(c.tf_outputs)})
-    if len(c.verify_sets) > 1 or (c.verify_sets and c.verify_sets[0][0] is not c.arrays):
-        # the TFLite files were verified on other samples (held out from calibration): those too
-        arrays.update(sets_to_arrays(c.verify_sets))
+    own = _own_verify_sets(c)
+    if own:  # the TFLite files were verified on other samples (held out from calibration): those too
+        arrays.update(sets_to_arrays(own))
     try:
         np.savez(c.artifacts / SAMPLES_FILE, **arrays)
     except OSError:  # a full disk costs the cache its proof, not the model its result
@@ -445,13 +443,14 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
 def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names, output_names,
                       artifacts: Path, *, read_graph: bool = True, mode: str = "simplified",
                       onnx_path: Path | None = None, on_run=None, arrays=None, check=None, calibration=(),
-                      calibration_note=None, random_calibration=False, built=None, before_tflite=None):
+                      calibration_note=None, random_calibration=False, built: BuiltSavedModel | None = None,
+                      before_tflite: Callable[[BuiltSavedModel], None] | None = None):
     """onnx2tf, then TFLite; ops TFLite builtins lack are replaced in the first onnx2tf run (read
     from the ONNX graph: a second run costs minutes on a large model), and if the TFLite
     converter still names some (its report is the authority, the graph read a shortcut), they
-    are replaced in one more run. `built`: (SavedModelResult, pseudo ops, their fixes) of a
-    SavedModel built and checked already, to start from; `before_tflite(saved, pseudo, fixes)`:
-    called before a TFLite conversion of a SavedModel built here (it may hand over, see _hand_over)."""
+    are replaced in one more run. `built`: a SavedModel built and checked already, to start from;
+    `before_tflite`: called with one built here before its TFLite conversion (it may hand over,
+    see _hand_over)."""
     from ..tflite_run import tf_layout_feed
     from .savedmodel import to_savedmodel
     from .tflite import to_tflite
@@ -460,7 +459,7 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
     auto = spec.auto_fixes and not spec.allow_flex
     onnx_path = Path(onnx_path or export.onnx_path)
     if built is not None:
-        saved, pseudo, fixes = built
+        saved, pseudo, fixes = built.saved, built.pseudo_ops, built.pseudo_fixes
     else:
         fixes = pseudo_ops_for_graph(onnx_path, pseudo) if auto and read_graph else ()
     while True:
@@ -475,7 +474,7 @@ def tensorflow_stages(spec: ModelSpec, progress: "Progress", export, input_names
             if check is not None:  # the TF model's float32 numbers, before any TFLite conversion
                 saved = check(saved, tf_outputs)
             if before_tflite is not None:
-                before_tflite(saved, pseudo, fixes)
+                before_tflite(BuiltSavedModel(mode, saved, pseudo, tuple(fixes)))
         built = None  # a second pass (ops replaced for Flex) builds its own
         progress.start(Stage.TFLITE.value)
         feeds = [tf_layout_feed(saved, arrays) for arrays in calibration]
@@ -537,7 +536,7 @@ HANDOFF = "handoff.json"  # what a spawned child carries across its exec (see _h
 TFLITE_HAND_OVER_MB = 64.0
 
 
-def _hand_over(c: Conversion, built: BuiltSavedModel | None = None) -> None:
+def _hand_over(c: Conversion, built: BuiltSavedModel | None, size_mb: float = 0.0) -> None:
     """A spawned child drops what it no longer needs by replacing itself with a fresh interpreter
     (os.execv: the same pid, process group and output, so the parent's watch goes on as before)
     that resumes where it left off, from what it wrote here. After the export (`built` None):
@@ -568,19 +567,23 @@ def _hand_over(c: Conversion, built: BuiltSavedModel | None = None) -> None:
              "graph_fixes": [plain(dataclasses.asdict(f)) for f in c.graph_fixes],
              "built": plain(dataclasses.asdict(built)) if built else None}
     write_json_atomic(c.artifacts / HANDOFF, state)
-    at = (f"the TFLite conversion of its {_saved_model_mb(built.saved.path):.0f} MB SavedModel" if built
-          else "TensorFlow's stages, without torch")
+    at = f"the TFLite conversion of its {size_mb:.0f} MB SavedModel" if built else "TensorFlow's stages, without torch"
     print(f"--- a fresh interpreter takes over for {at} (same process)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "converter.stages.pipeline", c.job_path, "--resume"])
 
 
-def _hand_over_or_go_on(c: Conversion, built: BuiltSavedModel | None = None) -> None:
-    """A hand-over only saves memory: if its state cannot be written (a full disk) or the exec
-    fails, the conversion goes on in this process, and says so in its log."""
+def _hand_over_if_worth_it(c: Conversion, built: BuiltSavedModel | None) -> None:
+    """After the export always; before the TFLite conversion when the SavedModel is large enough.
+    A hand-over only saves memory: if its state cannot be written (a full disk) or the exec fails,
+    the conversion goes on in this process, and says so in its log."""
+    size_mb = _saved_model_mb(built.saved.path) if built else 0.0
+    if built is not None and size_mb < TFLITE_HAND_OVER_MB:
+        return
+    c.progress.finish()
     try:
-        _hand_over(c, built)
+        _hand_over(c, built, size_mb)
     except OSError as exc:
         print(f"--- no hand-over to a fresh interpreter ({type(exc).__name__}: {exc}): going on in this process",
               file=sys.stderr)
@@ -643,20 +646,12 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     if resume:
         resumed = _resumed(spec, artifacts)
     hand_over = None
-    if spawned and not resume:
-        def hand_over(c: Conversion) -> None:
-            c.job_path = str(job_path)
-            _hand_over_or_go_on(c)
-    hand_over_tflite = None
     if spawned:
-        def hand_over_tflite(c: Conversion, built: BuiltSavedModel) -> None:
-            if _saved_model_mb(built.saved.path) >= TFLITE_HAND_OVER_MB:
-                c.job_path = str(job_path)
-                c.progress.finish()
-                _hand_over_or_go_on(c, built)
+        def hand_over(c: Conversion, built: BuiltSavedModel | None) -> None:
+            c.job_path = str(job_path)
+            _hand_over_if_worth_it(c, built)
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb, hand_over=hand_over,
-                     hand_over_tflite=hand_over_tflite, resumed=resumed, diagnosis_share=job.diagnosis_share,
-                     fail_on_vacuous=job.fail_on_vacuous)
+                     resumed=resumed, diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     (artifacts / HANDOFF).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ allows Flex (SELECT_TF_OPS), which then gets reported.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import time
@@ -55,6 +56,7 @@ CONVERTER_SETTINGS = {FP32: _float32, "fp16": _float16, "drq": _dynamic_range, "
 assert set(CONVERTER_SETTINGS) == set(RECIPES), "every recipe needs its converter settings"
 
 
+@functools.cache  # one class per process, like TensorFlow's own
 def _saved_model_converter():
     """TFLiteConverter.from_saved_model's converter, built for the one signature savedmodel.py writes,
     minus two loads of the whole SavedModel into this process: from_saved_model's, to list its
