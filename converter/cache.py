@@ -166,7 +166,7 @@ def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: 
     from .metrics import compare
     from .recipes import RECIPES
 
-    if stored.failure is not None and stored.failure.kind.value not in ("numeric_mismatch",) and not stored.deliverables:
+    if stored.failure is not None and not stored.failure.kind.rejudged and not stored.deliverables:
         return stored  # a failure before any TFLite file: nothing to run, nothing tolerances change
     if not all(k in samples for k in ("input_0", "reference_0")):
         raise ValueError("the entry holds no sample inputs to prove its files with")

@@ -27,17 +27,32 @@ class Stage(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def default_kind(self) -> "FailureKind":
+        """What an exception no stage understood means here (a library's own error)."""
+        return _STAGE_KINDS.get(self, FailureKind.CRASH)
+
 
 class FailureKind(str, enum.Enum):
-    """Each kind answers what a run does with it: `model` (the model's own: its result is cached,
-    and an earlier deliverable is removed, since it no longer matches a model that fails so) or
-    not (it may be the machine's: a slow or loaded machine, memory, a full disk; not cached). A new
-    kind must say which (tests walk every member)."""
+    """Each kind carries what a run does with it, declared once in its row:
 
-    def __new__(cls, value: str, model: bool):
+    - `model`: the model's own (its result is cached, and an earlier deliverable is removed since
+      it no longer matches a model that fails so), or not (it may be the machine's: a slow or
+      loaded machine, memory, a full disk; not cached);
+    - `rejudged`: a verdict on figures, so a cached record of it is judged again against today's
+      tolerances (verdict.judge) rather than replayed;
+    - `retried`: what a cheaper onnx2tf mode can cause (a failed conversion, ops left for Flex, a
+      layout it could not map, wrong float32 numbers): the next mode is tried;
+    - `wrong_numbers`: the TF model converted but computes other numbers (a stricter mode may
+      mend that; the last one, `defaults`, only changes what fails).
+
+    A new kind is one row; tests walk every member."""
+
+    def __new__(cls, value: str, model: bool, rejudged: bool = False, retried: bool = False,
+                wrong_numbers: bool = False):
         member = str.__new__(cls, value)
         member._value_ = value
-        member.model = model
+        member.model, member.rejudged, member.retried, member.wrong_numbers = model, rejudged, retried, wrong_numbers
         return member
 
     def __str__(self) -> str:
@@ -48,26 +63,36 @@ class FailureKind(str, enum.Enum):
         return self.model
 
     @property
+    def machine(self) -> bool:
+        """It may be the machine's, not the model's: not cached, and a rerun may pass."""
+        return not self.model
+
+    @property
     def removes_deliverable(self) -> bool:
         """A model that fails so no longer matches what an earlier run delivered. A full disk says
         nothing about the model: the earlier deliverable stays."""
         return self is not FailureKind.DISK_FULL
 
+    #             value               model  rejudged retried wrong_numbers
     LOAD_ERROR = ("load_error", True)
     UNTRUSTED_PICKLE = ("untrusted_pickle", True)
     SPEC_ERROR = ("spec_error", True)
     EXPORT_ERROR = ("export_error", True)
-    SAVEDMODEL_ERROR = ("savedmodel_error", True)
-    TFLITE_ERROR = ("tflite_error", True)
-    FLEX_OPS = ("flex_ops", True)
-    SHAPE_MISMATCH = ("shape_mismatch", True)
-    NUMERIC_MISMATCH = ("numeric_mismatch", True)
+    SAVEDMODEL_ERROR = ("savedmodel_error", True, False, True)
+    TFLITE_ERROR = ("tflite_error", True, False, True)
+    FLEX_OPS = ("flex_ops", True, False, True)
+    SHAPE_MISMATCH = ("shape_mismatch", True, False, True, True)
+    NUMERIC_MISMATCH = ("numeric_mismatch", True, True, True, True)
     VACUOUS_CHECK = ("vacuous_check", True)
     TIMEOUT = ("timeout", False)
     OUT_OF_MEMORY = ("out_of_memory", False)
     CRASH = ("crash", False)
     DISK_FULL = ("disk_full", False)
 
+
+_STAGE_KINDS = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
+                Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
+                Stage.VERIFY: FailureKind.TFLITE_ERROR}
 
 MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
                  "workers) or convert with a smaller input shape")

@@ -57,7 +57,7 @@ def _why_not(d: Deliverable) -> str:
 def judge(result: Result, spec) -> Result:
     """A record's verdict taken again from its comparisons (their tolerances today's): what the
     cache restores. Only a verdict on figures changes; a failure of another kind stays as it was."""
-    if result.failure is not None and result.failure.kind not in (FailureKind.NUMERIC_MISMATCH,):
+    if result.failure is not None and not result.failure.kind.rejudged:
         return result
     chosen = choose(spec.deliverables, result.deliverables)
     verify = result.verify

@@ -54,9 +54,6 @@ from . import offline
 from .fixes import flatten_fix, onnx2tf_mode_fix, pseudo_ops_for_flex, pseudo_ops_for_graph
 
 PREPARED_ONNX = "model_prepared.onnx"  # the exported graph, simplified and rewritten for onnx2tf
-DEFAULT_KIND = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,
-                Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
-                Stage.VERIFY: FailureKind.TFLITE_ERROR}
 
 
 def release_memory() -> None:
@@ -99,7 +96,7 @@ def classify(exc: BaseException, stage: str) -> Failure:
                        normalise_message(f"{first_line(exc)}; {MEMORY_ADVICE}"))
     if is_disk_full(exc):
         return Failure(FailureKind.DISK_FULL, stage, normalise_message(disk_full_message(exc, stage)))
-    return Failure(DEFAULT_KIND.get(Stage(stage), FailureKind.CRASH), stage,
+    return Failure(Stage(stage).default_kind, stage,
                    normalise_message(first_line(exc)))
 
 
@@ -206,11 +203,6 @@ def _export(c: Conversion) -> None:
     release_memory()
 
 
-# what a cheaper onnx2tf mode can cause: a failed conversion, ops left for Flex, a layout onnx2tf
-# could not map, float32 outputs of its TF model that differ from ONNX's (checked right after it)
-RETRY_KINDS = (FailureKind.SAVEDMODEL_ERROR, FailureKind.TFLITE_ERROR, FailureKind.FLEX_OPS,
-               FailureKind.SHAPE_MISMATCH, FailureKind.NUMERIC_MISMATCH)
-WRONG_NUMBERS = (FailureKind.NUMERIC_MISMATCH, FailureKind.SHAPE_MISMATCH)
 NEXT_MODE = {"simplified": "strict", "strict": "defaults"}
 
 
@@ -293,12 +285,12 @@ def _in_mode(c: Conversion, mode: str) -> None:
             calibration_note=c.calibration_note, random_calibration=c.random_calibration,
             built=built, before_tflite=before_tflite)
     except ConversionError as exc:
-        last = mode not in NEXT_MODE or (exc.kind in WRONG_NUMBERS and mode == "strict")
-        if last or not c.spec.auto_fixes or exc.kind not in RETRY_KINDS:
+        last = mode not in NEXT_MODE or (exc.kind.wrong_numbers and mode == "strict")
+        if last or not c.spec.auto_fixes or not exc.kind.retried:
             raise
         traceback.print_exc()  # the first attempt's reason stays in the log
         again = NEXT_MODE[mode]
-        if exc.kind in WRONG_NUMBERS:
+        if exc.kind.wrong_numbers:
             reason = "the float32 outputs of its TF model differed from ONNX's"
         else:
             reason = f"{c.progress.stage} failed: {exc.message.split(';')[0][:200]}"
@@ -306,9 +298,9 @@ def _in_mode(c: Conversion, mode: str) -> None:
         try:
             _in_mode(c, again)
         except ConversionError as later:
-            if exc.kind not in WRONG_NUMBERS:
+            if not exc.kind.wrong_numbers:
                 raise  # if it fails too, its error is the one onnx2tf gives
-            also = "also" if later.kind in WRONG_NUMBERS else f"and it failed: {later.message.split(';')[0][:120]}"
+            also = "also" if later.kind.wrong_numbers else f"and it failed: {later.message.split(';')[0][:120]}"
             first = ConversionError(exc.kind, f"{exc.message} ({also} in onnx2tf's {again} mode)")
             first.saved = getattr(later, "saved", None) or exc.saved  # the first problem stays the model's failure
             raise first from later
