@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .environment import tool_versions
-from .protocol import RESULT_FILE, SAMPLES_FILE, sets_from_arrays, write_bytes_atomic
+from .protocol import RESULT_FILE, SAMPLES_FILE, SampleArrays, write_bytes_atomic
 from .results import Result
 from .tflite_run import stacked
 from .verdict import judge
@@ -140,10 +141,8 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: 
         if any(_sha256(data) != manifest["files"][name] for name, data in contents.items()):
             raise ValueError("a file does not match the manifest")
         stored = Result.from_dict(json.loads(contents[RESULT_FILE]))
-        samples = {}
-        if SAMPLES_FILE in contents:  # none for a model refused before it ran (an untrusted pickle)
-            with np.load(entry / SAMPLES_FILE) as found:
-                samples = {k: found[k] for k in found.files}
+        # none for a model refused before it ran (an untrusted pickle); read from the bytes just proven
+        samples = SampleArrays.load(io.BytesIO(contents[SAMPLES_FILE])) if SAMPLES_FILE in contents else SampleArrays()
         result = _judged_again(stored, contents, samples, spec, threads)
     except Exception as exc:  # corrupt, truncated, tampered with, planted: rebuilt, never trusted
         print(f"--- cache entry {entry.name} is not used ({type(exc).__name__}: {exc}); converting again")
@@ -161,23 +160,22 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: 
     return result
 
 
-def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: int) -> Result:
+def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, threads: int) -> Result:
     """The stored record, proven by its own files and judged against today's tolerances."""
     from .metrics import compare
     from .recipes import RECIPES
 
     if stored.failure is not None and not stored.failure.kind.rejudged and not stored.deliverables:
         return stored  # a failure before any TFLite file: nothing to run, nothing tolerances change
-    if not all(k in samples for k in ("input_0", "reference_0")):
+    if not (samples.inputs and samples.reference):
         raise ValueError("the entry holds no sample inputs to prove its files with")
-    inputs = [samples[f"input_{i}"] for i in range(sum(k.startswith("input_") for k in samples))]
-    reference = [samples[f"reference_{i}"] for i in range(sum(k.startswith("reference_") for k in samples))]
+    reference = samples.reference
     saved, export = stored.savedmodel, stored.export
 
-    def again(comparisons, key_prefix, recipe):
+    def again(comparisons, candidates, recipe):
         out = []
         for i, old in enumerate(comparisons):
-            candidate = samples.get(f"{key_prefix}_{i}")
+            candidate = candidates[i] if i < len(candidates) else None
             if candidate is None:
                 out.append(dataclasses.replace(old, tolerance=spec.tolerance_for(recipe, old.name)))
                 continue
@@ -185,10 +183,10 @@ def _judged_again(stored: Result, contents: dict, samples: dict, spec, threads: 
         return tuple(out)
 
     if export is not None:
-        export = dataclasses.replace(export, outputs=again(export.outputs, "onnx", "onnx"))
+        export = dataclasses.replace(export, outputs=again(export.outputs, samples.onnx, "onnx"))
     if saved is not None:
-        saved = dataclasses.replace(saved, outputs=again(saved.outputs, "tf", "fp32"))
-    sets = sets_from_arrays(samples)[0] or [(inputs, reference)]
+        saved = dataclasses.replace(saved, outputs=again(saved.outputs, samples.tf, "fp32"))
+    sets = samples.sets
     verified_on = stacked([ref for _, ref in sets])
     deliverables = []
     for d in stored.deliverables:

@@ -143,31 +143,69 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-# Sample sets in one .npz (samples.npz for the cache's proof, the hand-over across a spawned
-# child's exec): each set's arrays under "<kind>_<set>_<part>_<i>", kinds "verify" (inputs and
-# PyTorch's outputs) and "calibration" (inputs). One spelling, written and read only here.
-def sets_to_arrays(verify_sets=(), calibration_sets=()) -> dict:
-    arrays = {}
-    for s, (inputs, reference) in enumerate(verify_sets):
-        arrays.update({f"verify_{s}_input_{i}": a for i, a in enumerate(inputs)})
-        arrays.update({f"verify_{s}_reference_{i}": a for i, a in enumerate(reference)})
-    for s, inputs in enumerate(calibration_sets):
-        arrays.update({f"calibration_{s}_input_{i}": a for i, a in enumerate(inputs)})
-    return arrays
+@dataclass(frozen=True)
+class SampleArrays:
+    """The arrays a conversion keeps of its samples, in the one .npz spelling that samples.npz (the
+    cache's proof), the hand-over across a spawned child's exec and the cache's reader share:
+    `input_<i>`, `reference_<i>`, `onnx_<i>`, `tf_<i>`, and each set's arrays under
+    `<kind>_<set>_<part>_<i>` (kinds `verify`: inputs and PyTorch's outputs; `calibration`: inputs)."""
+
+    inputs: tuple = ()     # the seeded sample inputs, PyTorch's layout
+    reference: tuple = ()  # PyTorch's outputs on them
+    onnx: tuple = ()       # onnxruntime's
+    tf: tuple = ()         # the TF model's, in PyTorch's layout
+    verify_sets: tuple = ()  # ((inputs, reference), ...) when the files are verified on other samples
+    calibration_sets: tuple = ()  # (inputs, ...): the int8 recipes' representative samples
+
+    @property
+    def sets(self) -> tuple:
+        """What the TFLite files are verified on: the held-out samples, else the seeded sample."""
+        return self.verify_sets or ((self.inputs, self.reference),)
+
+    def to_arrays(self) -> dict:
+        arrays = {}
+        for kind in ("input", "reference", "onnx", "tf"):
+            arrays.update({f"{kind}_{i}": a for i, a in enumerate(getattr(self, _FIELD[kind]))})
+        for s, (inputs, reference) in enumerate(self.verify_sets):
+            arrays.update({f"verify_{s}_input_{i}": a for i, a in enumerate(inputs)})
+            arrays.update({f"verify_{s}_reference_{i}": a for i, a in enumerate(reference)})
+        for s, inputs in enumerate(self.calibration_sets):
+            arrays.update({f"calibration_{s}_input_{i}": a for i, a in enumerate(inputs)})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "SampleArrays":
+        """From what to_arrays wrote (any mapping, an NpzFile too)."""
+        names = set(arrays.keys())
+
+        def group(prefix: str) -> tuple:
+            n = 0
+            while f"{prefix}{n}" in names:
+                n += 1
+            return tuple(arrays[f"{prefix}{i}"] for i in range(n))
+
+        def count(kind: str) -> int:
+            n = 0
+            while f"{kind}_{n}_input_0" in names:
+                n += 1
+            return n
+
+        return cls(**{_FIELD[kind]: group(f"{kind}_") for kind in ("input", "reference", "onnx", "tf")},
+                   verify_sets=tuple((group(f"verify_{s}_input_"), group(f"verify_{s}_reference_"))
+                                     for s in range(count("verify"))),
+                   calibration_sets=tuple(group(f"calibration_{s}_input_") for s in range(count("calibration"))))
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        np.savez(path, **self.to_arrays())
+
+    @classmethod
+    def load(cls, path: Path) -> "SampleArrays":
+        import numpy as np
+
+        with np.load(path) as found:
+            return cls.from_arrays({k: found[k] for k in found.files})
 
 
-def sets_from_arrays(arrays) -> tuple[list, list]:
-    """(verify sets, calibration sets) from what sets_to_arrays wrote (any mapping, an NpzFile too)."""
-    names = set(arrays.keys())
-
-    def group(prefix: str) -> list:
-        return [arrays[f"{prefix}{i}"] for i in range(sum(n.startswith(prefix) for n in names))]
-
-    def count(kind: str) -> int:
-        n = 0
-        while f"{kind}_{n}_input_0" in names:
-            n += 1
-        return n
-
-    verify = [(group(f"verify_{s}_input_"), group(f"verify_{s}_reference_")) for s in range(count("verify"))]
-    return verify, [group(f"calibration_{s}_input_") for s in range(count("calibration"))]
+_FIELD = {"input": "inputs", "reference": "reference", "onnx": "onnx", "tf": "tf"}

@@ -60,7 +60,10 @@ from converter.stages import offline
 from converter.stages.export import export_onnx
 from converter.stages.load import load_model, make_inputs, run_torch
 from converter.protocol import Progress
-from converter.stages.pipeline import tensorflow_stages
+from converter.stages.onnx2tf_steps import flex_pass
+from converter.stages.checkpoint import BuiltSavedModel
+from converter.stages.savedmodel import to_savedmodel
+from converter.stages.tflite import to_tflite
 from converter.spec import load_spec
 offline.install()
 spec = load_spec(Path(sys.argv[1]), "trig")
@@ -71,10 +74,18 @@ work = Path(sys.argv[2])
 work.mkdir()
 export = export_onnx(spec, loaded, arrays, reference, work / "model.onnx", list(structure.names), 1)
 progress = Progress(work / "progress.json")
-saved, (tfl, files), fixes = tensorflow_stages(spec, progress, export, ["input"], list(structure.names), work,
-                                              read_graph=False)
+def build(fixes):
+    progress.start("savedmodel")
+    saved, _ = to_savedmodel(spec, Path(export.onnx_path), ["input"], export.input_shapes, list(structure.names), work,
+                             pseudo_ops=tuple(f.detail for f in fixes))
+    return BuiltSavedModel("simplified", saved, saved.pseudo_ops, fixes)
+def tflite(built):
+    progress.start("tflite")
+    return to_tflite(spec, Path(built.saved.path), work)
+# no graph read first: the TFLite converter's own report drives the fix
+done = flex_pass(None, build, tflite, fixes=(), auto=True)
 progress.finish()
-print(json.dumps({"fixes": [[f.label, f.reason] for f in fixes], "flex": list(tfl.flex_ops),
+print(json.dumps({"fixes": [[f.label, f.reason] for f in done.fixes], "flex": list(done.tflite.flex_ops),
                   "seconds": progress.stage_seconds}))
 """
     proc = subprocess.run([sys.executable, "-c", script, str(model), str(tmp_path / "work")],

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from converter.results import Result
-from converter.stages.pipeline import TFLITE_HAND_OVER_MB
+from converter.stages.handover import TFLITE_HAND_OVER_MB
 
 from . import builders
 

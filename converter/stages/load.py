@@ -172,17 +172,16 @@ def _example_inputs_of(program) -> tuple[InputSpec, ...]:
                            inv.get(t.dtype, "float32")) for i, t in enumerate(tensors))
 
 
-def load_model(spec: ModelSpec, max_bytes: float = 0, on_read=None) -> LoadedModel:
-    """`on_read(digest)`: told the SHA-256 of the bytes read before anything can refuse them (a
-    refused pickle is cached under them too)."""
+def load_model(spec: ModelSpec, max_bytes: float = 0, *, data: bytes | None = None, digest: str = "") -> LoadedModel:
+    """The model from `data` (its bytes, read by the caller with read_model_file, hashed as `digest`),
+    or read here."""
     path = Path(spec.path)
     if not spec.trust_pickle:
         # a second wall behind inspect_pt2: torch itself then refuses every weights_only=False load
         os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    data = read_model_file(path, max_bytes)
-    digest = hashlib.sha256(data).hexdigest()
-    if on_read is not None:
-        on_read(digest)
+    if data is None:
+        data = read_model_file(path, max_bytes)
+        digest = hashlib.sha256(data).hexdigest()
     sniffed = sniff_format(data)
     fmt = spec.format if spec.format != "auto" else sniffed
     with stage_step(FailureKind.LOAD_ERROR, f"cannot load as {fmt}"):

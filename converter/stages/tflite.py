@@ -60,10 +60,9 @@ assert set(CONVERTER_SETTINGS) == set(RECIPES), "every recipe needs its converte
 def _saved_model_converter():
     """TFLiteConverter.from_saved_model's converter, built for the one signature savedmodel.py writes,
     minus two loads of the whole SavedModel into this process: from_saved_model's, to list its
-    signatures, and convert()'s, only to read its debug info (none is written). On ConvNeXt-tiny
-    (109 MB of constants) the conversion's peak fell from 1564 to 1474 MB; TF 2.19's
-    TFLiteSavedModelConverterV2.convert() is this minus that load. The MLIR converter reads the
-    SavedModel from its folder either way."""
+    signatures, and convert()'s, only to read its debug info (none is written); benchmarks/README.md
+    has what that saves. TF 2.19's TFLiteSavedModelConverterV2.convert() is this minus that load. The
+    MLIR converter reads the SavedModel from its folder either way."""
     from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
     from tensorflow.lite.python.lite import TFLiteConverterBase, TFLiteSavedModelConverterV2
 
