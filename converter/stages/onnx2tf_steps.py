@@ -146,7 +146,7 @@ def convert(ctx: Context, cp: Checkpoint) -> Checkpoint:
     problem (wrong numbers are diagnosed by the explain step)."""
     attempts = ladder(first_mode(cp), lambda mode, earlier: _attempt(ctx, cp, mode, earlier), retry=ctx.spec.auto_fixes)
     runs = cp.onnx2tf_runs + sum(a.runs for a in attempts)
-    records = cp.attempts + tuple(dataclasses.replace(a, tf_outputs=()) for a in attempts)
+    records = cp.attempts + tuple(dataclasses.replace(a, tf_outputs=(), result=None) for a in attempts)
     tf_outputs = next((a.tf_outputs for a in reversed(attempts) if a.tf_outputs), cp.samples.tf)
     cp = dataclasses.replace(cp, built=None, attempts=records, onnx2tf_runs=runs,
                              samples=dataclasses.replace(cp.samples, tf=tf_outputs))
@@ -204,7 +204,7 @@ def _attempt(ctx: Context, cp: Checkpoint, mode: str, earlier: tuple[Attempt, ..
         return Attempt(mode, runs, exc.kind, ctx.progress.stage or "", exc.message, tf_outputs=tf_outputs)
     if isinstance(outcome, Attempt):
         return outcome
-    return dataclasses.replace(Attempt(mode, runs, tf_outputs=tf_outputs or cp.samples.tf), result=outcome)
+    return Attempt(mode, runs, tf_outputs=tf_outputs or cp.samples.tf, result=outcome)
 
 
 def _tflite(ctx: Context, cp: Checkpoint, built: BuiltSavedModel) -> tuple[TFLiteResult, tuple[Deliverable, ...]]:

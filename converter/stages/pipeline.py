@@ -37,7 +37,7 @@ from ..failures import (
 )
 from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, SampleArrays
 from ..recipes import calibrated
-from ..results import Result
+from ..results import LoadResult, Result
 from ..spec import ModelSpec, SpecError
 from . import explain, handover, offline, onnx2tf_steps
 from .checkpoint import Checkpoint, Context, Problem
@@ -104,9 +104,7 @@ def load(ctx: Context, cp: Checkpoint) -> Checkpoint:
     return cp
 
 
-def _load_result(loaded, seconds: float, found):
-    from ..results import LoadResult
-
+def _load_result(loaded, seconds: float, found) -> LoadResult:
     return LoadResult(loaded.format, seconds, tuple(i.name for i in loaded.inputs),
                       tuple(tuple(i.shape) for i in loaded.inputs), found, loaded.sha256)
 
