@@ -192,6 +192,29 @@ def test_export_error_names_the_op(tmp_path):
     assert "linalg_eigh" in result.failure.message and "legacy" in result.failure.message
 
 
+def test_a_torchscript_file_is_exported_by_legacy_alone_and_its_reason_is_the_message(tmp_path):
+    """The dynamo exporter refuses every ScriptModule: trying it would put torch's generic refusal
+    beside legacy's real reason, and asking for it is told in one line."""
+    import textwrap
+
+    import torch
+
+    namespace: dict = {}
+    exec(textwrap.dedent(builders.EIGH_SOURCE), namespace)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    torch.jit.trace(namespace["eigh"](), torch.randn(1, 4, 4)).save(str(folder / "eig.pt"))
+    (folder / "eig.toml").write_text("[[inputs]]\nshape = [1, 4, 4]\n")
+    result = convert(tmp_path, folder / "eig.pt")
+    assert result.failure.kind is FailureKind.EXPORT_ERROR and result.load.format == "torchscript"
+    assert result.failure.message.startswith("the legacy exporter failed: ") and "linalg_eigh" in result.failure.message
+    assert "dynamo" not in result.failure.message and "ScriptModule" not in result.failure.message
+    (folder / "eig.toml").write_text('exporter = "dynamo"\n[[inputs]]\nshape = [1, 4, 4]\n')
+    asked = convert(tmp_path, folder / "eig.pt")
+    assert asked.failure.kind is FailureKind.EXPORT_ERROR
+    assert asked.failure.message.startswith("the dynamo exporter cannot take a TorchScript file")
+
+
 def test_adaptive_pool_falls_back_to_dynamo_and_legacy_alone_explains_the_fix(tmp_path):
     source = """
     import torch

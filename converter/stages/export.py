@@ -41,7 +41,16 @@ PT2_TRACE_FIX = Fix("pt2_legacy_trace", "", "the dynamo exporter keeps opset 18 
                     "the ExportedProgram's module was traced for the legacy exporter at opset 17")
 
 
+TORCHSCRIPT_NOT_DYNAMO = ("the dynamo exporter cannot take a TorchScript file (it exports nn.Modules and ExportedPrograms; "
+                          "torch: 'Exporting a ScriptModule is not supported'): set exporter = \"legacy\" or \"auto\", or "
+                          "give the model as a .pt2 (torch.export.save) or a state_dict with its factory")
+
+
 def exporter_order(strategy: str, fmt: str, auto_fixes: bool = True) -> list[str]:
+    if fmt == "torchscript":  # the dynamo exporter refuses every ScriptModule: trying it only hides legacy's reason
+        if strategy == "dynamo":
+            raise ConversionError(FailureKind.EXPORT_ERROR, TORCHSCRIPT_NOT_DYNAMO)
+        return ["legacy"]
     if strategy != "auto":
         return [strategy]
     # for an ExportedProgram, `legacy` means: trace its module, then the legacy exporter (opset 17
@@ -205,9 +214,12 @@ def _check(exporter: str, out_path: Path, loaded: LoadedModel, input_names, arra
 
 
 def _all_failed_message(errors) -> str:
-    parts = [f"{name}: {exc.message if isinstance(exc, ConversionError) else describe_export_error(exc)}"
-             for name, exc in errors]
-    message = "every exporter failed (" + "; ".join(parts) + ")"
+    reasons = [(name, exc.message if isinstance(exc, ConversionError) else describe_export_error(exc))
+               for name, exc in errors]
+    if len(reasons) == 1:
+        message = f"the {reasons[0][0]} exporter failed: {reasons[0][1]}"
+    else:
+        message = "every exporter failed (" + "; ".join(f"{name}: {why}" for name, why in reasons) + ")"
     for op, fix in KNOWN_FIXES.items():
         if any(op in str(exc) for _, exc in errors):
             return f"{message}; known fix for {op}: {fix}"
