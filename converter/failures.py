@@ -161,6 +161,11 @@ class ConversionError(Exception):
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (onnx2tf colours its warnings and errors)."""
+    return _ANSI.sub("", text)
 _HEX = re.compile(r"0x[0-9a-fA-F]{6,}")
 _ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
 _WIN_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\\\s:'\"]+\\)*([^\\\s:'\"]+)")
@@ -173,7 +178,7 @@ def normalise_message(text: str, limit: int = 400) -> str:
     CI diffs these lines between runs, so anything that changes from run to run
     (tmp folders, object ids) is replaced by a placeholder.
     """
-    text = _ANSI.sub("", str(text))
+    text = strip_ansi(str(text))
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     line = lines[0] if lines else "(no message)"
     line = _HEX.sub("0x…", line)

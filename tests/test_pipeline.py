@@ -337,3 +337,25 @@ def test_a_torchscript_error_names_its_cause_not_the_interpreter(tmp_path):
     message = result.failure.message
     assert result.failure.stage == "load" and "failed in the TorchScript interpreter" not in message
     assert "input" in message and "[1, 3, 32]" in message, message
+
+
+def test_convert_log_holds_no_terminal_colour_codes(tmp_path):
+    """onnx2tf colours its warnings; the log is read in editors and CI pages, not terminals."""
+    source = """
+    import sys
+    import torch
+    class Loud(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+        def forward(self, x):
+            print("\\x1b[33mWARNING:\\x1b[0m loud model", file=sys.stderr)
+            return self.fc(x)
+    def loud():
+        return Loud()
+    """
+    model = builders.factory_model(tmp_path / "m", "loud", source, "louds:loud", (1, 4))
+    result = convert(tmp_path, model)
+    assert result.passed, result.failure
+    log = (tmp_path / "reports" / "artifacts" / "loud" / "convert.log").read_text()
+    assert "WARNING: loud model" in log and "\x1b" not in log

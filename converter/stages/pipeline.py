@@ -11,6 +11,7 @@ explain a problem run after it. Any exception is the model's failure, classified
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import sys
@@ -34,6 +35,7 @@ from ..failures import (
     is_disk_full,
     is_memory_error,
     normalise_message,
+    strip_ansi,
 )
 from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, SampleArrays
 from ..recipes import calibrated
@@ -250,12 +252,41 @@ def _output_names(spec: ModelSpec, found: tuple[str, ...]) -> list[str]:
     return names
 
 
+class PlainText(io.TextIOBase):
+    """convert.log as text: what the libraries print reaches it without terminal colour codes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(strip_ansi(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    def __getattr__(self, name):  # buffer, errors, ...: the stream's own
+        return getattr(self.stream, name)
+
+
 def main(job_path: str, parent: int | None = None, *, spawned: bool = False, resume: bool = False) -> int:
     """`parent`: the process that started this one, when it is not the first guardian (the
     preloaded process that forked it, see forkserver.py). `spawned`: started from nothing, so it
     hands over to a fresh interpreter after the export, and a large model's before its TFLite
     conversion (handover.py)."""
     job = Job.read(Path(job_path))
+    if not isinstance(sys.stdout, PlainText):
+        sys.stdout, sys.stderr = PlainText(sys.stdout), PlainText(sys.stderr)
     lifeline.hold(job.guardians, parent)
     offline.install()
     artifacts = Path(job.artifacts_dir)
