@@ -359,3 +359,14 @@ def test_convert_log_holds_no_terminal_colour_codes(tmp_path):
     assert result.passed, result.failure
     log = (tmp_path / "reports" / "artifacts" / "loud" / "convert.log").read_text()
     assert "WARNING: loud model" in log and "\x1b" not in log
+
+
+def test_a_pt2_given_another_shape_than_it_was_exported_with_is_a_spec_error_in_words(tmp_path):
+    model = builders.plain_pt2(tmp_path / "m")  # exported with a [1, 4] input
+    model.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 8]\n")
+    result = convert(tmp_path, model)
+    assert result.failure.kind is FailureKind.SPEC_ERROR and result.failure.stage.value == "load"
+    assert "the .toml's shape [1, 8] is not the shape the .pt2 was exported with [1, 4]" in result.failure.message
+    assert "Guard failed" not in result.failure.message
+    model.with_suffix(".toml").write_text("[[inputs]]\nshape = [1, 4]\n")
+    assert convert(tmp_path, model).passed

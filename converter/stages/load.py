@@ -162,6 +162,31 @@ def _load_exported_program(data: bytes, spec: ModelSpec):
     return torch.export.load(io.BytesIO(data))
 
 
+def exported_shapes(program) -> list[tuple]:
+    """The shape each user input of an ExportedProgram was exported with (None for a dimension
+    exported dynamic)."""
+    user = set(program.graph_signature.user_inputs)
+    shapes = []
+    for node in program.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in user else None
+        if isinstance(val, torch.Tensor):
+            shapes.append(tuple(d if isinstance(d, int) else None for d in val.shape))
+    return shapes
+
+
+def _check_exported_shapes(program, inputs: tuple[InputSpec, ...]) -> None:
+    """An ExportedProgram is specialised to the shapes it was exported with: a sidecar shape that
+    differs fails in PyTorch's own guard ('Guard failed: x.size()[1] == 16'); say it in its words."""
+    for spec, exported in zip(inputs, exported_shapes(program)):
+        fits = len(spec.shape) == len(exported) and all(e is None or e == d for d, e in zip(spec.shape, exported))
+        if not fits:
+            shown = [e if e is not None else "dynamic" for e in exported]
+            raise ConversionError(FailureKind.SPEC_ERROR,
+                                  f"input '{spec.name}': the .toml's shape {list(spec.shape)} is not the shape the .pt2 "
+                                  f"was exported with {shown} (an ExportedProgram keeps its exported shapes unless a "
+                                  "dimension was exported dynamic): fix [[inputs]] shape, or export the model again")
+
+
 def _example_inputs_of(program) -> tuple[InputSpec, ...]:
     args = getattr(program, "example_inputs", None)
     if not args or not args[0]:
@@ -193,6 +218,8 @@ def load_model(spec: ModelSpec, max_bytes: float = 0, *, data: bytes | None = No
             module, fmt = _load_pickle_archive(path, data, spec)
     del data
     inputs = spec.inputs or (_example_inputs_of(module) if fmt == "exported_program" else ())
+    if fmt == "exported_program" and spec.inputs:
+        _check_exported_shapes(module, spec.inputs)
     if not inputs:
         raise ConversionError(FailureKind.SPEC_ERROR, "no input shape: add [[inputs]] to the model's .toml")
     if hasattr(module, "eval"):
