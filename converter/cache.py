@@ -190,6 +190,9 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
     verified_on = stacked([ref for _, ref in sets])
     deliverables = []
     for d in stored.deliverables:
+        if not d.verified:  # a file the runtime could not run: its record says why, nothing is delivered from it
+            deliverables.append(d)
+            continue
         name = Path(d.path).name
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")

@@ -40,6 +40,8 @@ def format_result(result: Result, settings=None) -> str:
                           for d in result.deliverables)
         flex = f"; Flex ops {', '.join(result.tflite.flex_ops)}" if result.tflite and result.tflite.flex_ops else ""
         lines.append(f"  TFLite: {sizes}{flex}")
+    for refusal in result.tflite.refused if result.tflite else ():
+        lines.append(f"  BAD {refusal.describe()}")
     for label, c in labelled_comparisons(result.export, result.savedmodel, result.deliverables):
         lines.append(f"  {'ok ' if c.passed else 'BAD'} {c.describe(label)}")
     if result.savedmodel:

@@ -288,11 +288,27 @@ class GraphResult:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A requested recipe whose file the TFLite converter would not build, and its words."""
+
+    recipe: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return RECIPES[self.recipe].label if self.recipe in RECIPES else f"{self.recipe} TFLite"
+
+    def describe(self) -> str:
+        return f"{self.label} could not be built: {self.reason}"
+
+
+@dataclass(frozen=True)
 class TFLiteResult:
     flex_ops: tuple[str, ...]  # the files themselves are the Result's deliverables
     seconds: float
     calibration: str | None = None  # what int8 recipes were calibrated on, when one was built
     random_calibration: bool = False  # samples generated from the input spec: not the model's data
+    refused: tuple[Refusal, ...] = ()  # requested recipes the converter would not build (the others were)
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,19 @@ def first_problem(export: ExportResult | None, saved: SavedModelResult | None, c
     return None
 
 
-def fallback_fixes(requested: tuple[str, ...], deliverables, chosen: Deliverable) -> tuple[Fix, ...]:
-    """A requested recipe that missed its tolerance before the chosen one: a recorded fix."""
-    missed = [d for d in deliverables if d.recipe in requested[:requested.index(chosen.recipe)]]
-    return tuple(Fix("deliverable", chosen.recipe, _why_not(d)) for d in missed[:1])
+def fallback_fixes(requested: tuple[str, ...], deliverables, chosen: Deliverable, refused=()) -> tuple[Fix, ...]:
+    """The first requested recipe passed over for the chosen one (its numbers, where it does not
+    run, or a file the converter would not build): a recorded fix."""
+    before = requested[:requested.index(chosen.recipe)]
+    why = {r.recipe: r.describe() for r in refused if r.recipe in before}
+    why.update({d.recipe: _why_not(d) for d in deliverables if d.recipe in before})
+    return tuple(Fix("deliverable", chosen.recipe, why[r]) for r in before if r in why)[:1]
 
 
 def _why_not(d: Deliverable) -> str:
     """Why a recipe was passed over: its numbers, or where it does not run."""
+    if not d.verified and d.runtime is not None:
+        return f"{d.label} {d.runtime.problem}"
     if d.numbers_pass and d.runtime is not None and d.runtime.problem:
         return f"{d.label} {d.runtime.problem}"
     return (f"{d.label} output '{d.worst.name}' missed its tolerance (range-relative max error "
@@ -67,8 +72,9 @@ def judge(result: Result, spec) -> Result:
                             flex_ops=result.tflite.flex_ops if result.tflite else (), allow_flex=spec.allow_flex)
     fixes = tuple(f for f in result.fixes if f.name != "deliverable")
     if problem is None:
+        refused = result.tflite.refused if result.tflite else ()
         return dataclasses.replace(result, status="passed", failure=None, delivered=chosen.recipe,
-                                   fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen))
+                                   fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen, refused))
     if result.failure is not None and result.failure.message.startswith(normalise_message(problem.message)):
         return result  # the same failure: its message keeps what the retries and the diagnosis found then
     stage = Stage.VERIFY if chosen is not None and not chosen.passed else Stage.SAVEDMODEL

@@ -231,3 +231,43 @@ def test_a_file_micro_refuses_falls_back_saying_why(tmp_path):
     assert not micro.runs and "GATHER" in micro.message and "INT64" in micro.message
     (fix,) = [f for f in result.fixes if f.name == "deliverable"]
     assert "does not run on TensorFlow Lite Micro" in fix.reason and "tolerance" not in fix.reason
+
+
+class PReLUNet(nn.Module):
+    """An MTCNN R-Net-like classifier (convolutions, PReLU, ceil-mode pooling, two heads): XNNPACK
+    cannot prepare its full-integer file ('failed to create XNNPACK runtime ... failed to prepare')."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 28, 3), nn.PReLU(28), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.Conv2d(28, 48, 3), nn.PReLU(48), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.Conv2d(48, 64, 2), nn.PReLU(64))
+        self.fc = nn.Linear(64 * 3 * 3, 128)
+        self.prelu = nn.PReLU(128)
+        self.cls = nn.Linear(128, 2)
+        self.box = nn.Linear(128, 4)
+
+    def forward(self, x):
+        h = self.prelu(self.fc(self.body(x).flatten(1)))
+        return torch.softmax(self.cls(h), 1), self.box(h)
+
+
+def test_a_recipe_the_runtime_cannot_run_is_recorded_and_the_chain_goes_on(tmp_path):
+    """Each recipe is judged on its own: the int8 file XNNPACK refuses fails that recipe, with its
+    words, not the model; the next recipe of the chain is verified and delivered."""
+    torch.manual_seed(0)
+    model = tmp_path / "m" / "rnet.pt"
+    model.parent.mkdir()
+    torch.jit.trace(PReLUNet().eval(), torch.randn(1, 3, 24, 24)).save(str(model))
+    spec = '[[inputs]]\nshape = [1, 3, 24, 24]\nrange = [-1.0, 1.0]\n'
+    model.with_suffix(".toml").write_text('deliverables = ["int8", "drq"]\ncalibration_samples = 8\n' + spec)
+    result = convert(tmp_path, model)
+    assert result.passed and result.delivered == "drq", result.failure
+    int8 = result.deliverable_of("int8")
+    assert not int8.verified and not int8.runtime.runs and "XNNPACK" in int8.runtime.message
+    (fix,) = [f for f in result.fixes if f.name == "deliverable"]
+    assert fix.detail == "drq" and "int8 TFLite does not run" in fix.reason and "failed to prepare" in fix.reason
+    assert result.deliverable_of("drq").passed
+    model.with_suffix(".toml").write_text('deliverables = ["int8"]\ncalibration_samples = 8\n' + spec)
+    alone = convert(tmp_path, model)  # the only recipe asked for: the model fails, in one line saying why
+    assert alone.failure.kind is FailureKind.TFLITE_ERROR and "XNNPACK" in alone.failure.message

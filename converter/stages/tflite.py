@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import gc
 import re
+import sys
 import time
+import traceback
 from pathlib import Path
 
 from ..failures import ConversionError, FailureKind, reraise_if_memory
 from ..protocol import write_bytes_atomic
 from ..recipes import FP32, RECIPES, calibrated
-from ..results import Deliverable, TFLiteResult
+from ..results import Deliverable, Refusal, TFLiteResult
 from ..spec import ModelSpec
 
 _TF_OP = re.compile(r"\btf\.([A-Z]\w+)")
@@ -109,9 +111,12 @@ def tflite_path(out_dir: Path, recipe: str) -> Path:
 def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path, calibration=(), calibration_note: str | None = None,
               random_calibration: bool = False) -> tuple[TFLiteResult, tuple[Deliverable, ...]]:
     """The TFLite file of every requested recipe, not yet verified. `calibration`: the int8 recipes'
-    representative samples, each a dict keyed by signature input (the TF model's layout)."""
+    representative samples, each a dict keyed by signature input (the TF model's layout). A recipe
+    the converter refuses is recorded with its words and the others are built (each recipe is
+    judged on its own); ops that need Flex fail the conversion (a fix may replace them for every
+    recipe), and so does a refusal of every recipe."""
     start = time.perf_counter()
-    files, flex = [], set()
+    files, flex, refused, first_error = [], set(), [], None
     for label in spec.deliverables:
         if RECIPES[label].calibrated and not calibration:
             raise ConversionError(FailureKind.TFLITE_ERROR, f"{RECIPES[label].label} needs calibration samples")
@@ -120,17 +125,14 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path, calibration=(),
                              calibration=calibration if RECIPES[label].calibrated else ())
         except Exception as exc:
             reraise_if_memory(exc)
-            text = str(exc)
-            needed = sorted(set(_TF_OP.findall(text)))
-            if not spec.allow_flex and ("Select TF ops" in text or "flex" in text.lower()) and needed:
-                raise ConversionError(
-                    FailureKind.FLEX_OPS,
-                    f"needs TensorFlow ops that TFLite builtins lack ({', '.join(needed)}); "
-                    "set allow_flex = true to ship a Flex model (bigger runtime), or replace the "
-                    "ops (e.g. pseudo_ops = [\"erf\"] for exact GELU)", ops=tuple(needed)) from exc
-            lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines() or [""]
-            raise ConversionError(FailureKind.TFLITE_ERROR,
-                                  f"TFLiteConverter ({label}): {type(exc).__name__}: {lines[0].strip()}") from exc
+            error = _refusal(label, exc, spec.allow_flex)
+            if error.kind is FailureKind.FLEX_OPS:
+                raise error from exc
+            print(f"--- {RECIPES[label].label} could not be built: {error.message}", file=sys.stderr)
+            traceback.print_exception(exc)
+            refused.append(Refusal(label, error.message))
+            first_error = first_error or error
+            continue
         path = tflite_path(out_dir, label)
         write_bytes_atomic(path, model)  # on disk, not in memory during the next conversion
         files.append(Deliverable(label, str(path), len(model)))
@@ -138,7 +140,23 @@ def to_tflite(spec: ModelSpec, saved_model: Path, out_dir: Path, calibration=(),
             flex |= set(flex_ops_of(model))
         del model
         gc.collect()
+    if not files:
+        raise first_error
     used = calibrated(spec.deliverables)
     return TFLiteResult(flex_ops=tuple(sorted(flex)), seconds=time.perf_counter() - start,
                         calibration=calibration_note if used else None,
-                        random_calibration=random_calibration and used), tuple(files)
+                        random_calibration=random_calibration and used, refused=tuple(refused)), tuple(files)
+
+
+def _refusal(label: str, exc: Exception, allow_flex: bool) -> ConversionError:
+    """The converter's refusal in one line: ops TFLite builtins lack (flex_ops), or its own error."""
+    text = str(exc)
+    needed = sorted(set(_TF_OP.findall(text)))
+    if not allow_flex and ("Select TF ops" in text or "flex" in text.lower()) and needed:
+        return ConversionError(
+            FailureKind.FLEX_OPS,
+            f"needs TensorFlow ops that TFLite builtins lack ({', '.join(needed)}); "
+            "set allow_flex = true to ship a Flex model (bigger runtime), or replace the "
+            "ops (e.g. pseudo_ops = [\"erf\"] for exact GELU)", ops=tuple(needed))
+    lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines() or [""]
+    return ConversionError(FailureKind.TFLITE_ERROR, f"TFLiteConverter ({label}): {type(exc).__name__}: {lines[0].strip()}")

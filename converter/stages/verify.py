@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
-from ..failures import ConversionError, FailureKind
+from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
 from ..metrics import compare
 from ..recipes import FP32, RECIPES
 from ..results import (
@@ -171,7 +172,16 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
     reference = stacked([ref for _, ref in sets])
     checked: list[Deliverable] = []
     for built in files:
-        runs = [run_tflite(built.path, saved, arrays, threads) for arrays, _ in sets]
+        try:
+            runs = [run_tflite(built.path, saved, arrays, threads) for arrays, _ in sets]
+        except ConversionError:
+            raise  # its outputs are not the model's: the conversion is wrong, not this recipe
+        except Exception as exc:  # XNNPACK that cannot prepare an int8 file: this recipe's verdict, not the model's
+            reraise_if_memory(exc)
+            print(f"--- {built.label} does not run here:", file=sys.stderr)
+            traceback.print_exception(exc)
+            checked.append(dataclasses.replace(built, runtime=RuntimeCheck(False, first_line(exc))))
+            continue
         back = stacked([[np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
                         for outputs in runs])
         checked.append(dataclasses.replace(built, outputs=tuple(
@@ -179,8 +189,9 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
                     samples=len(sets))
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
     if deploy:
-        checks = runtime_checks(spec, tuple(checked), saved, sets[0][0], sets[0][1], threads)
-        checked = [dataclasses.replace(d, runtime=r) for d, r in zip(checked, checks)]
+        ran = tuple(d for d in checked if d.verified)
+        checks = dict(zip((d.recipe for d in ran), runtime_checks(spec, ran, saved, sets[0][0], sets[0][1], threads)))
+        checked = [dataclasses.replace(d, runtime=checks[d.recipe]) if d.recipe in checks else d for d in checked]
     chosen = choose(spec.deliverables, checked)
     runtime = chosen.runtime if chosen is not None else None
     deployable = runtime is None or runtime.ok
@@ -196,4 +207,4 @@ def verdict(export: ExportResult, saved: SavedModelResult, result: VerifyResult,
     chosen = choose(requested, deliverables)
     problem = first_problem(export, saved, chosen, deployable=result.deployable, deploy_message=result.deploy_message,
                             flex_ops=tfl.flex_ops, allow_flex=allow_flex)
-    return problem, chosen, (fallback_fixes(requested, deliverables, chosen) if problem is None else ())
+    return problem, chosen, (fallback_fixes(requested, deliverables, chosen, tfl.refused) if problem is None else ())
