@@ -142,8 +142,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
         rows.append(f'<tr style="background:{colour}" title="{title}">' + "".join(cells) + "</tr>")
     counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items())
     failures = "".join(f"<li><code>{html.escape(m)}</code> ({html.escape(row(r)['outcome'])}): "
-                       f"{html.escape(str(r.failure.stage))} [{html.escape(r.failure.kind.value)}]: "
-                       f"{html.escape(r.failure.message)}</li>"
+                       f"{html.escape(r.failure.line())}</li>"
                        for m, r in ((m, records[m]) for m in _order(records, marks)) if r.failure)
     caveats = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(c.describe())}</li>"
                       for m, r in sorted(records.items()) for c in r.caveats)
