@@ -40,7 +40,7 @@ ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        group.addoption(setting.flag, dest=f"tflite_{setting.name}", default=None,
+        group.addoption(setting.flag, dest=f"tflite_{setting.option}", default=None,
                         help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"),
                         **option_kwargs(setting))
         parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
@@ -74,10 +74,10 @@ def _settings(config) -> Settings:
     cli, ini = {}, {}
     invocation = Path(config.invocation_params.dir)
     for setting in SETTINGS:
-        value = config.getoption(f"tflite_{setting.name}")
+        value = config.getoption(f"tflite_{setting.option}")
         if value and setting.path:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
-        cli[setting.name] = value
+        cli[setting.option] = value
         for key in [setting.ini] + setting.old("ini"):
             ini[key] = config.getini(key)
     try:
@@ -97,7 +97,7 @@ def _asked(config, settings: Settings) -> bool:
     what pytest collects (or containing it: `pytest models/sub` reruns part of a folder)."""
     if not settings.models_dirs:
         return False
-    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dir"].env):
+    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dirs"].env):
         return True
     paths = _collected_paths(config)
     return any(_overlap(d, p) for d in map(absolute, settings.models_dirs) for p in paths)
