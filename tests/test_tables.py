@@ -114,3 +114,17 @@ def test_each_row_fills_its_own_field(tmp_path):
     assert s.thresholds.err == 3
     off = resolve({"no_cache": True}, {}, {}, base=tmp_path)
     assert off.cache_dir is None and off.no_cache and off.preload
+
+
+# --- the two sides ------------------------------------------------------------------------
+
+def test_the_parent_side_imports_none_of_the_childs_stages():
+    """spec.py decides before any child runs (is it a state_dict?) through the shared pickle_sniff.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys, converter.spec, converter.pytest_plugin, converter.merge\n"
+            "print(sorted(m for m in sys.modules if m.startswith('converter.stages')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent).stdout
+    assert out.strip() == "[]"
