@@ -50,12 +50,15 @@ def test_the_html_page_help_and_runtime_check_read_each_recipes_row():
 # --- a failure kind ----------------------------------------------------------------------
 
 def _kind_collections(tree: ast.AST) -> list[int]:
-    """Lines of a set, list, tuple or dict literal naming two FailureKind members or more."""
-    def members(node) -> int:
-        return sum(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "FailureKind"
-                   for n in ast.walk(node))
+    """Lines of a set, list, tuple or dict literal whose own elements (keys or values) are two
+    FailureKind members or more; a table of rows that each name their kind is not one."""
+    def is_kind(node) -> bool:
+        return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "FailureKind"
+
+    def elements(node) -> list:
+        return node.keys + node.values if isinstance(node, ast.Dict) else node.elts
     return [node.lineno for node in ast.walk(tree)
-            if isinstance(node, (ast.Set, ast.List, ast.Tuple, ast.Dict)) and members(node) >= 2]
+            if isinstance(node, (ast.Set, ast.List, ast.Tuple, ast.Dict)) and sum(map(is_kind, elements(node))) >= 2]
 
 
 def test_no_module_keeps_its_own_list_of_failure_kinds():
@@ -70,6 +73,8 @@ def test_no_module_keeps_its_own_list_of_failure_kinds():
             found[str(path.relative_to(PACKAGE))] = lines
     assert found == {}
     assert _kind_collections(ast.parse("x = {FailureKind.TIMEOUT, FailureKind.CRASH}")) == [1]  # the check sees one
+    assert _kind_collections(ast.parse("k = {1: FailureKind.TIMEOUT,\n 2: FailureKind.CRASH}")) == [1]
+    assert _kind_collections(ast.parse("rows = (Row('a', FailureKind.TIMEOUT), Row('b', FailureKind.CRASH))")) == []
 
 
 def test_every_kind_answers_every_policy_question():
