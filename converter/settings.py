@@ -30,10 +30,9 @@ MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at o
 
 @dataclass(frozen=True)
 class Resolving:
-    """What a setting's value may depend on beyond its own: where relative paths start, how many
-    conversions really run side by side, and the other settings already read."""
+    """What a setting's value may depend on beyond its own: how many conversions the machine
+    takes and really runs side by side, and the other settings as read."""
 
-    base: Path
     slots: int                   # the machine's conversion slots (max_conversions)
     at_once: int                 # conversions that really run side by side share the machine
     values: Mapping[str, object]
@@ -124,7 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
             "proves nothing; by default it passes with a warning)", switch=True, cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
             "which stage, for how long); -q turns them off", "10", limit="interval"),
-    # not "cache_dir": pytest's own cache provider owns that ini key
+    # its option is not "cache_dir": pytest's own cache provider owns that ini key
     Setting("cache_dir", "where verified conversions are kept, so that an unchanged model is not "
             "converted again (delete the folder to clear it)", ".tflite_cache", option="tflite_cache_dir",
             path=True, cli=True, then=lambda path, r: None if r.values["no_cache"] else path),
@@ -278,7 +277,7 @@ def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
     picked = {s.name: _pick(s, cli.get(s.option), env, ini, notes) for s in SETTINGS}
     values = {s.name: _read(s, *picked[s.name], base) for s in SETTINGS}
     slots = values["max_conversions"] or machine_slots()
-    resolving = Resolving(base, slots, min(max(1, int(workers)), slots), values)
+    resolving = Resolving(slots, min(max(1, int(workers)), slots), values)
     finished = {s.name: s.then(values[s.name], resolving) if s.then else values[s.name] for s in SETTINGS}
     return Settings(**finished, deprecations=tuple(dict.fromkeys(notes)))
 
