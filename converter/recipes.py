@@ -2,10 +2,10 @@
 
 A recipe is data: its name (what sidecars, options, file names, JUnit properties and the
 baseline call it), its title in reports, its default tolerance, what it needs (calibration
-samples, integer inputs and outputs), what its quantization makes and its colour in the HTML page.
-How the TFLite converter is set
-for it lives beside the converter (`converter/stages/tflite.py`, one entry per name); everything
-else (verification, runtime checks, reports, the gate, the cache) loops over this table.
+samples, integer inputs and outputs), what its quantization makes and its colour in the HTML
+page. How the TFLite converter is set for it lives beside the converter
+(`converter/stages/tflite.py`, one entry per name); everything else (verification, runtime
+checks, reports, the gate, the cache) loops over this table.
 
 Only the requested recipes are built. What tells a conversion error from a quantization error
 is onnx2tf's TF model, checked in float32 against PyTorch before any TFLite conversion, and,
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Recipe:
-    """One deliverable recipe. A new recipe is a row here, with every field given (none has a
-    default that could be forgotten), plus its converter settings in `stages/tflite.py`
+    """One deliverable recipe. A new recipe is a row here, every field given but the two switches
+    (no default a new row could forget), plus its converter settings in `stages/tflite.py`
     (CONVERTER_SETTINGS); tests/test_tables.py fails when either misses one."""
 
     name: str
