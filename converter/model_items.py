@@ -37,12 +37,13 @@ def cases(config):
 
 
 def marks(config, case) -> list:
+    """The timeout and, for a model expected to fail, the strict xfail of its test."""
     # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
     timeout = 2 * (case.spec.timeout if case.spec else config.stash[SETTINGS_KEY].timeout) + OUTER_TIMEOUT_MARGIN
-    marks = [pytest.mark.timeout(timeout)]
+    given = [pytest.mark.timeout(timeout)]
     if case.spec and case.spec.expect:
-        marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True, raises=ExpectedConversionFailure))
-    return marks
+        given.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True, raises=ExpectedConversionFailure))
+    return given
 
 
 class ModelsDir(pytest.Dir):
