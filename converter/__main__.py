@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
         if setting.cli:
-            note = " (given here, it overrides the model's .toml)" if setting.name in OVERRIDES_TOML else ""
-            parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.name, default=None,
-                                help=argparse_help(f"{OWN_HELP.get(setting.name, setting.help)}{note} [env {setting.env}]"),
+            note = " (given here, it overrides the model's .toml)" if setting.option in OVERRIDES_TOML else ""
+            parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.option, default=None,
+                                help=argparse_help(f"{OWN_HELP.get(setting.option, setting.help)}{note} [env {setting.env}]"),
                                 **option_kwargs(setting))
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a full pickled nn.Module (runs code from the file)")
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     try:
         batch_only = {var for s in SETTINGS if not s.cli for var in [s.env] + s.old("env")}
         env = {k: v for k, v in os.environ.items() if k not in batch_only}  # not this CLI's business
-        settings = resolve({s.name: getattr(args, s.name) for s in SETTINGS if s.cli}, env, deprecated=deprecated)
+        settings = resolve({s.option: getattr(args, s.option) for s in SETTINGS if s.cli}, env, deprecated=deprecated)
     except SettingsError as exc:
         parser.error(str(exc))
     # one model: a preloaded process would import the same libraries and then fork, for nothing

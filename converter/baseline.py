@@ -97,6 +97,7 @@ class Verdict:
     improvements: list[Change] = field(default_factory=list)
     notes: list[Change] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)  # in the baseline, no longer discovered (each also a regression)
 
     @property
     def failed(self) -> bool:
@@ -216,6 +217,7 @@ def compare(baseline: dict, records: dict[str, Result], discovered: set[str], t:
     _batch_timing(verdict, base, records)
     for model_id in sorted(set(base) - discovered):
         verdict._add(verdict.regressions, model_id, "was in the baseline and has disappeared", "GONE")
+        verdict.gone.append(model_id)
     for model_id, result in sorted(records.items()):
         new, old = record(result), base.get(model_id)
         if old is None:
@@ -243,7 +245,7 @@ def _batch_timing(verdict: Verdict, base: dict, records: dict[str, Result]) -> N
 def _compare_outcomes(verdict: Verdict, model_id: str, old: dict, new: dict, result: Result) -> None:
     """At least one side failed: what changed is whether, or how, it fails."""
     was_ok, is_ok = old["status"] == "passed", new["status"] == "passed"
-    message = result.failure.one_line(model_id).split(": ", 1)[1] if result.failure else ""
+    message = result.failure.line(style="verdict") if result.failure else ""
     if was_ok:
         verdict._add(verdict.regressions, model_id, f"passed before, now {new['status']}: {message}",
                      f"PASS->{new['status'].upper()} ({new['failure_kind']})")
@@ -335,9 +337,8 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
                      f"run converts {models_dirs}: not compared; give this folder its own baseline "
                      "with --baseline FILE --baseline-update")
     verdict = compare(previous, records, discovered, thresholds)
-    gone = tuple(c.model_id for c in verdict.regressions if c.label == "GONE")
     return GateOutcome(_verdict_lines(verdict, previous, versions, path, thresholds), dict(verdict.labels),
-                       verdict.marks(), verdict.failed, gone)
+                       verdict.marks(), verdict.failed, tuple(verdict.gone))
 
 
 def _info(text: str) -> GateOutcome:

@@ -187,6 +187,9 @@ def normalise_message(text: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+LINE_STYLES = {"report": ("", ": "), "terminal": ("", " "), "verdict": (" failed", ": ")}  # (after the stage, before the message)
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: FailureKind
@@ -196,8 +199,19 @@ class Failure:
     def __post_init__(self):  # "load" from a progress file or a caller reads as Stage.LOAD
         object.__setattr__(self, "stage", Stage(self.stage))
 
+    def line(self, model_id: str | None = None, *, style: str = "report") -> str:
+        """The one way a failure is written, wherever it is shown, after `model: ` when given.
+        The style only says how the stage meets the message (LINE_STYLES): `report` for summary.md,
+        the HTML page and the baseline's lines (`load [crash]: ...`), `terminal` for the terminal
+        summary (`load [crash] ...`, as CI logs have always read it), `verdict` for a test's own
+        verdict: an assertion, JUnit's message, the one-model CLI (`load failed [crash]: ...`)."""
+        verb, separator = LINE_STYLES[style]
+        text = f"{self.stage}{verb} [{self.kind.value}]{separator}{self.message}"
+        return text if model_id is None else f"{model_id}: {text}"
+
     def one_line(self, model_id: str) -> str:
-        return f"{model_id}: {self.stage} failed [{self.kind.value}]: {self.message}"
+        """The failure as a test's verdict (`m: load failed [crash]: ...`)."""
+        return self.line(model_id, style="verdict")
 
     @property
     def signature(self) -> str:

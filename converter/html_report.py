@@ -13,7 +13,7 @@ import urllib.parse
 
 from .columns import PAGE, row
 from .failures import Stage
-from .recipes import FP32, RECIPES
+from .recipes import RECIPES
 from .report import counts_of, ended_line, format_cell
 from .results import Outcome, Result
 from .settings import file_name
@@ -28,9 +28,12 @@ def _log_x(value: float, low: float, high: float) -> float:
     return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low)) * (W - 10) + 5
 
 
-RECIPE_COLOURS = {FP32: "#4a90a4", "fp16": "#38a169", "drq": "#2b6cb0", "int8": "#b7791f", "int8_io": "#c05621"}
 ONNX_COLOUR = TF_COLOUR = "#8ea9c8"  # float32 before any TFLite conversion
-DEFAULT_COLOUR = "#718096"
+DEFAULT_COLOUR = "#718096"  # a recipe no longer in the table (a merged report of an older run)
+
+
+def recipe_colour(recipe: str) -> str:
+    return RECIPES[recipe].colour if recipe in RECIPES else DEFAULT_COLOUR
 
 
 def size_chart(record: Result) -> str:
@@ -40,7 +43,7 @@ def size_chart(record: Result) -> str:
         return ""
     rows = [("ONNX (float32)", onnx, ONNX_COLOUR)] + [
         (d.label + (" (the deliverable)" if d.recipe == record.delivered else ""), d.bytes,
-         RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)) for d in record.deliverables]
+         recipe_colour(d.recipe)) for d in record.deliverables]
     full, bar = W - 10, max(3.0, (H - 4) / len(rows) - 2)
     bars = [f'<rect x="5" y="{2 + i * (bar + 2):.1f}" width="{max(1.0, full * min(size / onnx, 1.0)):.1f}" '
             f'height="{bar:.1f}" fill="{colour}"><title>{html.escape(label)} {size / 1e3:.1f} kB '
@@ -70,7 +73,7 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
 def error_chart(record: Result) -> str:
     verified = [d for d in record.deliverables if d.verified]
     points = [("TF model (onnx2tf), float32", record.tf_error, TF_COLOUR)] if record.tf_error is not None else []
-    points += [(d.label, d.worst.range_rel_err, RECIPE_COLOURS.get(d.recipe, DEFAULT_COLOUR)) for d in verified]
+    points += [(d.label, d.worst.range_rel_err, recipe_colour(d.recipe)) for d in verified]
     if not points:
         return ""
     parts = [f'<line x1="5" y1="14" x2="{W - 5}" y2="14" stroke="#bbb"/>']
@@ -142,8 +145,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
         rows.append(f'<tr style="background:{colour}" title="{title}">' + "".join(cells) + "</tr>")
     counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items())
     failures = "".join(f"<li><code>{html.escape(m)}</code> ({html.escape(row(r)['outcome'])}): "
-                       f"{html.escape(str(r.failure.stage))} [{html.escape(r.failure.kind.value)}]: "
-                       f"{html.escape(r.failure.message)}</li>"
+                       f"{html.escape(r.failure.line())}</li>"
                        for m, r in ((m, records[m]) for m in _order(records, marks)) if r.failure)
     caveats = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(c.describe())}</li>"
                       for m, r in sorted(records.items()) for c in r.caveats)
@@ -158,7 +160,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
     stage_legend = "".join(f'<span style="background:{c}"></span>{html.escape(s)}' for s, c in STAGE_COLOURS.items())
     recipe_legend = f'<span style="background:{TF_COLOUR}"></span>float32 (ONNX, TF model)' + "".join(
-        f'<span style="background:{RECIPE_COLOURS.get(name, DEFAULT_COLOUR)}"></span>{html.escape(recipe.label)}'
+        f'<span style="background:{recipe.colour}"></span>{html.escape(recipe.label)}'
         for name, recipe in RECIPES.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TFLite conversion summary</title>

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import __version__
 from .protocol import write_bytes_atomic
 from .results import SCHEMA_VERSION, Outcome, Result
-from .settings import BY_NAME, SettingsError, argparse_help, option_kwargs, resolve
+from .settings import BY_OPTION, SettingsError, argparse_help, option_kwargs, resolve
 from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("shards", nargs="+", type=Path, help="the reports folder of each shard")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for name in MERGED_SETTINGS:
-        setting = BY_NAME[name]
+        setting = BY_OPTION[name]
         parser.add_argument(setting.flag, dest=name, default=None,
                             help=argparse_help(f"{OWN_HELP.get(name, setting.help)} [env {setting.env}]"),
                             **option_kwargs(setting))

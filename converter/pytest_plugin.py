@@ -8,53 +8,39 @@ and `pytest -n 4 model_cases` converts the bundled examples). It then collects t
 repository needs nothing but its models. Your own tests can take the same conversions through
 the `model_case` and `conversion` fixtures.
 
-Glue only: options, collection, JUnit properties and the controller-side summary. The work
-happens in converter/ (runner, report).
+Glue only: options, where it acts, fixtures and hooks of one to three lines. The items are
+model_items.py's; the controller's records, expected items and verdict are batch_session.py's;
+what the terminal shows is batch_terminal.py's; the conversions happen in converter/ (runner).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from . import baseline as baseline_file
 from . import cache, slots
-from .assertions import ExpectedConversionFailure, assert_conversion
-from .baseline import Severity
-from .columns import junit_properties, onnx2tf_runs_line
-from .discovery import discover
+from .batch_session import BatchSession
+from .batch_terminal import StatusLine, header_lines, write_summary
+from .columns import junit_properties
 from .environment import tool_versions
-from .failures import FailureKind, Stage, is_disk_full
 from .lifeline import signal_children, terminate_on_sigterm, terminating
-from .live import StatusThread, running_conversions, status_line, waiting_conversions
+from .model_items import CONVERSIONS_KEY, RESULT_ON_ITEM, SETTINGS_KEY, ModelItem, ModelsDir, absolute, cases, converted, marks
 from .output_folders import OutputsError, prepare
-from .report import ended_line
-from .results import Outcome, Result
-from .runner import convert_case
+from .pytest_internals import escaped_id, guard_junit
+from .results import Result
 from .settings import BY_NAME, SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
-from .spec import OPSET
-from .summaries import SummariesUnwritten, conclude, relative_dirs
 
-OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
-SETTINGS_KEY = pytest.StashKey[Settings]()
-CONVERSIONS_KEY = pytest.StashKey[dict]()
-RESULT_ON_ITEM = pytest.StashKey[Result]()
 LOCK_KEY = pytest.StashKey[object]()
 CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
 ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
-CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
     for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        group.addoption(setting.flag, dest=f"tflite_{setting.name}", default=None,
+        group.addoption(setting.flag, dest=f"tflite_{setting.option}", default=None,
                         help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"),
                         **option_kwargs(setting))
         parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
@@ -88,10 +74,10 @@ def _settings(config) -> Settings:
     cli, ini = {}, {}
     invocation = Path(config.invocation_params.dir)
     for setting in SETTINGS:
-        value = config.getoption(f"tflite_{setting.name}")
+        value = config.getoption(f"tflite_{setting.option}")
         if value and setting.path:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
-        cli[setting.name] = value
+        cli[setting.option] = value
         for key in [setting.ini] + setting.old("ini"):
             ini[key] = config.getini(key)
     try:
@@ -111,14 +97,10 @@ def _asked(config, settings: Settings) -> bool:
     what pytest collects (or containing it: `pytest models/sub` reruns part of a folder)."""
     if not settings.models_dirs:
         return False
-    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dir"].env):
+    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dirs"].env):
         return True
     paths = _collected_paths(config)
-    return any(_overlap(d, p) for d in map(_absolute, settings.models_dirs) for p in paths)
-
-
-def _absolute(path) -> Path:
-    return Path(os.path.abspath(path))
+    return any(_overlap(d, p) for d in map(absolute, settings.models_dirs) for p in paths)
 
 
 def _overlap(folder: Path, path: Path) -> bool:
@@ -139,7 +121,7 @@ def pytest_configure(config):
     if not _asked(config, settings):
         return  # installed everywhere, it acts only where a models folder is asked for
     config.stash[ACTIVE_KEY] = True
-    for folder in map(_absolute, settings.models_dirs):  # asked by option, apart from what pytest collects
+    for folder in map(absolute, settings.models_dirs):  # asked by option, apart from what pytest collects
         if not any(_overlap(folder, p) for p in _collected_paths(config)):
             config.args.append(str(folder))
     if hasattr(config, "workerinput"):
@@ -169,7 +151,7 @@ def pytest_configure(config):
                                          lock=not config.option.collectonly)
     except OutputsError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
+    config.pluginmanager.register(ControllerHooks(config), "tflite-controller-report")
 
 
 def _usable_cache(config, settings: Settings) -> Settings:
@@ -188,111 +170,9 @@ def _usable_cache(config, settings: Settings) -> Settings:
 
 def pytest_collect_directory(path, parent):
     """A models folder is collected by the plugin: what pytest finds there, then one item per model."""
-    if active(parent.config) and _absolute(path) in map(_absolute, parent.config.stash[SETTINGS_KEY].models_dirs):
+    if active(parent.config) and absolute(path) in map(absolute, parent.config.stash[SETTINGS_KEY].models_dirs):
         return ModelsDir.from_parent(parent, path=path)
     return None
-
-
-def cases(config):
-    """The discovered models (once per process: every xdist worker discovers the same, sorted)."""
-    if CASES_KEY not in config.stash:
-        s = config.stash[SETTINGS_KEY]
-        config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout,
-                                             deliverables=s.deliverables)
-    return config.stash[CASES_KEY]
-
-
-def _marks(config, case) -> list:
-    # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
-    timeout = 2 * (case.spec.timeout if case.spec else config.stash[SETTINGS_KEY].timeout) + OUTER_TIMEOUT_MARGIN
-    marks = [pytest.mark.timeout(timeout)]
-    if case.spec and case.spec.expect:
-        marks.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True, raises=ExpectedConversionFailure))
-    return marks
-
-
-class ModelsDir(pytest.Dir):
-    """A folder holding models (a models folder, or a folder below it): what pytest finds there as
-    usual, then a node per model file, and a ModelsDir per subfolder holding models. The tree follows
-    the files, so `pytest models/a/net.pt` reruns one model as pytest reruns one test file; which
-    files are models is discovery's (the same as the CLI's: links, FIFOs and all)."""
-
-    models: list | None = None  # the cases below this folder (None: a models folder's own, from discovery)
-
-    @classmethod
-    def from_parent(cls, parent, *, path, models=None):
-        node = super().from_parent(parent, path=path)
-        node.models = models
-        return node
-
-    def collect(self):
-        here = _absolute(self.path)
-        models = self.models
-        if models is None:
-            models = [c for c in cases(self.config) if _absolute(c.root) == here]
-        direct, below = [], {}
-        for case in models:
-            first, *rest = _absolute(case.path).relative_to(here).parts
-            if rest:
-                below.setdefault(first, []).append(case)
-            else:
-                direct.append(case)
-        for node in super().collect():
-            if not (isinstance(node, pytest.Directory) and _absolute(node.path).parent == here
-                    and _absolute(node.path).name in below):
-                yield node  # anything else pytest finds here; the folders holding models are ours
-        for name in sorted(below):
-            yield ModelsDir.from_parent(self, path=here / name, models=below[name])
-        for case in direct:
-            yield ModelFile.from_parent(self, path=_absolute(case.path), case=case)
-
-
-class ModelFile(pytest.File):
-    """A model file (or what is named like one): one item, named by the model id."""
-
-    @classmethod
-    def from_parent(cls, parent, *, path, case):
-        node = super().from_parent(parent, path=path)
-        node.case = case
-        return node
-
-    def collect(self):
-        yield ModelItem.from_parent(self, name=self.case.model_id, case=self.case)
-
-
-class ModelItem(pytest.Item):
-    """One model: converted in its own child process, its figures recorded in JUnit, its verdict
-    asserted (one line naming the model, the stage and the cause when it fails)."""
-
-    def __init__(self, *, case, **kwargs):
-        super().__init__(**kwargs)
-        self.case = case
-        for mark in _marks(self.config, case):
-            self.add_marker(mark)
-
-    def runtest(self) -> None:
-        result = converted(self.config, self.case)
-        self.stash[RESULT_ON_ITEM] = result
-        self.user_properties.extend(junit_properties(result))
-        assert_conversion(result, self.case.spec.expect if self.case.spec else None)
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, AssertionError):
-            return str(excinfo.value)  # the verdict is the message: no traceback of the harness's own code
-        return super().repr_failure(excinfo, style=style)
-
-    def reportinfo(self):
-        return self.case.path, None, f"model {self.case.model_id}"
-
-
-def converted(config, case) -> Result:
-    """The model converted once per run in this process (the items and the `conversion` fixture share it)."""
-    done = config.stash[CONVERSIONS_KEY]
-    if case.model_id not in done:
-        controller = config.pluginmanager.get_plugin("tflite-controller-report")  # None on a worker
-        done[case.model_id] = convert_case(case, config.stash[SETTINGS_KEY],
-                                           on_progress=controller.status_ticker() if controller else None)
-    return done[case.model_id]
 
 
 def pytest_unconfigure(config):
@@ -304,22 +184,8 @@ def pytest_unconfigure(config):
 def pytest_report_header(config):
     if not active(config):
         return []
-    s = config.stash[SETTINGS_KEY]
-    versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items())
-    lines = [f"tflite harness: {versions}",
-             f"models from: {', '.join(str(d) for d in s.models_dirs) or '(none)'}",
-             f"deliverables: {s.tflite_dir}  reports: {s.reports_dir}",
-             f"per conversion: {s.threads} thread(s), memory ceiling {s.memory_limit_mb} MB, "
-             f"timeout {s.timeout:g} s; at most {s.max_conversions} at once on this machine"
-             f"{'' if s.preload else '; no preloaded process'}"]
-    note = config.stash.get(CACHE_NOTE_KEY, None)
-    lines = lines + [f"cache: {note}"] if note else lines
-    capped = config.stash.get(CAPPED_KEY, None)
-    lines += [f"workers: -n {capped} capped at {s.max_conversions}: more would only wait for a conversion "
-              "slot (--max-conversions)"] if capped else []
-    return lines + [
-        f"baseline: {s.baseline}{' (will be rewritten)' if config.getoption('tflite_baseline_update') else ''}"
-        f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
+    return header_lines(config.stash[SETTINGS_KEY], cache_note=config.stash.get(CACHE_NOTE_KEY, None),
+                        capped=config.stash.get(CAPPED_KEY, None), update=config.getoption("tflite_baseline_update"))
 
 
 def pytest_generate_tests(metafunc):
@@ -329,7 +195,7 @@ def pytest_generate_tests(metafunc):
     if not active(metafunc.config):
         raise pytest.UsageError("no models folder asked for: pass --models-dir DIR or set models_dir in the ini file "
                                 "(pytest.ini)")
-    params = [pytest.param(case, id=case.model_id, marks=_marks(metafunc.config, case))
+    params = [pytest.param(case, id=case.model_id, marks=marks(metafunc.config, case))
               for case in cases(metafunc.config)]
     metafunc.parametrize("model_case", params)
 
@@ -358,220 +224,44 @@ def pytest_runtest_makereport(item, call):
         report.tflite_result = result.to_dict()
 
 
-def escaped_id(model_id: str, config) -> str:
-    """A model id as pytest writes it into node ids: non-ASCII escaped, unless the ini key that
-    turns that off is set (pytest 9.2's `_pytest.compat.ascii_escaped`, the function it uses;
-    tests/test_trust.py checks a killed worker's model with a Chinese name is still found)."""
-    from _pytest.compat import ascii_escaped
-
-    if config.getini("disable_test_id_escaping_and_forfeit_all_rights_to_community_support"):
-        return model_id
-    return ascii_escaped(model_id)
-
-
-JUNIT_PROBE_BYTES = 256 * 1024  # a generous JUnit report of a large batch
-
-
-def guard_junit(config) -> str | None:
-    """Before pytest's junitxml writes (its sessionfinish runs after this plugin's): a report it
-    cannot write whole would be cut off midway, under a 59-line traceback. Where its folder has no
-    room, the stale report is removed and the new one not written, and the reason is one line.
-    (pytest 9.2: `_pytest.junitxml.xml_key`, `LogXML.logfile`; the full-disk test covers both.)"""
-    from _pytest.junitxml import xml_key
-
-    xml = config.stash.get(xml_key, None)
-    if xml is None:
-        return None
-    path = Path(xml.logfile)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent, prefix=".junit-probe-") as probe:
-            probe.write(b"\0" * JUNIT_PROBE_BYTES)
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as exc:
-        if not is_disk_full(exc):
-            return None  # its own error, as pytest reports it
-        path.unlink(missing_ok=True)
-        xml.logfile = os.devnull
-        return f"the JUnit report cannot be written to {path}: no space left on its disk (the previous one was removed)"
-    return None
-
-
-def _outcome(report) -> Outcome:
-    if hasattr(report, "wasxfail") and report.skipped:
-        return Outcome.XFAILED
-    # xfails are strict: a model that passes against its [expect] is a failed test (XPASS(strict))
-    return Outcome.PASSED if report.passed else Outcome.FAILED
-
-
-def _no_result_message(report) -> str:
-    lines = [ln.strip() for ln in str(report.longrepr or "").splitlines() if ln.strip()]
-    reason = lines[0] if lines else "no report"
-    if "crashed while running" in reason:  # xdist's words for a worker that died
-        return f"the pytest worker converting it was killed or crashed ({reason})"
-    return f"no result from the test process ({reason})"
-
-
-class ControllerReport:
-    """Collects every model's result from reports and writes the summaries.
-
-    Registered only where reports are written: the xdist controller, or a plain run.
-    """
+class ControllerHooks:
+    """The controller's hooks (the xdist controller, or a plain run: where reports are written),
+    each handing off to the batch session (records, expected items, the verdict) or to the terminal."""
 
     def __init__(self, config):
         self.config = config
-        self.records: dict[str, Result] = {}
-        self.summary: dict | None = None
-        self.gate: baseline_file.GateOutcome | None = None
-        self._discovered_ids: set[str] | None = None
-        self._escaped_ids: dict[str, str] | None = None
-        self.unwritten: list[str] = []  # reports the disk had no room for
-        self._expected: set[str] = set()  # model tests collected (under xdist: by the workers)
-        self._started = time.time()  # a progress file from before this run describes no conversion of it
-        self._status: StatusThread | None = None
+        self.batch = BatchSession(config.stash[SETTINGS_KEY], discover=lambda: (c.model_id for c in cases(config)),
+                                  escape=lambda model_id: escaped_id(model_id, config), rootpath=config.rootpath,
+                                  update=config.getoption("tflite_baseline_update"))
+        self.status = StatusLine(config, self.batch)
 
     def pytest_sessionstart(self, session):
-        if not self._wants_status() or not getattr(self.config.option, "numprocesses", None):
-            return  # a plain run converts in this very thread: it reports from its watch loop instead
-        # the xdist controller only waits for reports: a thread of its own writes the status line
-        self._status = StatusThread(self.write_status, self._status_line,
-                                    self.config.stash[SETTINGS_KEY].status_interval).start()
-
-    def _wants_status(self) -> bool:
-        """Quiet under -q; never in JUnit or the summaries."""
-        return (self.config.option.verbose >= 0 and not self.config.option.collectonly
-                and self.config.pluginmanager.get_plugin("terminalreporter") is not None)
-
-    def write_status(self, line: str | None = None) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            if reporter._tw.width_of_current_line:  # after the progress dots, on a line of its own
-                reporter.write("\n")
-            reporter.write_line(line or self._status_line())
-
-    def status_ticker(self):
-        """For a plain run: the conversion's watch loop calls this, in the main thread."""
-        if not self._wants_status():
-            return None
-        interval, last = self.config.stash[SETTINGS_KEY].status_interval, [time.monotonic()]
-
-        def tick(_progress: dict, _elapsed: float) -> None:  # also while waiting for a conversion slot
-            if time.monotonic() - last[0] >= interval:
-                last[0] = time.monotonic()
-                self.write_status()
-        return tick
-
-    def _status_line(self) -> str:
-        s = self.config.stash[SETTINGS_KEY]
-        return status_line(len(self.records), len(self._expected) or None,
-                           running_conversions(s.artifacts_dir, since=self._started - 1), s.slow_stage_fraction,
-                           waiting_conversions(s.artifacts_dir, since=self._started - 1))
+        self.status.start()
 
     def pytest_collection_finish(self, session):
-        self._expected |= {item.nodeid for item in session.items
-                           if isinstance(item, ModelItem) or "model_case" in getattr(item, "fixturenames", ())}
+        self.batch.expect(item.nodeid for item in session.items
+                          if isinstance(item, ModelItem) or "model_case" in getattr(item, "fixturenames", ()))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids):
-        self._expected |= {i for i in ids if self._model_id_of(i)}
+        self.batch.expect_collected_by_worker(ids)
+
+    @pytest.hookimpl(optionalhook=True)  # xdist's public hook for the item a dead worker was running
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        self.batch.attribute_crash(crashitem, report)
 
     def pytest_runtest_logreport(self, report):
-        data = getattr(report, "tflite_result", None)
-        if data is not None:
-            result = dataclasses.replace(Result.from_dict(data), outcome=_outcome(report))
-            self.records[result.model_id] = result
-        elif report.failed:
-            # xdist builds the report of a crashed worker itself, without our attributes
-            model_id = getattr(report, "tflite_model_id", None) or self._model_id_of(report.nodeid)
-            if model_id and model_id not in self.records:  # died before producing a result (worker crash, outer timeout)
-                self.records[model_id] = Result.failed(model_id, "", FailureKind.CRASH, Stage.TEST,
-                                                       _no_result_message(report), outcome=Outcome.FAILED)
-
-    def _model_id_of(self, nodeid: str) -> str | None:
-        """The model a node id names (xdist's report of a dead worker carries only the node id):
-        `<models folder>::<id>` for the plugin's items; `…::test_x[<id>]` for a test of your own
-        taking `model_case`, where pytest escapes non-ASCII ('模型' reads '\\u6a21\\u578b')."""
-        discovered = self._discovered(self.config.stash[SETTINGS_KEY])
-        item = nodeid.rsplit("::", 1)[-1]
-        if "::" in nodeid and item in discovered:
-            return item
-        if not nodeid.endswith("]") or "[" not in item:
-            return None
-        if self._escaped_ids is None:
-            self._escaped_ids = {escaped_id(m, self.config): m for m in discovered}
-        return self._escaped_ids.get(item.split("[", 1)[1][:-1])
+        self.batch.record(report)
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml's: guard_junit must see the folder before it writes
     def pytest_sessionfinish(self, session):
-        if self._status is not None:
-            self._status.stop()
-        if not self.records and not terminating():
-            return
-        s = self.config.stash[SETTINGS_KEY]
-        interrupted = terminating() or session.exitstatus == pytest.ExitCode.INTERRUPTED
-        ended = None
-        if interrupted:  # what did not run is said, not left out: a cut run must not read as complete
-            ended = {"by": "SIGTERM" if terminating() else "an interrupt",
-                     "not_run": max(0, len(self._expected) - len(self.records))}
-        try:
-            self.summary, self.gate = conclude(
-                self.records, reports_dir=s.reports_dir, versions=tool_versions(),
-                settings={"models_dirs": [str(d) for d in s.models_dirs], "tflite_dir": str(s.tflite_dir),
-                          "threads": s.threads, "memory_limit_mb": s.memory_limit_mb, "timeout": s.timeout,
-                          "max_conversions": s.max_conversions, "preload": s.preload},
-                baseline=s.baseline, thresholds=s.thresholds,
-                models_dirs=relative_dirs(s.models_dirs, self.config.rootpath), discovered=self._discovered(s),
-                update=self.config.getoption("tflite_baseline_update"), judge=not interrupted, ended=ended)
-        except SummariesUnwritten as exc:
-            self.summary, self.gate = exc.summary, exc.gate
-            self.unwritten.append(str(exc))
-        self.unwritten += [line for line in (guard_junit(self.config),) if line]
-        if self.unwritten:  # a run whose reports are missing must not read as a success
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.gate is not None and self.gate.failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def _discovered(self, s: Settings) -> set[str]:
-        if self._discovered_ids is None:
-            self._discovered_ids = {c.model_id for c in cases(self.config)}
-        return self._discovered_ids
+        self.status.stop()
+        ended_by = "SIGTERM" if terminating() else "an interrupt" if session.exitstatus == pytest.ExitCode.INTERRUPTED else None
+        if self.batch.finish(ended_by=ended_by, versions=tool_versions()):
+            self.batch.unwritten += [line for line in (guard_junit(self.config),) if line]
+            if self.batch.fails_the_run(run_passed=session.exitstatus == pytest.ExitCode.OK):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter):
-        for line in self.unwritten:
-            terminalreporter.line(f"ERROR: {line}", red=True)
-        for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1]):
-            if note:
-                terminalreporter.line(f"note: {note}")
-        if not self.summary:
-            return
-        s = self.config.stash[SETTINGS_KEY]
-        counts = self.summary["counts"]
-        terminalreporter.section("tflite conversion")
-        if self.summary.get("ended"):
-            terminalreporter.line(ended_line(self.summary["ended"]), red=True)
-        run = len(self.summary["models"]) - counts.get("gone", 0)
-        terminalreporter.line(
-            f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
-            f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
-        runs = onnx2tf_runs_line(self.records.values())
-        if runs:
-            terminalreporter.line(runs)
-        for model_id, record in sorted(self.records.items()):
-            if record.outcome is Outcome.FAILED and record.failure:
-                terminalreporter.line(f"  {model_id}: {record.failure.stage} [{record.failure.kind.value}] "
-                                      f"{record.failure.message}")
-            for caveat in record.caveats:
-                terminalreporter.line(f"  warning {model_id}: {caveat.describe()}", yellow=True)
-            if record.export and record.export.opset != OPSET and record.outcome is not Outcome.FAILED:
-                terminalreporter.line(f"  note {model_id}: the {record.export.exporter} exporter wrote opset "
-                                      f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
-                                      "was converted and verified at that opset")
-        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
-                              f"deliverables: {s.tflite_dir}")
-        if self.gate is not None:
-            terminalreporter.section("tflite baseline")
-            for line in self.gate.lines:
-                terminalreporter.line(line.text, red=line.severity in (Severity.REGRESSION, Severity.ERROR),
-                                      green=line.severity is Severity.IMPROVEMENT)
+        notes = [n for n in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1]) if n]
+        write_summary(terminalreporter, self.batch, notes)

@@ -2,9 +2,10 @@
 
 A recipe is data: its name (what sidecars, options, file names, JUnit properties and the
 baseline call it), its title in reports, its default tolerance, what it needs (calibration
-samples, integer inputs and outputs) and the device it is for. How the TFLite converter is set
-for it lives beside the converter (`converter/stages/tflite.py`, one entry per name); everything
-else (verification, runtime checks, reports, the gate, the cache) loops over this table.
+samples, integer inputs and outputs), what its quantization makes and its colour in the HTML
+page. How the TFLite converter is set for it lives beside the converter
+(`converter/stages/tflite.py`, one entry per name); everything else (verification, runtime
+checks, reports, the gate, the cache) loops over this table.
 
 Only the requested recipes are built. What tells a conversion error from a quantization error
 is onnx2tf's TF model, checked in float32 against PyTorch before any TFLite conversion, and,
@@ -21,13 +22,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Recipe:
+    """One deliverable recipe. A new recipe is a row here, every field given but the two switches
+    (no default a new row could forget), plus its converter settings in `stages/tflite.py`
+    (CONVERTER_SETTINGS); tests/test_tables.py fails when either misses one."""
+
     name: str
     title: str            # "float32 TFLite output 'logits': ..." in messages
     tolerance: float      # default range-relative max error against PyTorch
-    description: str
+    # what its quantization makes (deploy.py counts these tensors: none means nothing was
+    # quantized, as under DRQ for weights of fewer than 1024 elements); None: it quantizes nothing
+    quantized_dtype: str | None
+    colour: str           # its dots and bars in summary.html
     calibrated: bool = False   # needs a representative dataset (calibration samples)
     integer_io: bool = False   # its inputs and outputs are int8: quantized and dequantized around it
-    device: str = ""           # where it goes, for the docs and the CLI's help
 
     @property
     def label(self) -> str:
@@ -36,15 +43,16 @@ class Recipe:
 
 FP32 = "fp32"
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe(FP32, "float32", 1e-4, "no quantization: the conversion's own accuracy", device="any CPU or GPU delegate"),
-    Recipe("fp16", "float16", 1e-2, "float16 weights, float32 computation on CPU (a GPU delegate computes in "
-           "float16)", device="phones with a GPU delegate"),
-    Recipe("drq", "DRQ", 5e-2, "dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations",
-           device="phone CPUs"),
-    Recipe("int8", "int8", 1e-1, "full-integer quantization (int8 weights and activations, calibrated), float "
-           "inputs and outputs", calibrated=True, device="NPUs, DSPs, integer-only accelerators"),
-    Recipe("int8_io", "int8-IO", 1e-1, "full-integer quantization including int8 inputs and outputs",
-           calibrated=True, integer_io=True, device="microcontrollers (TensorFlow Lite Micro)"),
+    # no quantization: the conversion's own accuracy (any CPU or GPU delegate)
+    Recipe(FP32, "float32", 1e-4, None, "#4a90a4"),
+    # float16 weights, float32 computation on CPU; a GPU delegate computes in float16 (phones' GPUs)
+    Recipe("fp16", "float16", 1e-2, "float16", "#38a169"),
+    # dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations (phone CPUs)
+    Recipe("drq", "DRQ", 5e-2, "int8", "#2b6cb0"),
+    # full-integer quantization, calibrated, float inputs and outputs (NPUs, DSPs, integer-only accelerators)
+    Recipe("int8", "int8", 1e-1, "int8", "#b7791f", calibrated=True),
+    # full-integer quantization including int8 inputs and outputs (microcontrollers: TensorFlow Lite Micro)
+    Recipe("int8_io", "int8-IO", 1e-1, "int8", "#c05621", calibrated=True, integer_io=True),
 )}
 DEFAULT_DELIVERABLES = ("drq",)
 

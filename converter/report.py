@@ -127,8 +127,7 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
     failures = [(m, r) for m, r in sorted(records.items()) if r.failure]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{_cell(m)}` ({row(r)['outcome']}): {r.failure.stage} [{r.failure.kind.value}]: {r.failure.message}"
-                  for m, r in failures]
+        lines += [f"- `{_cell(m)}` ({row(r)['outcome']}): {r.failure.line()}" for m, r in failures]
     runs = onnx2tf_runs_line(records.values())
     lines += ["", runs + "."] if runs else []
     caveats = [(m, c) for m, r in sorted(records.items()) for c in r.caveats]

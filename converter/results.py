@@ -107,7 +107,6 @@ class MicroCheck:
     runs: bool
     message: str = ""                # why it does not run (the ops Micro lacks), or how it disagrees
     arena_bytes: int | None = None   # the tensor arena it allocated: what the device must reserve
-    missing_ops: tuple[str, ...] = ()
     agrees: bool | None = None       # its outputs are the TFLite runtime's (within one quantization step)
 
     @property

@@ -14,11 +14,11 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from .recipes import check_deliverables
+from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 from .slots import machine_slots
 from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
@@ -29,13 +29,26 @@ MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at o
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One harness setting, declared once: its pytest option, ini key, environment variable and
-    (where `cli`) the one-model CLI's flag all come from this row, under one name stem."""
+class Resolving:
+    """What a setting's value may depend on beyond its own: how many conversions the machine
+    takes and really runs side by side, and the other settings as read."""
 
-    name: str                    # --conversion-timeout / ini conversion_timeout / $TFLITE_HARNESS_CONVERSION_TIMEOUT
+    slots: int                   # the machine's conversion slots (max_conversions)
+    at_once: int                 # conversions that really run side by side share the machine
+    values: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One harness setting, declared once: its Settings field, pytest option, ini key, environment
+    variable and (where `cli`) the one-model CLI's flag all come from this row. `name` is the
+    Settings field it fills; `option` the one stem of its user-facing spellings, where it differs
+    (tests/test_tables.py fails when the table and the Settings fields drift apart)."""
+
+    name: str                    # the Settings field
     help: str
     default: str | None = None
+    option: str = ""             # --conversion-timeout / ini conversion_timeout / $TFLITE_HARNESS_CONVERSION_TIMEOUT
     limit: str | None = None     # the LIMITS row that bounds it (the same bounds as in sidecars)
     repeatable: bool = False     # the flag may be repeated; environment and ini separate values with ';'
     path: bool = False           # relative to where pytest runs (flag) or to the rootdir (others)
@@ -43,46 +56,64 @@ class Setting:
     ini_type: str = "string"     # pytest's typed ini keys: "paths", "linelist", "string"
     switch: bool = False         # on/off: a flag without a value; "1", "true", "yes" elsewhere
     aliases: tuple[str, ...] = ()  # old spellings, one release: "cli:--timeout", "ini:default_input_shape", "env:..."
+    parse: Callable[[str], object] | None = None  # a value that is neither a path, a number nor a switch
+    check_given: Callable[[str], object] | None = None  # checks a flag's value where it is given (one of them)
+    # what the value becomes once every setting is read (a default that depends on the machine)
+    then: Callable[[object, Resolving], object] | None = None
+
+    def __post_init__(self):
+        if not self.option:
+            object.__setattr__(self, "option", self.name)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.option.replace("_", "-")
 
     @property
     def ini(self) -> str:
-        return self.name
+        return self.option
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + self.option.upper()
 
     def old(self, where: str) -> list[str]:
         """Deprecated spellings of one kind: "cli" flags (of `python -m converter`), "ini" keys, "env" variables."""
         return [a.split(":", 1)[1] for a in self.aliases if a.startswith(where + ":")]
 
 
+def _shapes(value) -> tuple[tuple[int, ...], ...]:
+    return tuple(parse_shape(s) for s in _split(value))
+
+
+def _memory(mb, r: Resolving) -> int:
+    return round(mb if mb is not None else MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / r.at_once)
+
+
 SETTINGS: tuple[Setting, ...] = (
-    Setting("models_dir", "folder of models to convert, searched recursively (default: the bundled examples)",
-            repeatable=True, path=True, ini_type="paths"),
+    Setting("models_dirs", "folder of models to convert, searched recursively (default: the bundled examples)",
+            option="models_dir", repeatable=True, path=True, ini_type="paths"),
     Setting("tflite_dir", "where the quantized .tflite deliverables go", "tflite_models", path=True, cli=True,
             aliases=("cli:--out",)),
     Setting("reports_dir", "where summary.json/.md/.html, junit.xml (unless --junitxml is given) and "
             "per-model artifacts go", "reports", path=True, cli=True, aliases=("cli:--reports",)),
-    Setting("input_shape", "input shape for models whose .toml gives none, e.g. 1,3,224,224 (repeat for "
-            "several inputs)", repeatable=True, cli=True, ini_type="linelist",
-            aliases=("ini:default_input_shape",)),
+    Setting("input_shapes", "input shape for models whose .toml gives none, e.g. 1,3,224,224 (repeat for "
+            "several inputs)", option="input_shape", repeatable=True, cli=True, ini_type="linelist",
+            aliases=("ini:default_input_shape",), parse=_shapes, check_given=parse_shape),
     Setting("deliverables", "the TFLite recipes to build and verify, in order of preference, for models whose "
-            ".toml names none: fp32, fp16, drq, int8, int8_io (the first that verifies is delivered)", "drq",
-            cli=True),
-    Setting("conversion_timeout", "seconds one model's conversion may take unless its .toml says otherwise",
-            str(DEFAULT_TIMEOUT), limit="timeout", cli=True, aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
+            f".toml names none: {', '.join(RECIPES)} (the first that verifies is delivered)",
+            ",".join(DEFAULT_DELIVERABLES), cli=True, parse=check_deliverables),
+    Setting("timeout", "seconds one model's conversion may take unless its .toml says otherwise",
+            str(DEFAULT_TIMEOUT), option="conversion_timeout", limit="timeout", cli=True,
+            aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
     Setting("memory_limit_mb", "resident-memory ceiling of one conversion (default: 80% of RAM shared "
-            "among workers)", limit="memory_limit_mb", cli=True),
-    Setting("conversion_threads", "CPU threads of one conversion (default: the cores shared among workers)",
-            limit="threads", cli=True, aliases=("cli:--threads", "env:TFLITE_HARNESS_THREADS")),
+            "among workers)", limit="memory_limit_mb", cli=True, then=_memory),
+    Setting("threads", "CPU threads of one conversion (default: the cores shared among workers)",
+            option="conversion_threads", limit="threads", cli=True, aliases=("cli:--threads", "env:TFLITE_HARNESS_THREADS"),
+            then=lambda n, r: n or max(1, (os.cpu_count() or 1) // r.at_once)),
     Setting("max_conversions", "conversions at once on this machine, shared by every worker and run (default: "
             "the cores, fewer if memory is short); more workers than this wait for a free slot",
-            limit="threads", cli=True),
+            limit="threads", cli=True, then=lambda n, r: r.slots),
     Setting("slow_stage_fraction", "while it runs, name a model as slow once one of its stages has taken this "
             "fraction of its timeout", "0.5", limit="fraction", cli=True),
     Setting("diagnosis_share", "share of a model's timeout and of its memory ceiling that the diagnosis of a "
@@ -92,26 +123,31 @@ SETTINGS: tuple[Setting, ...] = (
             "proves nothing; by default it passes with a warning)", switch=True, cli=True),
     Setting("status_interval", "seconds between the batch's status lines (which models are converting, in "
             "which stage, for how long); -q turns them off", "10", limit="interval"),
-    # not "cache_dir": pytest's own cache provider owns that ini key
-    Setting("tflite_cache_dir", "where verified conversions are kept, so that an unchanged model is not "
-            "converted again (delete the folder to clear it)", ".tflite_cache", path=True, cli=True),
+    # its option is not "cache_dir": pytest's own cache provider owns that ini key
+    Setting("cache_dir", "where verified conversions are kept, so that an unchanged model is not "
+            "converted again (delete the folder to clear it)", ".tflite_cache", option="tflite_cache_dir",
+            path=True, cli=True, then=lambda path, r: None if r.values["no_cache"] else path),
     Setting("no_cache", "convert every model, even an unchanged one (the cache is neither read nor written)",
             switch=True, cli=True),
-    Setting("no_preload", "start every conversion child from scratch instead of forking it from a process that "
+    Setting("preload", "start every conversion child from scratch instead of forking it from a process that "
             "has imported torch, TensorFlow and onnx2tf once (each model then pays 2-3 s of imports)",
-            switch=True),
+            option="no_preload", switch=True, then=lambda no_preload, r: not no_preload),
     Setting("keep_intermediates", "keep every model's ONNX file and SavedModel (by default only a failed "
             "model keeps them, for diagnosis)", switch=True, cli=True),
     Setting("baseline", "baseline file that regressions are judged against", "tflite_baseline.json",
             path=True),
-    Setting("regression_threshold", "what counts as a regression, e.g. "
-            "err:x2,err_floor:1e-5,size:+10%, or per recipe drq_err:x3,fp32_size:+5%", ""),
+    Setting("thresholds", "what counts as a regression, e.g. "
+            "err:x2,err_floor:1e-5,size:+10%, or per recipe drq_err:x3,fp32_size:+5%", "",
+            option="regression_threshold", parse=parse_thresholds, check_given=parse_thresholds),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+BY_OPTION = {s.option: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One field per SETTINGS row, of the same name, and the old spellings that were used."""
+
     models_dirs: tuple[Path, ...]
     tflite_dir: Path
     reports_dir: Path
@@ -122,8 +158,8 @@ class Settings:
     threads: int
     baseline: Path
     thresholds: Thresholds
-    sources: dict  # setting -> where its value came from, for the report header
-    cache_dir: Path | None = None  # None: --no-cache
+    cache_dir: Path | None = None  # None: --no-cache, or a cache folder that cannot be used
+    no_cache: bool = False
     keep_intermediates: bool = False
     preload: bool = True
     max_conversions: int = 1
@@ -174,7 +210,7 @@ def option_kwargs(setting: Setting) -> dict:
     """How a setting is declared as a flag, for pytest's parser and argparse alike."""
     if setting.switch:
         return {"action": "store_true"}
-    return {"action": "append" if setting.repeatable else "store", "metavar": setting.name.upper(),
+    return {"action": "append" if setting.repeatable else "store", "metavar": setting.option.upper(),
             "type": functools.partial(check_value, setting)}
 
 
@@ -185,10 +221,8 @@ def check_value(setting: Setting, value: str) -> str:
     try:
         if setting.limit:
             bounded(setting.limit, value)
-        elif setting.name == "input_shape":
-            parse_shape(value)
-        elif setting.name == "regression_threshold":
-            parse_thresholds(value)
+        elif setting.check_given is not None:
+            setting.check_given(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
@@ -234,63 +268,39 @@ def _split(value) -> list[str]:
 def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
             ini: Mapping[str, object] | None = None, *, workers: int = 1, base: Path | None = None,
             deprecated: Iterable[str] = ()) -> Settings:
-    """cli: setting name -> value given on the command line; ini: ini key -> value (pytest's getini)."""
+    """cli: option (`conversion_timeout`) -> value given on the command line; ini: ini key ->
+    value (pytest's getini). Each row is read the same way; its `then` finishes it."""
     env = os.environ if env is None else env
     ini = ini or {}
     base = Path(base or Path.cwd())
-    workers = max(1, int(workers))
     notes = list(deprecated)
-    picked = {s.name: _pick(s, cli.get(s.name), env, ini, notes) for s in SETTINGS}
-    sources = {name: where for name, (_, where) in picked.items()}
-    for setting in SETTINGS:
-        given = picked[setting.name][0]
-        if not setting.repeatable and isinstance(given, (list, tuple)):  # tflite_dir = ["x", "y"] in TOML
-            raise SettingsError(f"{setting.name} from {sources[setting.name]} must be one value, not a list")
-        if setting.path and given is not None and not str(given).strip():
-            raise SettingsError(f"{setting.name} from {sources[setting.name]} must name a folder or file, not ''")
+    picked = {s.name: _pick(s, cli.get(s.option), env, ini, notes) for s in SETTINGS}
+    values = {s.name: _read(s, *picked[s.name], base) for s in SETTINGS}
+    slots = values["max_conversions"] or machine_slots()
+    resolving = Resolving(slots, min(max(1, int(workers)), slots), values)
+    finished = {s.name: s.then(values[s.name], resolving) if s.then else values[s.name] for s in SETTINGS}
+    return Settings(**finished, deprecations=tuple(dict.fromkeys(notes)))
 
-    def value(name):
-        return picked[name][0]
 
-    def checked(name, parse):
-        try:
-            return parse(value(name))
-        except ValueError as exc:
-            joint = " " if str(exc).startswith("must") else ": "
-            raise SettingsError(f"{name} from {sources[name]}{joint}{exc}") from None
-
-    def number(name):
-        return None if value(name) is None else checked(name, lambda v: bounded(BY_NAME[name].limit, v))
-
-    def switch(name):
-        return checked(name, _switch)
-
-    shapes = checked("input_shape", lambda v: tuple(parse_shape(s) for s in _split(v)))
-    thresholds = checked("regression_threshold", parse_thresholds)
-    slots = number("max_conversions") or machine_slots()
-    at_once = min(workers, slots)  # conversions that really run side by side share the machine
-    memory = number("memory_limit_mb")
-    if memory is None:
-        memory = MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / at_once
-    return Settings(
-        models_dirs=tuple(base / d for d in _split(value("models_dir"))),
-        tflite_dir=base / str(value("tflite_dir")),
-        reports_dir=base / str(value("reports_dir")),
-        input_shapes=shapes,
-        deliverables=checked("deliverables", check_deliverables),
-        timeout=number("conversion_timeout"),
-        memory_limit_mb=round(memory),
-        threads=number("conversion_threads") or max(1, (os.cpu_count() or 1) // at_once),
-        baseline=base / str(value("baseline")),
-        thresholds=thresholds,
-        sources=sources,
-        cache_dir=None if switch("no_cache") else base / str(value("tflite_cache_dir")),
-        keep_intermediates=switch("keep_intermediates"),
-        preload=not switch("no_preload"),
-        max_conversions=slots,
-        slow_stage_fraction=number("slow_stage_fraction"),
-        diagnosis_share=number("diagnosis_share"),
-        fail_on_vacuous=switch("fail_on_vacuous"),
-        status_interval=number("status_interval"),
-        deprecations=tuple(dict.fromkeys(notes)),
-    )
+def _read(setting: Setting, given, source: str, base: Path):
+    """A setting's value as given (a plain string or list), read as its row says; an error names
+    the option and where its value came from."""
+    if not setting.repeatable and isinstance(given, (list, tuple)):  # tflite_dir = ["x", "y"] in TOML
+        raise SettingsError(f"{setting.option} from {source} must be one value, not a list")
+    if setting.path and given is not None and not str(given).strip():
+        raise SettingsError(f"{setting.option} from {source} must name a folder or file, not ''")
+    try:
+        if setting.parse:
+            return setting.parse(given)
+        if setting.switch:
+            return _switch(given)
+        if setting.limit:
+            return None if given is None else bounded(setting.limit, given)
+        if setting.path and setting.repeatable:
+            return tuple(base / d for d in _split(given))
+        if setting.path:
+            return base / str(given)
+        return given
+    except ValueError as exc:
+        joint = " " if str(exc).startswith("must") else ": "
+        raise SettingsError(f"{setting.option} from {source}{joint}{exc}") from None

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .failures import FailureKind
+from .pickle_sniff import looks_like_state_dict
 from .protocol import build, plain
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
-from .stages.pickle_safety import looks_like_state_dict
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow

@@ -146,7 +146,9 @@ def test_settings_precedence_cli_env_ini_default(tmp_path):
     assert resolve({}, {}, ini, base=tmp_path).timeout == 30
     assert resolve({}, {"TFLITE_HARNESS_CONVERSION_TIMEOUT": "20"}, ini, base=tmp_path).timeout == 20
     s = resolve({"conversion_timeout": "10"}, {"TFLITE_HARNESS_CONVERSION_TIMEOUT": "20"}, ini, base=tmp_path)
-    assert s.timeout == 10 and s.sources["conversion_timeout"] == "command line"
+    assert s.timeout == 10
+    with pytest.raises(SettingsError, match="conversion_timeout from command line must be a number"):
+        resolve({"conversion_timeout": "soon"}, {"TFLITE_HARNESS_CONVERSION_TIMEOUT": "20"}, ini, base=tmp_path)
     assert s.input_shapes == ((1, 3, 8, 8),) and s.deprecations == ()
     assert resolve({}, {}, {}, base=tmp_path).timeout == 600
     two = resolve({}, {}, {}, base=tmp_path, workers=2)
@@ -176,7 +178,7 @@ def test_every_setting_has_one_stem_for_flag_ini_and_environment():
     from converter.settings import SETTINGS
 
     for setting in SETTINGS:
-        stem = setting.name
+        stem = setting.option
         assert setting.flag == "--" + stem.replace("_", "-") and setting.ini == stem
         assert setting.env == "TFLITE_HARNESS_" + stem.upper()
 

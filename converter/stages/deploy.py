@@ -21,19 +21,19 @@ import sys
 import time
 from pathlib import Path
 
+from ..recipes import RECIPES
+
 TIMED_RUNS = 10
 # per file: a large model is timed fewer times, never for long (at 2 s, ConvNeXt-tiny's timed runs
 # took 2 s of its 3.6 s verify stage)
 TIMING_BUDGET_S = 0.5
 
 
-# the tensors a recipe's quantization makes: none of them means nothing was quantized (TFLite leaves
-# weights under 1024 elements in float32 under DRQ, so a tiny model's DRQ file is its float32 one)
-QUANTIZED_DTYPE = {"fp16": "float16", "drq": "int8", "int8": "int8", "int8_io": "int8"}
-
-
 def quantized_tensors(interpreter, recipe: str) -> int | None:
-    dtype = QUANTIZED_DTYPE.get(recipe)
+    """The tensors a recipe's quantization makes (Recipe.quantized_dtype): none of them means
+    nothing was quantized (TFLite leaves weights under 1024 elements in float32 under DRQ, so a
+    tiny model's DRQ file is its float32 one); None for a recipe that quantizes nothing."""
+    dtype = RECIPES[recipe].quantized_dtype if recipe in RECIPES else None
     if dtype is None:
         return None
     return sum(1 for t in interpreter.get_tensor_details() if getattr(t["dtype"], "__name__", str(t["dtype"])) == dtype)

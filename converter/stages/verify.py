@@ -114,7 +114,7 @@ def _runtime(found: dict) -> RuntimeCheck:
         flex_ops=tuple(found.get("flex_ops", ())), custom_ops=tuple(found.get("custom_ops", ())),
         invoke_ms=found.get("invoke_ms"), quantized_tensors=found.get("quantized_tensors"),
         micro=None if micro is None else MicroCheck(micro["runs"], micro.get("message", ""), micro.get("arena_bytes"),
-                                                    tuple(micro.get("missing_ops", ())), micro.get("agrees")))
+                                                    micro.get("agrees")))
 
 
 def output_perm(reference: np.ndarray, fp32_output: np.ndarray) -> tuple[int, ...]:

@@ -1,0 +1,68 @@
+"""The two places the plugin reaches into pytest's private modules, kept together, each with the
+release it was checked against and the test that fails when that release changes it.
+
+Everything else the plugin does goes through public hooks and methods: xdist's
+`pytest_handlecrashitem` names the item a dead worker was running, `TerminalReporter.write_line`
+writes to the terminal, `Config.get_terminal_writer` says whether a line is open.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .failures import is_disk_full
+
+# the ini key pytest reads (by this very name) to stop escaping non-ASCII in ids
+NO_ESCAPING_INI = "disable_test_id_escaping_and_forfeit_all_rights_to_community_support"
+
+
+def escaped_id(model_id: str, config) -> str:
+    """A model id as pytest writes it into a parametrized test's node id: non-ASCII escaped
+    ('模型' reads '\\u6a21\\u578b'), unless the ini key that turns that off is set.
+
+    Why it is still needed: under xdist the controller is handed node ids only (the ids each
+    worker collected, and the item a dead worker was running), and your own test taking
+    `model_case` is named `test_x[<escaped id>]`; when a worker dies in its `conversion`
+    fixture's setup, no report has named the model yet. pytest has no public function for this
+    escaping. Checked against pytest 9.2 (`_pytest.compat.ascii_escaped`);
+    tests/test_batch_session.py proves it matches what pytest writes, and tests/test_trust.py
+    that a killed worker's model with a Chinese name is still found."""
+    from _pytest.compat import ascii_escaped
+
+    if config.getini(NO_ESCAPING_INI):
+        return model_id
+    return ascii_escaped(model_id)
+
+
+JUNIT_PROBE_BYTES = 256 * 1024  # a generous JUnit report of a large batch
+
+
+def guard_junit(config) -> str | None:
+    """Before pytest's junitxml writes (its sessionfinish runs after this plugin's): a report it
+    cannot write whole would be cut off midway, under a 59-line traceback. Where its folder has no
+    room, the stale report is removed and the new one not written, and the reason is one line.
+
+    pytest offers no public handle on its JUnit writer. Checked against pytest 9.2:
+    `_pytest.junitxml.xml_key` stashes the `LogXML`, whose `logfile` is the path it writes;
+    tests/test_batch_session.py fails when either changes, and the full-disk test in
+    tests/test_faults.py covers the whole path."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return None
+    path = Path(xml.logfile)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".junit-probe-") as probe:
+            probe.write(b"\0" * JUNIT_PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        if not is_disk_full(exc):
+            return None  # its own error, as pytest reports it
+        path.unlink(missing_ok=True)
+        xml.logfile = os.devnull
+        return f"the JUnit report cannot be written to {path}: no space left on its disk (the previous one was removed)"
+    return None

@@ -1,0 +1,202 @@
+"""The controller's batch session and terminal, with fake reports and a fake terminal: records,
+expected items, crash attribution through xdist's hook, the verdict, and pytest's private parts the
+plugin still reaches (each checked against the installed pytest). No conversion runs here."""
+from __future__ import annotations
+
+import errno
+import inspect
+import json
+import os
+import tempfile
+from types import SimpleNamespace
+
+import pytest
+
+from converter.batch_session import BatchSession
+from converter.batch_terminal import write_summary
+from converter.failures import Failure, FailureKind, Stage
+from converter.html_report import render
+from converter.pytest_internals import NO_ESCAPING_INI, escaped_id, guard_junit
+from converter.pytest_plugin import ControllerHooks
+from converter.report import summary_markdown
+from converter.results import Outcome, Result
+from converter.settings import resolve
+
+CHINESE = "killer 模型"
+
+
+class FakeConfig:
+    def __init__(self, no_escaping=False):
+        self.no_escaping = no_escaping
+
+    def getini(self, key):
+        assert key == NO_ESCAPING_INI
+        return self.no_escaping
+
+
+def session(tmp_path, ids=("a_net", CHINESE), config=None) -> BatchSession:
+    settings = resolve({"reports_dir": str(tmp_path / "reports"), "tflite_dir": str(tmp_path / "out"),
+                        "baseline": str(tmp_path / "baseline.json")}, {}, {}, base=tmp_path)
+    return BatchSession(settings, discover=lambda: ids, escape=lambda m: escaped_id(m, config or FakeConfig()),
+                        rootpath=tmp_path)
+
+
+def report(nodeid, outcome="passed", model_id=None, result=None, longrepr=None, when="call"):
+    fake = SimpleNamespace(nodeid=nodeid, when=when, passed=outcome == "passed", failed=outcome == "failed",
+                           skipped=outcome == "skipped", longrepr=longrepr)
+    if model_id is not None:
+        fake.tflite_model_id = model_id
+    if result is not None:
+        fake.tflite_result = result.to_dict()
+    return fake
+
+
+def xdist_crash_report(nodeid):
+    """What xdist 3.8 builds for the item of a dead worker (DSession.handle_crashitem): no attribute of ours."""
+    return report(nodeid, "failed", longrepr=f"worker 'gw1' crashed while running {nodeid!r}", when="???")
+
+
+def test_the_crash_hook_names_the_model_of_a_plugin_item_a_dead_worker_ran(tmp_path):
+    batch = session(tmp_path)
+    nodeid = f"models::{CHINESE}"  # the plugin's items are named by the id itself
+    batch.record(report(nodeid, model_id=CHINESE, when="setup"))  # the setup report arrives before the crash
+    crash = xdist_crash_report(nodeid)
+    batch.attribute_crash(nodeid, crash)
+    assert crash.tflite_model_id == CHINESE
+    batch.record(crash)
+    failure = batch.records[CHINESE].failure
+    assert (failure.kind, failure.stage) == (FailureKind.CRASH, Stage.TEST)
+    assert failure.message.startswith("the pytest worker converting it was killed or crashed (worker 'gw1' crashed")
+    assert batch.records[CHINESE].outcome is Outcome.FAILED
+
+
+def test_a_worker_dead_in_its_conversion_fixture_is_found_through_pytests_escaping(tmp_path):
+    """A test of your own taking `model_case` converts during setup: no report named it yet."""
+    batch = session(tmp_path)
+    nodeid = "test_mine.py::test_small[killer \\u6a21\\u578b]"
+    crash = xdist_crash_report(nodeid)
+    batch.attribute_crash(nodeid, crash)
+    batch.record(crash)
+    assert set(batch.records) == {CHINESE} and batch.records[CHINESE].failure.kind is FailureKind.CRASH
+    unescaped = session(tmp_path, config=FakeConfig(no_escaping=True))
+    assert unescaped.model_of(f"test_mine.py::test_small[{CHINESE}]") == CHINESE
+    assert unescaped.model_of(nodeid) is None
+
+
+def test_a_crash_of_a_test_that_is_no_model_test_records_nothing(tmp_path):
+    batch = session(tmp_path)
+    for nodeid in ("test_plain.py::test_ok", "test_plain.py::test_p[other]", "models::not_a_model"):
+        crash = xdist_crash_report(nodeid)
+        batch.attribute_crash(nodeid, crash)
+        batch.record(crash)
+        assert not hasattr(crash, "tflite_model_id")
+    assert batch.records == {}
+
+
+def test_the_plugin_takes_xdists_crash_hook_as_xdist_declares_it():
+    """pytest calls a hook implementation by its parameters' names: a renamed one would never be called."""
+    from xdist import newhooks
+
+    declared = list(inspect.signature(newhooks.pytest_handlecrashitem).parameters)
+    ours = list(inspect.signature(ControllerHooks.pytest_handlecrashitem).parameters)[1:]
+    assert ours == declared == ["crashitem", "report", "sched"]
+    declared = list(inspect.signature(newhooks.pytest_xdist_node_collection_finished).parameters)
+    assert list(inspect.signature(ControllerHooks.pytest_xdist_node_collection_finished).parameters)[1:] == declared
+
+
+def test_expected_items_from_workers_are_the_model_tests_among_their_ids(tmp_path):
+    batch = session(tmp_path)
+    batch.expect_collected_by_worker(["models::a_net", "test_plain.py::test_ok", "test_mine.py::test_x[a_net]",
+                                      "test_mine.py::test_x[killer \\u6a21\\u578b]", "test_mine.py::test_x[zz]"])
+    assert batch.expected == {"models::a_net", "test_mine.py::test_x[a_net]",
+                              "test_mine.py::test_x[killer \\u6a21\\u578b]"}
+
+
+def test_records_take_the_tests_outcome_and_a_failure_without_result_is_the_test_process(tmp_path):
+    batch = session(tmp_path)
+    passed = Result("a_net", "a_net.pt", "passed")
+    batch.record(report("models::a_net", model_id="a_net", result=passed))
+    xfailed = report(f"models::{CHINESE}", "skipped", model_id=CHINESE,
+                     result=Result.failed(CHINESE, "", FailureKind.TIMEOUT, "export", "slow"))
+    xfailed.wasxfail = "known"
+    batch.record(xfailed)
+    assert batch.records["a_net"].outcome is Outcome.PASSED and batch.records[CHINESE].outcome is Outcome.XFAILED
+    batch = session(tmp_path)
+    batch.record(report("models::a_net", "failed", model_id="a_net", longrepr="Timeout >720.0s\nmore"))
+    assert batch.records["a_net"].failure.message == "no result from the test process (Timeout >720.0s)"
+
+
+def test_the_end_of_the_run_writes_the_summaries_and_a_cut_run_says_what_did_not_run(tmp_path):
+    batch = session(tmp_path)
+    assert not batch.finish(ended_by=None, versions={})  # nothing ran: nothing to conclude
+    batch.expect(["models::a_net", f"models::{CHINESE}"])
+    batch.record(report("models::a_net", model_id="a_net", result=Result("a_net", "a_net.pt", "passed")))
+    assert batch.finish(ended_by="SIGTERM", versions={"torch": "x"})
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["ended"] == {"by": "SIGTERM", "not_run": 1} and "baseline" not in summary  # a cut run is not judged
+    assert not batch.fails_the_run(run_passed=True)
+    whole = session(tmp_path)
+    whole.record(report("models::a_net", model_id="a_net", result=Result("a_net", "a_net.pt", "passed")))
+    assert whole.finish(ended_by=None, versions={}) and whole.gate is not None and not whole.gate.failed
+    whole.unwritten.append("the summaries cannot be written")
+    assert whole.fails_the_run(run_passed=False)
+
+
+class FakeReporter:
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text, **markup):
+        self.lines.append(text)
+
+    def section(self, title):
+        self.lines.append(f"== {title} ==")
+
+
+def test_one_failure_line_in_the_terminal_markdown_html_and_the_verdict(tmp_path):
+    failure = Failure(FailureKind.LOAD_ERROR, Stage.LOAD, "model file fifo.pt is a FIFO, not a file")
+    record = Result.failed("fifo", "fifo.pt", failure.kind, failure.stage, failure.message, outcome=Outcome.FAILED)
+    batch = session(tmp_path, ids=("fifo",))
+    batch.record(report("models::fifo", "failed", model_id="fifo", result=record))
+    batch.finish(ended_by=None, versions={})
+    terminal = FakeReporter()
+    write_summary(terminal, batch, notes=["a note"])
+    assert "  fifo: load [load_error] model file fifo.pt is a FIFO, not a file" in terminal.lines
+    assert terminal.lines[0] == "note: a note" and "== tflite baseline ==" in terminal.lines
+    assert failure.line("fifo", style="terminal") == "fifo: load [load_error] model file fifo.pt is a FIFO, not a file"
+    assert f"- `fifo` (failed): {failure.line()}" in summary_markdown({"fifo": record}, {})
+    assert "(failed): load [load_error]: model file fifo.pt is a FIFO, not a file</li>" in render({"fifo": record}, {})
+    assert failure.one_line("fifo") == "fifo: load failed [load_error]: model file fifo.pt is a FIFO, not a file"
+
+
+def test_escaped_id_is_what_pytest_writes_into_a_parametrized_node_id(pytester):
+    """pytest 9.2's `_pytest.compat.ascii_escaped`: the ids must read as pytest writes them."""
+    pytester.makepyfile(test_ids=f"""
+        import pytest
+        @pytest.mark.parametrize("m", [pytest.param(1, id={CHINESE!r}), pytest.param(2, id="plain")])
+        def test_x(m):
+            pass
+    """)
+    ids = [ln for ln in pytester.runpytest_inprocess("--collect-only", "-q").outlines if "::" in ln]
+    assert ids == [f"test_ids.py::test_x[{escaped_id(CHINESE, FakeConfig())}]", "test_ids.py::test_x[plain]"]
+    assert escaped_id(CHINESE, FakeConfig()) == "killer \\u6a21\\u578b"
+
+
+def test_guard_junit_reaches_pytests_junit_writer_and_removes_a_stale_report_on_a_full_disk(tmp_path, monkeypatch):
+    """pytest 9.2's `_pytest.junitxml.xml_key` stashes the `LogXML` whose `logfile` is written."""
+    from _pytest.junitxml import LogXML, xml_key
+
+    stale = tmp_path / "junit.xml"
+    stale.write_text("<old/>")
+    config = SimpleNamespace(stash=pytest.Stash())
+    assert guard_junit(config) is None  # no JUnit report asked for
+    config.stash[xml_key] = LogXML(str(stale), None)
+    assert guard_junit(config) is None and stale.is_file()  # room: pytest writes it
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    line = guard_junit(config)
+    assert line == (f"the JUnit report cannot be written to {stale}: no space left on its disk "
+                    "(the previous one was removed)")
+    assert not stale.exists() and config.stash[xml_key].logfile == os.devnull
