@@ -39,6 +39,3 @@ def harness(torch_warmed_up, pytester, monkeypatch):
     return pytester
 
 
-def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
-                                         "--conversion-threads=1", *args)

@@ -8,8 +8,8 @@ import pytest
 
 from converter.columns import COLUMNS
 
-from . import builders
-from .conftest import run
+from .. import builders
+from ..support import run
 
 
 def test_ids_are_model_names_sorted_and_k_selects(harness):

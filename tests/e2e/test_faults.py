@@ -19,12 +19,9 @@ import pytest
 from converter import cache
 from converter.protocol import WAITING_FILE
 
-from . import builders
-from .conftest import run
-from .mounts import FILL, needs_mounts, run_mounted
-from .test_pipeline import convert, settings_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..mounts import FILL, needs_mounts, run_mounted
+from ..support import ROOT, convert, run, settings_for
 
 
 def pytest_command(*args) -> str:
@@ -40,6 +37,7 @@ def no_traceback(text: str) -> None:
 
 
 # --- a full disk ----------------------------------------------------------------------------
+
 
 @needs_mounts
 def test_a_full_reports_disk_is_one_line_per_model_and_removes_no_deliverable(harness):
@@ -98,6 +96,7 @@ cat {shlex.quote(str(out / "net.tflite"))} > kept.txt
 
 
 # --- what the cache holds is what was converted -----------------------------------------------
+
 
 def test_a_file_replaced_while_its_run_waits_is_cached_under_the_bytes_converted(tmp_path, monkeypatch):
     from converter import slots
@@ -213,6 +212,7 @@ def test_a_read_only_cache_is_said_once_and_the_model_still_passes(harness):
 
 # --- odd entries in a models folder ---------------------------------------------------------------
 
+
 def test_symlinks_fifos_and_devices_are_cases_of_their_own(harness, tmp_path):
     models = harness.path / "models"
     outside = builders.torchscript_cnn(tmp_path / "elsewhere", name="stored")  # git-annex / DVC keep models so
@@ -266,6 +266,7 @@ def test_a_4gb_sparse_file_is_refused_unread_under_its_memory_ceiling(tmp_path):
 LOG_SOURCE = """
 import torch
 
+
 class LogLinear(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -274,6 +275,7 @@ class LogLinear(torch.nn.Module):
 
     def forward(self, x):
         return torch.log(self.fc(x))  # NaN wherever the linear part is negative, in PyTorch too
+
 
 def log_linear():
     return LogLinear()
@@ -300,6 +302,7 @@ def test_a_non_finite_output_where_pytorchs_is_finite_counts_as_an_element_off()
 
 
 # --- settings and folders the machine gives ------------------------------------------------------
+
 
 def test_a_slot_folder_of_another_user_is_said_and_runs_of_this_user_still_share_one(tmp_path):
     if os.getuid() != 0:

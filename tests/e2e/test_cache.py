@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import builders
-from .conftest import run
-from .test_pipeline import convert
+from .. import builders
+from ..support import convert, run
 
 
 def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
@@ -67,7 +66,7 @@ def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path):
     failure)."""
     import shutil
 
-    examples = Path(__file__).resolve().parent.parent / "model_cases" / "examples"
+    examples = Path(__file__).resolve().parents[2] / "model_cases" / "examples"
     folder = tmp_path / "m"
     folder.mkdir()
     for name in ("diverging_pool.pt", "diverging_pool.toml", "architectures.py"):

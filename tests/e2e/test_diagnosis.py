@@ -24,11 +24,8 @@ from converter.results import Result
 from converter.spec import load_spec
 from converter.stages.load import make_inputs
 
-from . import builders
-from .conftest import run
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "model_cases" / "examples"
+from .. import builders
+from ..support import EXAMPLES, ROOT, run
 
 
 def cli(tmp_path: Path, model: Path, *args: str) -> tuple[subprocess.CompletedProcess, Result]:
@@ -175,6 +172,7 @@ SLOW_DIAGNOSIS_SOURCE = """
 import time
 import torch
 
+
 class SlowInDouble(torch.nn.Module):
     # onnx2tf mistranslates this pool (as in the bundled diverging_pool); only the diagnosis runs the
     # model in float64, and there it takes minutes, as a large model's diagnosis would
@@ -188,6 +186,7 @@ class SlowInDouble(torch.nn.Module):
         if x.dtype == torch.float64:
             time.sleep(300)
         return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+
 
 def slow():
     return SlowInDouble()

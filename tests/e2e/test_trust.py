@@ -17,11 +17,8 @@ import pytest
 
 from converter.failures import FailureKind
 
-from . import builders
-from .conftest import run
-from .test_pipeline import convert
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT, convert, gone_within, run
 
 
 def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -> int:
@@ -34,16 +31,6 @@ def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -
     raise AssertionError("the conversion child never started")
 
 
-def gone_within(pid: int, seconds: float) -> bool:
-    try:
-        psutil.Process(pid).wait(timeout=seconds)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.TimeoutExpired:
-        return False
-    return True
-
-
 def start_pytest(harness, *args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml=junit.xml",
                              "--conversion-threads=1", *args], cwd=harness.path, env=env,
@@ -52,6 +39,7 @@ def start_pytest(harness, *args, env=None) -> subprocess.Popen:
 
 
 # --- code from untrusted files ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("attack", builders.PT2_ATTACKS)
 def test_a_crafted_pt2_never_runs_its_payload_through_the_harness(tmp_path, attack):
@@ -93,6 +81,7 @@ def test_a_factory_must_return_a_module_and_the_folder_shadows_no_package(tmp_pa
 
 
 # --- messages a user can act on ---------------------------------------------------------------
+
 
 def test_load_failures_keep_their_reason_and_the_log_keeps_the_library_traceback(tmp_path):
     import zipfile
@@ -193,6 +182,7 @@ def test_an_id_of_dot_clears_no_other_model_and_delivers_no_hidden_file(tmp_path
 
 # --- bad output folders and concurrent runs: one line, before any conversion -----------------
 
+
 def test_output_folders_that_are_files_are_one_line_usage_errors(harness):
     builders.torchscript_cnn(harness.path / "models", name="net")
     (harness.path / "taken").write_text("a file")
@@ -288,6 +278,7 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
 
 
 # --- faults that must not hang, orphan or lose a run -------------------------------------------
+
 
 @pytest.mark.parametrize("workers", [[], ["-n", "1"], ["-n", "2"]], ids=["plain", "one_worker", "two_workers"])
 def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(harness, tmp_path, workers):

@@ -15,23 +15,9 @@ from converter.failures import FailureKind
 from converter.report import format_result
 from converter.results import Result
 from converter.runner import convert_case
-from converter.settings import resolve
 
-from . import builders
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def settings_for(tmp_path, **cli):
-    return resolve({"tflite_dir": str(tmp_path / "out"), "reports_dir": str(tmp_path / "reports"),
-                    "tflite_cache_dir": str(tmp_path / "cache"),
-                    "conversion_threads": "1", **cli}, env={}, ini={})
-
-
-def convert(tmp_path, model: Path, **cli) -> Result:
-    settings = settings_for(tmp_path, **cli)
-    (case,) = [c for c in discover([model.parent], timeout=settings.timeout) if c.path == model]
-    return convert_case(case, settings)
+from .. import builders
+from ..support import ROOT, convert, settings_for
 
 
 def autograph_files() -> set[Path]:

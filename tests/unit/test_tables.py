@@ -14,10 +14,11 @@ from converter.failures import FailureKind
 from converter.recipes import RECIPES, Recipe
 from converter.settings import BY_OPTION, SETTINGS, Settings, resolve
 
-PACKAGE = Path(__file__).resolve().parent.parent / "converter"
+PACKAGE = Path(__file__).resolve().parents[2] / "converter"
 
 
 # --- a recipe ---------------------------------------------------------------------------
+
 
 def test_every_recipe_has_its_converter_settings_and_every_field_given():
     from converter.stages.tflite import CONVERTER_SETTINGS
@@ -48,6 +49,7 @@ def test_the_html_page_help_and_runtime_check_read_each_recipes_row():
 
 
 # --- a failure kind ----------------------------------------------------------------------
+
 
 def _kind_collections(tree: ast.AST) -> list[int]:
     """Lines of a set, list, tuple or dict literal whose own elements (keys or values) are two
@@ -122,6 +124,7 @@ def test_each_row_fills_its_own_field(tmp_path):
 
 
 # --- the two sides ------------------------------------------------------------------------
+
 
 def test_the_parent_side_imports_none_of_the_childs_stages():
     """spec.py decides before any child runs (is it a state_dict?) through the shared pickle_sniff.py."""

@@ -16,11 +16,8 @@ import torch
 
 from converter.failures import FailureKind
 
-from . import builders
-from .conftest import run
-from .test_pipeline import convert
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT, convert, run
 
 TRIG_SOURCE = """
 import torch
@@ -263,7 +260,7 @@ def test_a_graph_that_needs_simplifying_converts_in_one_onnx2tf_run(tmp_path):
     assert result.passed, result.failure
     assert result.onnx2tf_runs == 1 and result.savedmodel.onnx2tf_mode == "simplified" and result.fixes == ()
     assert result.savedmodel.graph.nodes_after < result.savedmodel.graph.nodes_before
-    from .test_graph import counterfactual
+    from ..support import counterfactual
 
     raw = counterfactual(tmp_path, Path(result.export.onnx_path), "simplified", rewrite=False, simplify=False)
     assert "onnx2tf" in raw.get("failed", ""), raw  # as exported, onnx2tf's non-strict mode cannot convert it

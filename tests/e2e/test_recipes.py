@@ -16,10 +16,8 @@ from torch import nn
 from converter.failures import FailureKind
 from converter.recipes import RECIPES
 
-from . import builders
-from .test_pipeline import convert
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT, convert
 
 
 def cnn_with(tmp_path, toml_extra: str, shape=(1, 3, 16, 16)) -> Path:

@@ -5,7 +5,8 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..support import ROOT
+
 DEV_ONLY = {"hypothesis", "ruff"}  # the harness's own tests and lint
 
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 
@@ -20,11 +19,8 @@ from converter.discovery import discover
 from converter.isolation import run_isolated
 from converter.slots import conversion_slot
 
-from . import builders
-from .conftest import run
-from .test_trust import gone_within
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT, gone_within, run
 
 
 def _spec(folder):

@@ -17,54 +17,7 @@ import pytest
 
 from converter.failures import FailureKind
 
-from .test_pipeline import convert
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "model_cases" / "examples"
-
-# One model's exported graph, simplified and rewritten (if asked), converted by onnx2tf in one
-# mode, then by TFLite: its float32 error against onnxruntime on the exported graph, or the failure.
-COUNTERFACTUAL = """
-import json, sys
-from pathlib import Path
-import numpy as np, onnx
-from converter.spec import InputSpec, ModelSpec
-from converter.stages import offline
-from converter.stages.graph import run_onnxruntime
-from converter.stages.graph import REWRITES, _simplify
-from converter.stages.load import make_inputs
-from converter.metrics import compare
-from converter.stages.savedmodel import to_savedmodel
-from converter.stages.tflite import to_tflite
-from converter.stages.verify import run_tflite
-offline.install()
-exported, work, mode, rewrite = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-work.mkdir(parents=True)
-model = onnx.load(str(exported))
-model = _simplify(model)[0] if sys.argv[5] == "1" else model
-applied = [name for name, apply, _ in REWRITES if rewrite and apply(model)]
-onnx.save(model, str(work / "graph.onnx"))
-inputs = tuple(InputSpec(i.name, tuple(d.dim_value for d in i.type.tensor_type.shape.dim)) for i in model.graph.input)
-names, shapes = [i.name for i in inputs], tuple(i.shape for i in inputs)
-spec = ModelSpec(model_id="m", path=str(exported), inputs=inputs, deliverables=("fp32",))
-arrays = make_inputs(spec.inputs, 0)
-_, reference = run_onnxruntime(exported, names, arrays, 1)
-try:
-    saved, _ = to_savedmodel(spec, work / "graph.onnx", names, shapes, [o.name for o in model.graph.output], work, mode=mode)
-    _, files = to_tflite(spec, Path(saved.path), work)
-    out = run_tflite(files[0].path, saved, arrays, 1)[0]
-    print(json.dumps({"rewrites": applied, "fp32_err": compare("o", reference[0], out, 1e-4).range_rel_err}))
-except Exception as exc:
-    print(json.dumps({"rewrites": applied, "failed": str(exc)[:300]}))
-"""
-
-
-def counterfactual(tmp_path, exported: Path, mode: str, rewrite: bool, simplify: bool = True) -> dict:
-    work = tmp_path / f"{mode}-{rewrite}-{simplify}"
-    proc = subprocess.run([sys.executable, "-c", COUNTERFACTUAL, str(exported), str(work), mode, "1" if rewrite else "0",
-                           "1" if simplify else "0"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from ..support import EXAMPLES, ROOT, convert, counterfactual
 
 
 @pytest.mark.parametrize("example, fix, mode, without", [

@@ -8,10 +8,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import builders
-from .conftest import run
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT, run
 
 
 def merge(harness, *args):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from . import builders
-
-ROOT = Path(__file__).resolve().parent.parent
+from .. import builders
+from ..support import ROOT
 
 
 def run(*command, cwd: Path, env: dict) -> subprocess.CompletedProcess:

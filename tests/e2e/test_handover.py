@@ -19,9 +19,8 @@ from torch import nn
 from converter.results import Result
 from converter.stages.handover import TFLITE_HAND_OVER_MB
 
-from . import builders
-
-ROOT = Path(__file__).resolve().parents[1]
+from .. import builders
+from ..support import ROOT
 
 # Loaded first by every interpreter whose PYTHONPATH holds it: each conversion child's interpreter
 # writes one line when it starts, then one per watched package it imports.
