@@ -2,8 +2,10 @@
 
 The key covers what a conversion depends on: the bytes the conversion child loaded (it reports
 their digest, so a file replaced while its run waited is cached under its new bytes), the code
-beside the model that a factory or a trusted pickle imports, the spec less its tolerances, the
-harness's conversion code (converter/stages/ and the files both sides share) and the tool versions.
+in the model's folder and its sub-packages that a factory or a trusted pickle imports, the spec less
+its tolerances, --fail-on-vacuous, the harness's conversion code (converter/stages/ and the files
+both sides share) and the tool versions. A restored record must have been made from the bytes being
+tested (its model digest), or another model's entry copied under this key would pass as this one.
 Not the thread count, the memory ceiling, the tolerances or the report code: none changes what is
 converted. So a restored entry is judged again, in this process, against today's tolerances: its
 TFLite files are loaded with the TFLite runtime, their signatures checked against the record, run
@@ -54,17 +56,36 @@ def _sha256(data: bytes) -> str:
 
 def file_digest(path: Path) -> str | None:
     """SHA-256 of a file, read in chunks (a 4 GB model never sits in memory); None for what is not
-    a regular file (a FIFO would block, a device never end: the child refuses them, uncached)."""
+    a regular file (a FIFO would block, a device never end) or cannot be read (EIO, /proc/self/mem):
+    the child refuses those in one line, uncached."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(chunk)
     except OSError:
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
     return digest.hexdigest()
+
+
+SKIPPED_FOLDERS = ("__pycache__",)
+
+
+def code_digests(folder: Path) -> dict[str, str | None]:
+    """Every .py file under the model's folder, sub-packages included (a factory `pkg.arch:build`
+    lives in `pkg/`, and imports what it likes beside it), by its path relative to the folder.
+    Links are not followed, hidden folders and bytecode caches skipped: what the factory imports
+    from the folder is there."""
+    found = {}
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS)
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = Path(root) / name
+                found[path.relative_to(folder).as_posix()] = file_digest(path)
+    return found
 
 
 @functools.lru_cache(maxsize=1)  # the source does not change during a run: read it once, not per model
@@ -77,18 +98,20 @@ UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "time
            "channel_axis")  # how outputs are judged, not what is converted: a restore judges again
 
 
-def key(spec, model_digest: str) -> str:
+def key(spec, model_digest: str, *, fail_on_vacuous: bool = False) -> str:
+    """`fail_on_vacuous` decides the verdict on a model whose check proves little: an entry made
+    without it must not pass such a model under it, nor one made with it fail it without."""
     model = Path(spec.path)
     code = {}
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
-        code = {p.name: file_digest(p) for p in sorted(model.parent.glob("*.py"))}
+        code = code_digests(model.parent)
     described = {k: v for k, v in spec.to_dict().items() if k not in UNKEYED}
     samples = {}
     if spec.calibration:  # the samples calibrate and verify: other samples, another conversion
         folder = Path(spec.calibration)
         samples = {p.name: file_digest(p) for p in sorted(folder.glob("*.np[yz]"))} if folder.is_dir() else {}
     material = {"model": model_digest, "code": code, "spec": described, "harness": _conversion_code(),
-                "tools": tool_versions(), "samples": samples}
+                "tools": tool_versions(), "samples": samples, "fail_on_vacuous": bool(fail_on_vacuous)}
     return _sha256(json.dumps(material, sort_keys=True, default=str).encode())
 
 
@@ -126,9 +149,12 @@ def _drop(entry: Path) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 
 
-def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: int = 1) -> Result | None:
+def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, model_digest: str,
+            threads: int = 1) -> Result | None:
     """The cached result, proven and judged again against today's spec, its TFLite files copied into
-    `artifacts`; None on a miss or an entry that does not hold up (which is then deleted)."""
+    `artifacts`; None on a miss or an entry that does not hold up (which is then deleted).
+    `model_digest`: of the file being tested; the record must have been made from those bytes (an
+    entry copied from another model's folder, its manifest's key rewritten, is not this model's)."""
     entry = Path(cache_dir) / entry_key
     if not entry.is_dir():
         return None
@@ -140,6 +166,10 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: 
         if any(_sha256(data) != manifest["files"][name] for name, data in contents.items()):
             raise ValueError("a file does not match the manifest")
         stored = Result.from_dict(json.loads(contents[RESULT_FILE]))
+        converted = stored.model_sha256 or (stored.load.model_sha256 if stored.load else "")
+        if converted != model_digest:
+            raise ValueError(f"its record was made from another model file (SHA-256 {converted[:12] or 'unknown'}, "
+                             f"this one is {model_digest[:12]})")
         samples = {}
         if SAMPLES_FILE in contents:  # none for a model refused before it ran (an untrusted pickle)
             with np.load(entry / SAMPLES_FILE) as found:

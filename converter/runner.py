@@ -40,8 +40,9 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
 def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_progress) -> Result:
     """From the cache when an entry holds up under today's spec, else converted in a child."""
     digest = cache.file_digest(case.path) if settings.cache_dir else None
-    entry = cache.key(case.spec, digest) if digest else None
-    result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, threads=settings.threads) if entry else None
+    entry = cache.key(case.spec, digest, fail_on_vacuous=settings.fail_on_vacuous) if digest else None
+    result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, model_digest=digest,
+                           threads=settings.threads) if entry else None
     if result is not None:
         return result
     try:
@@ -58,7 +59,7 @@ def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_pro
         if converted != digest:  # the file was replaced while its run waited: the bytes converted decide
             print(f"--- {case.model_id}: the model file changed before it was loaded; cached under the bytes "
                   "that were converted")
-            entry = cache.key(case.spec, converted)
+            entry = cache.key(case.spec, converted, fail_on_vacuous=settings.fail_on_vacuous)
         cache.store(settings.cache_dir, entry, result, artifacts)
     return result
 

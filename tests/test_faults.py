@@ -157,7 +157,8 @@ def test_a_planted_or_broken_cache_entry_is_never_restored(tmp_path):
         (entries["small"] / "manifest.json").write_text(json.dumps(manifest))
 
     def restored():
-        return cache.restore(tmp_path / "cache", entries["small"].name, tmp_path / "restored", cases["small"].spec)
+        return cache.restore(tmp_path / "cache", entries["small"].name, tmp_path / "restored", cases["small"].spec,
+                             model_digest=first["small"].load.model_sha256)
 
     drq = "model_drq.tflite"
     record = json.loads(pristine["result.json"])
@@ -168,6 +169,7 @@ def test_a_planted_or_broken_cache_entry_is_never_restored(tmp_path):
         "a result.json of '{'": {"result.json": b"{"},
         "no deliverables": {"result.json": json.dumps({**record, "deliverables": None}).encode()},
         "another model's samples": {"samples.npz": (entries["twin"] / "samples.npz").read_bytes()},
+        "another model's whole entry": {n: (entries["twin"] / n).read_bytes() for n in pristine if n != "manifest.json"},
     }
     for attack, files in attacks.items():
         plant(**files)
