@@ -13,6 +13,7 @@ import torch
 from converter import cache
 from converter.failures import FailureKind
 
+from . import builders
 from .test_pipeline import convert
 
 ARCH = """
@@ -91,3 +92,51 @@ def test_fail_on_vacuous_holds_on_a_cache_hit_and_a_cached_refusal_binds_no_run_
     assert convert(tmp_path, model, fail_on_vacuous="1").failure.kind is FailureKind.VACUOUS_CHECK  # its own hit
     again = convert(tmp_path, model)
     assert again.passed and again.cache_hit
+
+
+WIDE = """
+import torch
+
+def wide():
+    return torch.nn.Linear(4, 8)
+"""
+
+
+def test_a_channel_axis_the_output_lacks_or_its_batch_axis_is_a_spec_error_not_wrapped(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "wide", WIDE, "wides:wide", (1, 4))
+    sidecar = model.with_suffix(".toml").read_text()
+    for axis in (5, -2):  # on a [1, 8] output: 5 used to become 1, and -2 the batch axis 0
+        model.with_suffix(".toml").write_text(sidecar + f"[channel_axis]\noutput_0 = {axis}\n")
+        result = convert(tmp_path, model)
+        assert result.failure is not None and result.failure.kind is FailureKind.SPEC_ERROR, (axis, result.failure)
+        assert f"[channel_axis] output_0 = {axis} is not an axis of output 'output_0' (shape [1, 8])" \
+            in result.failure.message
+        assert not (tmp_path / "out" / "wide.tflite").exists()
+    model.with_suffix(".toml").write_text(sidecar + "[channel_axis]\noutput_0 = -1\n")
+    fixed = convert(tmp_path, model)  # the sidecar's fix is converted, not the cached refusal restored
+    assert fixed.passed, fixed.failure
+    assert fixed.deliverable_of("drq").outputs[0].channel_axis == 1
+
+
+LOG = """
+import torch
+
+class Log(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.log(x) + self.fc(x)  # NaN wherever an input is negative: where moves with the input
+
+def log():
+    return Log()
+"""
+
+
+def test_nan_outputs_that_move_with_the_input_are_not_called_vacuous(tmp_path):
+    model = builders.factory_model(tmp_path / "m", "log", LOG, "logs:log", (1, 4))
+    result = convert(tmp_path, model, fail_on_vacuous="1")
+    assert result.failure is None or result.failure.kind is not FailureKind.VACUOUS_CHECK, result.failure
+    assert not result.caveats, [c.describe() for c in result.caveats]
+    assert result.passed, result.failure

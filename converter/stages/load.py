@@ -240,9 +240,18 @@ def caveats(loaded: LoadedModel, reference: list[np.ndarray], names: list[str], 
     other, _ = run_torch(loaded, make_inputs(loaded.inputs, seed + 1))
     found = []
     for name, a, b in zip(names, reference, other):
-        a, b = a.astype(np.float64), b.astype(np.float64)
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
         if not a.size:
             continue
+        # NaN and infinity are values too (log of a negative): where they fall moving with the input
+        # is a dependence; otherwise only the finite elements are measured (NaN arithmetic says 0 %)
+        finite = np.isfinite(a)
+        if (finite != np.isfinite(b)).any() or (~finite & (a != b) & ~(np.isnan(a) & np.isnan(b))).any():
+            continue
+        if not finite.any():
+            found.append(Caveat(name, 0.0, 0.0, "it is NaN or infinite everywhere, on two different sample inputs"))
+            continue
+        a, b = a[finite], b[finite]
         magnitude = float(np.abs(a).max())
         spread = float(np.ptp(a))
         if spread <= NOISE_RANGE * max(magnitude, 1.0):  # one element, or a constant map: its spread over both samples
