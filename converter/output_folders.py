@@ -2,13 +2,15 @@
 
 Two runs on the same folders (two CI jobs on one runner) would clear each other's artifacts
 and report each other's results; a folder that cannot be written would let every model
-convert and then fail. Both are refused up front, in one line.
+convert and then fail; a folder another user can write would let them choose what the
+conversion child runs and what passes. All are refused up front, in one line.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -35,11 +37,41 @@ def check_writable(folders: dict[str, Path]) -> None:
                 break
     for what, folder in folders.items():
         try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
+            Path(folder).mkdir(mode=0o755, parents=True, exist_ok=True)  # writable by no one else (check_private)
             with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-"):
                 pass
         except OSError as exc:
             raise OutputsError(f"{what} {folder} cannot be written ({exc.strerror or exc})") from None
+
+
+def check_private(folders: dict[str, Path]) -> None:
+    """Every folder is this user's and no one else can write it, nor swap it through a folder above:
+    the conversion child reads its job from the artifacts folder and the parent its result, so
+    whoever can write there chooses the code the child runs and what ships as verified. Above
+    them, a folder others may write is allowed only with the sticky bit (/tmp), where no one
+    renames another's entry."""
+    if not hasattr(os, "getuid"):
+        return
+    me = os.getuid()
+    for what, folder in folders.items():
+        folder = Path(folder).absolute()
+        info = os.lstat(folder)
+        if stat.S_ISLNK(info.st_mode):
+            info = os.stat(folder)  # a link the user made is theirs to make; where it leads is checked
+        if info.st_uid != me:
+            raise OutputsError(f"{what} {folder} belongs to another user (uid {info.st_uid}): whoever owns it "
+                               "chooses what the conversion runs and what passes; use a folder of your own")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise OutputsError(f"{what} {folder} can be written by others (mode {stat.S_IMODE(info.st_mode):o}): "
+                               f"anyone could plant a conversion's job or result there; chmod go-w {folder}")
+        for above in Path(os.path.realpath(folder)).parents:
+            info = os.stat(above)
+            if info.st_uid not in (me, 0):
+                raise OutputsError(f"{what} {folder} is inside {above}, which belongs to another user (uid "
+                                   f"{info.st_uid}): they could swap it for their own; use a folder of your own")
+            if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+                raise OutputsError(f"{what} {folder} is inside {above}, which anyone can write (mode "
+                                   f"{stat.S_IMODE(info.st_mode):o}, not sticky): anyone could swap it for their own")
 
 
 class RunLock:
@@ -93,4 +125,5 @@ def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLoc
     """Check every output folder, then (with lock) hold them for this run."""
     folders = {"deliverables folder": Path(tflite_dir), "reports folder": Path(reports_dir)}
     check_writable({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
+    check_private({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
     return RunLock(folders).acquire() if lock else None

@@ -4,7 +4,10 @@ input), with real conversions."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,8 +16,10 @@ import torch
 from converter import cache
 from converter.failures import FailureKind
 
-from . import builders
+from . import builders, users
 from .test_pipeline import convert
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ARCH = """
 import torch
@@ -140,3 +145,41 @@ def test_nan_outputs_that_move_with_the_input_are_not_called_vacuous(tmp_path):
     assert result.failure is None or result.failure.kind is not FailureKind.VACUOUS_CHECK, result.failure
     assert not result.caveats, [c.describe() for c in result.caveats]
     assert result.passed, result.failure
+
+
+def cli(model: Path, tflite: Path, reports: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tflite),
+                           "--reports-dir", str(reports), "--no-cache"], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_output_folders_another_user_can_write_are_refused_before_the_child_reads_a_job_there():
+    uid = users.other_uid()
+    with users.reachable_folder() as tmp_path:
+        folders_of_another_user_are_refused(tmp_path, uid)
+
+
+def folders_of_another_user_are_refused(tmp_path: Path, uid: int) -> None:
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    reports = tmp_path / "reports"
+    (reports / "artifacts").mkdir(parents=True, mode=0o755)
+    os.chown(reports, uid, -1)  # the other user's folder: they can replace artifacts/net/ at will
+    planted = users.as_other(uid, "mkdir", str(reports / "planted"))
+    assert planted.returncode == 0, planted.stderr  # they really can write there
+    refused = cli(model, tmp_path / "out", reports)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"reports folder {reports} belongs to another user (uid {uid})" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (reports / "artifacts" / "net").exists()
+    os.chown(reports, os.getuid(), -1)
+    for folder, what in ((reports / "artifacts", "artifacts folder"), (tmp_path / "out", "deliverables folder")):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o777)  # this user's own, which anyone may write
+        refused = cli(model, tmp_path / "out", reports)
+        assert refused.returncode == 2 and f"{what} {folder} can be written by others (mode 777)" in refused.stderr
+        folder.chmod(0o755)
+    above = tmp_path / "shared"
+    above.mkdir()
+    os.chown(above, uid, -1)  # a folder above them that the other user owns: they could rename ours away
+    refused = cli(model, above / "out", above / "reports")
+    assert refused.returncode == 2 and f"is inside {above}, which belongs to another user (uid {uid})" in refused.stderr
+    passed = cli(model, tmp_path / "out", reports)
+    assert passed.returncode == 0, passed.stdout + passed.stderr  # the same folders, this user's alone: converted
