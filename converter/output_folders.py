@@ -121,6 +121,27 @@ def _owner(folder: Path) -> str:
         return "its details are unknown"
 
 
+def prune_unclaimed(tflite_dir: Path, claimed: set[Path]) -> str | None:
+    """Remove every deliverable in the folder that belongs to no model of this run (a model removed
+    or renamed since it was delivered: no run verifies it again, and the folder must hold only
+    verified files), and say which, in one line. Hidden files and links are left alone."""
+    claimed = {Path(p).absolute() for p in claimed}
+    removed = []
+    for root, folders, files in os.walk(Path(tflite_dir).absolute()):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in files:
+            path = Path(root) / name
+            if name.endswith(".tflite") and not name.startswith(".") and not path.is_symlink() and path not in claimed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path.relative_to(Path(tflite_dir).absolute()).as_posix())
+    if not removed:
+        return None
+    shown = ", ".join(sorted(removed)[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
+    return (f"removed {len(removed)} deliverable(s) of models no longer in the models folders from {tflite_dir}: "
+            f"{shown} (no run verifies them any more)")
+
+
 def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLock | None:
     """Check every output folder, then (with lock) hold them for this run."""
     folders = {"deliverables folder": Path(tflite_dir), "reports folder": Path(reports_dir)}

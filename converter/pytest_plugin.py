@@ -32,7 +32,7 @@ from .environment import tool_versions
 from .failures import FailureKind, Stage, is_disk_full
 from .lifeline import signal_children, terminate_on_sigterm, terminating
 from .live import StatusThread, running_conversions, status_line, waiting_conversions
-from .output_folders import OutputsError, prepare
+from .output_folders import OutputsError, prepare, prune_unclaimed
 from .report import ended_line
 from .results import Outcome, Result
 from .runner import convert_case
@@ -49,6 +49,7 @@ CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more th
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
 ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
 CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
+PRUNED_KEY = pytest.StashKey[str]()  # which deliverables of models no longer there were removed
 
 
 def pytest_addoption(parser):
@@ -169,6 +170,9 @@ def pytest_configure(config):
                                          lock=not config.option.collectonly)
     except OutputsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if not config.option.collectonly:  # the folder holds verified files only: none of a model that is gone
+        pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)})
+        config.stash[PRUNED_KEY] = pruned or ""
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
 
 
@@ -541,7 +545,8 @@ class ControllerReport:
     def pytest_terminal_summary(self, terminalreporter):
         for line in self.unwritten:
             terminalreporter.line(f"ERROR: {line}", red=True)
-        for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1]):
+        for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],
+                     self.config.stash.get(PRUNED_KEY, None)):
             if note:
                 terminalreporter.line(f"note: {note}")
         if not self.summary:

@@ -17,6 +17,7 @@ from converter import cache
 from converter.failures import FailureKind
 
 from . import builders, users
+from .conftest import run
 from .test_pipeline import convert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,3 +184,22 @@ def folders_of_another_user_are_refused(tmp_path: Path, uid: int) -> None:
     assert refused.returncode == 2 and f"is inside {above}, which belongs to another user (uid {uid})" in refused.stderr
     passed = cli(model, tmp_path / "out", reports)
     assert passed.returncode == 0, passed.stdout + passed.stderr  # the same folders, this user's alone: converted
+
+
+def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder(harness):
+    models = harness.path / "models"
+    for name in ("a_net", "b_net"):
+        builders.torchscript_cnn(models / "sub", name=name, seed=len(name))
+    run(harness, "--models-dir", "models").assert_outcomes(passed=2)
+    out = harness.path / "tflite_models"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["a_net.tflite", "b_net.tflite"]
+    (out / "notes.txt").write_text("the user's own file")
+    for suffix in (".pt", ".toml"):
+        (models / "sub" / f"a_net{suffix}").unlink()  # removed
+        (models / "sub" / f"b_net{suffix}").rename(models / f"c_net{suffix}")  # renamed (and moved)
+    second = run(harness, "--models-dir", "models")
+    second.assert_outcomes(passed=1)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["c_net.tflite"]
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    second.stdout.fnmatch_lines(["note: removed 2 deliverable(s) of models no longer in the models folders from *: "
+                                 "a_net.tflite, b_net.tflite (no run verifies them any more)"])
