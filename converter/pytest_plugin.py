@@ -162,8 +162,9 @@ def pytest_configure(config):
                                 "model: python -m converter FILE)")
     if not cases(config):
         raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, settings.models_dirs))}")
-    if getattr(config.option, "xmlpath", None) is None:
-        # the JUnit report always goes beside the other reports, wherever pytest runs from
+    if getattr(config.option, "xmlpath", None) is None and not config.option.collectonly:
+        # the JUnit report always goes beside the other reports, wherever pytest runs from (not a
+        # --collect-only's, which would replace the last run's report with one that ran nothing)
         config.option.xmlpath = str(settings.reports_dir / "junit.xml")
     try:  # before the first conversion: a bad folder or a concurrent run is one line, not a crash per model
         config.stash[LOCK_KEY] = prepare(settings.tflite_dir, settings.reports_dir,
