@@ -146,6 +146,22 @@ def usable(settings):
     return settings, None
 
 
+OFF_FOR_WORKERS = "tflite_harness_cache_off"  # the controller's decision, in each xdist worker's workerinput
+
+
+def tell_worker(workerinput: dict, settings) -> None:
+    """The controller's decision for a worker it starts: xdist workers parse the command line again,
+    so a cache the controller refused would be back on in each of them."""
+    workerinput[OFF_FOR_WORKERS] = settings.cache_dir is None
+
+
+def as_told(settings, workerinput: dict | None):
+    """A worker's settings with the controller's decision applied (no cache if it refused one)."""
+    if workerinput and workerinput.get(OFF_FOR_WORKERS):
+        return dataclasses.replace(settings, cache_dir=None)
+    return settings
+
+
 def _drop(entry: Path) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 

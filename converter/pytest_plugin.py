@@ -145,6 +145,7 @@ def pytest_configure(config):
             config.args.append(str(folder))
     if hasattr(config, "workerinput"):
         terminate_on_sigterm()  # the controller passes a cancelled job's SIGTERM on: this worker stops at once
+        config.stash[SETTINGS_KEY] = cache.as_told(settings, config.workerinput)  # a cache it refused stays off
         return
     # a cancelled CI job ends like Ctrl-C (children killed, summaries written), and the workers
     # stop now, not after the model each is converting (which would then be delivered after the signal)
@@ -177,6 +178,13 @@ def pytest_configure(config):
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist starts a worker: it gets the controller's decision on the cache with its input."""
+    if active(node.config):
+        cache.tell_worker(node.workerinput, node.config.stash[SETTINGS_KEY])
+
+
 def _usable_cache(config, settings: Settings) -> Settings:
     """A cache folder that cannot be written, or that others could plant entries in, is not used:
     the run goes on without it and says so (checked before the first conversion, like the other folders)."""
@@ -185,9 +193,7 @@ def _usable_cache(config, settings: Settings) -> Settings:
     settings, note = cache.usable(settings)
     if note:
         config.stash[CACHE_NOTE_KEY] = note
-        config.stash[SETTINGS_KEY] = settings
-        # the workers resolve their settings from the options: the cache is off for them too
-        config.option.tflite_no_cache = True
+        config.stash[SETTINGS_KEY] = settings  # xdist workers are told through pytest_configure_node
     return settings
 
 

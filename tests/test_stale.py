@@ -203,3 +203,18 @@ def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder
     assert (out / "notes.txt").read_text() == "the user's own file"
     second.stdout.fnmatch_lines(["note: removed 2 deliverable(s) of models no longer in the models folders from *: "
                                  "a_net.tflite, b_net.tflite (no run verifies them any more)"])
+
+
+def test_a_cache_the_controller_refuses_is_not_used_by_xdist_workers(harness):
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    args = ("--models-dir", "models", "--tflite-cache-dir", "cache")
+    run(harness, *args).assert_outcomes(passed=1)
+    run(harness, *args, "-n", "1").assert_outcomes(passed=1)
+    assert 'name="cache_hit" value="hit"' in (harness.path / "junit.xml").read_text()  # a worker uses a good cache
+    (harness.path / "cache").chmod(0o777)  # anyone on the machine could plant an entry now
+    refused = run(harness, *args, "-n", "1")
+    refused.assert_outcomes(passed=1)
+    refused.stdout.fnmatch_lines(["note: cache folder * can be written by others (mode 777)*converting without the cache"])
+    assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
+    rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
+    assert rows["net"]["cache_hit"] is False
