@@ -40,3 +40,71 @@ def test_a_link_another_user_puts_where_the_slot_folder_goes_stalls_nothing():
         assert folder == str(scratch / "home" / ".cache" / "tflite-harness" / "slots")
         assert f"{link} is a symbolic link (uid {uid}), not a folder" in note
         assert float(waited) < 1.0
+
+
+def huge_npy_header(shape) -> bytes:
+    """The header of a float32 .npy of `shape`, as numpy writes it."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def zip_bomb(path: Path, shape) -> None:
+    """An .npz whose one member, 'image', declares and holds `shape` of zeros: 1 GB that deflates to 1 MB."""
+    import zipfile
+
+    import numpy as np
+
+    size = int(np.prod(shape)) * 4
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("image.npy", "w", force_zip64=True) as member:
+            member.write(huge_npy_header(shape))
+            chunk = bytes(2**24)
+            for _ in range(size // len(chunk)):
+                member.write(chunk)
+
+
+def test_calibration_samples_that_are_bombs_huge_links_fifos_or_devices_are_named_unread(tmp_path):
+    import numpy as np
+
+    from converter.failures import FailureKind
+
+    from . import builders
+    from .test_pipeline import convert
+
+    model = builders.torchscript_cnn(tmp_path / "m", name="net", toml="")
+    model.with_suffix(".toml").write_text('deliverables = ["int8"]\ncalibration = "samples"\n'
+                                          '[[inputs]]\nname = "image"\nshape = [1, 3, 16, 16]\n')
+    samples = tmp_path / "m" / "samples"
+    samples.mkdir()
+    for i in range(3):
+        np.save(samples / f"s{i}.npy", np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32))
+    huge = tmp_path / "huge.npy"  # 12 GB declared and present, sparse: a link to it is what the folder holds
+    header = huge_npy_header((4096, 3, 512, 512))
+    huge.write_bytes(header)
+    os.truncate(huge, len(header) + 4096 * 3 * 512 * 512 * 4)
+
+    def make(name: str, build) -> Path:
+        for old in samples.glob("x_*"):
+            old.unlink()
+        build(samples / name)
+        return samples / name
+
+    cases = {
+        "x_bomb.npz": (lambda p: zip_bomb(p, (256, 3, 512, 512)),
+                       "x_bomb.npz: input 'image': shape [256, 3, 512, 512] is not the input's [1, 3, 16, 16]"),
+        "x_huge.npy": (lambda p: p.symlink_to(huge),
+                       "x_huge.npy: input 'image': shape [4096, 3, 512, 512] is not the input's [1, 3, 16, 16]"),
+        "x_fifo.npy": (lambda p: os.mkfifo(p), "x_fifo.npy: is a FIFO, not a sample file"),
+        "x_zero.npy": (lambda p: p.symlink_to("/dev/zero"), "x_zero.npy: is a character device, not a sample file"),
+    }
+    for name, (build, says) in cases.items():
+        make(name, build)
+        result = convert(tmp_path, model, no_cache="1")
+        assert result.failure is not None and result.failure.kind is FailureKind.SPEC_ERROR, (name, result.failure)
+        assert result.failure.stage == "load" and says in result.failure.message, (name, result.failure.message)
+        assert result.peak_rss_mb < 1500, (name, result.peak_rss_mb)  # its data never read
