@@ -108,3 +108,41 @@ def test_calibration_samples_that_are_bombs_huge_links_fifos_or_devices_are_name
         assert result.failure is not None and result.failure.kind is FailureKind.SPEC_ERROR, (name, result.failure)
         assert result.failure.stage == "load" and says in result.failure.message, (name, result.failure.message)
         assert result.peak_rss_mb < 1500, (name, result.peak_rss_mb)  # its data never read
+
+
+DAEMON = """
+import os, subprocess, torch
+
+def leaves_one():
+    # a factory that starts a helper in a session of its own (as a data server or a compiler might)
+    helper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
+        fh.write(str(helper.pid))
+    return torch.nn.Linear(4, 2)
+"""
+
+
+def test_a_factorys_setsid_subprocess_does_not_outlive_the_conversion(tmp_path, monkeypatch):
+    import psutil
+
+    from . import builders
+    from .test_pipeline import convert
+
+    pid_file = tmp_path / "helper.pid"
+    monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(pid_file))
+    model = builders.factory_model(tmp_path / "m", "net", DAEMON, "daemons:leaves_one", (1, 4))
+    own = int(pid_file.read_text())  # the builder ran the factory here too: that helper is this test's
+    os.kill(own, 9)
+    os.waitpid(own, 0)
+    pid_file.unlink()
+    result = convert(tmp_path, model, no_cache="1")
+    assert result.passed, result.failure
+    helper = int(pid_file.read_text())
+    try:
+        proc = psutil.Process(helper)
+        proc.wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        os.kill(helper, 9)
+        raise AssertionError("the factory's setsid subprocess outlived the conversion") from None
