@@ -30,7 +30,7 @@ from .columns import junit_properties, onnx2tf_runs_line
 from .discovery import discover
 from .environment import tool_versions
 from .failures import FailureKind, Stage, is_disk_full
-from .lifeline import signal_children, terminate_on_sigterm, terminating
+from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
 from .live import StatusThread, running_conversions, status_line, waiting_conversions
 from .output_folders import OutputsError, prepare, prune_unclaimed
 from .report import ended_line
@@ -144,12 +144,12 @@ def pytest_configure(config):
         if not any(_overlap(folder, p) for p in _collected_paths(config)):
             config.args.append(str(folder))
     if hasattr(config, "workerinput"):
-        terminate_on_sigterm()  # the controller passes a cancelled job's SIGTERM on: this worker stops at once
+        terminate_on_sigterm(signals=BATCH_SIGNALS)  # the controller passes a cancelled job's signal on: stop at once
         config.stash[SETTINGS_KEY] = cache.as_told(settings, config.workerinput)  # a cache it refused stays off
         return
     # a cancelled CI job ends like Ctrl-C (children killed, summaries written), and the workers
     # stop now, not after the model each is converting (which would then be delivered after the signal)
-    terminate_on_sigterm(on_signal=signal_children)
+    terminate_on_sigterm(on_signal=signal_children, signals=BATCH_SIGNALS)  # SIGINT too: `kill -INT`, Ctrl-C
     settings = _usable_cache(config, settings)
     _cap_workers(config, settings.max_conversions)
     for note in settings.deprecations:  # old spellings still work for one release
@@ -524,7 +524,7 @@ class ControllerReport:
         interrupted = terminating() or session.exitstatus == pytest.ExitCode.INTERRUPTED
         ended = None
         if interrupted:  # what did not run is said, not left out: a cut run must not read as complete
-            ended = {"by": "SIGTERM" if terminating() else "an interrupt",
+            ended = {"by": terminated_by() if terminating() else "an interrupt",
                      "not_run": max(0, len(self._expected) - len(self.records))}
         try:
             self.summary, self.gate = conclude(
