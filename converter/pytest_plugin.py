@@ -27,7 +27,7 @@ from . import cache, slots
 from .assertions import ExpectedConversionFailure, assert_conversion
 from .baseline import Severity
 from .columns import junit_properties, onnx2tf_runs_line
-from .discovery import discover
+from .discovery import beyond_depth, discover, too_deep_note
 from .environment import tool_versions
 from .failures import FailureKind, Stage, is_disk_full
 from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
@@ -174,8 +174,15 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     if not config.option.collectonly:  # the folder holds verified files only: none of a model that is gone
         pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)})
-        config.stash[PRUNED_KEY] = pruned or ""
+        config.stash[PRUNED_KEY] = "\n".join(filter(None, (pruned, too_deep_note(settings.models_dirs))))
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Below a models folder, pytest collects no deeper than discovery searches (a RecursionError)."""
+    if active(config) and beyond_depth(collection_path, config.stash[SETTINGS_KEY].models_dirs):
+        return True
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -554,8 +561,8 @@ class ControllerReport:
             terminalreporter.line(f"ERROR: {line}", red=True)
         for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],
                      self.config.stash.get(PRUNED_KEY, None)):
-            if note:
-                terminalreporter.line(f"note: {note}")
+            for line in (note or "").splitlines():
+                terminalreporter.line(f"note: {line}")
         if not self.summary:
             return
         s = self.config.stash[SETTINGS_KEY]

@@ -146,3 +146,45 @@ def test_a_factorys_setsid_subprocess_does_not_outlive_the_conversion(tmp_path, 
     except psutil.TimeoutExpired:
         os.kill(helper, 9)
         raise AssertionError("the factory's setsid subprocess outlived the conversion") from None
+
+
+def deep_chain(base: Path, depth: int) -> None:
+    """`depth` nested folders, made relative to each other (no path gets longer than one name)."""
+    fd = os.open(base, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+
+
+def remove_chain(base: Path) -> None:
+    """The chain removed from the bottom up (shutil.rmtree recurses, and would fail on it)."""
+    depth, path = 0, base
+    while (path / "d").is_dir():
+        path, depth = path / "d", depth + 1
+    fd = os.open(base, os.O_RDONLY)
+    fds = [fd]
+    for _ in range(depth - 1):
+        fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+    for parent in reversed(fds):
+        os.rmdir("d", dir_fd=parent)
+        os.close(parent)
+
+
+def test_a_1100_deep_folder_chain_in_the_models_folder_is_no_internal_error(harness):
+    models = harness.path / "models"
+    models.mkdir()
+    (models / "noshape.pt").write_bytes(b"")  # fails at once (spec_error): the batch runs
+    deep_chain(models, 1100)
+    try:
+        result = harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models")
+    finally:
+        remove_chain(models)
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output and "RecursionError" not in output, output[-3000:]
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["note: folders more than 100 levels below *models are not searched for models*"])
