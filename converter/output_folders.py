@@ -121,14 +121,16 @@ def _owner(folder: Path) -> str:
         return "its details are unknown"
 
 
-def prune_unclaimed(tflite_dir: Path, claimed: set[Path]) -> str | None:
+def prune_unclaimed(tflite_dir: Path, claimed: set[Path], skip=()) -> str | None:
     """Remove every deliverable in the folder that belongs to no model of this run (a model removed
     or renamed since it was delivered: no run verifies it again, and the folder must hold only
-    verified files), and say which, in one line. Hidden files and links are left alone."""
+    verified files), and say which, in one line. Hidden files, links and the folders in `skip` (a
+    cache kept inside it) are left alone."""
     claimed = {Path(p).absolute() for p in claimed}
+    skipped = {Path(os.path.abspath(f)) for f in skip if f is not None}
     removed = []
     for root, folders, files in os.walk(Path(tflite_dir).absolute()):
-        folders[:] = [f for f in folders if not f.startswith(".")]
+        folders[:] = [f for f in folders if not f.startswith(".") and Path(root) / f not in skipped]
         for name in files:
             path = Path(root) / name
             if name.endswith(".tflite") and not name.startswith(".") and not path.is_symlink() and path not in claimed:
@@ -142,9 +144,22 @@ def prune_unclaimed(tflite_dir: Path, claimed: set[Path]) -> str | None:
             f"{shown} (no run verifies them any more)")
 
 
+def disjoint(folders: dict[str, Path]) -> None:
+    """No output folder is another or inside another: a model's deliverable path would be another
+    model's artifacts folder, and a run's clearing of one would reach into the other."""
+    items = [(what, Path(os.path.realpath(folder))) for what, folder in folders.items()]
+    for i, (what, folder) in enumerate(items):
+        for other, place in items[i + 1:]:
+            if folder == place or folder in place.parents or place in folder.parents:
+                how = "is" if folder == place else "overlaps"
+                raise OutputsError(f"the {what} and the {other} must be apart: {folders[what]} {how} "
+                                   f"{folders[other]}; give --tflite-dir and --reports-dir folders of their own")
+
+
 def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLock | None:
     """Check every output folder, then (with lock) hold them for this run."""
     folders = {"deliverables folder": Path(tflite_dir), "reports folder": Path(reports_dir)}
+    disjoint(folders)
     check_writable({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
     check_private({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
     return RunLock(folders).acquire() if lock else None

@@ -173,7 +173,8 @@ def pytest_configure(config):
     except OutputsError as exc:
         raise pytest.UsageError(str(exc)) from None
     if not config.option.collectonly:  # the folder holds verified files only: none of a model that is gone
-        pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)})
+        pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)},
+                                 skip=(settings.cache_dir,))
         config.stash[PRUNED_KEY] = "\n".join(filter(None, (pruned, too_deep_note(settings.models_dirs))))
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
 

@@ -218,3 +218,28 @@ def test_a_cache_the_controller_refuses_is_not_used_by_xdist_workers(harness):
     assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
     assert rows["net"]["cache_hit"] is False
+
+
+def test_one_folder_for_deliverables_and_reports_is_refused_in_one_line(harness):
+    model = builders.torchscript_cnn(harness.path / "models", name="net")
+    for tflite, reports, how in (("out", "out", "is"), ("out", "out/reports", "overlaps"), ("rep/tfl", "rep", "overlaps")):
+        done = cli(model, harness.path / tflite, harness.path / reports)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"the deliverables folder and the reports folder must be apart: {harness.path / tflite} {how}" in done.stderr
+        batch = run(harness, "--models-dir", "models", "--tflite-dir", tflite, "--reports-dir", reports)
+        assert batch.ret == 4 and "Traceback" not in batch.stdout.str() + batch.stderr.str()
+        batch.stderr.fnmatch_lines(["ERROR: the deliverables folder and the reports folder must be apart: *"])
+        assert not (harness.path / "out" / "net.tflite").exists() and not (harness.path / "rep").exists()
+
+
+def test_a_model_file_that_fails_to_read_is_one_line_not_a_traceback_from_the_cache(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "mem.pt").symlink_to("/proc/self/mem")  # a regular file to stat; reading it is EIO
+    (folder / "mem.toml").write_text("[[inputs]]\nshape = [1, 4]\n")
+    done = subprocess.run([sys.executable, "-m", "converter", str(folder / "mem.pt"), "--tflite-dir",
+                           str(tmp_path / "out"), "--reports-dir", str(tmp_path / "rep"), "--tflite-cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "mem: load failed [load_error]" in done.stdout or "[load_error]" in done.stdout, done.stdout
