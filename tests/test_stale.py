@@ -243,3 +243,25 @@ def test_a_model_file_that_fails_to_read_is_one_line_not_a_traceback_from_the_ca
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert "mem: load failed [load_error]" in done.stdout or "[load_error]" in done.stdout, done.stdout
+
+
+def test_a_bad_cli_option_value_is_one_line_without_the_usage_block(tmp_path):
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    for args, words in ((["--conversion-timeout", "soon"], "--conversion-timeout"), (["--layout", "sideways"], "--layout"),
+                        (["--no-such-option"], "unrecognized arguments: --no-such-option")):
+        done = subprocess.run([sys.executable, "-m", "converter", str(model), *args], capture_output=True, text=True,
+                              cwd=ROOT)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("python -m converter: error: ") and words in done.stderr, done.stderr
+
+
+def test_a_factory_that_raises_keyboard_interrupt_is_a_load_error_not_a_crash(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "stops.py").write_text("def stop():\n    raise KeyboardInterrupt('the factory gave up')\n")
+    torch.save(torch.nn.Linear(4, 2).state_dict(), folder / "net.pt")
+    (folder / "net.toml").write_text('factory = "stops:stop"\n[[inputs]]\nshape = [1, 4]\n')
+    result = convert(tmp_path, folder / "net.pt")
+    assert result.failure is not None and result.failure.kind is FailureKind.LOAD_ERROR, result.failure
+    assert result.failure.stage == "load"
+    assert "factory 'stops:stop' raised KeyboardInterrupt (the factory gave up)" in result.failure.message

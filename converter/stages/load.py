@@ -115,7 +115,11 @@ def _from_state_dict(state, spec: ModelSpec):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               "file holds a state_dict: name its architecture with "
                               "factory = 'package.module:function' in the model's .toml")
-    module = _import_factory(spec.factory, Path(spec.path).parent)(**spec.factory_kwargs)
+    try:
+        module = _import_factory(spec.factory, Path(spec.path).parent)(**spec.factory_kwargs)
+    except KeyboardInterrupt as exc:  # raised by the factory's code (the child has no terminal to send it)
+        raise ConversionError(FailureKind.LOAD_ERROR, f"factory '{spec.factory}' raised KeyboardInterrupt"
+                              f"{f' ({str(exc).splitlines()[0]})' if str(exc) else ''}: it must return a module") from exc
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               f"factory '{spec.factory}' returned a {type(module).__name__}, not a "
