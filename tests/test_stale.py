@@ -265,3 +265,17 @@ def test_a_factory_that_raises_keyboard_interrupt_is_a_load_error_not_a_crash(tm
     assert result.failure is not None and result.failure.kind is FailureKind.LOAD_ERROR, result.failure
     assert result.failure.stage == "load"
     assert "factory 'stops:stop' raised KeyboardInterrupt (the factory gave up)" in result.failure.message
+
+
+def test_names_tensorflow_rejects_are_spec_errors_before_converting(tmp_path):
+    model = builders.torchscript_mlp(tmp_path / "m", name="mlp")
+    sidecar = model.with_suffix(".toml")
+    for toml, says in (('output_names = ["in put"]\n[[inputs]]\nshape = [1, 32]\n',
+                        "'in put' is not a name TensorFlow accepts for an output"),
+                       ('[[inputs]]\nname = "é"\nshape = [1, 32]\n', "name 'é' is not one TensorFlow accepts for an input")):
+        sidecar.write_text(toml)
+        result = convert(tmp_path, model)
+        assert result.failure is not None and result.failure.kind is FailureKind.SPEC_ERROR, result.failure
+        assert result.failure.stage == "spec" and says in result.failure.message, result.failure.message
+    sidecar.write_text('output_names = ["scores/out>1"]\n[[inputs]]\nname = "in put"\nshape = [1, 32]\n')
+    assert convert(tmp_path, model).passed  # what TensorFlow takes still converts
