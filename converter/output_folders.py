@@ -44,12 +44,13 @@ def check_writable(folders: dict[str, Path]) -> None:
             raise OutputsError(f"{what} {folder} cannot be written ({exc.strerror or exc})") from None
 
 
-def check_private(folders: dict[str, Path]) -> None:
+def check_private(folders: dict[str, Path], sticky_ok: tuple[str, ...] = ()) -> None:
     """Every folder is this user's and no one else can write it, nor swap it through a folder above:
     the conversion child reads its job from the artifacts folder and the parent its result, so
     whoever can write there chooses the code the child runs and what ships as verified. Above
-    them, a folder others may write is allowed only with the sticky bit (/tmp), where no one
-    renames another's entry."""
+    them, and for the folders named in `sticky_ok` (the reports folder: a tmpfs is mounted 1777),
+    a folder others may write is allowed only with the sticky bit (/tmp), where no one renames or
+    replaces another's entry (what matters inside it, artifacts/, is checked itself)."""
     if not hasattr(os, "getuid"):
         return
     me = os.getuid()
@@ -61,7 +62,7 @@ def check_private(folders: dict[str, Path]) -> None:
         if info.st_uid != me:
             raise OutputsError(f"{what} {folder} belongs to another user (uid {info.st_uid}): whoever owns it "
                                "chooses what the conversion runs and what passes; use a folder of your own")
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (what in sticky_ok and info.st_mode & stat.S_ISVTX):
             raise OutputsError(f"{what} {folder} can be written by others (mode {stat.S_IMODE(info.st_mode):o}): "
                                f"anyone could plant a conversion's job or result there; chmod go-w {folder}")
         for above in Path(os.path.realpath(folder)).parents:
@@ -134,7 +135,7 @@ def prune_unclaimed(tflite_dir: Path, claimed: set[Path], skip=()) -> str | None
         for name in files:
             path = Path(root) / name
             if name.endswith(".tflite") and not name.startswith(".") and not path.is_symlink() and path not in claimed:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone meanwhile, or not this user's to remove
                     path.unlink()
                     removed.append(path.relative_to(Path(tflite_dir).absolute()).as_posix())
     if not removed:
@@ -161,5 +162,5 @@ def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLoc
     folders = {"deliverables folder": Path(tflite_dir), "reports folder": Path(reports_dir)}
     disjoint(folders)
     check_writable({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
-    check_private({**folders, "artifacts folder": Path(reports_dir) / "artifacts"})
+    check_private({**folders, "artifacts folder": Path(reports_dir) / "artifacts"}, sticky_ok=("reports folder",))
     return RunLock(folders).acquire() if lock else None

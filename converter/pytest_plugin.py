@@ -588,7 +588,8 @@ class ControllerReport:
                 terminalreporter.line(f"  note {model_id}: the {record.export.exporter} exporter wrote opset "
                                       f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
                                       "was converted and verified at that opset")
-        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   "
+        written = (s.reports_dir / "summary.md").is_file()  # a full disk: named in the ERROR above, not here
+        terminalreporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json)   "
                               f"deliverables: {s.tflite_dir}")
         if self.gate is not None:
             terminalreporter.section("tflite baseline")
