@@ -2,7 +2,8 @@
 
 The key covers what a conversion depends on: the bytes the conversion child loaded (it reports
 their digest, so a file replaced while its run waited is cached under its new bytes), the code
-in the model's folder and its sub-packages that a factory or a trusted pickle imports, the spec less
+in the model's folder and its sub-packages, and in the folders it may import from besides (PYTHONPATH,
+the project root), that a factory or a trusted pickle runs, the spec less
 its tolerances, --fail-on-vacuous, the harness's conversion code (converter/stages/ and the files
 both sides share) and the tool versions. A restored record must have been made from the bytes being
 tested (its model digest), or another model's entry copied under this key would pass as this one.
@@ -70,7 +71,7 @@ def file_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-SKIPPED_FOLDERS = ("__pycache__",)
+SKIPPED_FOLDERS = ("__pycache__", "site-packages", "dist-packages", "node_modules")  # bytecode, installed packages
 
 
 def code_digests(folder: Path) -> dict[str, str | None]:
@@ -80,7 +81,8 @@ def code_digests(folder: Path) -> dict[str, str | None]:
     from the folder is there."""
     found = {}
     for root, folders, files in os.walk(folder):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS)
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS
+                            and not os.path.exists(os.path.join(root, f, "pyvenv.cfg")))  # a virtual environment
         for name in sorted(files):
             if name.endswith(".py"):
                 path = Path(root) / name
@@ -99,13 +101,36 @@ def _conversion_code() -> str:
 UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
 
 
+def _installed(folder: Path) -> bool:
+    """Inside the interpreter's own library or an installed-packages folder: versioned, not the user's code."""
+    import sysconfig
+
+    places = {Path(sysconfig.get_path(name)).resolve() for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(folder == p or p in folder.parents for p in places) or \
+        any(part in ("site-packages", "dist-packages") for part in folder.parts)
+
+
+@functools.lru_cache(maxsize=8)  # the folders' code does not change during a run: walked once per process
+def _importable_code(folders: tuple[str, ...]) -> str:
+    return _sha256(json.dumps({f: code_digests(Path(f)) for f in folders}, sort_keys=True).encode())
+
+
+def importable_folders() -> tuple[str, ...]:
+    """Where a child imports a factory's modules from besides the model's folder: PYTHONPATH and the
+    folder it runs in (the harness's project root), less installed packages (their versions are theirs)."""
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e] + [str(HARNESS_ROOT.parent)]
+    folders = {Path(e).resolve() for e in entries if Path(e).is_dir()}
+    return tuple(sorted(str(f) for f in folders if not _installed(f)))
+
+
 def key(spec, model_digest: str, *, fail_on_vacuous: bool = False) -> str:
     """`fail_on_vacuous` decides the verdict on a model whose check proves little: an entry made
     without it must not pass such a model under it, nor one made with it fail it without."""
     model = Path(spec.path)
     code = {}
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
-        code = code_digests(model.parent)
+        # and what it imports from elsewhere: a package on PYTHONPATH edited between runs is another model
+        code = {**code_digests(model.parent), "<importable>": _importable_code(importable_folders())}
     described = {k: v for k, v in spec.to_dict().items() if k not in UNKEYED}
     samples = {}
     if spec.calibration:  # the samples calibrate and verify: other samples, another conversion

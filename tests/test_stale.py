@@ -279,3 +279,29 @@ def test_names_tensorflow_rejects_are_spec_errors_before_converting(tmp_path):
         assert result.failure.stage == "spec" and says in result.failure.message, result.failure.message
     sidecar.write_text('output_names = ["scores/out>1"]\n[[inputs]]\nname = "in put"\nshape = [1, 32]\n')
     assert convert(tmp_path, model).passed  # what TensorFlow takes still converts
+
+
+def test_an_edited_factory_package_on_pythonpath_outside_the_models_folder_is_converted_again(tmp_path):
+    lib = tmp_path / "lib" / "netlib"
+    lib.mkdir(parents=True)
+    (lib / "__init__.py").write_text("")
+    (lib / "arch.py").write_text(textwrap.dedent(ARCH.format(body="self.fc(x)")))
+    namespace: dict = {}
+    exec(textwrap.dedent(ARCH.format(body="self.fc(x)")), namespace)
+    model = tmp_path / "m" / "net.pt"
+    model.parent.mkdir()
+    torch.save(namespace["build"]().state_dict(), model)
+    model.with_suffix(".toml").write_text('factory = "netlib.arch:build"\n[[inputs]]\nshape = [1, 4]\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "lib"), str(ROOT)]))
+    command = [sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"), "--reports-dir",
+               str(tmp_path / "rep"), "--tflite-cache-dir", str(tmp_path / "cache")]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    shipped = (tmp_path / "out" / "net.tflite").read_bytes()
+    assert "restored from the cache" in subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
+                                                       env=env).stdout  # unchanged: restored
+    (lib / "arch.py").write_text((lib / "arch.py").read_text().replace("return self.fc(x)", "return self.fc(x) * 3.0"))
+    edited = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    assert "restored from the cache" not in edited.stdout, "the old conversion was restored for an edited factory"
+    assert (tmp_path / "out" / "net.tflite").read_bytes() != shipped
