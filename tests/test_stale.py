@@ -242,7 +242,8 @@ def test_a_model_file_that_fails_to_read_is_one_line_not_a_traceback_from_the_ca
                            str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert "mem: load failed [load_error]" in done.stdout or "[load_error]" in done.stdout, done.stdout
+    assert "[load_error]" in done.stdout and "model file mem.pt cannot be read (Input/output error)" in done.stdout, \
+        done.stdout
 
 
 def test_a_bad_cli_option_value_is_one_line_without_the_usage_block(tmp_path):

@@ -56,14 +56,23 @@ def read_model_file(path: Path, max_bytes: float = 0) -> bytes:
     if kind != stat.S_IFREG:
         raise ConversionError(FailureKind.LOAD_ERROR,
                               f"model file {path.name} is {NOT_A_FILE.get(kind, 'not a regular file')}, not a file")
-    if info.st_size == 0:
-        raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
     if max_bytes and info.st_size > max_bytes:
         raise ConversionError(FailureKind.OUT_OF_MEMORY,
                               f"model file is {info.st_size / 2**20:,.0f} MB, more than the "
                               f"{max_bytes / 2**20:,.0f} MB memory ceiling: loading it cannot fit")
-    with open(path, "rb") as fh:
-        return fh.read()
+    try:
+        with open(path, "rb") as fh:
+            # a regular file of 0 bytes may still hold some (/proc) or fail to read (EIO): read to know
+            data = fh.read() if info.st_size else fh.read(1)
+    except OSError as exc:  # a disk error, /proc/self/mem: the file's, in one line
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file {path.name} cannot be read "
+                                                      f"({exc.strerror or exc})") from None
+    if not data:
+        raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
+    if not info.st_size:
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file {path.name} says it holds 0 bytes but does not "
+                                                      "(a /proc or device file, not a model)")
+    return data
 
 
 def sniff_format(data: bytes) -> str:
