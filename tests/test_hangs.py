@@ -13,6 +13,7 @@ from . import users
 ROOT = Path(__file__).resolve().parent.parent
 
 SLOT = """
+import time
 from converter.slots import conversion_slot, default_folder
 folder, note = default_folder()
 print(folder)
