@@ -49,9 +49,9 @@ class FailureKind(str, enum.Enum):
 
     @property
     def removes_deliverable(self) -> bool:
-        """A model that fails so no longer matches what an earlier run delivered. A full disk says
-        nothing about the model: the earlier deliverable stays."""
-        return self is not FailureKind.DISK_FULL
+        """A model that fails so no longer matches what an earlier run delivered. A full disk, or a
+        slot folder that cannot be used, says nothing about the model: the earlier deliverable stays."""
+        return self not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)
 
     LOAD_ERROR = ("load_error", True)
     UNTRUSTED_PICKLE = ("untrusted_pickle", True)
@@ -67,6 +67,7 @@ class FailureKind(str, enum.Enum):
     OUT_OF_MEMORY = ("out_of_memory", False)
     CRASH = ("crash", False)
     DISK_FULL = ("disk_full", False)
+    NO_SLOT = ("no_slot", False)  # the machine's slot folder is unusable: the model never started
 
 
 MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "

@@ -74,6 +74,10 @@ class NoSlot(TimeoutError):
     """Every slot stayed taken for the whole wait."""
 
 
+class SlotsUnusable(NoSlot):
+    """No slot can ever be taken: every lock file is unusable (the machine's, not a wait)."""
+
+
 @contextlib.contextmanager
 def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[float], None] | None = None,
                     limit: float | None = None) -> Iterator[int]:
@@ -98,7 +102,7 @@ def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[f
             except OSError as exc:  # a folder or an unreadable file where a lock belongs: that slot is lost
                 broken[path] = exc.strerror or str(exc)
                 if len(broken) == count:
-                    raise NoSlot(f"no conversion slot can be taken: every lock file in {folder} is unusable "
+                    raise SlotsUnusable(f"no conversion slot can be taken: every lock file in {folder} is unusable "
                                  f"({path.name}: {broken[path]}); remove them") from None
                 continue
             try:

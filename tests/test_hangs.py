@@ -189,3 +189,24 @@ def test_a_1100_deep_folder_chain_in_the_models_folder_is_no_internal_error(harn
     assert "INTERNALERROR" not in output and "RecursionError" not in output, output[-3000:]
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["note: folders more than 100 levels below *models are not searched for models*"])
+
+
+def test_a_slot_folder_of_unusable_lock_files_is_no_slot_and_keeps_the_earlier_deliverable(tmp_path):
+    from . import builders
+
+    model = builders.torchscript_cnn(tmp_path / "m", name="net")
+    temp = tmp_path / "tmp"
+    env = dict(os.environ, TMPDIR=str(temp), TFLITE_HARNESS_MAX_CONVERSIONS="1")
+    command = [sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"), "--reports-dir",
+               str(tmp_path / "rep"), "--no-cache"]
+    temp.mkdir()
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    delivered = (tmp_path / "out" / "net.tflite").read_bytes()
+    slots = temp / f"tflite-harness-slots-{getpass.getuser()}"
+    (slots / "slot-0.lock").unlink()
+    (slots / "slot-0.lock").mkdir()  # a folder where the lock file belongs: the slot can never be taken
+    blocked = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stdout + blocked.stderr, blocked.stdout
+    assert "[no_slot]" in blocked.stdout and "no conversion slot can be taken" in blocked.stdout, blocked.stdout
+    assert (tmp_path / "out" / "net.tflite").read_bytes() == delivered  # the machine's fault, not the model's

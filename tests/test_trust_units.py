@@ -246,9 +246,10 @@ def test_a_model_name_with_a_newline_or_a_pipe_keeps_its_summary_row_whole():
 
 
 def test_every_failure_kind_says_whether_it_is_the_models():
-    machine = {FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH, FailureKind.DISK_FULL}
+    machine = {FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH, FailureKind.DISK_FULL,
+               FailureKind.NO_SLOT}
     for kind in FailureKind:
         assert isinstance(kind.model, bool), kind
         assert kind.model == (kind not in machine), kind  # a new kind must be placed on purpose
         assert kind.cached == kind.model  # what may be the machine's is converted again next time
-        assert kind.removes_deliverable == (kind is not FailureKind.DISK_FULL), kind
+        assert kind.removes_deliverable == (kind not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)), kind
