@@ -49,7 +49,7 @@ CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more th
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
 ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
 CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
-PRUNED_KEY = pytest.StashKey[str]()  # which deliverables of models no longer there were removed
+FOLDER_NOTES_KEY = pytest.StashKey[str]()  # deliverables of models no longer there removed; folders too deep
 
 
 def pytest_addoption(parser):
@@ -175,7 +175,7 @@ def pytest_configure(config):
     if not config.option.collectonly:  # the folder holds verified files only: none of a model that is gone
         pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)},
                                  skip=(settings.cache_dir,))
-        config.stash[PRUNED_KEY] = "\n".join(filter(None, (pruned, too_deep_note(settings.models_dirs))))
+        config.stash[FOLDER_NOTES_KEY] = "\n".join(filter(None, (pruned, too_deep_note(settings.models_dirs))))
     config.pluginmanager.register(ControllerReport(config), "tflite-controller-report")
 
 
@@ -561,7 +561,7 @@ class ControllerReport:
         for line in self.unwritten:
             terminalreporter.line(f"ERROR: {line}", red=True)
         for note in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],
-                     self.config.stash.get(PRUNED_KEY, None)):
+                     self.config.stash.get(FOLDER_NOTES_KEY, None)):
             for line in (note or "").splitlines():
                 terminalreporter.line(f"note: {line}")
         if not self.summary:
