@@ -210,3 +210,22 @@ def test_a_slot_folder_of_unusable_lock_files_is_no_slot_and_keeps_the_earlier_d
     assert blocked.returncode == 1 and "Traceback" not in blocked.stdout + blocked.stderr, blocked.stdout
     assert "[no_slot]" in blocked.stdout and "no conversion slot can be taken" in blocked.stdout, blocked.stdout
     assert (tmp_path / "out" / "net.tflite").read_bytes() == delivered  # the machine's fault, not the model's
+
+
+def test_proc_as_the_models_folder_while_processes_come_and_go_is_one_line(tmp_path):
+    """Folders that vanish during the walk (/proc/<pid> of processes that end meanwhile, started here
+    in a loop so that some do): discovery passes over them, and the run says in one line that it
+    found no models."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    churn = subprocess.Popen(["sh", "-c", "while :; do sh -c 'sleep 0.01' & sleep 0.005; done"],
+                             start_new_session=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "converter.pytest_plugin"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                              env=dict(os.environ, TFLITE_HARNESS_MODELS_DIR="/proc", PYTHONPATH=str(ROOT)))
+    finally:
+        os.killpg(churn.pid, 9)
+        churn.wait()
+    output = done.stdout + done.stderr
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output[-3000:]
+    assert done.returncode == 4 and output.strip().splitlines()[-1] == "ERROR: no model files (.pt, .pth, .pt2) under /proc"
