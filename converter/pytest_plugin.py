@@ -31,7 +31,7 @@ from .discovery import beyond_depth, discover, too_deep_note
 from .environment import tool_versions
 from .failures import FailureKind, Stage, is_disk_full
 from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
-from .live import StatusThread, running_conversions, status_line, waiting_conversions
+from .live import StatusThread, cut_short, running_conversions, status_line, waiting_conversions
 from .output_folders import OutputsError, prepare, prune_unclaimed
 from .report import ended_line
 from .results import Outcome, Result
@@ -532,8 +532,9 @@ class ControllerReport:
         interrupted = terminating() or session.exitstatus == pytest.ExitCode.INTERRUPTED
         ended = None
         if interrupted:  # what did not run is said, not left out: a cut run must not read as complete
-            ended = {"by": terminated_by() if terminating() else "an interrupt",
-                     "not_run": max(0, len(self._expected) - len(self.records))}
+            stopped = cut_short(s.artifacts_dir, self._started, self.records)  # they ran: not "did not run"
+            ended = {"by": terminated_by() if terminating() else "an interrupt", "stopped": stopped,
+                     "not_run": max(0, len(self._expected) - len(self.records) - len(stopped))}
         try:
             self.summary, self.gate = conclude(
                 self.records, reports_dir=s.reports_dir, versions=tool_versions(),
