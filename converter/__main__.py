@@ -31,8 +31,15 @@ def program_name() -> str:
     return "python -m converter" if name in ("__main__.py", "") else name
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option value is one line: the 16-line usage block before it buried the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=program_name(), allow_abbrev=False,  # "--thr" would be an old spelling, unnoticed
         description="Convert one PyTorch model to a verified, dynamic-range-quantized TFLite file.")
     parser.add_argument("model", type=Path, help="a .pt/.pth (TorchScript, state_dict, pickle) or .pt2 file")

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from .baseline import GateOutcome
 from .failures import FailureKind, Stage
-from .live import running_conversions, status_line, waiting_conversions
+from .live import cut_short, running_conversions, status_line, waiting_conversions
 from .results import Outcome, Result
 from .settings import Settings
 from .summaries import SummariesUnwritten, conclude, relative_dirs
@@ -122,16 +122,19 @@ class BatchSession:
 
     # --- the end of the run ----------------------------------------------------------------
 
-    def finish(self, *, ended_by: str | None, versions: dict) -> bool:
+    def finish(self, *, ended_by: str | None, versions: dict, signalled: bool = False) -> bool:
         """Judge the records against the baseline and write the summaries; False when there was
-        nothing to conclude (no model ran, and no SIGTERM to say so). `ended_by`: "SIGTERM" or
-        "an interrupt" for a run cut short, which says what did not run and is not judged."""
-        if not self.records and ended_by != "SIGTERM":
+        nothing to conclude (no model ran, and no signal to say so). `ended_by`: the signal
+        ("SIGTERM", "SIGINT") or "an interrupt" for a run cut short, which says which models were
+        stopped midway and how many did not run, and is not judged."""
+        if not self.records and not signalled:
             return False
         s = self.settings
         ended = None
         if ended_by:  # what did not run is said, not left out: a cut run must not read as complete
-            ended = {"by": ended_by, "not_run": max(0, len(self.expected) - len(self.records))}
+            stopped = cut_short(s.artifacts_dir, self.started, self.records)  # they ran: not "did not run"
+            ended = {"by": ended_by, "stopped": stopped,
+                     "not_run": max(0, len(self.expected) - len(self.records) - len(stopped))}
         try:
             self.summary, self.gate = conclude(
                 self.records, reports_dir=s.reports_dir, versions=versions,

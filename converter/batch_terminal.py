@@ -110,7 +110,9 @@ def write_summary(reporter, batch: BatchSession, notes: list[str]) -> None:
             reporter.line(f"  note {model_id}: the {record.export.exporter} exporter wrote opset "
                           f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
                           "was converted and verified at that opset")
-    reporter.line(f"summary: {s.reports_dir / 'summary.md'} (and .html, .json)   deliverables: {s.tflite_dir}")
+    written = (s.reports_dir / "summary.md").is_file()  # a full disk: named in the ERROR above, not here
+    reporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json)   "
+                  f"deliverables: {s.tflite_dir}")
     if batch.gate is not None:
         reporter.section("tflite baseline")
         for line in batch.gate.lines:

@@ -2,8 +2,11 @@
 
 The key covers what a conversion depends on: the bytes the conversion child loaded (it reports
 their digest, so a file replaced while its run waited is cached under its new bytes), the code
-beside the model that a factory or a trusted pickle imports, the spec less its tolerances, the
-harness's conversion code (converter/stages/ and the files both sides share) and the tool versions.
+in the model's folder and its sub-packages, and in the folders it may import from besides (PYTHONPATH,
+the project root), that a factory or a trusted pickle runs, the spec less
+its tolerances, --fail-on-vacuous, the harness's conversion code (converter/stages/ and the files
+both sides share) and the tool versions. A restored record must have been made from the bytes being
+tested (its model digest), or another model's entry copied under this key would pass as this one.
 Not the thread count, the memory ceiling, the tolerances or the report code: none changes what is
 converted. So a restored entry is judged again, in this process, against today's tolerances: its
 TFLite files are loaded with the TFLite runtime, their signatures checked against the record, run
@@ -55,17 +58,37 @@ def _sha256(data: bytes) -> str:
 
 def file_digest(path: Path) -> str | None:
     """SHA-256 of a file, read in chunks (a 4 GB model never sits in memory); None for what is not
-    a regular file (a FIFO would block, a device never end: the child refuses them, uncached)."""
+    a regular file (a FIFO would block, a device never end) or cannot be read (EIO, /proc/self/mem):
+    the child refuses those in one line, uncached."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(chunk)
     except OSError:
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
     return digest.hexdigest()
+
+
+SKIPPED_FOLDERS = ("__pycache__", "site-packages", "dist-packages", "node_modules")  # bytecode, installed packages
+
+
+def code_digests(folder: Path) -> dict[str, str | None]:
+    """Every .py file under the model's folder, sub-packages included (a factory `pkg.arch:build`
+    lives in `pkg/`, and imports what it likes beside it), by its path relative to the folder.
+    Links are not followed, hidden folders and bytecode caches skipped: what the factory imports
+    from the folder is there."""
+    found = {}
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS
+                            and not os.path.exists(os.path.join(root, f, "pyvenv.cfg")))  # a virtual environment
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = Path(root) / name
+                found[path.relative_to(folder).as_posix()] = file_digest(path)
+    return found
 
 
 @functools.lru_cache(maxsize=1)  # the source does not change during a run: read it once, not per model
@@ -74,22 +97,48 @@ def _conversion_code() -> str:
     return _sha256(b"".join(p.relative_to(HARNESS_ROOT).as_posix().encode() + p.read_bytes() for p in files))
 
 
-UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect",
-           "channel_axis")  # how outputs are judged, not what is converted: a restore judges again
+# how outputs are judged, not what is converted: a restore judges again (not channel_axis: an axis the
+# output lacks is a spec_error found while verifying, which must not outlive the sidecar's fix)
+UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
 
 
-def key(spec, model_digest: str) -> str:
+def _installed(folder: Path) -> bool:
+    """Inside the interpreter's own library or an installed-packages folder: versioned, not the user's code."""
+    import sysconfig
+
+    places = {Path(sysconfig.get_path(name)).resolve() for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(folder == p or p in folder.parents for p in places) or \
+        any(part in ("site-packages", "dist-packages") for part in folder.parts)
+
+
+@functools.lru_cache(maxsize=8)  # the folders' code does not change during a run: walked once per process
+def _importable_code(folders: tuple[str, ...]) -> str:
+    return _sha256(json.dumps({f: code_digests(Path(f)) for f in folders}, sort_keys=True).encode())
+
+
+def importable_folders() -> tuple[str, ...]:
+    """Where a child imports a factory's modules from besides the model's folder: PYTHONPATH and the
+    folder it runs in (the harness's project root), less installed packages (their versions are theirs)."""
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e] + [str(HARNESS_ROOT.parent)]
+    folders = {Path(e).resolve() for e in entries if Path(e).is_dir()}
+    return tuple(sorted(str(f) for f in folders if not _installed(f)))
+
+
+def key(spec, model_digest: str, *, fail_on_vacuous: bool = False) -> str:
+    """`fail_on_vacuous` decides the verdict on a model whose check proves little: an entry made
+    without it must not pass such a model under it, nor one made with it fail it without."""
     model = Path(spec.path)
     code = {}
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
-        code = {p.name: file_digest(p) for p in sorted(model.parent.glob("*.py"))}
+        # and what it imports from elsewhere: a package on PYTHONPATH edited between runs is another model
+        code = {**code_digests(model.parent), "<importable>": _importable_code(importable_folders())}
     described = {k: v for k, v in spec.to_dict().items() if k not in UNKEYED}
     samples = {}
     if spec.calibration:  # the samples calibrate and verify: other samples, another conversion
         folder = Path(spec.calibration)
         samples = {p.name: file_digest(p) for p in sorted(folder.glob("*.np[yz]"))} if folder.is_dir() else {}
     material = {"model": model_digest, "code": code, "spec": described, "harness": _conversion_code(),
-                "tools": tool_versions(), "samples": samples}
+                "tools": tool_versions(), "samples": samples, "fail_on_vacuous": bool(fail_on_vacuous)}
     return _sha256(json.dumps(material, sort_keys=True, default=str).encode())
 
 
@@ -123,13 +172,32 @@ def usable(settings):
     return settings, None
 
 
+OFF_FOR_WORKERS = "tflite_harness_cache_off"  # the controller's decision, in each xdist worker's workerinput
+
+
+def tell_worker(workerinput: dict, settings) -> None:
+    """The controller's decision for a worker it starts: xdist workers parse the command line again,
+    so a cache the controller refused would be back on in each of them."""
+    workerinput[OFF_FOR_WORKERS] = settings.cache_dir is None
+
+
+def as_told(settings, workerinput: dict | None):
+    """A worker's settings with the controller's decision applied (no cache if it refused one)."""
+    if workerinput and workerinput.get(OFF_FOR_WORKERS):
+        return dataclasses.replace(settings, cache_dir=None)
+    return settings
+
+
 def _drop(entry: Path) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 
 
-def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: int = 1) -> Result | None:
+def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, model_digest: str,
+            threads: int = 1) -> Result | None:
     """The cached result, proven and judged again against today's spec, its TFLite files copied into
-    `artifacts`; None on a miss or an entry that does not hold up (which is then deleted)."""
+    `artifacts`; None on a miss or an entry that does not hold up (which is then deleted).
+    `model_digest`: of the file being tested; the record must have been made from those bytes (an
+    entry copied from another model's folder, its manifest's key rewritten, is not this model's)."""
     entry = Path(cache_dir) / entry_key
     if not entry.is_dir():
         return None
@@ -141,6 +209,10 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, threads: 
         if any(_sha256(data) != manifest["files"][name] for name, data in contents.items()):
             raise ValueError("a file does not match the manifest")
         stored = Result.from_dict(json.loads(contents[RESULT_FILE]))
+        converted = stored.model_sha256 or (stored.load.model_sha256 if stored.load else "")
+        if converted != model_digest:
+            raise ValueError(f"its record was made from another model file (SHA-256 {converted[:12] or 'unknown'}, "
+                             f"this one is {model_digest[:12]})")
         # none for a model refused before it ran (an untrusted pickle); read from the bytes just proven
         samples = SampleArrays.load(io.BytesIO(contents[SAMPLES_FILE])) if SAMPLES_FILE in contents else SampleArrays()
         result = _judged_again(stored, contents, samples, spec, threads)

@@ -25,15 +25,74 @@ class Case:
     error_kind: FailureKind = FailureKind.SPEC_ERROR  # what spec_error is
 
 
+MAX_DEPTH = 100  # folders below a models folder searched: pytest collects a tree deeper than ~150 with a RecursionError
+
+
+def beyond_depth(path: Path, roots) -> bool:
+    """`path` is deeper below one of the models folders than discovery searches (and pytest must not
+    collect it either)."""
+    path = _absolute(path)
+    for root in map(_absolute, roots):
+        if root in path.parents and len(path.relative_to(root).parts) > MAX_DEPTH:
+            return True
+    return False
+
+
+def too_deep_note(roots) -> str | None:
+    """One line saying which models folder holds folders deeper than MAX_DEPTH (not searched)."""
+    deep = [str(r) for r in roots if Path(r).is_dir() and _deepest(Path(r)) > MAX_DEPTH]
+    if not deep:
+        return None
+    return (f"folders more than {MAX_DEPTH} levels below {', '.join(deep)} are not searched for models (pytest "
+            "cannot collect a tree that deep)")
+
+
+def _deepest(root: Path) -> int:
+    deepest, stack = 0, [(root, 0)]
+    while stack and deepest <= MAX_DEPTH:
+        folder, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((Path(e.path), depth + 1) for e in _entries(folder) if not e.name.startswith(".") and _is_folder(e))
+    return deepest
+
+
+def _entries(folder: Path) -> list:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def _is_folder(entry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
 def find_model_files(root: Path) -> list[Path]:
     """Every entry named like a model (a symbolic link too, dangling or leading out of the folder,
     as git-annex and DVC store models; a FIFO or a device too: it fails alone, saying what it is,
-    instead of vanishing from the batch). Folders are searched, not taken."""
+    instead of vanishing from the batch). Folders are searched, not taken, down to MAX_DEPTH."""
     root = Path(root)
     if root.is_file():
         return [root]
-    found = [p for p in root.rglob("*") if p.suffix in MODEL_SUFFIXES and (p.is_symlink() or not p.is_dir())
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    found = []
+    # a stack, not recursion (a chain of 1100 folders exceeds Python's recursion limit); links to
+    # folders are not followed; a folder that cannot be listed (gone meanwhile, as /proc/<pid>
+    # goes, or unreadable) holds nothing this run can convert, and is passed over
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        for entry in _entries(folder):
+            if entry.name.startswith("."):
+                continue
+            if _is_folder(entry):
+                if depth < MAX_DEPTH:
+                    stack.append((Path(entry.path), depth + 1))
+            elif Path(entry.name).suffix in MODEL_SUFFIXES:
+                found.append(Path(entry.path))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 

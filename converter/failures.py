@@ -69,9 +69,9 @@ class FailureKind(str, enum.Enum):
 
     @property
     def removes_deliverable(self) -> bool:
-        """A model that fails so no longer matches what an earlier run delivered. A full disk says
-        nothing about the model: the earlier deliverable stays."""
-        return self is not FailureKind.DISK_FULL
+        """A model that fails so no longer matches what an earlier run delivered. A full disk, or a
+        slot folder that cannot be used, says nothing about the model: the earlier deliverable stays."""
+        return self not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)
 
     #             value               model  rejudged retried wrong_numbers
     LOAD_ERROR = ("load_error", True)
@@ -88,6 +88,7 @@ class FailureKind(str, enum.Enum):
     OUT_OF_MEMORY = ("out_of_memory", False)
     CRASH = ("crash", False)
     DISK_FULL = ("disk_full", False)
+    NO_SLOT = ("no_slot", False)  # the machine's slot folder is unusable: the model never started
 
 
 _STAGE_KINDS = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,

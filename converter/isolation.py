@@ -8,6 +8,7 @@ The parent never imports torch or tensorflow.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -31,8 +32,9 @@ POLL_SECONDS = 0.1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def tree_rss(proc: psutil.Process | None) -> int:
-    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+def tree_rss(proc: psutil.Process | None, seen: dict | None = None) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone); each descendant
+    is also noted in `seen` (pid -> Process), to be killed at the end however it left the group."""
     total = 0
     if proc is None:
         return 0
@@ -40,6 +42,9 @@ def tree_rss(proc: psutil.Process | None) -> int:
         members = [proc] + proc.children(recursive=True)
     except psutil.Error:
         return 0
+    if seen is not None:
+        for member in members[1:]:
+            seen.setdefault(member.pid, member)
     for member in members:
         try:
             total += member.memory_info().rss
@@ -177,6 +182,8 @@ def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[Fai
     """Watch the child's tree's memory and the clock; the parent kills the whole group when
     it ends, however it ends. Returns (why the parent killed it or None, peak bytes)."""
     start, peak, ended_by = time.monotonic(), 0, None
+    descendants: dict[int, psutil.Process] = {}
+    watched = None
     try:
         if on_start is not None:
             on_start(child.pid)
@@ -185,7 +192,7 @@ def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[Fai
         except psutil.NoSuchProcess:  # a forked child that ended at once was reaped already
             watched = None
         while child.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            peak = max(peak, tree_rss(watched, descendants))
             if peak > limit_mb * 2**20:
                 ended_by = FailureKind.OUT_OF_MEMORY
             elif time.monotonic() - start > timeout:
@@ -198,8 +205,20 @@ def _watch(child, limit_mb: float, timeout: float, on_start, watch) -> tuple[Fai
     finally:
         # also on Ctrl-C or pytest-timeout: the child has its own session, so nothing else
         # would stop it; this also reaps whatever the child left running in its group
+        if watched is not None:
+            tree_rss(watched, descendants)  # the last look, while the child may still hold them
         child.kill_group()
+        _kill_seen(descendants)
     return ended_by, peak
+
+
+def _kill_seen(descendants: dict) -> None:
+    """Every descendant the watch saw, still running: one that left the child's group (a factory's
+    `setsid` subprocess) would outlive the run, and once its parent is gone it is no one's child.
+    psutil refuses a pid reused by another process since it was seen."""
+    for proc in descendants.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def classify_death(returncode: int, ended_by: FailureKind | None, stage: str, *, peak_mb: float,

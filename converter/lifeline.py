@@ -86,30 +86,46 @@ class Terminated(KeyboardInterrupt):
 
 
 _terminating = threading.Event()
+_by: list[str] = []  # the signal that ended the run
 
 
 def terminating() -> bool:
-    """SIGTERM has come: nothing more is delivered or started, whatever was under way."""
+    """SIGTERM (or, in a batch, SIGINT) has come: nothing more is delivered or started, whatever was under way."""
     return _terminating.is_set()
 
 
-def terminate_on_sigterm(on_signal=None) -> None:
+def terminated_by() -> str:
+    """The name of the signal that ended the run ('SIGTERM' before any came)."""
+    return _by[0] if _by else "SIGTERM"
+
+
+BATCH_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name))
+# what a signal's handler is when no one else has set one
+_UNSET = {getattr(signal, "SIGTERM", None): (signal.SIG_DFL, None), signal.SIGINT: (signal.default_int_handler, None)}
+
+
+def terminate_on_sigterm(on_signal=None, signals: tuple = (getattr(signal, "SIGTERM", None),)) -> None:
     """Install once in the main thread of a process that starts conversion children. `on_signal`
-    runs first (the xdist controller passes the signal on to its workers)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+    runs first (the xdist controller passes the signal on to its workers). A batch passes
+    BATCH_SIGNALS: `kill -INT` to the controller alone (a CI runner's cancel) must stop the workers
+    too, or they deliver what they were converting after it and no summary is written."""
+    if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        return  # someone else's handler (or ours, installed already): theirs to keep
+    for sig in (s for s in signals if s is not None):
+        if signal.getsignal(sig) not in _UNSET.get(sig, (signal.SIG_DFL, None)):
+            continue  # someone else's handler (or ours, installed already): theirs to keep
 
-    def handler(signum, frame):
-        _terminating.set()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        if on_signal is not None:
-            with contextlib.suppress(Exception):
-                on_signal()
-        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+        def handler(signum, frame, default=signal.getsignal(sig)):
+            _terminating.set()
+            if not _by:
+                _by.append(signal.Signals(signum).name)
+            signal.signal(signum, default if default is not None else signal.SIG_DFL)  # a second one: as usual
+            if on_signal is not None:
+                with contextlib.suppress(Exception):
+                    on_signal()
+            raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
-    signal.signal(signal.SIGTERM, handler)
+        signal.signal(sig, handler)
 
 
 def signal_children(sig: int = getattr(signal, "SIGTERM", 15)) -> None:

@@ -60,6 +60,24 @@ def running_conversions(artifacts_dir: Path, now: float | None = None, since: fl
     return found
 
 
+def cut_short(artifacts_dir: Path, since: float, done) -> list[str]:
+    """Models of this run (job written since `since`) whose conversion a signal stopped midway: their
+    progress file stays (only a conversion that ended removes it) and they have no result in `done`.
+    They ran, so a summary does not count them among the models that did not run."""
+    found = []
+    for progress in sorted(Path(artifacts_dir).glob(f"*/{PROGRESS_FILE}")):
+        try:
+            job_file = progress.parent / JOB_FILE
+            if job_file.stat().st_mtime < since:
+                continue
+            model_id = json.loads(job_file.read_text())["spec"]["model_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if model_id not in done:
+            found.append(model_id)
+    return found
+
+
 def waiting_conversions(artifacts_dir: Path, since: float = 0.0) -> int:
     """Models of this run waiting for one of the machine's conversion slots."""
     count = 0

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import stat
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -41,11 +43,31 @@ def _unique_keys(pairs):
     return found
 
 
+MAX_SHARD_FILE = 256 * 2**20  # a summary of 20 000 models is a few tens of MB
+
+
+def read_regular(path: Path, limit: int = MAX_SHARD_FILE) -> bytes:
+    """A shard's file, if it is a regular file of at most `limit` bytes: a FIFO would block the merge
+    for ever, a link to /dev/zero never end, a 2 GB file fill the memory. Opened without blocking,
+    checked on the open file (what is checked is what is read), read no further than the limit."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if info.st_size > limit:
+            raise OSError(f"{path.name} is {info.st_size / 2**20:,.0f} MB, more than a shard's {limit / 2**20:,.0f} MB")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path.name} is more than a shard's {limit / 2**20:,.0f} MB")
+    return data
+
+
 def read_shard(folder: Path) -> dict[str, Result]:
     """A shard's records from its summary.json, each checked: a tampered or truncated file is one line."""
     path = Path(folder) / "summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        summary = json.loads(read_regular(path).decode("utf-8"), object_pairs_hook=_unique_keys)
         if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict):
             raise ValueError("it holds no 'models' object")
         if summary.get("schema_version") != SCHEMA_VERSION:
@@ -69,6 +91,10 @@ def _record(model_id: str, data) -> Result:
         raise ValueError(f"model {model_id!r} is not a record ({type(exc).__name__}: {exc})") from None
     if record.model_id != model_id or record.status not in ("passed", "failed", "gone"):
         raise ValueError(f"model {model_id!r} has a record of {record.model_id!r} with status {record.status!r}")
+    if (record.status == "passed" and record.failure is not None) or (record.status == "failed" and not record.failure) \
+            or (outcome is Outcome.PASSED and record.status != "passed"):
+        raise ValueError(f"model {model_id!r} is {outcome.value} with status {record.status!r} and "
+                         f"{'a failure' if record.failure else 'no failure'}: a record contradicts itself")
     bad = [n for n in _numbers(data) if not math.isfinite(n)]
     if bad and record.status == "passed":  # a passed model has finite figures; NaN would disable the gate
         raise ValueError(f"model {model_id!r} passed with a figure that is not finite")
@@ -104,17 +130,34 @@ def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> dict[str, Res
     return records
 
 
-def merge_junit(folders: list[Path]) -> bytes:
-    """One <testsuite> with every shard's test cases and the summed counts."""
+def _model_of(case: ET.Element, ids: set[str]) -> bool:
+    """A model's test case (the plugin's, or a test taking the `conversion` fixture) belongs to one
+    of the shard's models: named by its id, or by its id in brackets (ASCII-escaped, as pytest does)."""
+    name = case.get("name", "")
+    inner = name.split("[", 1)[1][:-1] if name.endswith("]") and "[" in name else None
+    known = ids | {i.encode("unicode_escape").decode("ascii") for i in ids}
+    return name in known or inner in known
+
+
+def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = None) -> bytes:
+    """One <testsuite> with every shard's test cases and the summed counts. A model's test case
+    (one with the plugin's properties) that its shard's summary does not hold is refused: the two
+    files would tell different stories."""
     merged = ET.Element("testsuite", name="pytest")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     seconds = 0.0
-    for folder in folders:
+    for index, folder in enumerate(folders):
         path = Path(folder) / "junit.xml"
         try:
-            root = ET.parse(path).getroot()
+            root = ET.fromstring(read_regular(path))
         except (OSError, ET.ParseError) as exc:
             raise MergeError(f"{path}: not a JUnit report ({exc})") from None
+        ids = set(records[index]) if records is not None else None
+        for case in root.iter("testcase"):
+            if ids is not None and case.find("properties/property[@name='failure_kind']") is not None \
+                    and not _model_of(case, ids):
+                raise MergeError(f"{path}: its test case {case.get('name')!r} is a model that the shard's "
+                                 "summary.json does not hold (files of two runs?)")
         for suite in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
             try:
                 for key in totals:
@@ -133,7 +176,10 @@ def merge_junit(folders: list[Path]) -> bytes:
 
 def _header(folder: Path) -> dict:
     """A shard's versions and settings (read_shard has checked the file)."""
-    data = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+    try:
+        data = json.loads(read_regular(Path(folder) / "summary.json").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # replaced since read_shard read it
+        raise MergeError(f"{Path(folder) / 'summary.json'}: not a shard's summary ({exc})") from None
     header = {k: data.get(k) for k in ("versions", "settings")}
     for key in header:
         if not isinstance(header[key], dict):
@@ -141,6 +187,30 @@ def _header(folder: Path) -> dict:
     if not all(isinstance(d, str) for d in header["settings"].get("models_dirs", [])):
         raise MergeError(f"{Path(folder) / 'summary.json'}: not a shard's summary (models_dirs is not a list of folders)")
     return header
+
+
+def same_versions(folders: list[Path], headers: list[dict]) -> None:
+    """Shards of one batch were converted by the same tools: the merged summary states one set of
+    versions, so shards made with others cannot be merged under it."""
+    for folder, header in zip(folders[1:], headers[1:]):
+        if header["versions"] != headers[0]["versions"]:
+            differ = sorted(k for k in set(header["versions"]) | set(headers[0]["versions"])
+                            if header["versions"].get(k) != headers[0]["versions"].get(k))
+            name = differ[0]
+            raise MergeError(f"shard {folder} was made with {name} {header['versions'].get(name)} where shard "
+                             f"{folders[0]} has {headers[0]['versions'].get(name)}: shards of one batch use the same "
+                             "tool versions (rerun it)")
+
+
+def outside_shards(reports_dir: Path, folders: list[Path]) -> None:
+    """The merged reports go where no shard is: writing them into a shard's folder would replace
+    that shard's own summary and JUnit, the merge's very input."""
+    target = Path(os.path.realpath(reports_dir))
+    for folder in folders:
+        shard = Path(os.path.realpath(folder))
+        if target == shard or shard in target.parents or target in shard.parents:
+            raise MergeError(f"--reports-dir {reports_dir} {'is' if target == shard else 'overlaps'} the shard "
+                             f"folder {folder}: merging there would overwrite that shard; give another folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +235,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = resolve({name: getattr(args, name) for name in MERGED_SETTINGS})
+        outside_shards(settings.reports_dir, args.shards)
         shards = [(folder, read_shard(folder)) for folder in args.shards]
         headers = [_header(folder) for folder in args.shards]
+        same_versions(args.shards, headers)
         records = merge_records(shards)
-        junit = merge_junit([folder for folder, _ in shards])
+        junit = merge_junit([folder for folder, _ in shards], [shard for _, shard in shards])
     except (SettingsError, MergeError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     first = headers[0]

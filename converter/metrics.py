@@ -38,8 +38,8 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     scale = scale_of(finite_ref if finite_ref.size else np.zeros(1), output_range)
     diff = np.where(both, np.abs(np.where(both, ref, 0.0) - np.where(both, cand, 0.0)), 0.0)
     diff = np.where(disagree, np.inf, diff)
-    if channel_axis is not None and ref.ndim > 1:
-        return _per_channel(name, ref, cand, diff, tolerance, channel_axis, samples)
+    if channel_axis is not None:
+        return _per_channel(name, ref, cand, diff, tolerance, channel_axis_of(name, ref.shape, channel_axis), samples)
     max_abs = float(diff.max())
     return OutputComparison(
         name=name,
@@ -59,8 +59,22 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     )
 
 
+def channel_axis_of(name: str, shape: tuple, axis: int) -> int:
+    """The sidecar's axis on this output, counted from 0: one it does not have, or its batch axis
+    (which -ndim names), is the sidecar's mistake, not an axis to wrap around to."""
+    from .failures import ConversionError, FailureKind
+
+    ndim = len(shape)
+    if not -ndim <= axis < ndim or axis % ndim == 0:
+        raise ConversionError(FailureKind.SPEC_ERROR,
+                              f"[channel_axis] {name} = {axis} is not an axis of output '{name}' (shape "
+                              f"{list(shape)}) other than its batch axis 0: use 1 to {ndim - 1}, or -1 to {1 - ndim}"
+                              if ndim > 1 else f"[channel_axis] {name} = {axis}: output '{name}' (shape {list(shape)}) "
+                              "has no axis besides its batch axis to judge per channel")
+    return axis % ndim
+
+
 def _per_channel(name, ref, cand, diff, tolerance, axis, samples) -> OutputComparison:
-    axis = axis % ref.ndim
     moved_ref, moved_diff = np.moveaxis(ref, axis, 0), np.moveaxis(diff, axis, 0)
     errors, scales = [], []
     for channel_ref, channel_diff in zip(moved_ref, moved_diff):

@@ -23,10 +23,11 @@ from . import cache, slots
 from .batch_session import BatchSession
 from .batch_terminal import StatusLine, header_lines, write_summary
 from .columns import junit_properties
+from .discovery import beyond_depth, too_deep_note
 from .environment import tool_versions
-from .lifeline import signal_children, terminate_on_sigterm, terminating
+from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
 from .model_items import CONVERSIONS_KEY, RESULT_ON_ITEM, SETTINGS_KEY, ModelItem, ModelsDir, absolute, cases, converted, marks
-from .output_folders import OutputsError, prepare
+from .output_folders import OutputsError, prepare, prune_unclaimed
 from .pytest_internals import escaped_id, guard_junit
 from .results import Result
 from .settings import BY_NAME, SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
@@ -35,6 +36,7 @@ LOCK_KEY = pytest.StashKey[object]()
 CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
 ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
+FOLDER_NOTES_KEY = pytest.StashKey[str]()  # deliverables of models no longer there removed; folders too deep
 
 
 def pytest_addoption(parser):
@@ -125,11 +127,12 @@ def pytest_configure(config):
         if not any(_overlap(folder, p) for p in _collected_paths(config)):
             config.args.append(str(folder))
     if hasattr(config, "workerinput"):
-        terminate_on_sigterm()  # the controller passes a cancelled job's SIGTERM on: this worker stops at once
+        terminate_on_sigterm(signals=BATCH_SIGNALS)  # the controller passes a cancelled job's signal on: stop at once
+        config.stash[SETTINGS_KEY] = cache.as_told(settings, config.workerinput)  # a cache it refused stays off
         return
     # a cancelled CI job ends like Ctrl-C (children killed, summaries written), and the workers
     # stop now, not after the model each is converting (which would then be delivered after the signal)
-    terminate_on_sigterm(on_signal=signal_children)
+    terminate_on_sigterm(on_signal=signal_children, signals=BATCH_SIGNALS)  # SIGINT too: `kill -INT`, Ctrl-C
     settings = _usable_cache(config, settings)
     _cap_workers(config, settings.max_conversions)
     for note in settings.deprecations:  # old spellings still work for one release
@@ -143,15 +146,34 @@ def pytest_configure(config):
                                 "model: python -m converter FILE)")
     if not cases(config):
         raise pytest.UsageError(f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, settings.models_dirs))}")
-    if getattr(config.option, "xmlpath", None) is None:
-        # the JUnit report always goes beside the other reports, wherever pytest runs from
+    if getattr(config.option, "xmlpath", None) is None and not config.option.collectonly:
+        # the JUnit report always goes beside the other reports, wherever pytest runs from (not a
+        # --collect-only's, which would replace the last run's report with one that ran nothing)
         config.option.xmlpath = str(settings.reports_dir / "junit.xml")
     try:  # before the first conversion: a bad folder or a concurrent run is one line, not a crash per model
         config.stash[LOCK_KEY] = prepare(settings.tflite_dir, settings.reports_dir,
                                          lock=not config.option.collectonly)
     except OutputsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if not config.option.collectonly:  # the folder holds verified files only: none of a model that is gone
+        pruned = prune_unclaimed(settings.tflite_dir, {settings.deliverable_for(c.model_id) for c in cases(config)},
+                                 skip=(settings.cache_dir,))
+        config.stash[FOLDER_NOTES_KEY] = "\n".join(filter(None, (pruned, too_deep_note(settings.models_dirs))))
     config.pluginmanager.register(ControllerHooks(config), "tflite-controller-report")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Below a models folder, pytest collects no deeper than discovery searches (a RecursionError)."""
+    if active(config) and beyond_depth(collection_path, config.stash[SETTINGS_KEY].models_dirs):
+        return True
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist starts a worker: it gets the controller's decision on the cache with its input."""
+    if active(node.config):
+        cache.tell_worker(node.workerinput, node.config.stash[SETTINGS_KEY])
 
 
 def _usable_cache(config, settings: Settings) -> Settings:
@@ -162,9 +184,7 @@ def _usable_cache(config, settings: Settings) -> Settings:
     settings, note = cache.usable(settings)
     if note:
         config.stash[CACHE_NOTE_KEY] = note
-        config.stash[SETTINGS_KEY] = settings
-        # the workers resolve their settings from the options: the cache is off for them too
-        config.option.tflite_no_cache = True
+        config.stash[SETTINGS_KEY] = settings  # xdist workers are told through pytest_configure_node
     return settings
 
 
@@ -256,12 +276,14 @@ class ControllerHooks:
     @pytest.hookimpl(tryfirst=True)  # before junitxml's: guard_junit must see the folder before it writes
     def pytest_sessionfinish(self, session):
         self.status.stop()
-        ended_by = "SIGTERM" if terminating() else "an interrupt" if session.exitstatus == pytest.ExitCode.INTERRUPTED else None
-        if self.batch.finish(ended_by=ended_by, versions=tool_versions()):
+        ended_by = terminated_by() if terminating() else (
+            "an interrupt" if session.exitstatus == pytest.ExitCode.INTERRUPTED else None)
+        if self.batch.finish(ended_by=ended_by, versions=tool_versions(), signalled=terminating()):
             self.batch.unwritten += [line for line in (guard_junit(self.config),) if line]
             if self.batch.fails_the_run(run_passed=session.exitstatus == pytest.ExitCode.OK):
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter):
-        notes = [n for n in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1]) if n]
+        notes = [line for n in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],
+                                self.config.stash.get(FOLDER_NOTES_KEY, None)) for line in (n or "").splitlines()]
         write_summary(terminalreporter, self.batch, notes)

@@ -104,8 +104,10 @@ def build_summary(records: dict[str, Result], versions: dict, settings: dict) ->
 def ended_line(ended: dict | None) -> str | None:
     if not ended:
         return None
-    return (f"The run was ended by {ended['by']} before it finished: {ended['not_run']} model(s) did not run, and "
-            "nothing was delivered after it.")
+    stopped = ended.get("stopped") or []
+    midway = f"{len(stopped)} model(s) were stopped mid-conversion ({', '.join(stopped)}), " if stopped else ""
+    return (f"The run was ended by {ended['by']} before it finished: {midway}{ended['not_run']} model(s) did not run, "
+            "and nothing was delivered after it.")
 
 
 def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | None = None,

@@ -16,7 +16,7 @@ from .lifeline import Terminated, guardians_of_this_process, terminating
 from .protocol import RESULT_FILE, WAITING_FILE, write_bytes_atomic, write_json_atomic
 from .results import Result
 from .settings import Settings
-from .slots import NoSlot, conversion_slot
+from .slots import NoSlot, SlotsUnusable, conversion_slot
 
 
 def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], None] | None = None,
@@ -40,8 +40,9 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
 def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_progress) -> Result:
     """From the cache when an entry holds up under today's spec, else converted in a child."""
     digest = cache.file_digest(case.path) if settings.cache_dir else None
-    entry = cache.key(case.spec, digest) if digest else None
-    result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, threads=settings.threads) if entry else None
+    entry = cache.key(case.spec, digest, fail_on_vacuous=settings.fail_on_vacuous) if digest else None
+    result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, model_digest=digest,
+                           threads=settings.threads) if entry else None
     if result is not None:
         return result
     try:
@@ -50,15 +51,15 @@ def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_pro
                                   memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
                                   on_progress=on_progress, preload=settings.preload,
                                   diagnosis_share=settings.diagnosis_share, fail_on_vacuous=settings.fail_on_vacuous)
-    except NoSlot as exc:  # not cached: a timeout is not the model's own
-        return Result.failed(case.model_id, str(case.path), FailureKind.TIMEOUT, Stage.LOAD, str(exc),
-                             versions=tool_versions())
+    except NoSlot as exc:  # not cached: a wait, or an unusable slot folder, is not the model's own
+        kind = FailureKind.NO_SLOT if isinstance(exc, SlotsUnusable) else FailureKind.TIMEOUT
+        return Result.failed(case.model_id, str(case.path), kind, Stage.LOAD, str(exc), versions=tool_versions())
     converted = result.model_sha256 or (result.load.model_sha256 if result.load else None)
     if entry and converted:
         if converted != digest:  # the file was replaced while its run waited: the bytes converted decide
             print(f"--- {case.model_id}: the model file changed before it was loaded; cached under the bytes "
                   "that were converted")
-            entry = cache.key(case.spec, converted)
+            entry = cache.key(case.spec, converted, fail_on_vacuous=settings.fail_on_vacuous)
         cache.store(settings.cache_dir, entry, result, artifacts)
     return result
 

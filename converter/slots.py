@@ -12,6 +12,7 @@ import contextlib
 import functools
 import getpass
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +25,19 @@ POLL_SECONDS = 0.2
 
 
 def _own_folder(folder: Path) -> Path:
+    """The folder, if it is a real folder of this user's that no one else can write. Checked with
+    lstat, not stat: a link another user made there (to /proc/self, whose entries look like taken
+    slots) is the link's, not its target's, and would stall every conversion for its whole timeout."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode):
+        raise PermissionError(f"{folder} is a symbolic link (uid {info.st_uid}), not a folder")
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{folder} is not a folder")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise PermissionError(f"{folder} belongs to another user")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{folder} can be written by others (mode {stat.S_IMODE(info.st_mode):o})")
     return folder
 
 
@@ -63,6 +74,10 @@ class NoSlot(TimeoutError):
     """Every slot stayed taken for the whole wait."""
 
 
+class SlotsUnusable(NoSlot):
+    """No slot can ever be taken: every lock file is unusable (the machine's, not a wait)."""
+
+
 @contextlib.contextmanager
 def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[float], None] | None = None,
                     limit: float | None = None) -> Iterator[int]:
@@ -87,7 +102,7 @@ def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[f
             except OSError as exc:  # a folder or an unreadable file where a lock belongs: that slot is lost
                 broken[path] = exc.strerror or str(exc)
                 if len(broken) == count:
-                    raise NoSlot(f"no conversion slot can be taken: every lock file in {folder} is unusable "
+                    raise SlotsUnusable(f"no conversion slot can be taken: every lock file in {folder} is unusable "
                                  f"({path.name}: {broken[path]}); remove them") from None
                 continue
             try:

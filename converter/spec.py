@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,20 @@ def _str_list(v):
     return tuple(v)
 
 
+# TensorFlow names a SavedModel's output scopes after the outputs, and refuses other characters
+# (late, as a savedmodel_error); its signatures refuse input names beyond ASCII
+TF_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]+")
+
+
+def _output_names(v):
+    names = _str_list(v)
+    bad = [n for n in names if not TF_OUTPUT_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a name TensorFlow accepts for an output (letters, digits and _ . - / > "
+                         "only)")
+    return names
+
+
 def _factory(v):
     if not isinstance(v, str) or v.count(":") != 1 or not all(v.split(":")):
         raise ValueError(f"must look like 'package.module:function', not {v!r}")
@@ -208,6 +223,8 @@ def _inputs(v):
         name = item.get("name", f"input_{i}" if len(v) > 1 else "input")
         if not isinstance(name, str) or not name:
             raise ValueError(f"entry {i}: name must be a non-empty string")
+        if not name.isascii() or not name.isprintable():
+            raise ValueError(f"entry {i}: name {name!r} is not one TensorFlow accepts for an input (ASCII only)")
         if "shape" not in item:
             raise ValueError(f"entry {i} ({name}) needs a shape")
         try:
@@ -284,7 +301,7 @@ def _expect(v):
 
 KEYS = {
     "inputs": _inputs,
-    "output_names": _str_list,
+    "output_names": _output_names,
     "format": _str_choice(FORMATS),
     "factory": _factory,
     "factory_kwargs": _table,

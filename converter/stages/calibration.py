@@ -12,6 +12,9 @@ N(0, 1)), seeded, and every report says that random calibration does not represe
 """
 from __future__ import annotations
 
+import os
+import stat
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,31 @@ SUFFIXES = (".npy", ".npz")
 RANDOM_SEED_OFFSET = 1000  # the sample input uses the seed, the vacuous check seed + 1
 
 
+HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _array(fh, path: Path, spec: InputSpec) -> np.ndarray:
+    """One array, its header (shape, dtype) checked against the input before a byte of its data is
+    read: a header that declares 100 GB (a zip bomb, a link to a huge sparse file) is the sample's
+    mistake, named, not the model's memory ceiling reached. No more than the input's bytes are read."""
+    where = f"input '{spec.name}'"
+    version = np.lib.format.read_magic(fh)
+    if version not in HEADERS:
+        raise ValueError(f"numpy format {version[0]}.{version[1]} (1.0 and 2.0 are read)")
+    shape, fortran, dtype = HEADERS[version](fh)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which load only by unpickling them")
+    if tuple(shape) != tuple(spec.shape):
+        raise SpecError(str(path), None, f"{where}: shape {list(shape)} is not the input's {list(spec.shape)}")
+    if not np.can_cast(dtype, spec.dtype, casting="same_kind"):
+        raise SpecError(str(path), None, f"{where}: dtype {dtype} does not cast to the input's {spec.dtype}")
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    data = fh.read(size)
+    if len(data) != size:
+        raise ValueError(f"it holds {len(data)} bytes of data where its header declares {size}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def _sample(path: Path, inputs: tuple[InputSpec, ...]) -> list[np.ndarray]:
     names = [i.name for i in inputs]
     try:
@@ -31,39 +59,59 @@ def _sample(path: Path, inputs: tuple[InputSpec, ...]) -> list[np.ndarray]:
             if len(inputs) != 1:
                 raise SpecError(str(path), None, f"a .npy sample holds one array, and this model has {len(inputs)} "
                                 f"inputs ({', '.join(names)}): give .npz files with one array per input name")
-            arrays = {names[0]: np.load(path, allow_pickle=False)}
+            with open(path, "rb") as fh:
+                arrays = {names[0]: _array(fh, path, inputs[0])}
         else:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            with zipfile.ZipFile(path) as archive:
+                members = {n[:-len(".npy")] if n.endswith(".npy") else n: n for n in archive.namelist()}
+                _same_names(path, names, members)
+                arrays = {}
+                for spec in inputs:
+                    with archive.open(members[spec.name]) as fh:
+                        arrays[spec.name] = _array(fh, path, spec)
     except SpecError:
         raise
-    except Exception as exc:  # truncated, not numpy, pickled objects (refused: allow_pickle=False)
+    except Exception as exc:  # truncated, not numpy, pickled objects
         raise SpecError(str(path), None, f"is not a readable sample ({type(exc).__name__}: {exc})") from None
-    missing = [n for n in names if n not in arrays]
-    unknown = sorted(set(arrays) - set(names))
-    if missing or unknown:
-        raise SpecError(str(path), None, f"holds {sorted(arrays)}, not the model's inputs {names}"
-                        + (f" (missing: {', '.join(missing)})" if missing else "")
-                        + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     out = []
     for spec in inputs:
         array = arrays[spec.name]
         where = f"input '{spec.name}'"
-        if tuple(array.shape) != tuple(spec.shape):
-            raise SpecError(str(path), None, f"{where}: shape {list(array.shape)} is not the input's {list(spec.shape)}")
-        if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
-            raise SpecError(str(path), None, f"{where}: dtype {array.dtype} does not cast to the input's {spec.dtype}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise SpecError(str(path), None, f"{where}: holds NaN or infinite values")
         out.append(np.ascontiguousarray(array.astype(spec.dtype)))
     return out
 
 
+def _same_names(path: Path, names: list[str], found) -> None:
+    missing = [n for n in names if n not in found]
+    unknown = sorted(set(found) - set(names))
+    if missing or unknown:
+        raise SpecError(str(path), None, f"holds {sorted(found)}, not the model's inputs {names}"
+                        + (f" (missing: {', '.join(missing)})" if missing else "")
+                        + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+
+
+def _regular(path: Path) -> Path:
+    """A sample named like one is a file: a FIFO would block, a device never end; neither is dropped
+    without a word (the user meant it as a sample)."""
+    from .load import NOT_A_FILE
+
+    try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+    except OSError as exc:
+        gone = "a link to a missing file" if os.path.islink(path) else f"unreadable ({exc.strerror or exc})"
+        raise SpecError(str(path), None, f"is {gone}, not a sample") from None
+    if kind != stat.S_IFREG:
+        raise SpecError(str(path), None, f"is {NOT_A_FILE.get(kind, 'not a regular file')}, not a sample file")
+    return path
+
+
 def from_folder(folder: str, inputs: tuple[InputSpec, ...]) -> tuple[list, list, str]:
     """(calibration sets, held-out sets, what they are), each set one array per input."""
     path = Path(folder)
     try:
-        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        files = [_regular(p) for p in sorted(path.iterdir()) if p.suffix in SUFFIXES]
     except OSError as exc:
         raise SpecError(folder, "calibration", f"cannot be read ({exc})") from None
     if len(files) < MIN_SAMPLES:

@@ -56,14 +56,23 @@ def read_model_file(path: Path, max_bytes: float = 0) -> bytes:
     if kind != stat.S_IFREG:
         raise ConversionError(FailureKind.LOAD_ERROR,
                               f"model file {path.name} is {NOT_A_FILE.get(kind, 'not a regular file')}, not a file")
-    if info.st_size == 0:
-        raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
     if max_bytes and info.st_size > max_bytes:
         raise ConversionError(FailureKind.OUT_OF_MEMORY,
                               f"model file is {info.st_size / 2**20:,.0f} MB, more than the "
                               f"{max_bytes / 2**20:,.0f} MB memory ceiling: loading it cannot fit")
-    with open(path, "rb") as fh:
-        return fh.read()
+    try:
+        with open(path, "rb") as fh:
+            # a regular file of 0 bytes may still hold some (/proc) or fail to read (EIO): read to know
+            data = fh.read() if info.st_size else fh.read(1)
+    except OSError as exc:  # a disk error, /proc/self/mem: the file's, in one line
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file {path.name} cannot be read "
+                                                      f"({exc.strerror or exc})") from None
+    if not data:
+        raise ConversionError(FailureKind.LOAD_ERROR, "model file is empty (0 bytes)")
+    if not info.st_size:
+        raise ConversionError(FailureKind.LOAD_ERROR, f"model file {path.name} says it holds 0 bytes but does not "
+                                                      "(a /proc or device file, not a model)")
+    return data
 
 
 def sniff_format(data: bytes) -> str:
@@ -115,7 +124,11 @@ def _from_state_dict(state, spec: ModelSpec):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               "file holds a state_dict: name its architecture with "
                               "factory = 'package.module:function' in the model's .toml")
-    module = _import_factory(spec.factory, Path(spec.path).parent)(**spec.factory_kwargs)
+    try:
+        module = _import_factory(spec.factory, Path(spec.path).parent)(**spec.factory_kwargs)
+    except KeyboardInterrupt as exc:  # raised by the factory's code (the child has no terminal to send it)
+        raise ConversionError(FailureKind.LOAD_ERROR, f"factory '{spec.factory}' raised KeyboardInterrupt"
+                              f"{f' ({str(exc).splitlines()[0]})' if str(exc) else ''}: it must return a module") from exc
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(FailureKind.SPEC_ERROR,
                               f"factory '{spec.factory}' returned a {type(module).__name__}, not a "
@@ -266,9 +279,18 @@ def caveats(loaded: LoadedModel, reference: list[np.ndarray], names: list[str], 
     other, _ = run_torch(loaded, make_inputs(loaded.inputs, seed + 1))
     found = []
     for name, a, b in zip(names, reference, other):
-        a, b = a.astype(np.float64), b.astype(np.float64)
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
         if not a.size:
             continue
+        # NaN and infinity are values too (log of a negative): where they fall moving with the input
+        # is a dependence; otherwise only the finite elements are measured (NaN arithmetic says 0 %)
+        finite = np.isfinite(a)
+        if (finite != np.isfinite(b)).any() or (~finite & (a != b) & ~(np.isnan(a) & np.isnan(b))).any():
+            continue
+        if not finite.any():
+            found.append(Caveat(name, 0.0, 0.0, "it is NaN or infinite everywhere, on two different sample inputs"))
+            continue
+        a, b = a[finite], b[finite]
         magnitude = float(np.abs(a).max())
         spread = float(np.ptp(a))
         if spread <= NOISE_RANGE * max(magnitude, 1.0):  # one element, or a constant map: its spread over both samples

@@ -68,6 +68,7 @@ cat reports/junit.xml > junit_after.xml 2>/dev/null || true
             lines = [ln for ln in out.splitlines() if ln.startswith(f"  {model}: ")]
             assert len(lines) == 1 and "[disk_full]" in lines[0] and "no space left on the disk" in lines[0], out
         assert "ERROR: the summaries cannot be written" in out and "ERROR: the JUnit report cannot be written" in out
+        assert "summary: not written" in out and "summary.md (and .html" not in out  # no footer naming a missing file
     for model in ("a_net", "b_net"):  # the verified deliverables are all still there, unchanged
         delivered = here / "tflite_models" / f"{model}.tflite"
         assert delivered.read_bytes() == (here / "delivered_by_run1" / f"{model}.tflite").read_bytes()
@@ -87,7 +88,8 @@ printf 'the earlier deliverable' > {shlex.quote(str(out / "net.tflite"))}
 {command} > cli.txt 2>&1; echo $? > cli.rc
 cat {shlex.quote(str(out / "net.tflite"))} > kept.txt
 """
-    run_mounted({out: "size=2m"}, script, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    # mode 755: a tmpfs is mounted 1777, and a deliverables folder others can write is refused
+    run_mounted({out: "size=2m,mode=755"}, script, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     text = (tmp_path / "cli.txt").read_text()
     no_traceback(text)
     assert (tmp_path / "cli.rc").read_text().strip() == "1", text
@@ -156,7 +158,8 @@ def test_a_planted_or_broken_cache_entry_is_never_restored(tmp_path):
         (entries["small"] / "manifest.json").write_text(json.dumps(manifest))
 
     def restored():
-        return cache.restore(tmp_path / "cache", entries["small"].name, tmp_path / "restored", cases["small"].spec)
+        return cache.restore(tmp_path / "cache", entries["small"].name, tmp_path / "restored", cases["small"].spec,
+                             model_digest=first["small"].load.model_sha256)
 
     drq = "model_drq.tflite"
     record = json.loads(pristine["result.json"])
@@ -167,6 +170,7 @@ def test_a_planted_or_broken_cache_entry_is_never_restored(tmp_path):
         "a result.json of '{'": {"result.json": b"{"},
         "no deliverables": {"result.json": json.dumps({**record, "deliverables": None}).encode()},
         "another model's samples": {"samples.npz": (entries["twin"] / "samples.npz").read_bytes()},
+        "another model's whole entry": {n: (entries["twin"] / n).read_bytes() for n in pristine if n != "manifest.json"},
     }
     for attack, files in attacks.items():
         plant(**files)

@@ -90,3 +90,81 @@ def tamper(harness, shard: Path) -> None:
         assert done.returncode == 2, (name, done.stdout, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, (name, done.stderr)
         assert "Traceback" not in done.stdout + done.stderr, name
+
+
+def test_a_merge_never_overwrites_a_shard_trusts_a_contradiction_or_blocks_on_a_shards_file(harness):
+    import shutil
+
+    models = harness.path / "models"
+    builders.torchscript_cnn(models, name="a_net")
+    (models / "c_noshape.pt").write_bytes(b"")
+    run(harness, "--models-dir", "models", "-k", "a_net", "--reports-dir", "shard1",
+        "--junitxml=shard1/junit.xml").assert_outcomes(passed=1)
+    run(harness, "--models-dir", "models", "-k", "c_noshape", "--reports-dir", "shard2",
+        "--junitxml=shard2/junit.xml").assert_outcomes(failed=1)
+    shard1 = harness.path / "shard1"
+    kept = {name: (shard1 / name).read_bytes() for name in ("summary.json", "junit.xml")}
+    onto = merge(harness, "shard1", "shard2", "--reports-dir", "shard1")
+    assert onto.returncode == 2 and "shard1 is the shard folder shard1: merging there would overwrite" in onto.stderr
+    assert {name: (shard1 / name).read_bytes() for name in kept} == kept  # the shard is as it was
+
+    def variant(name: str, edit) -> str:
+        folder = harness.path / name
+        shutil.copytree(shard1, folder)
+        edit(folder)
+        return name
+
+    def summary_edit(change):
+        def edit(folder):
+            summary = json.loads((folder / "summary.json").read_text())
+            change(summary)
+            (folder / "summary.json").write_text(json.dumps(summary))
+        return edit
+
+    def fifo(folder):
+        (folder / "junit.xml").unlink()
+        os.mkfifo(folder / "junit.xml")
+
+    def zero(folder):
+        (folder / "summary.json").unlink()
+        (folder / "summary.json").symlink_to("/dev/zero")
+
+    def huge(folder):
+        with open(folder / "summary.json", "r+b") as fh:
+            fh.truncate(2 * 2**30)  # 2 GB, sparse
+
+    def stray_case(folder):
+        junit = (folder / "junit.xml").read_text()
+        case = junit[junit.index("<testcase"):junit.index("</testcase>") + len("</testcase>")]
+        (folder / "junit.xml").write_text(junit.replace(case, case + case.replace('name="a_net"', 'name="z_net"')))
+
+    failure = {"kind": "numeric_mismatch", "stage": "verify", "message": "drq output 'output_0' is off"}
+    attacks = {
+        "passed with a failure": (variant("contradiction", summary_edit(
+            lambda s: s["models"]["a_net"].update(failure=failure))), "a record contradicts itself"),
+        "other tool versions": (variant("old_tools", summary_edit(
+            lambda s: s["versions"].update(onnx2tf="1.0.0"))), "was made with onnx2tf 1.0.0 where shard"),
+        "a JUnit case the summary lacks": (variant("stray", stray_case), "its test case 'z_net' is a model"),
+        "a FIFO junit.xml": (variant("fifo", fifo), "junit.xml is not a regular file"),
+        "a link to /dev/zero": (variant("zero", zero), "summary.json is not a regular file"),
+        "a 2 GB summary.json": (variant("huge", huge), "summary.json is 2,048 MB, more than a shard's 256 MB"),
+    }
+    for attack, (folder, words) in attacks.items():
+        first = "shard2" if attack == "other tool versions" else folder
+        done = subprocess.run([sys.executable, "-m", "converter.merge", first, *([folder] if first != folder else []),
+                               "--reports-dir", "merged"], capture_output=True, text=True, cwd=harness.path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)  # a FIFO used to hang here
+        assert done.returncode == 2, (attack, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, (attack, done.stderr)
+    assert not (harness.path / "merged").exists()
+
+
+def test_collect_only_after_a_run_leaves_its_junit_report(harness):
+    (harness.path / "models").mkdir()
+    (harness.path / "models" / "noshape.pt").write_bytes(b"")
+    harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models").assert_outcomes(failed=1)
+    junit = harness.path / "reports" / "junit.xml"  # where a run puts it unless told otherwise
+    before = junit.read_bytes()
+    listed = harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models", "--collect-only", "-q")
+    assert listed.ret == 0 and "noshape" in listed.stdout.str()
+    assert junit.read_bytes() == before

@@ -282,6 +282,14 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
 
 @pytest.mark.parametrize("workers", [[], ["-n", "1"], ["-n", "2"]], ids=["plain", "one_worker", "two_workers"])
 def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(harness, tmp_path, workers):
+    cancelled_run(harness, tmp_path, workers, signal.SIGTERM)
+
+
+def test_sigint_to_the_pytest_controller_under_xdist_ends_the_run_like_sigterm(harness, tmp_path):
+    cancelled_run(harness, tmp_path, ["-n", "2"], signal.SIGINT)  # `kill -INT` to the controller alone
+
+
+def cancelled_run(harness, tmp_path, workers: list[str], sig: signal.Signals) -> None:
     models = harness.path / "models"
     for name in ("b_net", "c_net"):
         builders.torchscript_cnn(models, name=name, seed=len(name))
@@ -297,12 +305,12 @@ def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(ha
         child = wait_for_pid(pid_file, proc)
         family = psutil.Process(proc.pid).children(recursive=True)  # workers, preloaded processes, children
         signalled = time.time()
-        proc.send_signal(signal.SIGTERM)  # pytest alone, as `docker stop` or a cancelled CI job does
+        proc.send_signal(sig)  # pytest alone, as `docker stop` or a cancelled CI job does
         out = proc.communicate(timeout=120)[0]
         ended = time.time()
         assert proc.returncode != 0, out
         assert gone_within(child, 30), "the conversion child outlived the run"
-        assert ended - signalled < 30, f"pytest lived {ended - signalled:.0f} s after SIGTERM"
+        assert ended - signalled < 30, f"pytest lived {ended - signalled:.0f} s after {sig.name}"
         deadline = time.monotonic() + 15
         while (left := [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) \
                 and time.monotonic() < deadline:
@@ -311,17 +319,19 @@ def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(ha
     finally:
         with_group_killed(proc)
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
-    assert summary["ended"]["by"] == "SIGTERM"
+    assert summary["ended"]["by"] == sig.name
     ran = set(summary["models"])
-    assert summary["ended"]["not_run"] == 3 - len(ran), summary["ended"]
+    stopped = summary["ended"]["stopped"]  # converting when the signal came: they ran, and are not "did not run"
+    assert summary["ended"]["not_run"] + len(stopped) == 3 - len(ran), summary["ended"]
+    assert "a_slow" in stopped or "a_slow" in ran, summary["ended"]
     if not workers or workers == ["-n", "1"]:  # one model at a time: the queued two never started
         assert summary["ended"]["not_run"] >= 2 and "b_net" not in ran and "c_net" not in ran
     assert "a_slow" not in {m for m, r in summary["models"].items() if r["outcome"] == "passed"}
     for delivered in (harness.path / "tflite_models").glob("*.tflite"):  # delivered before the signal, and reported
-        assert delivered.stat().st_mtime < signalled, f"{delivered.name} was delivered after SIGTERM"
+        assert delivered.stat().st_mtime < signalled, f"{delivered.name} was delivered after {sig.name}"
         assert summary["models"][delivered.stem]["outcome"] == "passed"
     assert "did not run, and nothing was delivered after it" in (harness.path / "reports" / "summary.md").read_text()
-    assert "The run was ended by SIGTERM" in out
+    assert f"The run was ended by {sig.name}" in out
 
 
 def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itself(harness, tmp_path):
