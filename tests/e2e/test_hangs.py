@@ -73,8 +73,8 @@ def test_calibration_samples_that_are_bombs_huge_links_fifos_or_devices_are_name
 
     from converter.failures import FailureKind
 
+    from .. import builders
     from ..support import convert
-    from . import builders
 
     model = builders.torchscript_cnn(tmp_path / "m", name="net", toml="")
     model.with_suffix(".toml").write_text('deliverables = ["int8"]\ncalibration = "samples"\n'
@@ -125,8 +125,8 @@ def leaves_one():
 def test_a_factorys_setsid_subprocess_does_not_outlive_the_conversion(tmp_path, monkeypatch):
     import psutil
 
+    from .. import builders
     from ..support import convert
-    from . import builders
 
     pid_file = tmp_path / "helper.pid"
     monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(pid_file))
@@ -191,7 +191,7 @@ def test_a_1100_deep_folder_chain_in_the_models_folder_is_no_internal_error(harn
 
 
 def test_a_slot_folder_of_unusable_lock_files_is_no_slot_and_keeps_the_earlier_deliverable(tmp_path):
-    from . import builders
+    from .. import builders
 
     model = builders.torchscript_cnn(tmp_path / "m", name="net")
     temp = tmp_path / "tmp"

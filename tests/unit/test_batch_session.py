@@ -129,12 +129,18 @@ def test_records_take_the_tests_outcome_and_a_failure_without_result_is_the_test
 def test_the_end_of_the_run_writes_the_summaries_and_a_cut_run_says_what_did_not_run(tmp_path):
     batch = session(tmp_path)
     assert not batch.finish(ended_by=None, versions={})  # nothing ran: nothing to conclude
-    batch.expect(["models::a_net", f"models::{CHINESE}"])
+    batch.expect(["models::a_net", f"models::{CHINESE}", "models::b_net"])
     batch.record(report("models::a_net", model_id="a_net", result=Result("a_net", "a_net.pt", "passed")))
-    assert batch.finish(ended_by="SIGTERM", versions={"torch": "x"})
+    stopped = tmp_path / "reports" / "artifacts" / "b_net"  # its child was converting when the signal came
+    stopped.mkdir(parents=True)
+    (stopped / "job.json").write_text(json.dumps({"spec": {"model_id": "b_net"}}))
+    (stopped / "progress.json").write_text(json.dumps({"stage": "savedmodel"}))
+    assert batch.finish(ended_by="SIGINT", versions={"torch": "x"}, signalled=True)
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
-    assert summary["ended"] == {"by": "SIGTERM", "not_run": 1} and "baseline" not in summary  # a cut run is not judged
+    assert summary["ended"] == {"by": "SIGINT", "stopped": ["b_net"], "not_run": 1}  # it ran: not among those that did not
+    assert "baseline" not in summary  # a cut run is not judged
     assert not batch.fails_the_run(run_passed=True)
+    assert session(tmp_path).finish(ended_by="SIGTERM", versions={}, signalled=True)  # told even when nothing finished
     whole = session(tmp_path)
     whole.record(report("models::a_net", model_id="a_net", result=Result("a_net", "a_net.pt", "passed")))
     assert whole.finish(ended_by=None, versions={}) and whole.gate is not None and not whole.gate.failed
@@ -200,3 +206,25 @@ def test_guard_junit_reaches_pytests_junit_writer_and_removes_a_stale_report_on_
     assert line == (f"the JUnit report cannot be written to {stale}: no space left on its disk "
                     "(the previous one was removed)")
     assert not stale.exists() and config.stash[xml_key].logfile == os.devnull
+
+
+class StatusConfig:
+    """What StatusLine reads of pytest's config: the verbosity, --collect-only, -n, the plugins."""
+
+    def __init__(self, verbose=0, collectonly=False, numprocesses=2, terminal=True):
+        self.option = SimpleNamespace(verbose=verbose, collectonly=collectonly, numprocesses=numprocesses)
+        self.pluginmanager = SimpleNamespace(get_plugin=lambda name: object() if terminal and name == "terminalreporter"
+                                             else None)
+
+
+def test_the_status_line_is_quiet_under_q_collect_only_or_without_a_terminal(tmp_path):
+    from converter.batch_terminal import StatusLine
+
+    batch = session(tmp_path)
+    shown = StatusLine(StatusConfig(), batch)
+    assert shown.wanted() and shown.ticker() is not None
+    for quiet in (StatusConfig(verbose=-1), StatusConfig(collectonly=True), StatusConfig(terminal=False)):
+        line = StatusLine(quiet, batch)
+        assert not line.wanted() and line.ticker() is None  # a plain run's watch loop gets no ticker
+        line.start()  # an xdist controller starts no thread
+        assert line._thread is None
