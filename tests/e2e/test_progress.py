@@ -20,16 +20,16 @@ from ..support import ROOT, run
 def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
     model = builders.factory_model(tmp_path / "m", "net", builders.waiting_model_source(kill_parent=False),
                                    "nets:waits", (1, 4))
-    # the load stage is made slow by the model itself (8 s), over 5% of a timeout no loaded machine reaches
-    env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="8")
+    # the load stage is made slow by the model itself (6 s), over 5% of a timeout no loaded machine reaches
+    env = dict(os.environ, HARNESS_TEST_PID_FILE=str(tmp_path / "pid"), HARNESS_TEST_SLEEP="6")
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
                            "--reports-dir", str(tmp_path / "r"), "--slow-stage-fraction", "0.05",
-                           "--conversion-timeout", "120", "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env)
+                           "--conversion-timeout", "100", "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.split(":")[1].split("(")[0].strip() for line in proc.stderr.splitlines()
               if line.startswith("net: ") and "(after" in line]
     assert stages == ["load", "export", "savedmodel", "tflite", "verify"]
-    assert "net: slow: still in load after " in proc.stderr  # its forward waits 8 s, over 5% of 120 s
+    assert "net: slow: still in load after " in proc.stderr  # its forward waits 6 s, over 5% of 100 s
     assert proc.stdout.startswith("net: PASS")  # progress goes to stderr; stdout stays the result
 
 
