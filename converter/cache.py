@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .environment import tool_versions
+from .output_folders import LOCK_NAME
 from .protocol import RESULT_FILE, SAMPLES_FILE, SampleArrays, write_bytes_atomic
 from .results import Result
 from .tflite_run import stacked
@@ -79,11 +80,14 @@ def code_digests(folder: Path) -> dict[str, str | None]:
     """Every .py file under the model's folder, sub-packages included (a factory `pkg.arch:build`
     lives in `pkg/`, and imports what it likes beside it), by its path relative to the folder.
     Links are not followed, hidden folders and bytecode caches skipped: what the factory imports
-    from the folder is there."""
+    from the folder is there. So are a run's output folders (they hold its lock file): TensorFlow
+    leaves a __autograph_generated_file*.py per function in a running conversion's artifacts, which
+    would change the key of every model keyed while it runs."""
     found = {}
     for root, folders, files in os.walk(folder):
         folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS
-                            and not os.path.exists(os.path.join(root, f, "pyvenv.cfg")))  # a virtual environment
+                            and not os.path.exists(os.path.join(root, f, "pyvenv.cfg"))  # a virtual environment
+                            and not os.path.exists(os.path.join(root, f, LOCK_NAME)))  # a run's reports
         for name in sorted(files):
             if name.endswith(".py"):
                 path = Path(root) / name
