@@ -11,6 +11,7 @@ import time
 import pytest
 
 from converter.live import status_line
+from converter.protocol import WAITING_FILE
 from converter.slots import conversion_slot
 
 from .. import builders
@@ -58,11 +59,15 @@ def test_a_model_waiting_for_the_machines_conversion_slot_is_counted_in_the_stat
     the batch waits, says so, then converts."""
     builders.torchscript_cnn(harness.path / "models", name="net")
     held = threading.Event()
+    waiting = harness.path / "reports" / "artifacts" / "net" / WAITING_FILE
 
     def hold_the_slot():
         with conversion_slot(1):
             held.set()
-            time.sleep(12)  # pytest takes a few seconds to start and collect
+            deadline = time.monotonic() + 300  # pytest starts, collects, and the model asks for the slot
+            while not waiting.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(3)  # three status intervals while it waits
 
     holder = threading.Thread(target=hold_the_slot)
     holder.start()
