@@ -86,7 +86,9 @@ class BatchSession:
         if data is not None:
             result = dataclasses.replace(Result.from_dict(data), outcome=outcome_of(report))
             self.records[result.model_id] = result
-        elif report.failed and model_id and model_id not in self.records:
+        elif report.failed and (model_id := model_id or self.model_of(report.nodeid)) and model_id not in self.records:
+            # a report xdist built for a dead worker carries no id of ours (and an xdist without
+            # pytest_handlecrashitem never tells us the item): its node id names the model
             self.records[model_id] = Result.failed(model_id, "", FailureKind.CRASH, Stage.TEST,
                                                    no_result_message(report), outcome=Outcome.FAILED)
 

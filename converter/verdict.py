@@ -28,6 +28,8 @@ def first_problem(export: ExportResult | None, saved: SavedModelResult | None, c
         if not comparison.passed:
             return ConversionError(FailureKind.NUMERIC_MISMATCH, comparison.brief(label))
     runtime = chosen.runtime if chosen is not None else None
+    if chosen is not None and not chosen.verified and runtime is not None:  # it never ran: nothing was checked
+        return ConversionError(FailureKind.TFLITE_ERROR, f"{chosen.label} {runtime.problem}")
     if runtime is not None:  # where it goes: the TFLite runtime without TensorFlow, both kernels, Micro
         flex = tuple(flex_ops) + runtime.flex_ops
         if runtime.ok or (allow_flex and flex):

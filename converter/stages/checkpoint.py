@@ -124,7 +124,9 @@ class Checkpoint:
     random_calibration: bool = False
     steps_done: tuple[str, ...] = ()  # the table's steps done, by this interpreter or the one it replaced
     samples: SampleArrays = field(default_factory=SampleArrays, compare=False, metadata=TRANSIENT)
-    model_bytes: bytes | None = field(default=None, compare=False, repr=False, metadata=TRANSIENT)
+    # the bytes read, handed to the load step once: it empties the list, so that they are freed as soon
+    # as the model is loaded (a frozen checkpoint the loop still holds would keep them to the step's end)
+    model_bytes: list = field(default_factory=list, compare=False, repr=False, metadata=TRANSIENT)
     loaded: object = field(default=None, compare=False, repr=False, metadata=TRANSIENT)  # load.LoadedModel
 
     @property

@@ -101,8 +101,9 @@ def failure_of(attempts: tuple[Attempt, ...]) -> Attempt:
     for earlier, later in reversed(list(zip(attempts, attempts[1:]))):
         if earlier.kind.wrong_numbers:
             also = "also" if final.kind.wrong_numbers else f"and it failed: {final.message.split(';')[0][:120]}"
+            checked = final if final.saved is not None else earlier  # its TF model and that model's outputs
             final = dataclasses.replace(earlier, message=f"{earlier.message} ({also} in onnx2tf's {later.mode} mode)",
-                                        saved=final.saved or earlier.saved)
+                                        saved=checked.saved, tf_outputs=checked.tf_outputs)
     return final
 
 
@@ -154,8 +155,9 @@ def convert(ctx: Context, cp: Checkpoint) -> Checkpoint:
     if not last.converted:
         failed = failure_of(attempts)
         numbers = failed.kind is FailureKind.NUMERIC_MISMATCH and failed.saved is not None
-        return dataclasses.replace(cp, savedmodel=failed.saved if numbers else cp.savedmodel,
-                                   problem=Problem(failed.kind, failed.message, "tf" if numbers else ""))
+        if numbers:  # the TF model diagnosed and cached is the one whose outputs are kept beside it
+            cp = dataclasses.replace(cp, savedmodel=failed.saved, samples=dataclasses.replace(cp.samples, tf=failed.tf_outputs))
+        return dataclasses.replace(cp, problem=Problem(failed.kind, failed.message, "tf" if numbers else ""))
     done: Converted = last.result
     prepared = last.mode in PREPARED_MODES
     saved = dataclasses.replace(done.built.saved, graph=cp.graph if prepared else None)

@@ -77,7 +77,7 @@ def read(ctx: Context, cp: Checkpoint) -> Checkpoint:
     from .load import read_model_file
 
     data = read_model_file(Path(ctx.spec.path), ctx.memory_limit_mb * 2**20)
-    return dataclasses.replace(cp, model_sha256=hashlib.sha256(data).hexdigest(), model_bytes=data)
+    return dataclasses.replace(cp, model_sha256=hashlib.sha256(data).hexdigest(), model_bytes=[data])
 
 
 def load(ctx: Context, cp: Checkpoint) -> Checkpoint:
@@ -88,22 +88,21 @@ def load(ctx: Context, cp: Checkpoint) -> Checkpoint:
     set_threads(ctx.threads)
     t0 = time.perf_counter()
     spec = ctx.spec
-    loaded = load_model(spec, data=cp.model_bytes, digest=cp.model_sha256)
+    loaded = load_model(spec, data=cp.model_bytes.pop(), digest=cp.model_sha256)
     arrays = make_inputs(loaded.inputs, spec.seed)
     reference, structure = run_torch(loaded, arrays)
     names = _output_names(spec, structure.names)
     found = caveats(loaded, reference, names, spec.seed)
     flatten = structure.needs_flattening and spec.auto_fixes
-    cp = dataclasses.replace(
-        cp, model_bytes=None, loaded=loaded, inputs=loaded.inputs, output_names=tuple(names), flatten=flatten,
-        load=_load_result(loaded, time.perf_counter() - t0, found),
-        **_samples(spec, loaded, SampleArrays(inputs=tuple(arrays), reference=tuple(reference)), run_torch))
+    seeded = SampleArrays(inputs=tuple(arrays), reference=tuple(reference))
+    cp = dataclasses.replace(cp, loaded=loaded, inputs=loaded.inputs, output_names=tuple(names), flatten=flatten,
+                             load=_load_result(loaded, time.perf_counter() - t0, found), samples=seeded)
     if flatten:
         cp = cp.with_fixes(flatten_fix(structure.kind, tuple(names)))
-    if found and ctx.fail_on_vacuous:
+    if found and ctx.fail_on_vacuous:  # before the calibration samples: nothing else is worth reading
         return dataclasses.replace(cp, problem=Problem(FailureKind.VACUOUS_CHECK,
                                                        found[0].describe() + " (--fail-on-vacuous)"))
-    return cp
+    return dataclasses.replace(cp, **_samples(spec, loaded, seeded, run_torch))
 
 
 def _load_result(loaded, seconds: float, found) -> LoadResult:

@@ -228,3 +228,14 @@ def test_the_status_line_is_quiet_under_q_collect_only_or_without_a_terminal(tmp
         assert not line.wanted() and line.ticker() is None  # a plain run's watch loop gets no ticker
         line.start()  # an xdist controller starts no thread
         assert line._thread is None
+
+
+def test_a_failed_report_without_our_id_is_attributed_by_its_node_id(tmp_path):
+    """An xdist without pytest_handlecrashitem (or one whose report lost our attributes): the node id
+    of a plugin item names its model, and the model gets a crash record, not silence."""
+    batch = session(tmp_path)
+    batch.record(report("models::a_net", "failed", longrepr="worker 'gw0' crashed while running 'models::a_net'"))
+    assert batch.records["a_net"].failure.kind is FailureKind.CRASH
+    assert "killed or crashed" in batch.records["a_net"].failure.message
+    batch.record(report("tests/test_other.py::test_x", "failed"))  # no model test: nothing recorded
+    assert set(batch.records) == {"a_net"}

@@ -1,6 +1,8 @@
 """onnx2tf's mode ladder and the Flex pass, with fake attempts and a fake converter (onnx2tf_steps.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from converter.failures import ConversionError, FailureKind
@@ -128,3 +130,15 @@ def test_the_flex_pass_starts_from_a_built_savedmodel_and_returns_a_failed_check
     assert builds == [] and done.built is built and done.fixes == built.pseudo_fixes
     wrong = _failing("simplified", FailureKind.NUMERIC_MISMATCH)
     assert flex_pass(None, lambda fixes: wrong, tflite, fixes=(), auto=True) is wrong
+
+
+def test_the_failures_tf_model_and_its_outputs_come_from_one_attempt():
+    import numpy as np
+
+    wrong = dataclasses.replace(_failing("simplified", FailureKind.NUMERIC_MISMATCH), tf_outputs=(np.ones(2),))
+    broken = _failing("strict", FailureKind.SAVEDMODEL_ERROR)  # no TF model to check
+    final = failure_of((wrong, broken, _failing("defaults", FailureKind.SAVEDMODEL_ERROR)))
+    assert final.saved.onnx2tf_mode == "simplified" and final.tf_outputs[0].tolist() == [1.0, 1.0]
+    also = dataclasses.replace(_failing("strict", FailureKind.NUMERIC_MISMATCH), tf_outputs=(np.zeros(3),))
+    final = failure_of((wrong, also))
+    assert final.saved.onnx2tf_mode == "strict" and final.tf_outputs[0].tolist() == [0.0, 0.0, 0.0]

@@ -62,3 +62,15 @@ def test_the_chain_names_the_first_recipe_passed_over_whether_refused_or_failing
     (fix,) = fallback_fixes(("int8", "drq"), (int8, drq), drq)
     assert "XNNPACK failed to prepare" in fix.reason and fix.reason.startswith("int8 TFLite does not run")
     assert fallback_fixes(("drq",), (drq,), drq) == ()
+
+
+def test_a_file_that_never_ran_is_never_passed_not_even_where_flex_is_allowed():
+    from converter.failures import FailureKind
+    from converter.results import RuntimeCheck
+    from converter.verdict import first_problem
+
+    unrun = Deliverable("drq", "/a/drq.tflite", 9, runtime=RuntimeCheck(False, "RuntimeError: failed to prepare"))
+    for allow_flex, flex in ((False, ()), (True, ("FlexErf",))):
+        problem = first_problem(None, None, unrun, deployable=False, deploy_message="", flex_ops=flex,
+                                allow_flex=allow_flex)
+        assert problem is not None and problem.kind is FailureKind.TFLITE_ERROR and "failed to prepare" in problem.message
