@@ -7,6 +7,7 @@ model's own `<stem>.toml`. Unknown keys and bad values are errors naming file an
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -52,6 +53,30 @@ class SpecError(Exception):
         self.where, self.key, self.problem = where, key, problem
         at = f" key '{key}'" if key else ""
         super().__init__(f"{where}{at}: {problem}")
+
+    @classmethod
+    def of_file(cls, where: str, problems: list[tuple[str, str]], note: str = "") -> "SpecError":
+        """Every mistake of one file in one line, so that it is fixed in one round, not one per run;
+        `note` closes the line (the known keys, once, however many keys were unknown)."""
+        if len(problems) == 1:
+            return cls(where, problems[0][0], problems[0][1] + note)
+        return cls(where, None, f"{len(problems)} errors: " + "; ".join(f"key '{k}': {p}" for k, p in problems) + note)
+
+
+def close_key(key: str, known) -> str | None:
+    """The known key a misspelt one most likely meant (difflib's closest above its 0.6 cut-off)."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return close[0] if close else None
+
+
+def unknown_keys(found, known) -> str:
+    """`unknown key 'shap': did you mean 'shape'?`, one clause per unknown key of a table (whose few keys
+    are listed where none is close)."""
+    clauses = []
+    for key in (k for k in found if k not in known):
+        close = close_key(key, known)
+        clauses.append(f"unknown key '{key}': " + (f"did you mean '{close}'?" if close else f"known keys: {', '.join(known)}"))
+    return "; ".join(clauses)
 
 
 @dataclass(frozen=True)
@@ -210,6 +235,9 @@ def _range(v, dtype: str):
     return (float(v[0]), float(v[1]))
 
 
+INPUT_KEYS = ("name", "shape", "dtype", "range")
+
+
 def _inputs(v):
     if not isinstance(v, list) or not v:
         raise ValueError("must be a non-empty array of tables ([[inputs]])")
@@ -217,9 +245,8 @@ def _inputs(v):
     for i, item in enumerate(v):
         if not isinstance(item, dict):
             raise ValueError(f"entry {i} must be a table")
-        unknown = set(item) - {"name", "shape", "dtype", "range"}
-        if unknown:
-            raise ValueError(f"entry {i} has unknown key(s) {', '.join(sorted(unknown))}")
+        if set(item) - set(INPUT_KEYS):
+            raise ValueError(f"entry {i}: {unknown_keys(item, INPUT_KEYS)}")
         name = item.get("name", f"input_{i}" if len(v) > 1 else "input")
         if not isinstance(name, str) or not name:
             raise ValueError(f"entry {i}: name must be a non-empty string")
@@ -254,14 +281,13 @@ def _tolerance(v):
         if key == "outputs":
             for out_name, table in _table(value).items():
                 table = _table(table)
-                bad = set(table) - set(DEFAULT_TOLERANCE)
-                if bad:
-                    raise ValueError(f"outputs.{out_name} has unknown key(s) {', '.join(sorted(bad))}")
+                if set(table) - set(DEFAULT_TOLERANCE):
+                    raise ValueError(f"outputs.{out_name}: {unknown_keys(table, DEFAULT_TOLERANCE)}")
                 per_output[out_name] = {k: _positive_number(x) for k, x in table.items()}
         elif key in DEFAULT_TOLERANCE:
             plain[key] = _positive_number(value)
         else:
-            raise ValueError(f"unknown key '{key}' (known: {', '.join(DEFAULT_TOLERANCE)}, outputs)")
+            raise ValueError(unknown_keys([key], [*DEFAULT_TOLERANCE, "outputs"]))
     return plain, per_output
 
 
@@ -288,9 +314,8 @@ def _calibration(v, where: str):
 
 def _expect(v):
     v = _table(v)
-    unknown = set(v) - {"kind", "reason"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    if set(v) - {"kind", "reason"}:
+        raise ValueError(unknown_keys(v, ("kind", "reason")))
     kinds = [k.value for k in FailureKind]
     if v.get("kind") not in kinds:
         raise ValueError(f"kind must be one of {', '.join(kinds)}")
@@ -335,15 +360,21 @@ def read_layer(path: Path) -> dict:
 
 
 def validate_layer(raw: dict, where: str) -> dict:
-    layer = {}
+    """A file's values, checked; every key that is wrong is named, in the file's order, in one SpecError."""
+    layer, problems, unmatched = {}, [], False
     for key, value in raw.items():
         check = KEYS.get(key)
         if check is None:
-            raise SpecError(where, key, f"unknown key (known keys: {', '.join(sorted(KEYS))})")
+            close = close_key(key, KEYS)
+            problems.append((key, f"unknown key: did you mean '{close}'?" if close else "unknown key"))
+            unmatched |= close is None
+            continue
         try:
             layer[key] = check(value, where) if check is _calibration else check(value)
         except ValueError as exc:
-            raise SpecError(where, key, str(exc)) from None
+            problems.append((key, str(exc)))
+    if problems:  # the known keys once, at the end: a long line is cut there, not in a later error
+        raise SpecError.of_file(where, problems, f" (known keys: {', '.join(sorted(KEYS))})" if unmatched else "")
     return layer
 
 

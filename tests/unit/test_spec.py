@@ -98,3 +98,38 @@ def test_a_state_dict_without_a_factory_is_told_with_its_missing_shape_at_once(t
     torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4)), tmp_path / "module.pt")  # a module's class: not a state_dict
     (tmp_path / "module.toml").write_text("[[inputs]]\nshape = [1, 3]\n")
     assert load_spec(tmp_path / "module.pt", "module").factory is None
+
+
+@pytest.mark.parametrize("toml, words", [
+    ("timout = 5\n[[inputs]]\nshape = [1]\n", "key 'timout': unknown key: did you mean 'timeout'?"),
+    ("input_shape = [1, 4]\n", "key 'input_shape': unknown key: did you mean 'inputs'?"),
+    ("[[inputs]]\nshap = [1, 4]\n", "unknown key 'shap': did you mean 'shape'?"),
+    ("[tolerance]\ndqr = 0.1\n[[inputs]]\nshape = [1]\n", "unknown key 'dqr': did you mean 'drq'?"),
+    ("[tolerance.outputs.logits]\nfp61 = 0.1\n[[inputs]]\nshape = [1]\n", "unknown key 'fp61': did you mean 'fp16'?"),
+    ("[expect]\nkind = \"crash\"\nreason = \"r\"\nreasons = \"r\"\n[[inputs]]\nshape = [1]\n",
+     "unknown key 'reasons': did you mean 'reason'?"),
+])
+def test_a_sidecar_typo_is_answered_with_the_key_it_meant(tmp_path, toml, words):
+    model = write(tmp_path / "m.pt")
+    write(tmp_path / "m.toml", toml)
+    with pytest.raises(SpecError) as info:
+        load_spec(model, "m")
+    assert words in str(info.value), str(info.value)
+
+
+def test_a_key_like_no_other_lists_the_known_keys(tmp_path):
+    write(tmp_path / "m.toml", "colour = 1\n[[inputs]]\nshape = [1]\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path / "m.pt"), "m")
+    assert "did you mean" not in str(info.value) and "(known keys: allow_flex, auto_fixes, calibration," in str(info.value)
+
+
+def test_every_error_of_a_file_is_in_its_one_message(tmp_path):
+    """A sidecar with three mistakes is fixed in one round, not three: each named, in the file's order."""
+    write(tmp_path / "models.toml", "timout = 5\nseed = -1\nlayout = \"nhcw\"\n[[inputs]]\nshape = [1]\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path / "m.pt"), "m", root=tmp_path)
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'models.toml'}: 3 errors: key 'timout': unknown key: did you mean 'timeout'?; "
+                           "key 'seed': must be between 0 and 4294967295, not -1; key 'layout': must be one of"), text
+    assert info.value.key is None and "\n" not in text
