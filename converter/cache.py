@@ -35,7 +35,7 @@ import numpy as np
 
 from .environment import tool_versions
 from .output_folders import LOCK_NAME
-from .protocol import RESULT_FILE, SAMPLES_FILE, SampleArrays, write_bytes_atomic
+from .protocol import LOG_FILE, RESULT_FILE, SAMPLES_FILE, SampleArrays, write_bytes_atomic
 from .results import Result
 from .tflite_run import stacked
 from .verdict import judge
@@ -227,7 +227,7 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, model_dig
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     for name, data in contents.items():
-        if name.endswith(".tflite"):
+        if name.endswith(".tflite") or name == LOG_FILE:
             write_bytes_atomic(artifacts / name, data)
     result = dataclasses.replace(
         result, model_id=spec.model_id, model_path=spec.path, cache_hit=True, deliverable=None,
@@ -317,6 +317,9 @@ def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> N
     samples = artifacts / SAMPLES_FILE
     if samples.is_file():
         contents[SAMPLES_FILE] = samples.read_bytes()
+    log = artifacts / LOG_FILE
+    if result.failure and log.is_file():  # the failure's message names its log: a restored failure brings it back
+        contents[LOG_FILE] = log.read_bytes()
     cache_dir = Path(cache_dir)
     staging = None
     try:

@@ -83,6 +83,9 @@ def test_a_refused_pickle_is_cached_under_the_bytes_read(tmp_path):
     restores it instead of starting a conversion (the only model a warm batch converted)."""
     model = builders.pickled_module(tmp_path / "m")
     cold = convert(tmp_path, model)
+    log = tmp_path / "reports" / "artifacts" / "pickled" / "convert.log"
+    logged = log.read_bytes()
     warm = convert(tmp_path, model)
     assert cold.failure.kind.value == "untrusted_pickle" and len(cold.model_sha256) == 64
     assert warm.cache_hit and warm.failure == cold.failure
+    assert log.read_bytes() == logged  # the failure's message names its log: a restored failure brings it back
