@@ -81,9 +81,12 @@ class StatusLine:
         return tick
 
 
-def write_summary(reporter, batch: BatchSession, notes: list[str]) -> None:
+def write_summary(reporter, batch: BatchSession, notes: list[str], *, causes: bool = True) -> None:
     """The end of the run on the terminal: missing reports, notes, the counts, one line per failed
-    model (Failure.line, as in every report), warnings, and the verdict against the baseline."""
+    model, warnings, and the verdict against the baseline. A failed model's line is its stage and
+    kind, an index to its FAILURES entry, which tells the cause, the log and what to do once;
+    with `causes` (no FAILURES section: --tb=no) the line carries the cause (Failure.line, as
+    in every report)."""
     for line in batch.unwritten:
         reporter.line(f"ERROR: {line}", red=True)
     for note in notes:
@@ -103,7 +106,9 @@ def write_summary(reporter, batch: BatchSession, notes: list[str]) -> None:
         reporter.line(runs)
     for model_id, record in sorted(batch.records.items()):
         if record.outcome is Outcome.FAILED and record.failure:
-            reporter.line(f"  {record.failure.line(model_id, style='terminal')}")
+            failure = record.failure
+            index = f"{model_id}: {failure.stage} [{failure.kind}]"
+            reporter.line(f"  {failure.line(model_id, style='terminal') if causes else index}")
         for caveat in record.caveats:
             reporter.line(f"  warning {model_id}: {caveat.describe()}", yellow=True)
         if record.export and record.export.opset != OPSET and record.outcome is not Outcome.FAILED:

@@ -44,15 +44,19 @@ class FailureKind(str, enum.Enum):
     - `retried`: what a cheaper onnx2tf mode can cause (a failed conversion, ops left for Flex, a
       layout it could not map, wrong float32 numbers): the next mode is tried;
     - `wrong_numbers`: the TF model converted but computes other numbers (a stricter mode may
-      mend that; the last one, `defaults`, only changes what fails).
+      mend that; the last one, `defaults`, only changes what fails);
+    - `next_step`: what the person reading the failure does about it, shown under a failing
+      model's message; the README's failure table says the same, word for word (a test holds
+      them together).
 
     A new kind is one row; tests walk every member."""
 
-    def __new__(cls, value: str, model: bool, rejudged: bool = False, retried: bool = False,
+    def __new__(cls, value: str, model: bool, next_step: str, rejudged: bool = False, retried: bool = False,
                 wrong_numbers: bool = False):
         member = str.__new__(cls, value)
         member._value_ = value
         member.model, member.rejudged, member.retried, member.wrong_numbers = model, rejudged, retried, wrong_numbers
+        member.next_step = next_step
         return member
 
     def __str__(self) -> str:
@@ -73,22 +77,32 @@ class FailureKind(str, enum.Enum):
         slot folder that cannot be used, says nothing about the model: the earlier deliverable stays."""
         return self not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)
 
-    #             value               model  rejudged retried wrong_numbers
-    LOAD_ERROR = ("load_error", True)
-    UNTRUSTED_PICKLE = ("untrusted_pickle", True)
-    SPEC_ERROR = ("spec_error", True)
-    EXPORT_ERROR = ("export_error", True)
-    SAVEDMODEL_ERROR = ("savedmodel_error", True, False, True)
-    TFLITE_ERROR = ("tflite_error", True, False, True)
-    FLEX_OPS = ("flex_ops", True, False, True)
-    SHAPE_MISMATCH = ("shape_mismatch", True, False, True, True)
-    NUMERIC_MISMATCH = ("numeric_mismatch", True, True, True, True)
-    VACUOUS_CHECK = ("vacuous_check", True)
-    TIMEOUT = ("timeout", False)
-    OUT_OF_MEMORY = ("out_of_memory", False)
-    CRASH = ("crash", False)
-    DISK_FULL = ("disk_full", False)
-    NO_SLOT = ("no_slot", False)  # the machine's slot folder is unusable: the model never started
+    #  value               model  next_step                                       rejudged retried wrong_numbers
+    LOAD_ERROR = ("load_error", True, "re-save the model; check the factory and its kwargs")
+    UNTRUSTED_PICKLE = ("untrusted_pickle", True, "if you trust it, `trust_pickle = true`; better, save TorchScript, "
+                                                  "a plain `.pt2` or a state_dict")
+    SPEC_ERROR = ("spec_error", True, "fix the named file and key")
+    EXPORT_ERROR = ("export_error", True, "replace the op, or fix the input size (adaptive pooling: see "
+                                          "\"Troubleshooting the two classics\" in the README)")
+    SAVEDMODEL_ERROR = ("savedmodel_error", True, "the log has onnx2tf's reason; try `layout = \"nchw\"`, static "
+                                                  "shapes, `pseudo_ops`", False, True)
+    TFLITE_ERROR = ("tflite_error", True, "see the log; for Micro, replace the op or deliver `int8` instead", False, True)
+    FLEX_OPS = ("flex_ops", True, "replace the op in the model, or `allow_flex = true` and ship the Flex runtime",
+                False, True)
+    SHAPE_MISMATCH = ("shape_mismatch", True, "usually a layout problem: try `layout = \"nchw\"`", False, True, True)
+    NUMERIC_MISMATCH = ("numeric_mismatch", True,
+                        "float32 bad: a conversion bug, with the node to report upstream (`diagnosis/node_errors.md`); "
+                        "only a quantized recipe bad (the message says it is the quantization): list a fallback recipe "
+                        "(`deliverables = [\"drq\", \"fp16\"]`), give real calibration samples for int8, or judge a "
+                        "mixed-range output per channel", True, True, True)
+    VACUOUS_CHECK = ("vacuous_check", True, "recalibrate the model's BatchNorm statistics, give sample inputs in its "
+                                            "data's `range`, or accept the warning")
+    TIMEOUT = ("timeout", False, "raise `timeout`, or look at the log for where it hung")
+    OUT_OF_MEMORY = ("out_of_memory", False, "more memory (`memory_limit_mb`, fewer `-n` workers), or a smaller "
+                                             "input shape")
+    CRASH = ("crash", False, "the log's last lines; rerun alone with `-k`")
+    DISK_FULL = ("disk_full", False, "free space, rerun")
+    NO_SLOT = ("no_slot", False, "remove the lock files the message names, rerun")  # the model never started
 
 
 _STAGE_KINDS = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,

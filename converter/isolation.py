@@ -25,7 +25,7 @@ from . import forkserver
 from .environment import child_environment, tool_versions
 from .failures import DISK_ADVICE, DISK_MARKERS, MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
-from .protocol import JOB_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
+from .protocol import JOB_FILE, LOG_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
 from .results import Result
 
 POLL_SECONDS = 0.1
@@ -120,7 +120,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb,
         diagnosis_share, fail_on_vacuous).write(job_path)
     start = time.monotonic()
-    child = _start_child(command, job_path.resolve(), (artifacts / "convert.log").resolve(), threads, preload)
+    child = _start_child(command, job_path.resolve(), (artifacts / LOG_FILE).resolve(), threads, preload)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None
     ended_by, peak = _watch(child, limit_mb, timeout, on_start, watch)
     seconds, peak_mb = time.monotonic() - start, peak / 2**20
@@ -134,7 +134,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
         return result
     progress = read_progress(artifacts / PROGRESS_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)  # no child runs here any more (live.py reads it so)
-    tail = _log_tail(artifacts / "convert.log")
+    tail = _log_tail(artifacts / LOG_FILE)
     failure = classify_death(child.returncode, ended_by, progress.get("stage", "load"), peak_mb=peak_mb,
                              limit_mb=limit_mb, timeout=timeout,
                              log_mentions_memory=any(m in tail for m in MEMORY_MARKERS),

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from .assertions import ExpectedConversionFailure, assert_conversion
+from .assertions import ExpectedConversionFailure, ModelFailed, assert_conversion
 from .columns import junit_properties
 from .discovery import discover
+from .protocol import LOG_FILE
+from .pytest_internals import message_only
 from .results import Result
 from .runner import convert_case
 from .settings import Settings
@@ -112,12 +114,25 @@ class ModelItem(pytest.Item):
         assert_conversion(result, self.case.spec.expect if self.case.spec else None)
 
     def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ModelFailed):  # the verdict is the message: no traceback of the harness's own code
+            text = excinfo.value.describe(log=shown_log(self.config, self.case.model_id))
+            return text if self.config.option.tbstyle == "line" else message_only(text)  # "line" prints no reprcrash
         if isinstance(excinfo.value, AssertionError):
-            return str(excinfo.value)  # the verdict is the message: no traceback of the harness's own code
+            return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
         return self.case.path, None, f"model {self.case.model_id}"
+
+
+def shown_log(config, model_id: str) -> str | None:
+    """The model's conversion log (the child's, with the library's traceback), as the reader finds it
+    from where pytest ran; None where no child ran (a sidecar error)."""
+    log = config.stash[SETTINGS_KEY].artifacts_for(model_id) / LOG_FILE
+    if not log.is_file():
+        return None
+    here = absolute(config.invocation_params.dir)
+    return str(log.relative_to(here)) if here in log.parents else str(log)
 
 
 def converted(config, case) -> Result:

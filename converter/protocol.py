@@ -23,6 +23,7 @@ PROGRESS_FILE = "progress.json"
 RESULT_FILE = "result.json"
 WAITING_FILE = "waiting.json"  # a model waiting for one of the machine's conversion slots (slots.py)
 SAMPLES_FILE = "samples.npz"  # the sample inputs, PyTorch's outputs and ONNX's and the TF model's (the cache)
+LOG_FILE = "convert.log"  # the child's whole log: the library's tracebacks, onnx2tf's words
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The two places the plugin reaches into pytest's private modules, kept together, each with the
+"""The three places the plugin reaches into pytest's private modules, kept together, each with the
 release it was checked against and the test that fails when that release changes it.
 
 Everything else the plugin does goes through public hooks and methods: xdist's
@@ -66,3 +66,21 @@ def guard_junit(config) -> str | None:
         xml.logfile = os.devnull
         return f"the JUnit report cannot be written to {path}: no space left on its disk (the previous one was removed)"
     return None
+
+
+def message_only(text: str):
+    """A failing model's message as its test's report holds it: shown whole in the FAILURES section
+    and in JUnit, and not told again after the node id in the short test summary.
+
+    pytest writes a report's `longrepr.reprcrash.message` (or a plain-text longrepr whole) after
+    the node id in its short summary, on a CI runner (`CI` set) without shortening it: a message
+    would be read twice there. A representation without `reprcrash` gets the node id alone
+    there, JUnit takes its text for the failure's message, and xdist carries it from a worker as
+    it is (its serialisation keeps `reprcrash: None`). pytest has no public type for it. Checked
+    against pytest 9.2 (`_pytest._code.code.ReprExceptionInfo`, `ReprTracebackNative`);
+    tests/unit/test_pytest_internals.py fails when they change, and
+    tests/e2e/test_plugin.py::test_batch_under_xdist_survives_a_crash_and_a_missing_shape reads
+    a whole run's output."""
+    from _pytest._code.code import ReprExceptionInfo, ReprTracebackNative
+
+    return ReprExceptionInfo(reprtraceback=ReprTracebackNative([text.rstrip("\n") + "\n"]), reprcrash=None)

@@ -286,4 +286,4 @@ class ControllerHooks:
     def pytest_terminal_summary(self, terminalreporter):
         notes = [line for n in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],
                                 self.config.stash.get(FOLDER_NOTES_KEY, None)) for line in (n or "").splitlines()]
-        write_summary(terminalreporter, self.batch, notes)
+        write_summary(terminalreporter, self.batch, notes, causes=self.config.option.tbstyle == "no")

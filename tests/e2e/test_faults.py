@@ -233,9 +233,9 @@ def test_symlinks_fifos_and_devices_are_cases_of_their_own(harness, tmp_path):
     result.assert_outcomes(passed=2, failed=3)
     out = result.stdout.str()
     no_traceback(out)
-    for line in ("  dangling: load [load_error] model file dangling.pt is a symbolic link to a missing file",
-                 "  fifo: load [load_error] model file fifo.pt is a FIFO, not a file",
-                 "  zero: load [load_error] model file zero.pt is a character device, not a file"):
+    for line in ("dangling: load failed [load_error]: model file dangling.pt is a symbolic link to a missing file",
+                 "fifo: load failed [load_error]: model file fifo.pt is a FIFO, not a file",
+                 "zero: load failed [load_error]: model file zero.pt is a character device, not a file"):
         assert line in out.splitlines(), out
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
     assert {m for m, r in rows.items() if r["outcome"] == "passed"} == {"a/net", "b/net"}

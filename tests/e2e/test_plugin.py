@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from converter.columns import COLUMNS
+from converter.failures import FailureKind
 
 from .. import builders
 from ..support import run
@@ -28,7 +29,7 @@ def test_ids_are_model_names_sorted_and_k_selects(harness):
         assert [ln for ln in by_path.outlines if "::" in ln] == ["models/b/net.pt::b/net"], arg
 
 
-def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
+def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness, monkeypatch):
     shared = harness.path / "shared_shape"
     builders.torchscript_cnn(shared, name="good", toml="")
     (shared / "models.toml").write_text("[[inputs]]\nshape = [1, 3, 16, 16]\n")
@@ -36,11 +37,23 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
     lonely = harness.path / "lonely"
     builders.torchscript_cnn(lonely, name="noshape", toml="")
 
+    monkeypatch.setenv("CI", "true")  # as on a CI runner, where pytest's short summary prints each message whole
     result = run(harness, "-n", "2", "--models-dir", "shared_shape", "--models-dir", "lonely")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*1 converted and verified, 2 failed, 0 failed as expected, of 3 models*",
-                                 "*noshape: spec [[]spec_error[]]*no input shape*",
-                                 "*segv: load [[]crash[]]*SIGSEGV*"])
+                                 "*noshape: spec [[]spec_error[]]*", "*segv: load [[]crash[]]*"])
+    # each failing model's message is told once, in its FAILURES entry, with its log and what to do next
+    out = result.stdout.str()
+    lines = result.outlines
+    assert out.count("no input shape from any source") == 1, out
+    assert out.count("segfaults") + out.count("SIGSEGV") == 1, out
+    segv = lines.index(next(ln for ln in lines if ln.startswith("segv: load failed [crash]: ")))
+    assert lines[segv + 1:segv + 3] == ["  log: reports/artifacts/segv/convert.log",
+                                        f"  next: {FailureKind.CRASH.next_step}"], lines[segv:segv + 3]
+    assert (harness.path / "reports" / "artifacts" / "segv" / "convert.log").is_file()
+    noshape = lines.index(next(ln for ln in lines if ln.startswith("noshape: spec failed [spec_error]: ")))
+    assert lines[noshape + 1] == f"  next: {FailureKind.SPEC_ERROR.next_step}"  # no child ran: no log to name
+    assert "FAILED lonely/noshape.pt::noshape" in lines and "assert " not in out
 
     summary = json.loads((harness.path / "reports" / "summary.json").read_text())
     rows = summary["table"]
@@ -60,6 +73,9 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
     assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_p99_rel_err", "drq_cosine", "drq_invoke_ms")
     assert props["good"]["delivered"] == "drq"
     assert props["segv"]["failure_kind"] == "crash"
+    failures = {c.get("name"): c.find("failure") for c in ET.parse(harness.path / "junit.xml").getroot().iter("testcase")}
+    assert failures["segv"].get("message").startswith("segv: load failed [crash]: ")
+    assert f"next: {FailureKind.CRASH.next_step}" in failures["segv"].text
     assert int(props["good"]["tflite_bytes"]) > 0
     assert float(props["good"]["drq_range_rel_err"]) < 0.05
 

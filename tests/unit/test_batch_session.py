@@ -16,7 +16,7 @@ from converter.batch_session import BatchSession
 from converter.batch_terminal import write_summary
 from converter.failures import Failure, FailureKind, Stage
 from converter.html_report import render
-from converter.pytest_internals import NO_ESCAPING_INI, escaped_id, guard_junit
+from converter.pytest_internals import NO_ESCAPING_INI, escaped_id, guard_junit, message_only
 from converter.pytest_plugin import ControllerHooks
 from converter.report import summary_markdown
 from converter.results import Outcome, Result
@@ -239,3 +239,28 @@ def test_a_failed_report_without_our_id_is_attributed_by_its_node_id(tmp_path):
     assert "killed or crashed" in batch.records["a_net"].failure.message
     batch.record(report("tests/test_other.py::test_x", "failed"))  # no model test: nothing recorded
     assert set(batch.records) == {"a_net"}
+
+
+def test_a_failed_models_terminal_line_is_an_index_unless_no_failures_section_tells_the_cause(tmp_path):
+    record = Result.failed("fifo", "fifo.pt", FailureKind.LOAD_ERROR, Stage.LOAD, "model file fifo.pt is a FIFO, not a file",
+                           outcome=Outcome.FAILED)
+    batch = session(tmp_path, ids=("fifo",))
+    batch.record(report("models::fifo", "failed", model_id="fifo", result=record))
+    batch.finish(ended_by=None, versions={})
+    indexed, told = FakeReporter(), FakeReporter()
+    write_summary(indexed, batch, notes=[], causes=False)  # the cause is in the model's FAILURES entry
+    write_summary(told, batch, notes=[], causes=True)  # --tb=no: nowhere else
+    assert "  fifo: load [load_error]" in indexed.lines and not any("FIFO" in line for line in indexed.lines)
+    assert "  fifo: load [load_error] model file fifo.pt is a FIFO, not a file" in told.lines
+
+
+def test_a_message_only_failure_crosses_from_an_xdist_worker_without_a_crash_line(pytestconfig):
+    """pytest 9.2's `ReprExceptionInfo` without `reprcrash`: its text is whole after xdist's
+    serialisation (the public report hooks it uses), and it has no crash message for the short summary."""
+    text = "m: load failed [crash]: killed by SIGSEGV\n  log: reports/artifacts/m/convert.log\n  next: rerun"
+    sent = pytest.TestReport("models/m.pt::m", ("models/m.pt", None, "m"), {}, "failed", message_only(text), "call")
+    hook = pytestconfig.hook
+    data = hook.pytest_report_to_serializable(config=pytestconfig, report=sent)
+    received = hook.pytest_report_from_serializable(config=pytestconfig, data=json.loads(json.dumps(data)))
+    for rep in (sent, received):
+        assert rep.longrepr.reprcrash is None and str(rep.longrepr) == text

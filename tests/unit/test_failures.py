@@ -31,3 +31,21 @@ def test_every_failure_kind_carries_its_retry_and_rejudge_policy():
     from converter.failures import Stage
 
     assert Stage.SAVEDMODEL.default_kind is FailureKind.SAVEDMODEL_ERROR and Stage.TEST.default_kind is FailureKind.CRASH
+
+
+def test_the_readmes_failure_table_says_what_each_kind_tells_a_failing_test_to_do():
+    """What to do is said in two places, a failing model's message and the README's table: one
+    source, the kind's own row (`next_step`), which the table must repeat word for word."""
+    from ..support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Failure kinds and what to do", 1)[1].split("\n## ", 1)[0]
+    table = section[section.index("| kind | means | what to do |"):].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        kind, _means, todo = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        rows[kind.strip("`")] = todo
+    assert set(rows) == {k.value for k in FailureKind}  # every kind has its row, and no row a kind that is gone
+    for kind in FailureKind:
+        assert kind.next_step and "\n" not in kind.next_step, kind
+        assert rows[kind.value] == kind.next_step, kind
