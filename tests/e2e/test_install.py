@@ -1,18 +1,25 @@
 """The wheel, installed into a fresh environment, used from a folder that is not this repository:
-the console scripts, `pytest --models-dir` through the pytest11 entry point, and the merge with
-nothing but psutil beside it. The environment reuses the installed stack (a .pth file naming its
-site-packages) instead of downloading it again."""
+the console scripts, `pytest --models-dir` through the pytest11 entry point, and the CI recipe's
+merge job, run as written in an environment of its own. The first environment reuses the installed
+stack (a .pth file naming its site-packages) instead of downloading it again; nothing here reaches
+a package index."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
-import psutil
+import yaml
+
+from converter.failures import FailureKind
 
 from .. import builders
 from ..support import ROOT
@@ -46,6 +53,7 @@ def test_the_wheel_works_from_another_repository(tmp_path):
 
     project = tmp_path / "their_repo"  # nothing of this repository: only models
     builders.torchscript_cnn(project / "models", name="net")
+    (project / "models" / "noshape.pt").write_bytes(b"")  # fails at once (spec_error): no conversion
     where = run(python, "-c", "import converter; print(converter.__file__)", cwd=project, env=env).stdout
     assert where.startswith(str(site)), where  # the wheel's copy, not this checkout
 
@@ -56,22 +64,27 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
 
+    # a CI shard, as the recipe runs it (pytest-split's options aside); the installed plugin's modules
+    # are rewritten by pytest, and no `assert Failure(...) is None` line may join the message
     batch = run(python, "-m", "pytest", "--models-dir", "models", "-n", "1", "--conversion-threads", "1",
-                "-p", "no:cacheprovider", cwd=project, env=env)
-    assert batch.returncode == 0, batch.stdout + batch.stderr
-    summary = json.loads((project / "reports" / "summary.json").read_text())
+                "--reports-dir", "reports/shard-1", "-p", "no:cacheprovider", cwd=project, env={**env, "CI": "true"})
+    assert batch.returncode == 1, batch.stdout + batch.stderr
+    assert batch.stdout.count("no input shape from any source") == 1 and "assert " not in batch.stdout, batch.stdout
+    assert f"  next: {FailureKind.SPEC_ERROR.next_step}" in batch.stdout.splitlines()
+    shard = project / "reports" / "shard-1"
+    summary = json.loads((shard / "summary.json").read_text())
     assert summary["models"]["net"]["outcome"] == "passed" and (project / "tflite_models" / "net.tflite").is_file()
-    assert 'name="net"' in (project / "reports" / "junit.xml").read_text()
+    assert 'name="net"' in (shard / "junit.xml").read_text()
 
-    # the merge, as the README's CI recipe runs it: the harness and psutil, nothing else
-    only = tmp_path / "only_psutil"
-    only.mkdir()
-    (only / "psutil").symlink_to(Path(psutil.__file__).parent)
-    merged = run(python, "-S", "-m", "converter.merge", "reports", "--reports-dir", "merged",
-                 cwd=project, env={**env, "PYTHONPATH": f"{site}{os.pathsep}{only}"})
-    assert merged.returncode == 0, merged.stdout + merged.stderr
-    assert "merged 1 shards: 1 converted and verified" in merged.stdout
-    merge_version = run(venv / "bin" / "tflite-harness-merge", "--version", cwd=project, env=env)
+    merged = merge_job(tmp_path, project, wheel)
+    assert merged.returncode == 1, merged.stdout + merged.stderr  # noshape failed: the merged verdict says so
+    assert "merged 1 shards: 1 converted and verified, 1 failed" in merged.stdout, merged.stdout + merged.stderr
+    assert json.loads((project / "reports" / "merged" / "summary.json").read_text())["models"].keys() == {"net", "noshape"}
+    fresh = project / ".venv" / "bin"
+    found = run(fresh / "python", "-c", "import importlib.util as u; print(sorted(m for m in ('torch', 'tensorflow', "
+                "'onnx2tf', 'numpy', 'converter', 'psutil') if u.find_spec(m)))", cwd=project, env=env)
+    assert found.stdout.strip() == "['converter', 'psutil']", found.stdout + found.stderr  # the merge needed nothing else
+    merge_version = run(fresh / "tflite-harness-merge", "--version", cwd=project, env=env)
     assert merge_version.stdout.strip() == f"tflite-harness-merge {version_of_checkout()}"
 
     plain = tmp_path / "unrelated_repo"  # the plugin is loaded here too, and does nothing
@@ -87,3 +100,49 @@ def version_of_checkout() -> str:
     from converter import __version__
 
     return __version__
+
+
+def merge_job(tmp_path: Path, project: Path, wheel: Path) -> subprocess.CompletedProcess:
+    """The merge job's `run:` lines from ci/github-workflow.yml (the GitLab recipe's are the same,
+    tests/unit/test_ci_recipes.py holds them so), run by bash as the runner runs them: `python` a
+    Python 3.11 with no package of this environment, the harness the wheel just built (TFLITE_HARNESS
+    names it, where the recipe names a git tag), and pip told to find packages in a folder rather than
+    on an index: the wheel and psutil's."""
+    workflow = yaml.safe_load((ROOT / "ci" / "github-workflow.yml").read_text())
+    script = "\n".join(step["run"] for step in workflow["jobs"]["merge"]["steps"] if "run" in step)
+    assert "--no-deps \"$TFLITE_HARNESS\"" in script  # (tests/unit/test_ci_recipes.py reads the rest)
+    found = tmp_path / "wheelhouse"
+    found.mkdir()
+    shutil.copy(wheel, found)
+    installed_wheel("psutil", found)
+    interpreter = tmp_path / "runner_bin"
+    interpreter.mkdir()
+    (interpreter / "python").symlink_to(sys._base_executable)  # the interpreter this venv was made from
+    env = {"PATH": f"{interpreter}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "TFLITE_HARNESS": str(found / wheel.name), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(found),
+           "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return run("bash", "-eo", "pipefail", "-c", script, cwd=project, env=env)
+
+
+def installed_wheel(name: str, into: Path) -> Path:
+    """The wheel pip installed `name` from, put together again from the installed copy, since this
+    test may reach no package index: every file the distribution's RECORD lists, each checked
+    against the hash pip recorded when it installed it from the index's wheel, less what pip added
+    on installing (INSTALLER, REQUESTED, direct_url.json, byte code), under a RECORD of its own."""
+    dist = metadata.distribution(name)
+    tags = [line.split(": ", 1)[1] for line in dist.read_text("WHEEL").splitlines() if line.startswith("Tag: ")]
+    info = next(f for f in dist.files if f.name == "METADATA").parent
+    added = {f"{info}/{n}" for n in ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")}
+    path = into / f"{dist.metadata['Name']}-{dist.version}-{tags[0]}.whl"
+    record = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for file in dist.files:
+            if str(file) in added or "__pycache__" in file.parts or file.parts[0] == "..":
+                continue
+            data = file.locate().read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert file.hash is not None and file.hash.value == digest, file  # the bytes the index's wheel held
+            wheel.writestr(str(file), data)
+            record.append(f"{file},sha256={digest},{len(data)}")
+        wheel.writestr(f"{info}/RECORD", "\n".join(record + [f"{info}/RECORD,,"]) + "\n")
+    return path
