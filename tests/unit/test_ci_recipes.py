@@ -122,6 +122,7 @@ def test_the_readme_points_at_the_recipes_and_names_what_they_hold():
               == "reports/merged/junit.xml"}
     for claim, holds in claims.items():
         assert claim in readme and holds, claim
+    assert "\n".join(f"      {line}" for line in merge_lines(github)) in readme  # the merge lines it shows are the recipes'
     uploads = {s["with"]["name"] for job in github["jobs"].values() for s in job["steps"]
                if s.get("uses", "").startswith("actions/upload-artifact@")}
     assert uploads == {"shard-${{ matrix.group }}", "tflite-models-${{ matrix.group }}", "tflite-merged"}
