@@ -1,5 +1,5 @@
 """The wheel, installed into a fresh environment, used from a folder that is not this repository:
-the console scripts, `pytest --models-dir` through the pytest11 entry point, and the merge with
+the console scripts, `pytest --tflite-models-dir` through the pytest11 entry point, and the merge with
 nothing but psutil beside it. The environment reuses the installed stack (a .pth file naming its
 site-packages) instead of downloading it again."""
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
 
-    batch = run(python, "-m", "pytest", "--models-dir", "models", "-n", "1", "--conversion-threads", "1",
+    batch = run(python, "-m", "pytest", "--tflite-models-dir", "models", "-n", "1", "--tflite-conversion-threads", "1",
                 "-p", "no:cacheprovider", cwd=project, env=env)
     assert batch.returncode == 0, batch.stdout + batch.stderr
     summary = json.loads((project / "reports" / "summary.json").read_text())
