@@ -1,6 +1,7 @@
 """The wheel, installed into a fresh environment, used from a folder that is not this repository:
-the console scripts, `pytest --tflite-models-dir` through the pytest11 entry point, and the merge with
-nothing but psutil beside it. The environment reuses the installed stack (a .pth file naming its
+the console scripts, `pytest` through the pytest11 entry point (its models folder named in the
+repository's ini file, its reports folder outside the repository), and the merge with nothing
+but psutil beside it. The environment reuses the installed stack (a .pth file naming its
 site-packages) instead of downloading it again."""
 from __future__ import annotations
 
@@ -56,18 +57,23 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
 
-    batch = run(python, "-m", "pytest", "--tflite-models-dir", "models", "-n", "1", "--tflite-conversion-threads", "1",
+    (project / "pytest.ini").write_text("[pytest]\ntflite_models_dir = models\n")
+    # an existing folder outside the repository, given with a space: pytest, which picks its rootdir
+    # before it loads the plugin, took it for a path to test and never read the ini file (0 items)
+    reports = tmp_path / "their_reports"
+    reports.mkdir()
+    batch = run(python, "-m", "pytest", "-n", "1", "--tflite-conversion-threads", "1", "--tflite-reports-dir", reports,
                 "-p", "no:cacheprovider", cwd=project, env=env)
     assert batch.returncode == 0, batch.stdout + batch.stderr
-    summary = json.loads((project / "reports" / "summary.json").read_text())
+    summary = json.loads((reports / "summary.json").read_text())
     assert summary["models"]["net"]["outcome"] == "passed" and (project / "tflite_models" / "net.tflite").is_file()
-    assert 'name="net"' in (project / "reports" / "junit.xml").read_text()
+    assert 'name="net"' in (reports / "junit.xml").read_text()
 
     # the merge, as the README's CI recipe runs it: the harness and psutil, nothing else
     only = tmp_path / "only_psutil"
     only.mkdir()
     (only / "psutil").symlink_to(Path(psutil.__file__).parent)
-    merged = run(python, "-S", "-m", "converter.merge", "reports", "--reports-dir", "merged",
+    merged = run(python, "-S", "-m", "converter.merge", reports, "--reports-dir", "merged",
                  cwd=project, env={**env, "PYTHONPATH": f"{site}{os.pathsep}{only}"})
     assert merged.returncode == 0, merged.stdout + merged.stderr
     assert "merged 1 shards: 1 converted and verified" in merged.stdout
