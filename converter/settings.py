@@ -223,7 +223,7 @@ class Settings:
     threads: int
     baseline: Path
     thresholds: Thresholds
-    cache_dir: Path | None = None  # None: --no-cache, or a cache folder that cannot be used
+    cache_dir: Path | None = None  # None: --tflite-no-cache, or a cache folder that cannot be used
     no_cache: bool = False
     keep_intermediates: bool = False
     preload: bool = True

@@ -53,7 +53,7 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     version = run(venv / "bin" / "tflite-harness", "--version", cwd=project, env=env)
     assert version.returncode == 0 and version.stdout.strip() == f"tflite-harness {version_of_checkout()}"
     cli = run(venv / "bin" / "tflite-harness", "models/net.pt", "--tflite-dir", "cli_out", "--reports-dir", "cli_reports",
-              "--conversion-threads", "1", cwd=project, env=env)
+              "--tflite-conversion-threads", "1", cwd=project, env=env)  # the batch's spelling works here too
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
 

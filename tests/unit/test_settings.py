@@ -104,3 +104,17 @@ def test_options_environment_and_ini_share_the_sidecar_bounds(tmp_path, setting,
 def test_a_switch_that_is_neither_on_nor_off_is_refused(value):
     with pytest.raises(SettingsError, match="TFLITE_HARNESS_NO_CACHE"):
         resolve({}, env={"TFLITE_HARNESS_NO_CACHE": value}, ini={})
+
+
+def test_the_cli_and_the_merge_take_their_short_spellings_and_the_batchs():
+    """Processes of their own, they keep `--reports-dir` and take `--tflite-reports-dir` as well, so a
+    flag copied from a pytest command line works there, and their messages may name the namespaced one."""
+    from converter.__main__ import build_parser as cli
+    from converter.merge import build_parser as merge
+
+    for spelling in ("--reports-dir", "--tflite-reports-dir"):
+        assert cli().parse_args(["m.pt", spelling, "r"]).reports_dir == "r"
+        assert merge().parse_args(["shard", spelling, "r"]).reports_dir == "r"
+    args = cli().parse_args(["m.pt", "--tflite-input-shape", "1,4", "--input-shape", "1,2", "--tflite-no-cache"])
+    assert (args.input_shape, args.no_cache) == (["1,4", "1,2"], True)
+    assert merge().parse_args(["shard", "--tflite-baseline-update"]).baseline_update is True
