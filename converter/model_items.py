@@ -63,14 +63,16 @@ def marks(config, case) -> list:
 
 def fixture_params(config) -> list:
     """A test of your own taking `model_case` or `conversion`: one parameter per model, with the
-    timeout only (a model's [expect] is about its conversion, not about your test). Where no models
-    folder is set, one skipped parameter says so; where one is set but this run leaves it out
-    (`pytest tests/`), the models are still its parameters and `conversion` skips (convert)."""
+    timeout only (a model's [expect] is about its conversion, not about your test), also in a run
+    that leaves the models folder out (`pytest tests/`: `conversion` then skips). Where there is
+    no model to run it for, one skipped parameter says why."""
     settings = config.stash[SETTINGS_KEY]
-    if not settings.models_dirs:
-        return [pytest.param(None, id="no-models-folder", marks=pytest.mark.skip(
-            reason=f"no models folder is set: pass {MODELS.flag} DIR or set {MODELS.ini} in the ini file"))]
-    return [pytest.param(case, id=case.model_id, marks=[timeout_mark(config, case)]) for case in cases(config)]
+    found = cases(config) if settings.models_dirs else []
+    if not found:
+        why = (f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, settings.models_dirs))}" if settings.models_dirs
+               else f"no models folder is set: pass {MODELS.flag} DIR or set {MODELS.ini} in the ini file")
+        return [pytest.param(None, id="no-models", marks=pytest.mark.skip(reason=why))]
+    return [pytest.param(case, id=case.model_id, marks=[timeout_mark(config, case)]) for case in found]
 
 
 def conversion_for_test(config, case, node) -> Result:

@@ -125,21 +125,24 @@ def test_help_names_every_setting_with_its_ini_key_and_variable(harness):
 
 
 def test_the_plugin_does_nothing_where_no_models_folder_is_asked_for(harness):
-    harness.makepyfile(test_plain="def test_ok():\n    pass\n")
-    plain = harness.runpytest_subprocess("-p", "no:cacheprovider")
-    plain.assert_outcomes(passed=1)
+    harness.makepyfile(test_plain="def test_ok():\n    pass\n",
+                       test_mine="def test_x(model_case):\n    assert model_case.model_id == 'net'\n")
+    plain = harness.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    plain.assert_outcomes(passed=1, skipped=1)  # a test taking the fixture, with no models folder: skipped, saying so
+    plain.stdout.fnmatch_lines(["SKIPPED*no models folder is set: pass --tflite-models-dir DIR or set tflite_models_dir*"])
     assert "tflite harness" not in plain.stdout.str()
     assert not (harness.path / "tflite_models").exists() and not (harness.path / "reports").exists()
-    # named in the ini but outside what pytest collects: still nothing
+    # named in the ini but outside what pytest collects: nothing converted; a test there still names each model
     builders.torchscript_cnn(harness.path / "models", name="net")
     harness.makeini("[pytest]\ntflite_models_dir = models\n")
     (harness.path / "unit").mkdir()
-    (harness.path / "test_plain.py").rename(harness.path / "unit" / "test_plain.py")
+    for name in ("test_plain.py", "test_mine.py"):
+        (harness.path / name).rename(harness.path / "unit" / name)
     only_units = harness.runpytest_subprocess("-p", "no:cacheprovider", "unit")
-    only_units.assert_outcomes(passed=1)
+    only_units.assert_outcomes(passed=2)
     assert not (harness.path / "tflite_models").exists()
     everything = harness.runpytest_subprocess("-p", "no:cacheprovider", "--tflite-conversion-threads=1")  # collects models/
-    everything.assert_outcomes(passed=2)
+    everything.assert_outcomes(passed=3)
     assert (harness.path / "tflite_models" / "net.tflite").is_file()
 
 
