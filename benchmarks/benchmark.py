@@ -242,8 +242,8 @@ def run_forked(case, settings) -> dict:
 def pytest_batch(work: Path, workers: int, *, cache: Path | None) -> dict:
     name = f"n{workers}" + ("-cache" if cache else "")
     args = [sys.executable, "-m", "pytest", "model_cases", "-p", "no:cacheprovider", "-n", str(workers),
-            "--tflite-dir", str(work / name / "tflite"), "--reports-dir", str(work / name / "reports")]
-    args += ["--tflite-cache-dir", str(cache)] if cache else ["--no-cache"]
+            "--tflite-dir", str(work / name / "tflite"), "--tflite-reports-dir", str(work / name / "reports")]
+    args += ["--tflite-cache-dir", str(cache)] if cache else ["--tflite-no-cache"]
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -14,7 +14,7 @@ from .live import StageTicker
 from .output_folders import OutputsError, prepare
 from .report import format_result
 from .runner import convert_case
-from .settings import SETTINGS, SettingsError, argparse_help, option_kwargs, resolve
+from .settings import BY_NAME, SETTINGS, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 
 OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     for setting in SETTINGS:  # the harness settings this CLI shares, from the one table
         if setting.cli:
             note = " (given here, it overrides the model's .toml)" if setting.option in OVERRIDES_TOML else ""
-            parser.add_argument(setting.flag, *setting.old("cli"), dest=setting.option, default=None,
+            # its own short spelling, and the pytest option's, so that either can be copied across
+            spellings = dict.fromkeys((setting.short_flag, setting.flag, *setting.old("cli")))
+            parser.add_argument(*spellings, dest=setting.option, default=None,
                                 help=argparse_help(f"{OWN_HELP.get(setting.option, setting.help)}{note} [env {setting.env}]"),
                                 **option_kwargs(setting))
     parser.add_argument("--trust-pickle", action="store_true",
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     given = [a.split("=", 1)[0] for a in argv]
-    deprecated = [f"{old} is deprecated: use {s.flag}" for s in SETTINGS for old in s.old("cli") if old in given]
+    deprecated = [f"{old} is deprecated: use {s.short_flag}" for s in SETTINGS for old in s.old("cli") if old in given]
     try:
         batch_only = {var for s in SETTINGS if not s.cli for var in [s.env] + s.old("env")}
         env = {k: v for k, v in os.environ.items() if k not in batch_only}  # not this CLI's business
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
     if model.is_dir() or not os.path.lexists(model):
         parser.exit(2, f"{parser.prog}: error: {args.model}: {'is a folder' if model.is_dir() else 'no such file'}"
                        " (give one model file; a folder of models is the batch's job: pytest model_cases "
-                       "--models-dir DIR)\n")
+                       f"{BY_NAME['models_dirs'].flag} DIR)\n")
     model_id = model.stem
     try:
         spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes, timeout=settings.timeout,

@@ -123,7 +123,7 @@ def load(path: Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    repair = "rewrite it with --baseline-update"
+    repair = "rewrite it with --tflite-baseline-update"
     try:
         text = path.read_text(encoding="utf-8")
         if _depth(text) > MAX_DEPTH:
@@ -323,7 +323,7 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
     except (ValueError, OSError) as exc:
         if not update:
             return GateOutcome((Line(Severity.ERROR, f"ERROR: cannot use the baseline {exc}"),), failed=True)
-        previous = None  # a broken baseline is exactly what --baseline-update is for
+        previous = None  # a broken baseline is exactly what --tflite-baseline-update is for
     if update:
         if previous is not None and previous.get("models_dirs") != models_dirs:
             previous = None  # records of another models folder do not carry over
@@ -331,11 +331,11 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
         return _info(f"baseline written: {path} ({len(data['models'])} models); commit it")
     if previous is None:
         return _info(f"no baseline at {path}: nothing to gate on; create it with "
-                     "--baseline-update (then commit it)")
+                     "--tflite-baseline-update (then commit it)")
     if previous.get("models_dirs") != models_dirs:
         return _info(f"the baseline {path} was made for models in {previous.get('models_dirs')}, this "
                      f"run converts {models_dirs}: not compared; give this folder its own baseline "
-                     "with --baseline FILE --baseline-update")
+                     "with --tflite-baseline FILE --tflite-baseline-update")
     verdict = compare(previous, records, discovered, thresholds)
     return GateOutcome(_verdict_lines(verdict, previous, versions, path, thresholds), dict(verdict.labels),
                        verdict.marks(), verdict.failed, tuple(verdict.gone))
@@ -349,7 +349,7 @@ def _verdict_lines(verdict: Verdict, previous: dict, versions: dict, path: Path,
     lines = []
     if previous.get("read_from_schema"):
         lines.append(Line(Severity.NOTE, f"note: {path} is a schema-{previous['read_from_schema']} baseline, read as "
-                          f"schema {SCHEMA_VERSION}; rewrite it with --baseline-update"))
+                          f"schema {SCHEMA_VERSION}; rewrite it with --tflite-baseline-update"))
     old_versions = previous.get("versions", {})
     changed = {k: (old_versions.get(k), v) for k, v in versions.items() if old_versions.get(k) != v}
     if changed:
@@ -359,7 +359,7 @@ def _verdict_lines(verdict: Verdict, previous: dict, versions: dict, path: Path,
     lines += [Line(Severity.IMPROVEMENT, f"improved {c.model_id}: {c.what}") for c in verdict.improvements]
     lines += [Line(Severity.NOTE, f"note {c.model_id}: {c.what}") for c in verdict.notes]
     if verdict.improvements:
-        lines.append(Line(Severity.IMPROVEMENT, "improvements: update the baseline with --baseline-update to keep them"))
+        lines.append(Line(Severity.IMPROVEMENT, "improvements: update the baseline with --tflite-baseline-update to keep them"))
     if verdict.failed:
         lines.append(Line(Severity.REGRESSION, f"{len(verdict.regressions)} regression(s) against {path} "
                                                f"(thresholds {thresholds.describe()})"))

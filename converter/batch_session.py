@@ -60,6 +60,7 @@ class BatchSession:
         self._discovered: set[str] | None = None
         self._escaped: dict[str, str] | None = None
         self._model_of_node: dict[str, str] = {}  # node id -> model id, from every report that named it
+        self._from_items: set[str] = set()  # models whose record came from their own item
 
     def discovered(self) -> set[str]:
         if self._discovered is None:
@@ -77,15 +78,19 @@ class BatchSession:
         self.expected |= {i for i in nodeids if self.model_of(i)}
 
     def record(self, report) -> None:
-        """A test's report: its model's record (with the test's outcome), or, for a test that
-        failed before the model had a result (a dead worker, the outer timeout), a crash."""
+        """A test's report: its model's record (with the test's outcome; for a test of your own that
+        took the model's conversion, the model's own verdict, unless the model's item gave one), or,
+        for a test that failed before the model had a result (a dead worker, the outer timeout), a crash."""
         model_id = getattr(report, "tflite_model_id", None)
         if model_id:
             self._model_of_node[report.nodeid] = model_id
         data = getattr(report, "tflite_result", None)
-        if data is not None:
-            result = dataclasses.replace(Result.from_dict(data), outcome=outcome_of(report))
+        judged = getattr(report, "tflite_outcome", None)  # a test of your own: the model's verdict, not the test's
+        if data is not None and not (judged and model_id in self._from_items):  # the model's own item speaks for it
+            result = dataclasses.replace(Result.from_dict(data), outcome=Outcome(judged) if judged else outcome_of(report))
             self.records[result.model_id] = result
+            if not judged:
+                self._from_items.add(result.model_id)
         elif report.failed and (model_id := model_id or self.model_of(report.nodeid)) and model_id not in self.records:
             # a report xdist built for a dead worker carries no id of ours (and an xdist without
             # pytest_handlecrashitem never tells us the item): its node id names the model

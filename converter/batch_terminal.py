@@ -29,7 +29,7 @@ def header_lines(s: Settings, *, cache_note: str | None, capped: int | None, upd
              f"{'' if s.preload else '; no preloaded process'}"]
     lines += [f"cache: {cache_note}"] if cache_note else []
     lines += [f"workers: -n {capped} capped at {s.max_conversions}: more would only wait for a conversion "
-              "slot (--max-conversions)"] if capped else []
+              "slot (--tflite-max-conversions)"] if capped else []
     return lines + [
         f"baseline: {s.baseline}{' (will be rewritten)' if update else ''}"
         f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]

@@ -4,7 +4,7 @@ The key covers what a conversion depends on: the bytes the conversion child load
 their digest, so a file replaced while its run waited is cached under its new bytes), the code
 in the model's folder and its sub-packages, and in the folders it may import from besides (PYTHONPATH,
 the project root), that a factory or a trusted pickle runs, the spec less
-its tolerances, --fail-on-vacuous, the harness's conversion code (converter/stages/ and the files
+its tolerances, --tflite-fail-on-vacuous, the harness's conversion code (converter/stages/ and the files
 both sides share) and the tool versions. A restored record must have been made from the bytes being
 tested (its model digest), or another model's entry copied under this key would pass as this one.
 Not the thread count, the memory ceiling, the tolerances or the report code: none changes what is

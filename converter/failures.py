@@ -109,7 +109,7 @@ _STAGE_KINDS = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EX
                 Stage.SAVEDMODEL: FailureKind.SAVEDMODEL_ERROR, Stage.TFLITE: FailureKind.TFLITE_ERROR,
                 Stage.VERIFY: FailureKind.TFLITE_ERROR}
 
-MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --memory-limit-mb, fewer -n "
+MEMORY_ADVICE = ("give the conversion more memory (memory_limit_mb, --tflite-memory-limit-mb, fewer -n "
                  "workers) or convert with a smaller input shape")
 MEMORY_MARKERS = ("bad_alloc", "bad allocation", "MemoryError", "Cannot allocate memory", "OOM when allocating")
 
@@ -118,7 +118,7 @@ def is_memory_error(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or any(m in f"{type(exc).__name__}: {exc}" for m in MEMORY_MARKERS)
 
 
-DISK_ADVICE = "free space on that disk, or give the run other folders (--reports-dir, --tflite-dir, TMPDIR)"
+DISK_ADVICE = "free space on that disk, or give the run other folders (--tflite-reports-dir, --tflite-dir, TMPDIR)"
 DISK_MARKERS = ("No space left on device", "Disk quota exceeded")
 
 

@@ -94,7 +94,7 @@ def status_line(done: int, total: int | None, running: list[Running], fraction: 
     head = f"[tflite] {done}/{total} done" if total else f"[tflite] {done} done"
     if running:
         head += "; converting: " + ", ".join(r.describe(fraction) for r in running)
-    if waiting:  # more workers than the machine's slots (--max-conversions)
+    if waiting:  # more workers than the machine's slots (--tflite-max-conversions)
         head += f"; {waiting} waiting for a conversion slot"
     return head
 
@@ -142,7 +142,7 @@ class StageTicker:
         if progress.get("waiting"):  # for one of the machine's conversion slots (another run holds them)
             if not self.waited:
                 self.waited = True
-                self._line(f"{self.model_id}: waiting for a conversion slot (--max-conversions)")
+                self._line(f"{self.model_id}: waiting for a conversion slot (--tflite-max-conversions)")
             return
         stage = progress.get("stage")
         # a stage shorter than the watch's poll is never seen running: its seconds say it ran

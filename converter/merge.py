@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 from .protocol import write_bytes_atomic
 from .results import SCHEMA_VERSION, Outcome, Result
-from .settings import BY_OPTION, SettingsError, argparse_help, option_kwargs, resolve
+from .settings import BASELINE_UPDATE, BY_OPTION, SettingsError, argparse_help, flag_of, option_kwargs, resolve
 from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
@@ -222,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for name in MERGED_SETTINGS:
         setting = BY_OPTION[name]
-        parser.add_argument(setting.flag, dest=name, default=None,
+        parser.add_argument(setting.short_flag, setting.flag, dest=name, default=None,  # its own spelling, and pytest's
                             help=argparse_help(f"{OWN_HELP.get(name, setting.help)} [env {setting.env}]"),
                             **option_kwargs(setting))
-    parser.add_argument("--baseline-update", action="store_true",
+    parser.add_argument("--baseline-update", flag_of(BASELINE_UPDATE), action="store_true",
                         help="rewrite the baseline from the merged shards instead of gating on it")
     return parser
 

@@ -1,6 +1,7 @@
 """The plugin's own collection: a node per models folder, per model file, and per model (the
-item), and the one conversion a model gets per process, shared by the item and the `conversion`
-fixture. Which files are models is discovery's; the settings are the plugin's (SETTINGS_KEY).
+item); the parameters of a test of your own that takes the `model_case` or `conversion` fixture;
+and the one conversion a model gets per process, shared by the item and the fixture. Which files
+are models is discovery's; the settings are the plugin's (SETTINGS_KEY).
 """
 from __future__ import annotations
 
@@ -14,15 +15,25 @@ from .columns import junit_properties
 from .discovery import discover
 from .protocol import LOG_FILE
 from .pytest_internals import message_only
-from .results import Result
+from .results import Outcome, Result
 from .runner import convert_case
-from .settings import Settings
+from .settings import BY_NAME, Settings
 
 OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own timeout did not
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
 CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
+ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
+OUTCOME_ON_ITEM = pytest.StashKey[Outcome]()  # the model's verdict, on a test of your own that took its conversion
+# what the `model_case` and `conversion` fixtures take, parametrized per model: a name of the
+# harness's own, so that a repository's own fixture named `model_case` is never parametrized
+CASE_FIXTURE = "_tflite_case"
+MODELS = BY_NAME["models_dirs"]
+
+
+def active(config) -> bool:
+    return config.stash.get(ACTIVE_KEY, False)
 
 
 def absolute(path) -> Path:
@@ -38,14 +49,73 @@ def cases(config):
     return config.stash[CASES_KEY]
 
 
-def marks(config, case) -> list:
-    """The timeout and, for a model expected to fail, the strict xfail of its test."""
+def timeout_mark(config, case):
     # a conversion may wait up to its timeout for a machine slot, then take up to its timeout
-    timeout = 2 * (case.spec.timeout if case.spec else config.stash[SETTINGS_KEY].timeout) + OUTER_TIMEOUT_MARGIN
-    given = [pytest.mark.timeout(timeout)]
+    return pytest.mark.timeout(2 * (case.spec.timeout if case.spec else config.stash[SETTINGS_KEY].timeout)
+                               + OUTER_TIMEOUT_MARGIN)
+
+
+def marks(config, case) -> list:
+    """The model's own item: the timeout and, for a model expected to fail, the strict xfail."""
+    given = [timeout_mark(config, case)]
     if case.spec and case.spec.expect:
         given.append(pytest.mark.xfail(reason=case.spec.expect.reason, strict=True, raises=ExpectedConversionFailure))
     return given
+
+
+def fixture_params(config) -> list:
+    """A test of your own taking `model_case` or `conversion`: one parameter per model, with the
+    timeout only (a model's [expect] is about its conversion, not about your test), also in a run
+    that leaves the models folder out (`pytest tests/`: `conversion` then skips). Where there is
+    no model to run it for, one skipped parameter says why."""
+    settings = config.stash[SETTINGS_KEY]
+    found = cases(config) if settings.models_dirs else []
+    if not found:
+        why = (f"no model files (.pt, .pth, .pt2) under {', '.join(map(str, settings.models_dirs))}" if settings.models_dirs
+               else f"no models folder is set: pass {MODELS.flag} DIR or set {MODELS.ini} in the ini file")
+        return [pytest.param(None, id="no-models", marks=pytest.mark.skip(reason=why))]
+    return [pytest.param(case, id=case.model_id, marks=[timeout_mark(config, case)]) for case in found]
+
+
+def conversion_for_test(config, case, node) -> Result:
+    """The model's conversion for a test of your own: its verified Result; for a model that failed,
+    the test fails with the model's one-line verdict instead (or is skipped when the model fails
+    as its [expect] says: its own item xfails). Converted only in a run that converts models."""
+    if not active(config):
+        folder = os.path.relpath(case.root, config.invocation_params.dir)
+        pytest.skip(f"{case.model_id}: this run converts nothing, as it leaves out the models folder {folder}: name it "
+                    f"too (pytest {folder} ...) or pass {MODELS.flag} {folder}")
+    result = node.stash[RESULT_ON_ITEM] = converted(config, case)
+    expect = case.spec.expect if case.spec else None
+    outcome, verdict = Outcome.PASSED, ""
+    try:
+        assert_conversion(result, expect)
+    except ExpectedConversionFailure as exc:
+        outcome, verdict = Outcome.XFAILED, f"{exc} (expected: {expect.reason})"
+    except AssertionError as exc:
+        outcome, verdict = Outcome.FAILED, str(exc)  # a model that converted against its [expect] too, as its item says
+    node.stash[OUTCOME_ON_ITEM] = outcome
+    if outcome is Outcome.XFAILED:
+        pytest.skip(verdict)
+    if not result.passed:
+        pytest.fail(verdict, pytrace=False)
+    return result
+
+
+def label_report(item, report) -> None:
+    """Plain data on a test's report (it travels from xdist workers to the controller): the model
+    it tested, and its Result once known (from the call; from the setup where `conversion` failed
+    or skipped the test), with the model's own verdict where the test is one of your own."""
+    case = getattr(item, "case", None) or (getattr(item, "callspec", None) and item.callspec.params.get(CASE_FIXTURE))
+    if case is None:
+        return
+    report.tflite_model_id = case.model_id
+    result = item.stash.get(RESULT_ON_ITEM, None)
+    if result is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
+        report.tflite_result = result.to_dict()
+        outcome = item.stash.get(OUTCOME_ON_ITEM, None)
+        if outcome is not None:
+            report.tflite_outcome = outcome.value
 
 
 class ModelsDir(pytest.Dir):

@@ -94,7 +94,7 @@ class RunLock:
             except Timeout:
                 self.release()
                 raise OutputsError(f"{what} {folder} is in use by another run ({_owner(folder)}): wait for it "
-                                   "to end, or give this run its own --reports-dir and --tflite-dir") from None
+                                   "to end, or give this run its own --tflite-reports-dir and --tflite-dir") from None
             self._held.append(lock)
             _write_owner(folder)
         return self
@@ -154,7 +154,7 @@ def disjoint(folders: dict[str, Path]) -> None:
             if folder == place or folder in place.parents or place in folder.parents:
                 how = "is" if folder == place else "overlaps"
                 raise OutputsError(f"the {what} and the {other} must be apart: {folders[what]} {how} "
-                                   f"{folders[other]}; give --tflite-dir and --reports-dir folders of their own")
+                                   f"{folders[other]}; give --tflite-dir and --tflite-reports-dir folders of their own")
 
 
 def prepare(tflite_dir: Path, reports_dir: Path, *, lock: bool = True) -> RunLock | None:

@@ -7,7 +7,9 @@ writes to the terminal, `Config.get_terminal_writer` says whether a line is open
 """
 from __future__ import annotations
 
+import copy
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -84,3 +86,56 @@ def message_only(text: str):
     from _pytest._code.code import ReprExceptionInfo, ReprTracebackNative
 
     return ReprExceptionInfo(reprtraceback=ReprTracebackNative([text.rstrip("\n") + "\n"]), reprcrash=None)
+
+
+def rootdir_without_option_values(config, parser, args: list[str], flags: set[str]) -> bool:
+    """Picks pytest's rootdir and ini file again, without the values of the harness's options.
+
+    pytest picks them from the command line's path arguments before it loads installed plugins,
+    so it does not know this plugin's options yet: in `pytest --tflite-reports-dir /tmp/run2`
+    (a space, not `=`) it takes the existing /tmp/run2 for a path to test, roots the run there,
+    and never reads the repository's ini file (no models folder, nothing collected, exit 5).
+    Called before the conftests load (pytest_load_initial_conftests), when the options are known:
+    where the values of `flags` given as tokens of their own changed what pytest picked, the
+    rootdir, the ini file and its values, the `addopts` and `pythonpath` it names, the conftest
+    cut-off and the initial paths are set as pytest would have set them. (`minversion` and
+    `required_plugins` of that ini file are not checked again.) True when it changed anything.
+
+    pytest has no public way to do this. Checked against pytest 9.2: `determine_setup` in
+    `_pytest.config.findpaths`, and the Config attributes `_rootpath`, `_inipath`, `_inicfg`,
+    `_ignored_config_files`, `_inicache`; tests/unit/test_batch_session.py fails when one of them
+    changes, and tests/e2e/test_plugin.py runs it for real."""
+    from _pytest.config.findpaths import determine_setup
+
+    from .settings import values_of
+
+    taken = [v for v in values_of(args, flags) if os.path.exists(Path(config.invocation_params.dir, v))]
+    if not taken:
+        return False
+    ns = config.known_args_namespace
+    paths = list(ns.file_or_dir)
+    for value in taken:  # an old spelling's value is still among them (the new spellings' are not)
+        if value in paths:
+            paths.remove(value)
+    rootpath, inipath, inicfg, ignored = determine_setup(
+        inifile=ns.inifilename, override_ini=ns.override_ini, args=paths, rootdir_cmd_arg=ns.rootdir or None,
+        invocation_dir=config.invocation_params.dir)
+    ns.file_or_dir = paths
+    if (rootpath, inipath) == (config.rootpath, config.inipath):
+        return False
+    derived_cutoff = str(config.inipath.parent if config.inipath else config.rootpath)
+    config._rootpath, config._inipath, config._inicfg, config._ignored_config_files = rootpath, inipath, inicfg, ignored
+    config._inicache.clear()
+    parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
+    addopts = list(config.getini("addopts"))
+    if addopts:  # the ini file pytest missed names options and plugins of its own
+        args[:] = addopts + args
+        config.pluginmanager.consider_preparse(addopts, exclude_only=False)
+        config.known_args_namespace = ns = parser.parse_known_args(args, namespace=copy.copy(config.option))
+        ns.file_or_dir = [a for a in ns.file_or_dir if a not in taken]
+    if ns.confcutdir in (None, derived_cutoff):  # not given: pytest derives it from the ini file
+        ns.confcutdir = str(inipath.parent if inipath else rootpath)
+    for path in reversed(config.getini("pythonpath")):
+        sys.path.insert(0, str(path))
+        config.add_cleanup(lambda p=str(path): sys.path.remove(p) if p in sys.path else None)
+    return True

@@ -1,16 +1,18 @@
 """pytest plugin: every discovered model is a test item converted in an isolated child.
 
 Installed, it is loaded by pytest's `pytest11` entry point everywhere and stays inert unless
-asked: a models folder given with --models-dir (or TFLITE_HARNESS_MODELS_DIR), or named by the
-ini key `models_dir` and inside what pytest collects (so `pytest tests` here converts nothing,
-and `pytest -n 4 model_cases` converts the bundled examples). It then collects the models itself
-(one item per model, `<models folder>::<model id>`), as pytest-mypy collects its checks: a
-repository needs nothing but its models. Your own tests can take the same conversions through
-the `model_case` and `conversion` fixtures.
+asked: a models folder given with --tflite-models-dir (or TFLITE_HARNESS_MODELS_DIR), or named by
+the ini key `tflite_models_dir` and inside what pytest collects (so `pytest tests` here converts
+nothing, and `pytest -n 4 model_cases` converts the bundled examples). It then collects the
+models itself (one item per model, `<models folder>::<model id>`), as pytest-mypy collects its
+checks: a repository needs nothing but its models. Your own tests can take the same conversions
+through the `model_case` and `conversion` fixtures. Its options and ini keys are all in the
+`tflite` namespace, so a repository's own option of a common name stays its own.
 
-Glue only: options, where it acts, fixtures and hooks of one to three lines. The items are
-model_items.py's; the controller's records, expected items and verdict are batch_session.py's;
-what the terminal shows is batch_terminal.py's; the conversions happen in converter/ (runner).
+Glue only: where it acts, fixtures and hooks of one to three lines. The options are
+plugin_options.py's; the items and the fixtures' parameters are model_items.py's; the
+controller's records, expected items and verdict are batch_session.py's; what the terminal
+shows is batch_terminal.py's; the conversions happen in converter/ (runner).
 """
 from __future__ import annotations
 
@@ -19,37 +21,48 @@ from pathlib import Path
 
 import pytest
 
-from . import cache, slots
+from . import cache, plugin_options, slots
 from .batch_session import BatchSession
 from .batch_terminal import StatusLine, header_lines, write_summary
 from .columns import junit_properties
 from .discovery import beyond_depth, too_deep_note
 from .environment import tool_versions
 from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
-from .model_items import CONVERSIONS_KEY, RESULT_ON_ITEM, SETTINGS_KEY, ModelItem, ModelsDir, absolute, cases, converted, marks
+from .model_items import (
+    ACTIVE_KEY,
+    CASE_FIXTURE,
+    CONVERSIONS_KEY,
+    SETTINGS_KEY,
+    ModelItem,
+    ModelsDir,
+    absolute,
+    active,
+    cases,
+    conversion_for_test,
+    fixture_params,
+    label_report,
+)
 from .output_folders import OutputsError, prepare, prune_unclaimed
 from .pytest_internals import escaped_id, guard_junit
 from .results import Result
-from .settings import BY_NAME, SETTINGS, Settings, SettingsError, argparse_help, option_kwargs, resolve
+from .settings import BASELINE_UPDATE, BY_NAME, SETTINGS, Settings, SettingsError, resolve
 
 LOCK_KEY = pytest.StashKey[object]()
 CAPPED_KEY = pytest.StashKey[int]()  # the -n the user gave, when it was more than the machine's slots
 CACHE_NOTE_KEY = pytest.StashKey[str]()  # why the cache is not used in this run
-ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
 FOLDER_NOTES_KEY = pytest.StashKey[str]()  # deliverables of models no longer there removed; folders too deep
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("tflite", "PyTorch -> TFLite conversion harness")
-    for setting in SETTINGS:  # every option, ini key and variable comes from the one table
-        group.addoption(setting.flag, dest=f"tflite_{setting.option}", default=None,
-                        help=argparse_help(f"{setting.help} [env {setting.env}, ini {setting.ini}]"),
-                        **option_kwargs(setting))
-        parser.addini(setting.ini, help=setting.help, type=setting.ini_type, default=None)
-        for old in setting.old("ini"):
-            parser.addini(old, help=f"deprecated: use {setting.ini}", type=setting.ini_type, default=None)
-    group.addoption("--baseline-update", dest="tflite_baseline_update", action="store_true",
-                    help="rewrite the baseline from this run instead of gating on it")
+    plugin_options.declare(parser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Before the conftests load: the rootdir pytest picked without knowing these options; after: the old spellings."""
+    plugin_options.before_conftests(early_config, parser, args)
+    yield
+    plugin_options.after_conftests(early_config, parser, args)
 
 
 def _workers(config) -> int:
@@ -76,14 +89,14 @@ def _settings(config) -> Settings:
     cli, ini = {}, {}
     invocation = Path(config.invocation_params.dir)
     for setting in SETTINGS:
-        value = config.getoption(f"tflite_{setting.option}")
+        value = config.getoption(plugin_options.dest(setting.option))
         if value and setting.path:  # relative to where pytest ran
             value = [str(invocation / v) for v in value] if isinstance(value, list) else str(invocation / value)
         cli[setting.option] = value
-        for key in [setting.ini] + setting.old("ini"):
-            ini[key] = config.getini(key)
+        ini[setting.ini] = config.getini(setting.ini)
     try:
-        return resolve(cli, os.environ, ini, workers=_workers(config), base=config.rootpath)
+        return resolve(cli, os.environ, ini, workers=_workers(config), base=config.rootpath,
+                       deprecated=config.stash.get(plugin_options.OLD_SPELLINGS_KEY, ()))
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -99,7 +112,7 @@ def _asked(config, settings: Settings) -> bool:
     what pytest collects (or containing it: `pytest models/sub` reruns part of a folder)."""
     if not settings.models_dirs:
         return False
-    if config.getoption("tflite_models_dir") or os.environ.get(BY_NAME["models_dirs"].env):
+    if config.getoption(plugin_options.dest("models_dir")) or os.environ.get(BY_NAME["models_dirs"].env):
         return True
     paths = _collected_paths(config)
     return any(_overlap(d, p) for d in map(absolute, settings.models_dirs) for p in paths)
@@ -110,16 +123,14 @@ def _overlap(folder: Path, path: Path) -> bool:
     return folder == path or path in folder.parents or folder in path.parents
 
 
-def active(config) -> bool:
-    return config.stash.get(ACTIVE_KEY, False)
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads the path
 def pytest_configure(config):
     settings = config.stash[SETTINGS_KEY] = _settings(config)
     config.stash[CONVERSIONS_KEY] = {}
     if getattr(config.option, "help", False) or getattr(config.option, "version", False):
         return
+    if not settings.models_dirs and (given := plugin_options.given(config)):
+        raise pytest.UsageError(plugin_options.no_models_folder(config, given))
     if not _asked(config, settings):
         return  # installed everywhere, it acts only where a models folder is asked for
     config.stash[ACTIVE_KEY] = True
@@ -205,26 +216,26 @@ def pytest_report_header(config):
     if not active(config):
         return []
     return header_lines(config.stash[SETTINGS_KEY], cache_note=config.stash.get(CACHE_NOTE_KEY, None),
-                        capped=config.stash.get(CAPPED_KEY, None), update=config.getoption("tflite_baseline_update"))
+                        capped=config.stash.get(CAPPED_KEY, None), update=config.getoption(plugin_options.dest(BASELINE_UPDATE)))
 
 
 def pytest_generate_tests(metafunc):
-    """Your own tests taking `model_case` run once per model, on the same conversions as the items."""
-    if "model_case" not in metafunc.fixturenames:
-        return
-    if not active(metafunc.config):
-        raise pytest.UsageError("no models folder asked for: pass --models-dir DIR or set models_dir in the ini file "
-                                "(pytest.ini)")
-    params = [pytest.param(case, id=case.model_id, marks=marks(metafunc.config, case))
-              for case in cases(metafunc.config)]
-    metafunc.parametrize("model_case", params)
+    """Your own tests taking `model_case` or `conversion` run once per model, on the same conversions as the items."""
+    if CASE_FIXTURE in metafunc.fixturenames:  # the harness's fixtures ask for it; a fixture of yours named alike does not
+        metafunc.parametrize(CASE_FIXTURE, fixture_params(metafunc.config))
 
 
 @pytest.fixture
-def conversion(request, model_case, record_property) -> Result:
-    """The model converted in its own child process, once per run; its figures go to JUnit."""
-    result = converted(request.config, model_case)
-    request.node.stash[RESULT_ON_ITEM] = result
+def model_case(_tflite_case):
+    """The discovered model (discovery.Case) your test runs for."""
+    return _tflite_case
+
+
+@pytest.fixture
+def conversion(request, _tflite_case, record_property) -> Result:
+    """The model converted in its own child process, once per run; its figures go to JUnit. A model
+    that failed fails your test with its one-line verdict (or skips it, where [expect] says so)."""
+    result = conversion_for_test(request.config, _tflite_case, request.node)
     for name, value in junit_properties(result):
         record_property(name, value)
     return result
@@ -233,15 +244,7 @@ def conversion(request, model_case, record_property) -> Result:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    case = getattr(item, "case", None) or (getattr(item, "callspec", None) and item.callspec.params.get("model_case"))
-    if case is None:
-        return
-    # plain data on the report travels from xdist workers to the controller
-    report.tflite_model_id = case.model_id
-    result = item.stash.get(RESULT_ON_ITEM, None)
-    if result is not None and report.when == "call":
-        report.tflite_result = result.to_dict()
+    label_report(item, outcome.get_result())
 
 
 class ControllerHooks:
@@ -252,7 +255,7 @@ class ControllerHooks:
         self.config = config
         self.batch = BatchSession(config.stash[SETTINGS_KEY], discover=lambda: (c.model_id for c in cases(config)),
                                   escape=lambda model_id: escaped_id(model_id, config), rootpath=config.rootpath,
-                                  update=config.getoption("tflite_baseline_update"))
+                                  update=config.getoption(plugin_options.dest(BASELINE_UPDATE)))
         self.status = StatusLine(config, self.batch)
 
     def pytest_sessionstart(self, session):
@@ -260,7 +263,7 @@ class ControllerHooks:
 
     def pytest_collection_finish(self, session):
         self.batch.expect(item.nodeid for item in session.items
-                          if isinstance(item, ModelItem) or "model_case" in getattr(item, "fixturenames", ()))
+                          if isinstance(item, ModelItem) or CASE_FIXTURE in getattr(item, "fixturenames", ()))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids):

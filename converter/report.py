@@ -28,7 +28,7 @@ def format_result(result: Result, settings=None) -> str:
         lines.append(f"  warning: {caveat.describe()}")
     if result.cache_hit:
         lines.append("  restored from the cache: the same model bytes, spec and tools; its TFLite files run again and judged "
-                     "against today's tolerances (--no-cache converts it again)")
+                     "against today's tolerances (--tflite-no-cache converts it again)")
     for fix in result.fixes:
         lines.append(f"  fixed automatically: {fix.label} ({fix.reason})")
     if result.divergence:
@@ -138,6 +138,6 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
         lines += [f"- `{_cell(m)}`: {c.describe()}" for m, c in caveats]
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
-                  "unless --keep-intermediates).",
+                  "unless --tflite-keep-intermediates).",
               "", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(lines)

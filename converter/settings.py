@@ -2,8 +2,11 @@
 command line > environment > ini > default.
 
 The pytest options, the ini keys, the environment variables and the one-model CLI's flags are
-all generated from the table. Values stay plain strings until here (pytest-xdist ships option
-values to workers), and come out as one frozen Settings object.
+all generated from the table. A pytest plugin installed everywhere must never take a generic name,
+so every pytest option and ini key of the harness is in one namespace (NAMESPACE: `--tflite-...`,
+`tflite_...`); the environment's are prefixed already (TFLITE_HARNESS_), and the one-model CLI,
+a process of its own, also takes the short spellings (`--reports-dir`). Values stay plain strings
+until here (pytest-xdist ships option values to workers), and come out as one frozen Settings object.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
+NAMESPACE = "tflite_"  # of every pytest option and ini key: pytest shares one set of names among all plugins and conftests
 MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)
 MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at once
 
@@ -42,20 +46,22 @@ class Resolving:
 class Setting:
     """One harness setting, declared once: its Settings field, pytest option, ini key, environment
     variable and (where `cli`) the one-model CLI's flag all come from this row. `name` is the
-    Settings field it fills; `option` the one stem of its user-facing spellings, where it differs
+    Settings field it fills; `option` the one stem of its user-facing spellings, where it differs:
+    `--tflite-<stem>` and `tflite_<stem>` in pytest (a stem that starts with `tflite_` already keeps
+    it once), `$TFLITE_HARNESS_<STEM>`, and `--<stem>` or `--tflite-<stem>` on the CLI
     (tests/test_tables.py fails when the table and the Settings fields drift apart)."""
 
     name: str                    # the Settings field
     help: str
     default: str | None = None
-    option: str = ""             # --conversion-timeout / ini conversion_timeout / $TFLITE_HARNESS_CONVERSION_TIMEOUT
+    option: str = ""             # --tflite-conversion-timeout, ini tflite_conversion_timeout, $TFLITE_HARNESS_CONVERSION_TIMEOUT
     limit: str | None = None     # the LIMITS row that bounds it (the same bounds as in sidecars)
     repeatable: bool = False     # the flag may be repeated; environment and ini separate values with ';'
     path: bool = False           # relative to where pytest runs (flag) or to the rootdir (others)
     cli: bool = False            # also a flag of `python -m converter`
     ini_type: str = "string"     # pytest's typed ini keys: "paths", "linelist", "string"
     switch: bool = False         # on/off: a flag without a value; "1", "true", "yes" elsewhere
-    aliases: tuple[str, ...] = ()  # old spellings, one release: "cli:--timeout", "ini:default_input_shape", "env:..."
+    aliases: tuple[str, ...] = ()  # old spellings, one release: "cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT"
     parse: Callable[[str], object] | None = None  # a value that is neither a path, a number nor a switch
     check_given: Callable[[str], object] | None = None  # checks a flag's value where it is given (one of them)
     # what the value becomes once every setting is read (a default that depends on the machine)
@@ -67,19 +73,36 @@ class Setting:
 
     @property
     def flag(self) -> str:
+        """The pytest option (also taken by the CLI and the merge)."""
+        return flag_of(self.option)
+
+    @property
+    def short_flag(self) -> str:
+        """The CLI's and the merge's own spelling; in pytest, a deprecated one (see renamed_flags)."""
         return "--" + self.option.replace("_", "-")
 
     @property
     def ini(self) -> str:
-        return self.option
+        return namespaced(self.option)
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.option.upper()
 
     def old(self, where: str) -> list[str]:
-        """Deprecated spellings of one kind: "cli" flags (of `python -m converter`), "ini" keys, "env" variables."""
+        """Deprecated spellings of one kind: "cli" flags (of `python -m converter`), "env" variables. No old ini
+        key is kept: an ini key is one name shared by pytest, every plugin and every conftest (a later
+        `addini` of the same name replaces the earlier without a word), so an alias could read another
+        tool's value as the harness's."""
         return [a.split(":", 1)[1] for a in self.aliases if a.startswith(where + ":")]
+
+
+def namespaced(stem: str) -> str:
+    return stem if stem.startswith(NAMESPACE) else NAMESPACE + stem
+
+
+def flag_of(stem: str) -> str:
+    return "--" + namespaced(stem).replace("_", "-")
 
 
 def _shapes(value) -> tuple[tuple[int, ...], ...]:
@@ -99,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
             "per-model artifacts go", "reports", path=True, cli=True, aliases=("cli:--reports",)),
     Setting("input_shapes", "input shape for models whose .toml gives none, e.g. 1,3,224,224 (repeat for "
             "several inputs)", option="input_shape", repeatable=True, cli=True, ini_type="linelist",
-            aliases=("ini:default_input_shape",), parse=_shapes, check_given=parse_shape),
+            parse=_shapes, check_given=parse_shape),
     Setting("deliverables", "the TFLite recipes to build and verify, in order of preference, for models whose "
             f".toml names none: {', '.join(RECIPES)} (the first that verifies is delivered)",
             ",".join(DEFAULT_DELIVERABLES), cli=True, parse=check_deliverables),
@@ -142,6 +165,48 @@ SETTINGS: tuple[Setting, ...] = (
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 BY_OPTION = {s.option: s for s in SETTINGS}
+BASELINE_UPDATE = "baseline_update"  # a switch of the pytest plugin and the merge, never a setting of the environment or ini
+
+
+def renamed_flags() -> dict[str, str]:
+    """The pytest options' spellings from before the namespace -> today's (`--reports-dir` ->
+    `--tflite-reports-dir`). The plugin never declares the old ones (a repository whose conftest
+    declares `--baseline` would fail to start): it reads them off the command line only where no
+    other plugin or conftest declares the name (rename_old_flags)."""
+    stems = [s.option for s in SETTINGS] + [BASELINE_UPDATE]
+    return {"--" + stem.replace("_", "-"): flag_of(stem) for stem in stems if not stem.startswith(NAMESPACE)}
+
+
+def value_flags() -> set[str]:
+    """Every pytest spelling of a setting that takes a value, old or new: pytest may have taken the
+    value that follows it for a path to test (see pytest_internals.rootdir_without_option_values)."""
+    renamed = renamed_flags()
+    return {f for s in SETTINGS if not s.switch for f in (s.flag, *[o for o, n in renamed.items() if n == s.flag])}
+
+
+def rename_old_flags(args: list[str], unclaimed: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """The command line with each old spelling that `unclaimed(old)` says no one else declares
+    replaced by today's (`--baseline x` or `--baseline=x`), and a deprecation note for each.
+    Nothing after a bare `--` is touched."""
+    renamed = renamed_flags()
+    out: list[str] = []
+    notes: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if name in renamed and unclaimed(name):
+            out.append(renamed[name] + eq + value)
+            notes.append(f"{name} is deprecated: use {renamed[name]}")
+        else:
+            out.append(arg)
+    return out, list(dict.fromkeys(notes))
+
+
+def values_of(args: list[str], flags: set[str]) -> list[str]:
+    """The values given to `flags` as a token of their own (`--tflite-dir /x`, not `--tflite-dir=/x`)."""
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in flags and "--" not in args[:i]]
 
 
 @dataclass(frozen=True)
@@ -158,7 +223,7 @@ class Settings:
     threads: int
     baseline: Path
     thresholds: Thresholds
-    cache_dir: Path | None = None  # None: --no-cache, or a cache folder that cannot be used
+    cache_dir: Path | None = None  # None: --tflite-no-cache, or a cache folder that cannot be used
     no_cache: bool = False
     keep_intermediates: bool = False
     preload: bool = True
@@ -236,11 +301,8 @@ def _pick(setting: Setting, cli, env: Mapping[str, str], ini: Mapping[str, objec
             if var != setting.env:
                 deprecated.append(f"${var} is deprecated: use ${setting.env}")
             return env[var], f"${var}"
-    for key in [setting.ini] + setting.old("ini"):
-        if ini.get(key) not in (None, "", [], ()):
-            if key != setting.ini:
-                deprecated.append(f"ini key {key} is deprecated: use {setting.ini}")
-            return ini[key], f"ini {key}"
+    if ini.get(setting.ini) not in (None, "", [], ()):
+        return ini[setting.ini], f"ini {setting.ini}"
     return setting.default, "default"
 
 
@@ -268,8 +330,10 @@ def _split(value) -> list[str]:
 def resolve(cli: Mapping[str, object], env: Mapping[str, str] | None = None,
             ini: Mapping[str, object] | None = None, *, workers: int = 1, base: Path | None = None,
             deprecated: Iterable[str] = ()) -> Settings:
-    """cli: option (`conversion_timeout`) -> value given on the command line; ini: ini key ->
-    value (pytest's getini). Each row is read the same way; its `then` finishes it."""
+    """cli: option stem (`conversion_timeout`) -> value given on the command line; ini: ini key
+    (`tflite_conversion_timeout`) -> value (pytest's getini); deprecated: old spellings already
+    read elsewhere (the command line's), said with the others. Each row is read the same way; its
+    `then` finishes it."""
     env = os.environ if env is None else env
     ini = ini or {}
     base = Path(base or Path.cwd())

@@ -113,7 +113,7 @@ def conversion_slot(count: int, folder: Path | None = None, on_wait: Callable[[f
         waited = time.monotonic() - start
         if limit is not None and waited > limit:
             raise NoSlot(f"no conversion slot came free within {limit:g} s: other conversions on this machine held "
-                         f"all {count} of them (--max-conversions)")
+                         f"all {count} of them (--tflite-max-conversions)")
         if on_wait is not None:
             on_wait(waited)
         time.sleep(POLL_SECONDS)

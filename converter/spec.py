@@ -444,7 +444,7 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
     if "inputs" not in merged and model_path.suffix != ".pt2":
         raise SpecError(where, "inputs", "no input shape from any source: add [[inputs]] with a shape to "
                         f"{side.name} (or to a {DEFAULTS_FILE} in the folder, for all its models), or set "
-                        f"--input-shape / the ini key input_shape{'; and ' + factory if needs_factory else ''}")
+                        f"--tflite-input-shape / the ini key tflite_input_shape{'; and ' + factory if needs_factory else ''}")
     if needs_factory:
         raise SpecError(where, "factory", factory)
     return ModelSpec(model_id=model_id, path=str(model_path), tolerance=tolerance,

@@ -82,5 +82,5 @@ def judge(result: Result, spec) -> Result:
     stage = Stage.VERIFY if chosen is not None and not chosen.passed else Stage.SAVEDMODEL
     return dataclasses.replace(result, status="failed", delivered=None, fixes=fixes,
                                failure=Failure(problem.kind, stage, normalise_message(
-                                   f"{problem.message} (judged again from the cache; --no-cache converts and "
+                                   f"{problem.message} (judged again from the cache; --tflite-no-cache converts and "
                                    "diagnoses it)")))

@@ -27,7 +27,7 @@ def write(path, text=""):
 
 def run(pytester, *args):
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
-                                         "--conversion-threads=1", *args)
+                                         "--tflite-conversion-threads=1", *args)
 
 
 def settings_for(tmp_path, **cli):

@@ -101,7 +101,7 @@ def load(ctx: Context, cp: Checkpoint) -> Checkpoint:
         cp = cp.with_fixes(flatten_fix(structure.kind, tuple(names)))
     if found and ctx.fail_on_vacuous:  # before the calibration samples: nothing else is worth reading
         return dataclasses.replace(cp, problem=Problem(FailureKind.VACUOUS_CHECK,
-                                                       found[0].describe() + " (--fail-on-vacuous)"))
+                                                       found[0].describe() + " (--tflite-fail-on-vacuous)"))
     return dataclasses.replace(cp, **_samples(spec, loaded, seeded, run_torch))
 
 

@@ -47,14 +47,14 @@ def test_a_tampered_entry_is_detected_and_rebuilt(tmp_path):
 
 def test_a_hit_shows_in_junit_and_the_summaries(harness):
     builders.torchscript_cnn(harness.path / "models", name="net")
-    run(harness, "--models-dir", "models").assert_outcomes(passed=1)
-    warm = run(harness, "--models-dir", "models")
+    run(harness, "--tflite-models-dir", "models").assert_outcomes(passed=1)
+    warm = run(harness, "--tflite-models-dir", "models")
     warm.assert_outcomes(passed=1)
     assert 'name="cache_hit" value="hit"' in (harness.path / "junit.xml").read_text()
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["table"]
     assert rows["net"]["cache_hit"] == "hit" and (harness.path / "tflite_models" / "net.tflite").is_file()
     assert "| cache |" in (harness.path / "reports" / "summary.md").read_text()
-    cold = run(harness, "--models-dir", "models", "--no-cache")
+    cold = run(harness, "--tflite-models-dir", "models", "--tflite-no-cache")
     cold.assert_outcomes(passed=1)
     assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
 

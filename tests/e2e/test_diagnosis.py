@@ -81,7 +81,7 @@ def test_an_output_that_ignores_its_input_warns_on_the_cli_and_fails_only_when_a
     assert result.export is None  # refused before any conversion
     (line,) = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("flat: load failed")]
     assert line.startswith("flat: load failed [vacuous_check]: the numeric check of output 'scores' proves little")
-    assert line.endswith("(--fail-on-vacuous)")
+    assert line.endswith("(--tflite-fail-on-vacuous)")
     assert not (tmp_path / "out" / "flat.tflite").exists()  # the earlier deliverable no longer stands
 
 
@@ -89,7 +89,7 @@ def test_a_vacuous_output_is_named_in_junit_the_summaries_and_the_terminal(harne
     models = harness.path / "models"
     flat_model(models)
     builders.torchscript_cnn(models, name="cnn")  # an output that follows its input: no caveat
-    result = run(harness, "--models-dir", "models")
+    result = run(harness, "--tflite-models-dir", "models")
     result.assert_outcomes(passed=2)
     text = result.stdout.str()
     warned = [ln.strip() for ln in result.outlines if ln.strip().startswith("warning ")]

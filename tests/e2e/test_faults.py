@@ -25,7 +25,7 @@ from ..support import ROOT, convert, run, settings_for
 
 
 def pytest_command(*args) -> str:
-    return shlex.join([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--conversion-threads=1", *args])
+    return shlex.join([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--tflite-conversion-threads=1", *args])
 
 
 def cli_command(*args) -> list[str]:
@@ -44,7 +44,7 @@ def test_a_full_reports_disk_is_one_line_per_model_and_removes_no_deliverable(ha
     models = harness.path / "models"
     builders.torchscript_cnn(models, name="a_net")
     builders.torchscript_cnn(models, name="b_net", seed=1)
-    batch = pytest_command("--models-dir", "models", "--junitxml=reports/junit.xml")
+    batch = pytest_command("--tflite-models-dir", "models", "--junitxml=reports/junit.xml")
     # run 1 fills the folders; then the reports disk fills up (its summaries stay, stale), and the
     # unchanged models run again, restored from the cache (run 2) and converted afresh (run 3)
     script = f"""
@@ -53,7 +53,7 @@ cp -r tflite_models delivered_by_run1
 rm -r reports/artifacts
 {FILL.format("reports")}
 {batch} > run2.txt 2>&1; echo $? > run2.rc
-{batch} --no-cache > run3.txt 2>&1; echo $? > run3.rc
+{batch} --tflite-no-cache > run3.txt 2>&1; echo $? > run3.rc
 ls -A reports > reports_after.txt
 cat reports/junit.xml > junit_after.xml 2>/dev/null || true
 """
@@ -205,7 +205,7 @@ def test_a_cache_folder_others_can_write_is_not_used_and_the_run_says_so(tmp_pat
 @needs_mounts
 def test_a_read_only_cache_is_said_once_and_the_model_still_passes(harness):
     builders.torchscript_cnn(harness.path / "models", name="net")
-    script = f"{pytest_command('--models-dir', 'models', '--junitxml=junit.xml')} > out.txt 2>&1; echo $? > rc"
+    script = f"{pytest_command('--tflite-models-dir', 'models', '--junitxml=junit.xml')} > out.txt 2>&1; echo $? > rc"
     run_mounted({harness.path / ".tflite_cache": "ro"}, script, cwd=harness.path)
     out = (harness.path / "out.txt").read_text()
     assert (harness.path / "rc").read_text().strip() == "0", out
@@ -229,7 +229,7 @@ def test_symlinks_fifos_and_devices_are_cases_of_their_own(harness, tmp_path):
     (models / "dangling.pt").symlink_to(tmp_path / "gone.pt")
     for name in ("fifo", "zero", "dangling"):
         (models / f"{name}.toml").write_text("[[inputs]]\nshape = [1, 3, 16, 16]\n")
-    result = run(harness, "--models-dir", "models")
+    result = run(harness, "--tflite-models-dir", "models")
     result.assert_outcomes(passed=2, failed=3)
     out = result.stdout.str()
     no_traceback(out)

@@ -308,7 +308,7 @@ def test_ops_without_a_legacy_symbolic_get_one_and_are_verified(tmp_path):
 def test_fixes_reach_junit_the_summaries_and_the_baseline(harness):
     models = harness.path / "models"
     builders.factory_model(models, "trig", TRIG_SOURCE, "trigs:trig", (1, 8))
-    assert run(harness, "--models-dir", "models", "--baseline-update").ret == 0
+    assert run(harness, "--tflite-models-dir", "models", "--tflite-baseline-update").ret == 0
     baseline = json.loads((harness.path / "tflite_baseline.json").read_text())
     assert baseline["models"]["trig"]["fixes_applied"].startswith("pseudo_ops:acos; pseudo_ops:asin")
     cases = ET.parse(harness.path / "junit.xml").getroot().iter("testcase")
@@ -317,6 +317,6 @@ def test_fixes_reach_junit_the_summaries_and_the_baseline(harness):
     assert "| fixes applied |" in (harness.path / "reports" / "summary.md").read_text()
     # a change in the fixes a model needs is reported, never gated
     (models / "trig.toml").write_text('pseudo_ops = ["erf"]\n' + (models / "trig.toml").read_text())
-    rerun = run(harness, "--models-dir", "models")
+    rerun = run(harness, "--tflite-models-dir", "models")
     assert rerun.ret == 0
     rerun.stdout.fnmatch_lines(["note trig: fixes_applied changed: pseudo_ops:acos; * -> pseudo_ops:acos; *"])

@@ -21,13 +21,13 @@ def test_regression_flow(harness):
     with open(models / "leaving.toml", "a") as fh:
         fh.write('[expect]\nkind = "untrusted_pickle"\nreason = "not opted in"\n')
     builders.torchscript_mlp(models, "fails_later")
-    args = [*workers, "--models-dir", "models"]
+    args = [*workers, "--tflite-models-dir", "models"]
 
     first = run(harness, *args, "-k", "mlp")
     assert first.ret == 0
-    first.stdout.fnmatch_lines(["*no baseline at *baseline.json*--baseline-update*"])
+    first.stdout.fnmatch_lines(["*no baseline at *baseline.json*--tflite-baseline-update*"])
 
-    update = run(harness, *args, "--baseline-update")
+    update = run(harness, *args, "--tflite-baseline-update")
     assert update.ret == 0
     baseline = json.loads((harness.path / "tflite_baseline.json").read_text())
     assert sorted(baseline["models"]) == ["fails_later", "leaving", "mlp", "wide"] and baseline["versions"]["onnx2tf"]
@@ -57,7 +57,7 @@ def test_regression_flow(harness):
     # size and error charts for the 3 converted models; seconds by stage for all 4 (the failed one too)
     assert (harness.path / "reports" / "summary.html").read_text().count("<svg") == 3 * 2 + 4
 
-    accept = run(harness, *args, "--baseline-update")  # accept the broken state (its failing test still fails) ...
+    accept = run(harness, *args, "--tflite-baseline-update")  # accept the broken state (its failing test still fails) ...
     accept.stdout.fnmatch_lines(["*baseline written: *baseline.json (4 models)*"])
     builders.torchscript_mlp(models, "mlp")                    # ... then mend it
     builders.torchscript_mlp(models, "wide")
@@ -66,10 +66,10 @@ def test_regression_flow(harness):
     assert mended.ret == 0
     mended.stdout.fnmatch_lines(["*improved fails_later: failed before (export_error), now passes*",
                                  "*improved mlp: DRQ error shrank*", "*improved wide: DRQ file shrank*",
-                                 "*update the baseline with --baseline-update*", "*no regression against*"])
+                                 "*update the baseline with --tflite-baseline-update*", "*no regression against*"])
 
 
 def test_bad_threshold_is_a_usage_error(harness):
-    result = run(harness, "--collect-only", "--regression-threshold", "size:10%")
+    result = run(harness, "--collect-only", "--tflite-regression-threshold", "size:10%")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--regression-threshold*bad regression threshold 'size:10%'*"])
+    result.stderr.fnmatch_lines(["*--tflite-regression-threshold*bad regression threshold 'size:10%'*"])

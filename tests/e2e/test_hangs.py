@@ -181,7 +181,7 @@ def test_a_1100_deep_folder_chain_in_the_models_folder_is_no_internal_error(harn
     (models / "noshape.pt").write_bytes(b"")  # fails at once (spec_error): the batch runs
     deep_chain(models, 1100)
     try:
-        result = harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models")
+        result = harness.runpytest_subprocess("-p", "no:cacheprovider", "--tflite-models-dir", "models")
     finally:
         remove_chain(models)
     output = result.stdout.str() + result.stderr.str()

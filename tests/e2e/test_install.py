@@ -1,8 +1,9 @@
 """The wheel, installed into a fresh environment, used from a folder that is not this repository:
-the console scripts, `pytest --models-dir` through the pytest11 entry point, and the CI recipe's
-merge job, run as written in an environment of its own. The first environment reuses the installed
-stack (a .pth file naming its site-packages) instead of downloading it again; nothing here reaches
-a package index."""
+the console scripts, `pytest` through the pytest11 entry point (its models folder named in the
+repository's ini file, its reports folder outside the repository, given with a space), and the CI
+recipe's merge job, run as written in an environment of its own. The first environment reuses the
+installed stack (a .pth file naming its site-packages) instead of downloading it again; nothing
+here reaches a package index."""
 from __future__ import annotations
 
 import base64
@@ -60,18 +61,26 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     version = run(venv / "bin" / "tflite-harness", "--version", cwd=project, env=env)
     assert version.returncode == 0 and version.stdout.strip() == f"tflite-harness {version_of_checkout()}"
     cli = run(venv / "bin" / "tflite-harness", "models/net.pt", "--tflite-dir", "cli_out", "--reports-dir", "cli_reports",
-              "--conversion-threads", "1", cwd=project, env=env)
+              "--tflite-conversion-threads", "1", cwd=project, env=env)  # the batch's spelling works here too
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
 
-    # a CI shard, as the recipe runs it (pytest-split's options aside); the installed plugin's modules
-    # are rewritten by pytest, and no `assert Failure(...) is None` line may join the message
-    batch = run(python, "-m", "pytest", "--models-dir", "models", "-n", "1", "--conversion-threads", "1",
-                "--reports-dir", "reports/shard-1", "-p", "no:cacheprovider", cwd=project, env={**env, "CI": "true"})
+    (project / "pytest.ini").write_text("[pytest]\ntflite_models_dir = models\n")
+    # a CI shard, as the recipe runs it (pytest-split's options aside), its reports folder an existing
+    # one outside the repository given with a space: pytest, which picks its rootdir before it loads
+    # the plugin, took it for a path to test and never read the ini file (0 items). The installed
+    # plugin's modules are rewritten by pytest, and no `assert Failure(...) is None` line may join
+    # the message
+    outside = tmp_path / "their_reports"
+    (outside / "shard-1").mkdir(parents=True)
+    (project / "reports").symlink_to(outside)  # where the merge job finds the shards it downloaded
+    batch = run(python, "-m", "pytest", "-n", "1", "--tflite-conversion-threads", "1",
+                "--tflite-reports-dir", outside / "shard-1", "-p", "no:cacheprovider", cwd=project,
+                env={**env, "CI": "true"})
     assert batch.returncode == 1, batch.stdout + batch.stderr
     assert batch.stdout.count("no input shape from any source") == 1 and "assert " not in batch.stdout, batch.stdout
     assert f"  next: {FailureKind.SPEC_ERROR.next_step}" in batch.stdout.splitlines()
-    shard = project / "reports" / "shard-1"
+    shard = outside / "shard-1"
     summary = json.loads((shard / "summary.json").read_text())
     assert summary["models"]["net"]["outcome"] == "passed" and (project / "tflite_models" / "net.tflite").is_file()
     assert 'name="net"' in (shard / "junit.xml").read_text()

@@ -22,12 +22,12 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
     builders.torchscript_cnn(models, name="a_net")
     builders.torchscript_cnn(models, name="b_net", seed=1)
     (models / "c_noshape.pt").write_bytes(b"")  # fails at once (spec_error): a failing model in a shard
-    full = run(harness, "--models-dir", "models", "--baseline-update")
+    full = run(harness, "--tflite-models-dir", "models", "--tflite-baseline-update")
     full.assert_outcomes(passed=2, failed=1)
 
-    shard1 = run(harness, "--models-dir", "models", "-k", "a_net", "--reports-dir", "shard1",
+    shard1 = run(harness, "--tflite-models-dir", "models", "-k", "a_net", "--tflite-reports-dir", "shard1",
                  "--junitxml=shard1/junit.xml")
-    shard2 = run(harness, "--models-dir", "models", "-k", "c_noshape", "--reports-dir", "shard2",
+    shard2 = run(harness, "--tflite-models-dir", "models", "-k", "c_noshape", "--tflite-reports-dir", "shard2",
                  "--junitxml=shard2/junit.xml")
     shard1.assert_outcomes(passed=1)
     shard2.assert_outcomes(failed=1)
@@ -45,7 +45,7 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
     cases = ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase")
     assert sorted(c.get("name") for c in cases) == ["a_net", "c_noshape"]
 
-    everything = run(harness, "--models-dir", "models", "-k", "b_net", "--reports-dir", "shard3",
+    everything = run(harness, "--tflite-models-dir", "models", "-k", "b_net", "--tflite-reports-dir", "shard3",
                      "--junitxml=shard3/junit.xml")
     everything.assert_outcomes(passed=1)
     complete = merge(harness, "shard1", "shard2", "shard3", "--reports-dir", "merged")
@@ -98,9 +98,9 @@ def test_a_merge_never_overwrites_a_shard_trusts_a_contradiction_or_blocks_on_a_
     models = harness.path / "models"
     builders.torchscript_cnn(models, name="a_net")
     (models / "c_noshape.pt").write_bytes(b"")
-    run(harness, "--models-dir", "models", "-k", "a_net", "--reports-dir", "shard1",
+    run(harness, "--tflite-models-dir", "models", "-k", "a_net", "--tflite-reports-dir", "shard1",
         "--junitxml=shard1/junit.xml").assert_outcomes(passed=1)
-    run(harness, "--models-dir", "models", "-k", "c_noshape", "--reports-dir", "shard2",
+    run(harness, "--tflite-models-dir", "models", "-k", "c_noshape", "--tflite-reports-dir", "shard2",
         "--junitxml=shard2/junit.xml").assert_outcomes(failed=1)
     shard1 = harness.path / "shard1"
     kept = {name: (shard1 / name).read_bytes() for name in ("summary.json", "junit.xml")}
@@ -162,9 +162,9 @@ def test_a_merge_never_overwrites_a_shard_trusts_a_contradiction_or_blocks_on_a_
 def test_collect_only_after_a_run_leaves_its_junit_report(harness):
     (harness.path / "models").mkdir()
     (harness.path / "models" / "noshape.pt").write_bytes(b"")
-    harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models").assert_outcomes(failed=1)
+    harness.runpytest_subprocess("-p", "no:cacheprovider", "--tflite-models-dir", "models").assert_outcomes(failed=1)
     junit = harness.path / "reports" / "junit.xml"  # where a run puts it unless told otherwise
     before = junit.read_bytes()
-    listed = harness.runpytest_subprocess("-p", "no:cacheprovider", "--models-dir", "models", "--collect-only", "-q")
+    listed = harness.runpytest_subprocess("-p", "no:cacheprovider", "--tflite-models-dir", "models", "--collect-only", "-q")
     assert listed.ret == 0 and "noshape" in listed.stdout.str()
     assert junit.read_bytes() == before

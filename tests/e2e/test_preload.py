@@ -127,15 +127,15 @@ def test_a_slot_held_by_a_killed_process_is_free_again(tmp_path):
 def test_the_batch_flags_for_preloading_and_slots_are_taken_and_shown(harness):
     for name in ("a_net", "b_net"):
         builders.torchscript_cnn(harness.path / "models", name=name)
-    result = run(harness, "--models-dir", "models", "--no-preload", "--max-conversions", "1", "-n", "2")
+    result = run(harness, "--tflite-models-dir", "models", "--tflite-no-preload", "--tflite-max-conversions", "1", "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*timeout 600 s; at most 1 at once on this machine; no preloaded process",
                                  "workers: -n 2 capped at 1: more would only wait for a conversion slot*",
                                  "created: 1/1 worker"])
     settings = json.loads((harness.path / "reports" / "summary.json").read_text())["settings"]
     assert settings["max_conversions"] == 1 and settings["preload"] is False
-    bad = run(harness, "--models-dir", "models", "--max-conversions", "0")
-    assert bad.ret == 4 and "argument --max-conversions: must be between 1 and 1024, not 0" in bad.stderr.str()
+    bad = run(harness, "--tflite-models-dir", "models", "--tflite-max-conversions", "0")
+    assert bad.ret == 4 and "argument --tflite-max-conversions: must be between 1 and 1024, not 0" in bad.stderr.str()
 
 
 def test_the_benchmark_measures_one_model_against_the_original_workflow(tmp_path):
@@ -176,7 +176,7 @@ def test_a_wait_for_a_slot_ends_with_a_one_line_reason(tmp_path):
                 raise AssertionError("got a slot another process holds")
         except NoSlot as exc:
             assert str(exc) == ("no conversion slot came free within 0.5 s: other conversions on this machine "
-                                "held all 1 of them (--max-conversions)")
+                                "held all 1 of them (--tflite-max-conversions)")
     finally:
         holder.kill()
         holder.join()

@@ -41,8 +41,8 @@ def test_the_batch_names_what_is_converting_and_what_is_slow(harness, monkeypatc
                            (1, 4))
     monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(harness.path / "pid"))
     monkeypatch.setenv("HARNESS_TEST_SLEEP", "6")  # slow by itself: over 5% of a timeout no loaded machine reaches
-    args = ("--models-dir", "models", "--status-interval", "1", "--slow-stage-fraction", "0.05",
-            "--conversion-timeout", "100", "--no-cache", *workers)  # a cache hit would convert nothing to report
+    args = ("--tflite-models-dir", "models", "--tflite-status-interval", "1", "--tflite-slow-stage-fraction", "0.05",
+            "--tflite-conversion-timeout", "100", "--tflite-no-cache", *workers)  # a cache hit would convert nothing to report
     result = run(harness, *args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; converting: slow (load, * s: slow, *% of its 100 s timeout)"])
@@ -72,7 +72,8 @@ def test_a_model_waiting_for_the_machines_conversion_slot_is_counted_in_the_stat
     holder = threading.Thread(target=hold_the_slot)
     holder.start()
     assert held.wait(600)
-    result = run(harness, "--models-dir", "models", "--status-interval", "1", "--max-conversions", "1", *workers)
+    result = run(harness, "--tflite-models-dir", "models", "--tflite-status-interval", "1", "--tflite-max-conversions", "1",
+                 *workers)
     holder.join()
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; 1 waiting for a conversion slot"])

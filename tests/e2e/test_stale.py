@@ -187,14 +187,14 @@ def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder
     models = harness.path / "models"
     for name in ("a_net", "b_net"):
         builders.torchscript_cnn(models / "sub", name=name, seed=len(name))
-    run(harness, "--models-dir", "models").assert_outcomes(passed=2)
+    run(harness, "--tflite-models-dir", "models").assert_outcomes(passed=2)
     out = harness.path / "tflite_models"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["a_net.tflite", "b_net.tflite"]
     (out / "notes.txt").write_text("the user's own file")
     for suffix in (".pt", ".toml"):
         (models / "sub" / f"a_net{suffix}").unlink()  # removed
         (models / "sub" / f"b_net{suffix}").rename(models / f"c_net{suffix}")  # renamed (and moved)
-    second = run(harness, "--models-dir", "models")
+    second = run(harness, "--tflite-models-dir", "models")
     second.assert_outcomes(passed=1)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["c_net.tflite"]
     assert (out / "notes.txt").read_text() == "the user's own file"
@@ -204,7 +204,7 @@ def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder
 
 def test_a_cache_the_controller_refuses_is_not_used_by_xdist_workers(harness):
     builders.torchscript_cnn(harness.path / "models", name="net")
-    args = ("--models-dir", "models", "--tflite-cache-dir", "cache")
+    args = ("--tflite-models-dir", "models", "--tflite-cache-dir", "cache")
     run(harness, *args).assert_outcomes(passed=1)
     run(harness, *args, "-n", "1").assert_outcomes(passed=1)
     assert 'name="cache_hit" value="hit"' in (harness.path / "junit.xml").read_text()  # a worker uses a good cache
@@ -223,7 +223,7 @@ def test_one_folder_for_deliverables_and_reports_is_refused_in_one_line(harness)
         done = cli(model, harness.path / tflite, harness.path / reports)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert f"the deliverables folder and the reports folder must be apart: {harness.path / tflite} {how}" in done.stderr
-        batch = run(harness, "--models-dir", "models", "--tflite-dir", tflite, "--reports-dir", reports)
+        batch = run(harness, "--tflite-models-dir", "models", "--tflite-dir", tflite, "--tflite-reports-dir", reports)
         assert batch.ret == 4 and "Traceback" not in batch.stdout.str() + batch.stderr.str()
         batch.stderr.fnmatch_lines(["ERROR: the deliverables folder and the reports folder must be apart: *"])
         assert not (harness.path / "out" / "net.tflite").exists() and not (harness.path / "rep").exists()

@@ -33,7 +33,7 @@ def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -
 
 def start_pytest(harness, *args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml=junit.xml",
-                             "--conversion-threads=1", *args], cwd=harness.path, env=env,
+                             "--tflite-conversion-threads=1", *args], cwd=harness.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -151,7 +151,7 @@ def test_cli_and_pytest_help_work():
     cli = subprocess.run([sys.executable, "-m", "converter", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "--memory-limit-mb" in cli.stdout and "80% of RAM" in cli.stdout
     batch = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert batch.returncode == 0 and "--conversion-timeout" in batch.stdout and "size:+10%" in batch.stdout
+    assert batch.returncode == 0 and "--tflite-conversion-timeout" in batch.stdout and "size:+10%" in batch.stdout
 
 
 def test_cli_takes_a_relative_path_from_anywhere_and_files_follow_the_umask(tmp_path):
@@ -186,8 +186,8 @@ def test_an_id_of_dot_clears_no_other_model_and_delivers_no_hidden_file(tmp_path
 def test_output_folders_that_are_files_are_one_line_usage_errors(harness):
     builders.torchscript_cnn(harness.path / "models", name="net")
     (harness.path / "taken").write_text("a file")
-    for option in ("--reports-dir", "--tflite-dir"):
-        result = run(harness, "--models-dir", "models", option, "taken")
+    for option in ("--tflite-reports-dir", "--tflite-dir"):
+        result = run(harness, "--tflite-models-dir", "models", option, "taken")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert "Traceback" not in result.stderr.str() + result.stdout.str()
         result.stderr.fnmatch_lines(["ERROR: * folder *taken is a file, not a folder"])
@@ -232,7 +232,7 @@ def test_a_second_run_on_the_same_folders_is_refused_and_the_first_keeps_its_res
     first = prepare(harness.path / "tflite_models", harness.path / "reports")  # a run in progress
     (harness.path / "reports" / "summary.json").write_text('{"the first run": "its summary"}')
     try:
-        second = run(harness, "--models-dir", "models")
+        second = run(harness, "--tflite-models-dir", "models")
         assert second.ret == pytest.ExitCode.USAGE_ERROR
         second.stderr.fnmatch_lines([f"ERROR: * is in use by another run (pid {os.getpid()}, *"])
         assert json.loads((harness.path / "reports" / "summary.json").read_text()) == {"the first run": "its summary"}
@@ -241,7 +241,7 @@ def test_a_second_run_on_the_same_folders_is_refused_and_the_first_keeps_its_res
         assert cli.returncode == 2 and "in use by another run" in cli.stderr
     finally:
         first.release()
-    assert run(harness, "--models-dir", "models").ret == pytest.ExitCode.TESTS_FAILED  # free once it ended
+    assert run(harness, "--tflite-models-dir", "models").ret == pytest.ExitCode.TESTS_FAILED  # free once it ended
 
 
 def test_absurd_numbers_in_sidecars_fail_their_model_not_the_session(harness):
@@ -251,7 +251,7 @@ def test_absurd_numbers_in_sidecars_fail_their_model_not_the_session(harness):
                        ("negative_seed", "seed = -1\n"), ("tiny_memory", "memory_limit_mb = 1\n")):
         (models / f"{name}.pt").write_bytes(b"")
         (models / f"{name}.toml").write_text(toml + ("" if "inputs" in toml else "[[inputs]]\nshape = [1, 4]\n"))
-    result = run(harness, "--models-dir", "models")
+    result = run(harness, "--tflite-models-dir", "models")
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(failed=4)
     rows = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]
@@ -269,11 +269,11 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
     (harness.path / "models").mkdir()
     (harness.path / "models" / "noshape.pt").write_bytes(b"")
     (harness.path / "baseline.json").write_text('{"schema_version": 1, "models": []}')
-    result = run(harness, "--models-dir", "models", "--baseline", "baseline.json")
+    result = run(harness, "--tflite-models-dir", "models", "--tflite-baseline", "baseline.json")
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["ERROR: cannot use the baseline *baseline.json: 'models' must be an object*"])
     assert (harness.path / "reports" / "summary.html").is_file()
-    run(harness, "--models-dir", "models", "--baseline", "baseline.json", "--baseline-update")
+    run(harness, "--tflite-models-dir", "models", "--tflite-baseline", "baseline.json", "--tflite-baseline-update")
     assert json.loads((harness.path / "baseline.json").read_text())["models"]["noshape"]["status"] == "failed"
 
 
@@ -293,13 +293,13 @@ def cancelled_run(harness, tmp_path, workers: list[str], sig: signal.Signals) ->
     models = harness.path / "models"
     for name in ("b_net", "c_net"):
         builders.torchscript_cnn(models, name=name, seed=len(name))
-    run(harness, "--models-dir", "models").assert_outcomes(passed=2)  # cached: a rerun would restore them
+    run(harness, "--tflite-models-dir", "models").assert_outcomes(passed=2)  # cached: a rerun would restore them
     for old in (harness.path / "tflite_models").glob("*.tflite"):
         old.unlink()
     builders.factory_model(models, "a_slow", builders.waiting_model_source(kill_parent=False),
                            "slowness:waits", (1, 4))
     pid_file = tmp_path / "child.pid"
-    proc = start_pytest(harness, "--models-dir", "models", *workers,
+    proc = start_pytest(harness, "--tflite-models-dir", "models", *workers,
                         env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)))
     try:
         child = wait_for_pid(pid_file, proc)
@@ -342,7 +342,7 @@ def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itse
     for name in ("a_net", "b_net", "z_net"):
         builders.torchscript_cnn(models, name=name)
     pid_file = tmp_path / "child.pid"
-    proc = start_pytest(harness, "-n", "2", "--models-dir", "models",
+    proc = start_pytest(harness, "-n", "2", "--tflite-models-dir", "models",
                         env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)))
     try:
         out = proc.communicate(timeout=600)[0]  # a hang would end here, not in CI's limit

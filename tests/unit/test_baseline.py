@@ -106,7 +106,7 @@ def test_a_schema_1_baseline_is_read_with_a_note(tmp_path):
     outcome = gate(path, {"a": row(drq=5e-3)}, discovered={"a"}, models_dirs=["examples"], update=False,
                    thresholds=Thresholds(), versions={})
     texts = [line.text for line in outcome.lines]
-    assert any("schema-1 baseline, read as schema 2; rewrite it with --baseline-update" in t for t in texts)
+    assert any("schema-1 baseline, read as schema 2; rewrite it with --tflite-baseline-update" in t for t in texts)
     assert outcome.failed and outcome.labels == {"a": "DRQ error x5.0"}
 
 

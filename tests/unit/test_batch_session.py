@@ -264,3 +264,37 @@ def test_a_message_only_failure_crosses_from_an_xdist_worker_without_a_crash_lin
     received = hook.pytest_report_from_serializable(config=pytestconfig, data=json.loads(json.dumps(data)))
     for rep in (sent, received):
         assert rep.longrepr.reprcrash is None and str(rep.longrepr) == text
+
+
+def test_a_test_of_your_own_records_the_models_verdict_and_never_overrides_its_item(tmp_path):
+    """A test taking `conversion` carries the model's own verdict (`tflite_outcome`): its own assertion
+    failing, or its being skipped for a model that failed as expected, says nothing of the model."""
+    expected = Result.failed("a_net", "", FailureKind.UNTRUSTED_PICKLE, "load", "no opt-in")
+    batch = session(tmp_path)
+    item = report("models::a_net", "skipped", model_id="a_net", result=expected)
+    item.wasxfail = "no opt-in"
+    mine = report("tests/test_mine.py::test_x[a_net]", "skipped", model_id="a_net", result=expected, when="setup")
+    mine.tflite_outcome = "xfailed"
+    batch.record(mine)
+    assert batch.records["a_net"].outcome is Outcome.XFAILED  # alone, the model's verdict stands for it
+    batch.record(item)
+    failing = report("tests/test_mine.py::test_y[a_net]", "failed", model_id="a_net",
+                     result=Result("a_net", "a_net.pt", "passed"))
+    failing.tflite_outcome = "passed"
+    batch.record(failing)
+    assert batch.records["a_net"].outcome is Outcome.XFAILED and batch.records["a_net"].failure is not None
+
+
+def test_the_rootdir_is_picked_again_without_the_values_of_the_harness_options(pytester):
+    """pytest 9.2 picks the rootdir and ini file (`_pytest.config.findpaths.determine_setup`) before it
+    loads installed plugins: `--tflite-reports-dir /elsewhere` (a space) rooted the run in /elsewhere
+    and lost the repository's ini file. The plugin loaded as an installed one is (-p), in-process."""
+    pytester.makeini("[pytest]\ntflite_models_dir = models\naddopts = -p no:cacheprovider\n")
+    outside = pytester.path.parent / f"{pytester.path.name}_outside"
+    outside.mkdir()
+    for spelling in (["--tflite-reports-dir", str(outside)], ["--reports-dir", str(outside)], [f"--tflite-dir={outside}"]):
+        config = pytester.parseconfig("-p", "converter.pytest_plugin", *spelling)
+        assert (config.rootpath, config.inipath) == (pytester.path, pytester.path / "tox.ini"), spelling
+        assert config.getini("tflite_models_dir") == [pytester.path / "models"]
+        assert config.args == [str(pytester.path)] and not config.pluginmanager.has_plugin("cacheprovider")
+        assert str(outside) in (config.getoption("tflite_reports_dir"), config.getoption("tflite_tflite_dir"))

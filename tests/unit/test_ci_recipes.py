@@ -75,7 +75,7 @@ def test_the_github_recipe_installs_this_release_keeps_the_cache_and_merges_its_
     assert save["if"] == "always()" and save["with"]["key"] == "${{ steps.cache.outputs.cache-primary-key }}"
     pytest_line = next(s["run"] for s in convert["steps"] if "-m pytest" in s.get("run", ""))
     assert f"--splits {len(groups)} --group ${{{{ matrix.group }}}}" in pytest_line
-    assert "--reports-dir reports/shard-${{ matrix.group }}" in pytest_line
+    assert "--tflite-reports-dir reports/shard-${{ matrix.group }}" in pytest_line
 
     merge = workflow["jobs"]["merge"]
     assert merge["needs"] == "convert" and merge["if"] == "always()"
@@ -101,7 +101,7 @@ def test_the_gitlab_recipe_does_the_same_with_the_same_merge():
     assert conversions["key"]["files"] == ["requirements_tflite.txt"] and conversions["when"] == "always"
     assert "$TFLITE_HARNESS_VERSION" in conversions["key"]["prefix"] and "$CI_NODE_INDEX" in conversions["key"]["prefix"]
     assert any('"$TFLITE_HARNESS"' in line and "-r requirements_tflite.txt" in line for line in shard["script"])
-    assert any("--splits $CI_NODE_TOTAL --group $CI_NODE_INDEX --reports-dir reports/shard-$CI_NODE_INDEX" in line
+    assert any("--splits $CI_NODE_TOTAL --group $CI_NODE_INDEX --tflite-reports-dir reports/shard-$CI_NODE_INDEX" in line
                for line in shard["script"])
     assert "reports/shard-$CI_NODE_INDEX/" in shard["artifacts"]["paths"] and shard["artifacts"]["when"] == "always"
 

@@ -57,7 +57,7 @@ def test_spec_errors_name_file_and_key(tmp_path, toml, key, words):
 
 
 def test_missing_shape_says_what_to_add(tmp_path):
-    with pytest.raises(SpecError, match="no input shape from any source.*--input-shape"):
+    with pytest.raises(SpecError, match="no input shape from any source.*--tflite-input-shape"):
         load_spec(write(tmp_path / "m.pt"), "m")
     spec = load_spec(tmp_path / "m.pt", "m", defaults=defaults_layer(["1,3,4,4", "1x2"]))
     assert [(i.name, i.shape) for i in spec.inputs] == [("input_0", (1, 3, 4, 4)), ("input_1", (1, 2))]

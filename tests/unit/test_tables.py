@@ -88,7 +88,7 @@ def test_every_kind_answers_every_policy_question():
 
 # --- a setting ---------------------------------------------------------------------------
 
-# the user-facing spellings: renaming one breaks every user's command lines, ini files and CI variables
+# the stems of the user-facing spellings: renaming one breaks every user's command lines, ini files and CI variables
 OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "input_shape", "deliverables", "conversion_timeout",
            "memory_limit_mb", "conversion_threads", "max_conversions", "slow_stage_fraction", "diagnosis_share",
            "fail_on_vacuous", "status_interval", "tflite_cache_dir", "no_cache", "no_preload", "keep_intermediates",
@@ -99,9 +99,28 @@ def test_every_setting_is_one_row_named_as_its_settings_field():
     fields = [f.name for f in dataclasses.fields(Settings)]
     assert sorted(s.name for s in SETTINGS) == sorted(f for f in fields if f != "deprecations")
     assert tuple(s.option for s in SETTINGS) == OPTIONS
-    for setting in SETTINGS:
+    for setting in SETTINGS:  # pytest's options and ini keys in the plugin's one namespace, the environment's prefixed
+        namespaced = setting.option if setting.option.startswith("tflite_") else "tflite_" + setting.option
         assert (setting.flag, setting.ini, setting.env) == (
-            "--" + setting.option.replace("_", "-"), setting.option, "TFLITE_HARNESS_" + setting.option.upper())
+            "--" + namespaced.replace("_", "-"), namespaced, "TFLITE_HARNESS_" + setting.option.upper())
+
+
+def test_no_message_spells_an_option_by_its_name_from_before_the_namespace():
+    """The package's messages name options as the pytest plugin declares them (the CLI and the merge
+    take those too); only the CLI and the merge, which also take the short spellings, name their own."""
+    import re
+
+    from converter.settings import renamed_flags
+
+    old = set(renamed_flags())
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("settings.py", "merge.py"):
+            continue
+        words = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", path.read_text(encoding="utf-8")))
+        if words & old:
+            found[str(path.relative_to(PACKAGE))] = sorted(words & old)
+    assert found == {}
 
 
 def test_each_row_fills_its_own_field(tmp_path):
