@@ -11,7 +11,7 @@ import html
 import math
 import urllib.parse
 
-from .columns import PAGE, row
+from .columns import PAGE, device_rows, row
 from .failures import Stage
 from .recipes import RECIPES
 from .report import counts_of, ended_line, format_cell
@@ -115,6 +115,19 @@ def _order(records: dict[str, Result], marks: dict) -> list[str]:
     return sorted(records, key=lambda m: (rank(m), m))
 
 
+def _device_table(records: dict[str, Result]) -> str:
+    rows = "".join(f"<tr><td><code>{_breakable(m)}</code></td><td>{html.escape(d.label)}"
+                   f"{' (delivered)' if delivered else ''}</td>"
+                   f"<td>{html.escape(RECIPES[d.recipe].device if d.recipe in RECIPES else '-')}</td>"
+                   f'<td class="view">{html.escape(d.device_view())}</td></tr>' for m, d, delivered in device_rows(records))
+    if not rows:
+        return ""
+    return ("<h2>Each file as the device sees it</h2><p>Inputs and outputs in the order TFLite Micro addresses them, "
+            "as the TFLite runtime read them from the file (onnx2tf lays images out channels-last; int8 tensors take "
+            "and give <code>real = scale * (q - zero point)</code>).</p><table><thead><tr><th>model</th><th>file</th>"
+            f"<th>for</th><th>inputs and outputs</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
 def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None) -> str:
     gate = gate or {}
     labels, marks = gate.get("labels", {}), gate.get("marks", {})
@@ -171,6 +184,7 @@ th, td {{ border: 1px solid #ccc; padding: 2px 4px; text-align: left; }}
 th {{ font-size: 12px; vertical-align: bottom; }} td {{ white-space: nowrap; }}
 td.wrap {{ white-space: normal; min-width: 70px; max-width: 150px; }}
 td.id {{ white-space: normal; min-width: 150px; max-width: 210px; }}
+td.view {{ white-space: normal; max-width: 900px; }}
 th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>
@@ -186,6 +200,7 @@ seconds by stage: {stage_legend}</span></p>
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
+{_device_table(records)}
 <p><small>Versions: {html.escape(version_text)}</small></p>
 </body></html>
 """
