@@ -125,6 +125,10 @@ def recipe_figures(result: Result) -> list[tuple[str, object]]:
     return figures
 
 
+DEVICE_VIEW = ("Inputs and outputs in the order TFLite Micro addresses them, as the TFLite runtime read them from the "
+               "file (onnx2tf lays images out channels-last; int8 tensors take and give real = scale * (q - zero point)).")
+
+
 def device_rows(records: dict[str, Result]) -> list[tuple[str, Deliverable, bool]]:
     """Every TFLite file whose signature the runtime read, by model: (model id, the file, delivered?)."""
     return [(model_id, d, d.recipe == records[model_id].delivered) for model_id in sorted(records)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .columns import TABLE, device_rows, onnx2tf_runs_line, row
+from .columns import DEVICE_VIEW, TABLE, device_rows, onnx2tf_runs_line, row
 from .failures import Stage
 from .recipes import RECIPES
 from .results import Result, labelled_comparisons
@@ -147,10 +147,8 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
         lines += [f"- `{_cell(m)}`: {c.describe()}" for m, c in caveats]
     devices = device_rows(records)
     if devices:
-        lines += ["", "## Each file as the device sees it", "",
-                  "Inputs and outputs in the order TFLite Micro addresses them, as the TFLite runtime read them from "
-                  "the file (onnx2tf lays images out channels-last; int8 tensors take and give `real = scale * "
-                  "(q - zero point)`).", "", "| model | file | for | inputs and outputs |", "|---|---|---|---|"]
+        lines += ["", "## Each file as the device sees it", "", DEVICE_VIEW, "",
+                  "| model | file | for | inputs and outputs |", "|---|---|---|---|"]
         lines += [f"| `{_cell(m)}` | {d.label}{' (delivered)' if delivered else ''} | "
                   f"{_cell(RECIPES[d.recipe].device if d.recipe in RECIPES else '-')} | {_cell(d.device_view())} |"
                   for m, d, delivered in devices]
