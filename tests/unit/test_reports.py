@@ -49,7 +49,7 @@ def _file(recipe: str, size: int, err: float, tolerance: float, **fields):
 
 
 def _rows(page: str) -> dict[str, str]:
-    return {re.search(r"<code>([^<]*)</code>", tr).group(1): tr
+    return {re.search(r"<code>(.*?)</code>", tr).group(1).replace("<wbr>", ""): tr
             for tr in re.findall(r"<tr style=.*?</tr>", page, re.S)}
 
 
