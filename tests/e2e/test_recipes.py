@@ -233,6 +233,10 @@ def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_pa
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "float16 TFLite where it goes: runs without TensorFlow" in cli.stdout
+    # the screen shows PyTorch's input and, per file, what the device takes: onnx2tf's channels-last
+    assert "PyTorch's inputs input [1, 3, 16, 16]" in cli.stdout
+    assert ("float16 TFLite as the device sees it: input input [1, 16, 16, 3] NHWC float32; "
+            "output output_0 [1, 5] float32") in cli.stdout
     assert "deliverable (fp16)" in cli.stdout
     bad = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "int4"],
                          capture_output=True, text=True, cwd=ROOT)
