@@ -9,7 +9,8 @@ both sides share) and the tool versions. A restored record must have been made f
 tested (its model digest), or another model's entry copied under this key would pass as this one.
 Not the thread count, the memory ceiling, the tolerances or the report code: none changes what is
 converted. So a restored entry is judged again, in this process, against today's tolerances: its
-TFLite files are loaded with the TFLite runtime, their signatures checked against the record, run
+TFLite files are loaded with the TFLite runtime, their signatures (what the device sees: names, shapes,
+layouts, dtypes, quantization) checked against the record, run
 on the entry's sample inputs and compared with its PyTorch outputs; the figures must be the ones the
 record holds (an entry whose files were swapped, even with a rewritten manifest, is not), and the
 verdict is taken again from them. An entry that does not hold up is deleted and the model converted.
@@ -43,7 +44,7 @@ from .verdict import judge
 HARNESS_ROOT = Path(__file__).resolve().parent
 # the code that decides what a conversion produces (not the reports, the CLI or the plugin)
 CONVERSION_CODE = ("stages/*.py", "protocol.py", "results.py", "spec.py", "recipes.py", "failures.py", "metrics.py",
-                   "tflite_run.py", "verdict.py")
+                   "tflite_run.py", "verdict.py", "signature.py")
 MANIFEST = "manifest.json"
 CHUNK = 2**20
 FIGURE_SLACK = 1e-3  # a restored file's error may differ from its record by this share (thread counts)
@@ -272,6 +273,7 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
         name = Path(d.path).name
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
+        _same_signature(contents[name], d, saved)
         outputs = stacked([_run(contents[name], saved, arrays, threads) for arrays, _ in sets])
         fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
                               channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
@@ -288,6 +290,19 @@ def _same_figure(old: float, new: float) -> bool:
     if not (np.isfinite(old) and np.isfinite(new)):
         return bool(np.isnan(old) and np.isnan(new)) or old == new
     return abs(old - new) <= FIGURE_SLACK * max(abs(old), 1e-6)
+
+
+def _same_signature(model: bytes, d, saved) -> None:
+    """The restored file declares the inputs and outputs its record reports (what the device sees)."""
+    from . import signature
+    from .tflite_run import interpreter
+
+    if d.signature is None:
+        return
+    found = signature.read(interpreter(model), signature.layouts(saved))
+    if found != d.signature:
+        raise ValueError(f"its {d.label} file declares {found.describe()} where the record says "
+                         f"{d.signature.describe()}")
 
 
 def _run(model: bytes, saved, inputs, threads: int) -> list[np.ndarray]:

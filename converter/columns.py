@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .recipes import RECIPES
 from .results import Deliverable, Result
+from .signature import listed
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,18 @@ def _invoke_ms(d: Deliverable | None) -> float | None:
 
 
 def _arena(d: Deliverable | None) -> int | None:
-    return d.runtime.micro.arena_bytes if d is not None and d.runtime is not None and d.runtime.micro else None
+    return d.arena_bytes if d is not None else None
+
+
+def _device(d: Deliverable | None) -> str | None:
+    return RECIPES[d.recipe].device if d is not None and d.recipe in RECIPES else None
+
+
+def _calibration(result: Result) -> str | None:
+    """Whether the int8 figures are of the model's own data: what its int8 recipes were calibrated on."""
+    if result.tflite is None or not result.tflite.calibration:
+        return None
+    return "random samples (not your data)" if result.tflite.random_calibration else "your samples"
 
 
 def _slowest(result: Result) -> str | None:
@@ -70,12 +83,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("exporter", "exporter", "str", lambda r: r.export.exporter if r.export else None, junit=True, page=False),
     Column("opset", "opset", "int", lambda r: r.export.opset if r.export else None, junit=True, page=False),
     Column("onnx_bytes", "ONNX", "bytes", lambda r: r.export.onnx_bytes if r.export else None, junit=True, page=False),
-    Column("delivered", "deliverable", "str", lambda r: r.delivered, junit=True),
+    Column("delivered", "deliverable", "str", lambda r: r.delivered, junit=True, wrap=True),
+    Column("device", "for", "str", lambda r: _device(r.chosen), page=False),  # the page: under the deliverable
     Column("tflite_bytes", "TFLite", "bytes", lambda r: r.chosen.bytes if r.chosen else None, junit=True),
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
     Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
+    Column("micro_arena_bytes", "Micro arena", "bytes", lambda r: _arena(r.chosen), page=False),
+    Column("calibration", "int8 calibrated on", "str", _calibration, page=False),
     Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
     Column("slowest_stage", "slowest stage", "str", _slowest, wrap=True),
@@ -93,15 +109,30 @@ PAGE = tuple(c for c in TABLE if c.page)
 
 def recipe_figures(result: Result) -> list[tuple[str, object]]:
     """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_p99_rel_err`,
-    `<recipe>_cosine`, `<recipe>_invoke_ms` and, run on TFLite Micro, `<recipe>_micro_arena_bytes`."""
+    `<recipe>_cosine`, `<recipe>_invoke_ms`, once the runtime read its signature `<recipe>_inputs` and
+    `<recipe>_outputs` (as the device sees them: name, shape, layout, dtype, scale and zero point)
+    and, run on TFLite Micro, `<recipe>_micro_arena_bytes`."""
     figures = []
     for d in result.deliverables:
         figures += [(f"{d.recipe}_bytes", d.bytes), (f"{d.recipe}_range_rel_err", _err(d)),
                     (f"{d.recipe}_p99_rel_err", _p99(d)), (f"{d.recipe}_cosine", _cosine(d)),
                     (f"{d.recipe}_invoke_ms", _invoke_ms(d))]
+        if d.signature is not None:
+            figures += [(f"{d.recipe}_inputs", listed(d.signature.inputs)),
+                        (f"{d.recipe}_outputs", listed(d.signature.outputs))]
         if _arena(d) is not None:
             figures.append((f"{d.recipe}_micro_arena_bytes", _arena(d)))
     return figures
+
+
+DEVICE_VIEW = ("Inputs and outputs in the order TFLite Micro addresses them, as the TFLite runtime read them from the "
+               "file (onnx2tf lays images out channels-last; int8 tensors take and give real = scale * (q - zero point)).")
+
+
+def device_rows(records: dict[str, Result]) -> list[tuple[str, Deliverable, bool]]:
+    """Every TFLite file whose signature the runtime read, by model: (model id, the file, delivered?)."""
+    return [(model_id, d, d.recipe == records[model_id].delivered) for model_id in sorted(records)
+            for d in records[model_id].deliverables if d.device_view()]
 
 
 def junit_properties(result: Result) -> list[tuple[str, object]]:

@@ -116,7 +116,8 @@ def _numbers(value):
             yield from _numbers(v)
 
 
-def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> dict[str, Result]:
+def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> tuple[dict[str, Result], dict[str, Path]]:
+    """Every shard's records as one, and the shard folder each came from (its artifacts are there)."""
     records: dict[str, Result] = {}
     where: dict[str, Path] = {}
     for folder, shard in shards:
@@ -127,7 +128,7 @@ def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> dict[str, Res
                 raise MergeError(f"model {model_id} is in two shards ({where[model_id]} and {folder}): "
                                  "a split must give each model to one shard")
             records[model_id], where[model_id] = record, folder
-    return records
+    return records, where
 
 
 def _model_of(case: ET.Element, ids: set[str]) -> bool:
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
         shards = [(folder, read_shard(folder)) for folder in args.shards]
         headers = [_header(folder) for folder in args.shards]
         same_versions(args.shards, headers)
-        records = merge_records(shards)
+        records, where = merge_records(shards)
         junit = merge_junit([folder for folder, _ in shards], [shard for _, shard in shards])
     except (SettingsError, MergeError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
@@ -250,7 +251,8 @@ def main(argv=None) -> int:
             records, reports_dir=settings.reports_dir, versions=first.get("versions", {}),
             settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
             baseline=settings.baseline, thresholds=settings.thresholds,
-            models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records), update=args.baseline_update)
+            models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records), update=args.baseline_update,
+            reports_of=where)
         write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
     except (SummariesUnwritten, OSError) as exc:  # a full or read-only disk: one line, not a traceback
         reason = str(exc) if isinstance(exc, SummariesUnwritten) else f"{exc.filename}: {exc.strerror or exc}"

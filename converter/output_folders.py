@@ -18,6 +18,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .firmware import remove_c_array
+
 LOCK_NAME = ".tflite-harness.lock"
 OWNER_NAME = ".tflite-harness.owner.json"
 
@@ -138,6 +140,7 @@ def prune_unclaimed(tflite_dir: Path, claimed: set[Path], skip=()) -> str | None
                 with contextlib.suppress(OSError):  # gone meanwhile, or not this user's to remove
                     path.unlink()
                     removed.append(path.relative_to(Path(tflite_dir).absolute()).as_posix())
+                    remove_c_array(path)  # its C array for TFLite Micro, if the harness wrote one
     if not removed:
         return None
     shown = ", ".join(sorted(removed)[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")

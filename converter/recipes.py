@@ -2,8 +2,8 @@
 
 A recipe is data: its name (what sidecars, options, file names, JUnit properties and the
 baseline call it), its title in reports, its default tolerance, what it needs (calibration
-samples, integer inputs and outputs), what its quantization makes and its colour in the HTML
-page. How the TFLite converter is set for it lives beside the converter
+samples, integer inputs and outputs), what its quantization makes, its colour in the HTML
+page and the device it is for. How the TFLite converter is set for it lives beside the converter
 (`converter/stages/tflite.py`, one entry per name); everything else (verification, runtime
 checks, reports, the gate, the cache) loops over this table.
 
@@ -33,6 +33,7 @@ class Recipe:
     # quantized, as under DRQ for weights of fewer than 1024 elements); None: it quantizes nothing
     quantized_dtype: str | None
     colour: str           # its dots and bars in summary.html
+    device: str           # what it is for, in reports ("phone CPUs")
     calibrated: bool = False   # needs a representative dataset (calibration samples)
     integer_io: bool = False   # its inputs and outputs are int8: quantized and dequantized around it
 
@@ -43,16 +44,17 @@ class Recipe:
 
 FP32 = "fp32"
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    # no quantization: the conversion's own accuracy (any CPU or GPU delegate)
-    Recipe(FP32, "float32", 1e-4, None, "#4a90a4"),
-    # float16 weights, float32 computation on CPU; a GPU delegate computes in float16 (phones' GPUs)
-    Recipe("fp16", "float16", 1e-2, "float16", "#38a169"),
-    # dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations (phone CPUs)
-    Recipe("drq", "DRQ", 5e-2, "int8", "#2b6cb0"),
-    # full-integer quantization, calibrated, float inputs and outputs (NPUs, DSPs, integer-only accelerators)
-    Recipe("int8", "int8", 1e-1, "int8", "#b7791f", calibrated=True),
-    # full-integer quantization including int8 inputs and outputs (microcontrollers: TensorFlow Lite Micro)
-    Recipe("int8_io", "int8-IO", 1e-1, "int8", "#c05621", calibrated=True, integer_io=True),
+    # no quantization: the conversion's own accuracy
+    Recipe(FP32, "float32", 1e-4, None, "#4a90a4", "any CPU, GPU delegates"),
+    # float16 weights, float32 computation on CPU; a GPU delegate computes in float16
+    Recipe("fp16", "float16", 1e-2, "float16", "#38a169", "phones with a GPU delegate"),
+    # dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations
+    Recipe("drq", "DRQ", 5e-2, "int8", "#2b6cb0", "phone CPUs"),
+    # full-integer quantization, calibrated, float inputs and outputs
+    Recipe("int8", "int8", 1e-1, "int8", "#b7791f", "NPUs, DSPs, integer-only accelerators", calibrated=True),
+    # full-integer quantization including int8 inputs and outputs
+    Recipe("int8_io", "int8-IO", 1e-1, "int8", "#c05621", "microcontrollers (TensorFlow Lite Micro)", calibrated=True,
+           integer_io=True),
 )}
 DEFAULT_DELIVERABLES = ("drq",)
 

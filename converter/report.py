@@ -1,8 +1,11 @@
 """Human-readable views of Results: the one-model screen, and the batch summaries."""
 from __future__ import annotations
 
-from .columns import TABLE, onnx2tf_runs_line, row
+from pathlib import Path
+
+from .columns import DEVICE_VIEW, TABLE, device_rows, onnx2tf_runs_line, row
 from .failures import Stage
+from .recipes import RECIPES
 from .results import Result, labelled_comparisons
 
 
@@ -20,7 +23,7 @@ def format_result(result: Result, settings=None) -> str:
     lines.append(f"  stages{when}: {times or '-'}   total {result.seconds:.1f}s   peak RSS {result.peak_rss_mb:.0f} MB{runs}")
     if result.load:
         shapes = ", ".join(f"{n} {list(s)}" for n, s in zip(result.load.input_names, result.load.input_shapes))
-        lines.append(f"  loaded: {result.load.format}; inputs {shapes}")
+        lines.append(f"  loaded: {result.load.format}; PyTorch's inputs {shapes}")
     if result.export:
         lines.append(f"  ONNX: {result.export.exporter} exporter, opset {result.export.opset}, "
                      f"{_mb(result.export.onnx_bytes)}  (tried: {'; '.join(result.export.attempts)})")
@@ -52,6 +55,9 @@ def format_result(result: Result, settings=None) -> str:
     for d in result.deliverables:
         if d.runtime is not None:
             lines.append(f"  {'ok ' if d.runtime.ok else 'BAD'} {d.label} where it goes: {d.runtime.describe()}")
+    for d in result.deliverables:
+        if d.device_view():
+            lines.append(f"  {d.label} as the device sees it: {d.device_view()}")
     if result.tflite and result.tflite.calibration and not result.tflite.random_calibration:
         lines.append(f"  int8 calibrated on {result.tflite.calibration}")  # random: a warning line above
     if result.verify and not any(d.runtime for d in result.deliverables):
@@ -59,6 +65,9 @@ def format_result(result: Result, settings=None) -> str:
                      + (f" ({result.verify.deploy_message})" if result.verify.deploy_message else ""))
     if result.deliverable:
         lines.append(f"  deliverable ({result.delivered}): {result.deliverable}")
+        if result.delivered in RECIPES and RECIPES[result.delivered].integer_io:
+            stem = Path(result.deliverable).with_suffix("")
+            lines.append(f"  C array for TensorFlow Lite Micro firmware: {stem}.cc, {stem}.h")
     if settings is not None:
         lines.append(f"  artifacts and log: {settings.artifacts_for(result.model_id)}/")
     return "\n".join(lines)
@@ -136,6 +145,13 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
     if caveats:
         lines += ["", "## Checks that prove little", ""]
         lines += [f"- `{_cell(m)}`: {c.describe()}" for m, c in caveats]
+    devices = device_rows(records)
+    if devices:
+        lines += ["", "## Each file as the device sees it", "", DEVICE_VIEW, "",
+                  "| model | file | for | inputs and outputs |", "|---|---|---|---|"]
+        lines += [f"| `{_cell(m)}` | {d.label}{' (delivered)' if delivered else ''} | "
+                  f"{_cell(RECIPES[d.recipe].device if d.recipe in RECIPES else '-')} | {_cell(d.device_view())} |"
+                  for m, d, delivered in devices]
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "
                   "unless --tflite-keep-intermediates).",

@@ -14,6 +14,7 @@ from pathlib import Path
 from .failures import Failure, FailureKind, normalise_message
 from .protocol import build, plain, write_json_atomic
 from .recipes import RECIPES
+from .signature import Signature
 
 SCHEMA_VERSION = 2  # 2: deliverables as a list of recipes (1: fixed drq / fp32 fields)
 
@@ -161,7 +162,7 @@ class RuntimeCheck:
         if self.invoke_ms is not None:
             parts.append(f"invoke {self.invoke_ms:.3g} ms")
         if self.micro is not None:
-            parts.append(f"TFLite Micro: arena {self.micro.arena_bytes} bytes" if self.micro.arena_bytes
+            parts.append(f"TFLite Micro runs it (arena {self.micro.arena_bytes:,} bytes)" if self.micro.arena_bytes
                          else "TFLite Micro runs it")
         return "; ".join(parts)
 
@@ -176,10 +177,22 @@ class Deliverable:
     bytes: int
     outputs: tuple[OutputComparison, ...] = ()  # empty until verified
     runtime: RuntimeCheck | None = None          # None until checked
+    signature: Signature | None = None           # its inputs and outputs as the file declares them, once checked
 
     @property
     def label(self) -> str:
         return RECIPES[self.recipe].label if self.recipe in RECIPES else f"{self.recipe} TFLite"
+
+    @property
+    def arena_bytes(self) -> int | None:
+        """The tensor arena TFLite Micro allocated for it (what a microcontroller must reserve)."""
+        return self.runtime.micro.arena_bytes if self.runtime is not None and self.runtime.micro else None
+
+    def device_view(self) -> str:
+        """What a device sees of it: its signature and, on TFLite Micro, the arena it needs."""
+        parts = [self.signature.describe()] if self.signature else []
+        parts += [f"TFLite Micro arena {self.arena_bytes:,} bytes"] if self.arena_bytes else []
+        return "; ".join(parts)
 
     @property
     def verified(self) -> bool:

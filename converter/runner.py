@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import cache
+from . import cache, firmware
 from .discovery import Case
 from .environment import tool_versions
 from .failures import FailureKind, Stage, disk_full_message, is_disk_full
@@ -65,13 +65,17 @@ def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_pro
 
 
 def _delivered(result: Result, case: Case, settings: Settings, artifacts: Path, deliverable: Path) -> Result:
-    """The deliverable copied (only by a run that goes on: none after SIGTERM), or an earlier one
-    removed (it no longer matches a model that fails so), and the record written."""
+    """The deliverable copied (only by a run that goes on: none after SIGTERM), with its C array for
+    TFLite Micro when it is one, or an earlier one removed (it no longer matches a model that fails
+    so), and the record written."""
     try:
         if result.passed:
             if terminating():
                 raise Terminated("terminated before delivering")
-            write_bytes_atomic(deliverable, Path(result.deliverable_of(result.delivered).path).read_bytes())
+            delivered = result.deliverable_of(result.delivered)
+            data = Path(delivered.path).read_bytes()
+            write_bytes_atomic(deliverable, data)
+            firmware.deliver(deliverable, case.model_id, data, delivered)  # Micro's C array, or none stale
             if not settings.keep_intermediates:
                 _drop_intermediates(artifacts)
             result = dataclasses.replace(result, deliverable=str(deliverable))
@@ -79,6 +83,7 @@ def _delivered(result: Result, case: Case, settings: Settings, artifacts: Path, 
             # a deliverable from an earlier run no longer matches this model: shipping it would
             # pass off an unverified file as verified (its artifacts stay, for diagnosis)
             deliverable.unlink(missing_ok=True)
+            firmware.remove_c_array(deliverable)
         if artifacts.is_dir():
             result = dataclasses.replace(result, artifacts_bytes=_footprint(artifacts))
             result.write(artifacts / RESULT_FILE)

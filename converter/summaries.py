@@ -6,6 +6,8 @@ the merged gate exactly as in a single run.
 """
 from __future__ import annotations
 
+import os
+import urllib.parse
 from pathlib import Path
 
 from . import baseline as baseline_file
@@ -14,6 +16,7 @@ from .html_report import render as render_html
 from .protocol import write_json_atomic, write_text_atomic
 from .report import build_summary, summary_markdown
 from .results import Result
+from .settings import file_name
 from .thresholds import Thresholds
 
 SUMMARY_FILES = ("summary.json", "summary.md", "summary.html")
@@ -39,11 +42,31 @@ def relative_dirs(dirs, root: Path) -> list[str]:
     return sorted(out)
 
 
+ARTIFACT_LINKS = (("log", "convert.log"), ("result", "result.json"))
+
+
+def artifact_links(records: dict[str, Result], page_folder: Path,
+                   reports_of: dict[str, Path] | None = None) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Per model, its log and record that exist, as links relative to the page's folder: a model's
+    artifacts lie in the reports folder that converted it (`reports_of`; a merge's are its shards'),
+    not beside a merged page, and a model that never converted has none."""
+    links = {}
+    for model_id in records:
+        folder = Path((reports_of or {}).get(model_id, page_folder)) / "artifacts" / file_name(model_id)
+        found = tuple((name, urllib.parse.quote(Path(os.path.relpath(folder / file, page_folder)).as_posix()))
+                      for name, file in ARTIFACT_LINKS if (folder / file).is_file())
+        if found:
+            links[model_id] = found
+    return links
+
+
 def conclude(records: dict[str, Result], *, reports_dir: Path, versions: dict, settings: dict, baseline: Path,
              thresholds: Thresholds, models_dirs: list[str], discovered: set[str], update: bool = False,
-             judge: bool = True, ended: dict | None = None) -> tuple[dict, baseline_file.GateOutcome | None]:
+             judge: bool = True, ended: dict | None = None,
+             reports_of: dict[str, Path] | None = None) -> tuple[dict, baseline_file.GateOutcome | None]:
     """Judge `records` (model id -> Result, its outcome set) against the baseline, then write the
-    summaries. `ended`: how a run cut short ended ({"by": "SIGTERM", "not_run": 15}), said in each."""
+    summaries. `ended`: how a run cut short ended ({"by": "SIGTERM", "not_run": 15}), said in each;
+    `reports_of`: the reports folder holding each model's artifacts, where it is not `reports_dir`."""
     records = dict(records)
     gate = None
     if judge:  # a partial (interrupted) run is not judged
@@ -61,7 +84,8 @@ def conclude(records: dict[str, Result], *, reports_dir: Path, versions: dict, s
     try:
         write_json_atomic(folder / "summary.json", summary)
         write_text_atomic(folder / "summary.md", summary_markdown(records, versions, verdict, ended))
-        write_text_atomic(folder / "summary.html", render_html(records, versions, verdict, ended))
+        write_text_atomic(folder / "summary.html", render_html(records, versions, verdict, ended,
+                                                              artifact_links(records, folder, reports_of)))
     except OSError as exc:
         if not is_disk_full(exc):
             raise

@@ -7,13 +7,14 @@ imports it. Per file: it runs on the sample inputs with the runtime's default ke
 where it applies, what a phone runs) and with the reference kernels (what runs where XNNPACK does
 not), whose outputs the caller judges against PyTorch like the default ones (two valid kernels of
 a quantized op differ by about its quantization error, so they are not compared with each other);
-the ops it uses are counted; its median invoke time is
+its signature is read as the device sees it (signature.py); the ops it uses are counted; its median invoke time is
 measured (a figure, never gated); an int8_io file also runs on TensorFlow Lite Micro (micro.py,
 a process of its own: a Micro crash is a finding, not this process's end).
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -94,15 +95,18 @@ def _micro(path: str, feed: dict, interpreter, runner, work: Path) -> dict:
 
 
 def check_file(path: str, recipe: str, feed: dict, threads: int, agreement: float, micro: bool,
-               work: Path) -> tuple[dict, dict, dict]:
+               work: Path, layouts: dict[str, str] | None = None) -> tuple[dict, dict, dict]:
     """One file's runtime check, and its outputs with the default and with the reference kernels
-    (keyed by signature output). `agreement`: how far Micro's outputs may be from the runtime's."""
+    (keyed by signature output). `agreement`: how far Micro's outputs may be from the runtime's;
+    `layouts`: each signature key's layout, for the signature the file declares."""
+    from .. import signature
     from ..tflite_run import interpreter as open_interpreter
     from ..tflite_run import run_signature
 
     report: dict = {"runs": False}
     try:
         interpreter = open_interpreter(path, threads)
+        report["signature"] = dataclasses.asdict(signature.read(interpreter, layouts))
         counts, flex, custom = _ops(interpreter)
         report.update(ops=counts, flex_ops=flex, custom_ops=custom,
                       quantized_tensors=quantized_tensors(interpreter, recipe))
@@ -149,7 +153,8 @@ def main(job_path: str) -> dict:
     reports, outputs = {}, {}
     for item in job["files"]:
         reports[item["recipe"]], found, reference = check_file(item["path"], item["recipe"], feed, job["threads"],
-                                                               item["agreement"], item["micro"], work)
+                                                               item["agreement"], item["micro"], work,
+                                                               job.get("layouts"))
         outputs.update({f"{item['recipe']}::{key}": value for key, value in found.items()})
         outputs.update({f"{item['recipe']}::reference::{key}": value for key, value in reference.items()})
     np.savez(job["outputs"], **outputs)

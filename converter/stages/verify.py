@@ -20,6 +20,7 @@ import numpy as np
 
 from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
 from ..metrics import compare
+from ..protocol import build
 from ..recipes import FP32, RECIPES
 from ..results import (
     Deliverable,
@@ -31,6 +32,7 @@ from ..results import (
     TFLiteResult,
     VerifyResult,
 )
+from ..signature import Signature, layouts
 from ..spec import ModelSpec
 from ..tflite_run import stacked
 from ..verdict import choose, fallback_fixes, first_problem
@@ -52,19 +54,21 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
 
 
 def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, reference,
-                   threads: int) -> tuple[RuntimeCheck, ...]:
+                   threads: int) -> tuple[tuple[RuntimeCheck, ...], tuple[Signature | None, ...]]:
     """Each file in a process that never imports TensorFlow (deploy.py): on the TFLite runtime with
     XNNPACK and with the reference kernels, its ops and invoke time; int8_io files on Micro too. The
-    reference kernels' outputs are judged against PyTorch like the default ones (on `arrays`)."""
+    reference kernels' outputs are judged against PyTorch like the default ones (on `arrays`). With
+    each check, the file's signature as the runtime read it there (None where it could not)."""
     from ..tflite_run import tf_layout_feed
 
     if not files:
-        return ()
+        return (), ()
     work = Path(files[0].path).parent / "runtime_check"
     work.mkdir(exist_ok=True)
     try:
         np.savez(work / "inputs.npz", **tf_layout_feed(saved, arrays))
         job = {"inputs": str(work / "inputs.npz"), "outputs": str(work / "outputs.npz"), "threads": threads,
+               "layouts": layouts(saved),
                "files": [{"recipe": d.recipe, "path": d.path, "micro": RECIPES[d.recipe].integer_io,
                           "agreement": min(c.tolerance for c in d.outputs) / 2 if d.outputs
                           else RECIPES[d.recipe].tolerance / 2} for d in files]}
@@ -75,13 +79,14 @@ def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: Saved
             report = json.loads(proc.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
             dead = RuntimeCheck(False, f"the TFLite runtime process died (status {proc.returncode})")
-            return tuple(dead for _ in files)
+            return tuple(dead for _ in files), tuple(None for _ in files)
         if report["tensorflow_imported"]:
-            return tuple(RuntimeCheck(False, "the runtime check imported tensorflow, so it proves nothing") for _ in files)
+            return (tuple(RuntimeCheck(False, "the runtime check imported tensorflow, so it proves nothing") for _ in files),
+                    tuple(None for _ in files))
         with np.load(work / "outputs.npz") as found:
             outputs = {key: found[key] for key in found.files}
         return tuple(_judged_kernels(spec, _runtime(report["files"][d.recipe]), d.recipe, saved, reference, outputs)
-                     for d in files)
+                     for d in files), tuple(_signature(report["files"][d.recipe]) for d in files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -104,6 +109,10 @@ def _judged_kernels(spec: ModelSpec, check: RuntimeCheck, recipe: str, saved: Sa
         return dataclasses.replace(check, kernels_agree=False,
                                    message=f"with the reference kernels, {worst.brief(RECIPES[recipe].label)}")
     return dataclasses.replace(check, kernels_agree=True)
+
+
+def _signature(found: dict) -> Signature | None:
+    return build(Signature, found["signature"]) if found.get("signature") else None
 
 
 def _runtime(found: dict) -> RuntimeCheck:
@@ -190,8 +199,10 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
             for (name, _), ref, out in zip(saved.output_names, reference, back))))
     if deploy:
         ran = tuple(d for d in checked if d.verified)
-        checks = dict(zip((d.recipe for d in ran), runtime_checks(spec, ran, saved, sets[0][0], sets[0][1], threads)))
-        checked = [dataclasses.replace(d, runtime=checks[d.recipe]) if d.recipe in checks else d for d in checked]
+        found, signatures = runtime_checks(spec, ran, saved, sets[0][0], sets[0][1], threads)
+        checks = {d.recipe: (check, signature) for d, check, signature in zip(ran, found, signatures)}
+        checked = [dataclasses.replace(d, runtime=checks[d.recipe][0], signature=checks[d.recipe][1])
+                   if d.recipe in checks else d for d in checked]
     chosen = choose(spec.deliverables, checked)
     runtime = chosen.runtime if chosen is not None else None
     deployable = runtime is None or runtime.ok

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+
+from converter.html_report import OUTCOME_COLOURS
 
 from .. import builders
 from ..support import run
@@ -55,7 +58,15 @@ def test_regression_flow(harness):
     summary_md = (harness.path / "reports" / "summary.md").read_text()
     assert "vs baseline" in summary_md and "| PASS->FAILED (export_error) |" in summary_md
     # size and error charts for the 3 converted models; seconds by stage for all 4 (the failed one too)
-    assert (harness.path / "reports" / "summary.html").read_text().count("<svg") == 3 * 2 + 4
+    page = (harness.path / "reports" / "summary.html").read_text()
+    assert page.count("<svg") == 3 * 2 + 4
+    # the page reads the gate's verdict: the models that regressed are no green "passed" rows, and counted
+    rows = {re.search(r"<code>(.*?)</code>", tr).group(1).replace("<wbr>", ""): tr
+            for tr in re.findall(r"<tr style=.*?</tr>", page, re.S)}
+    for model_id in ("mlp", "wide"):
+        assert OUTCOME_COLOURS["passed"] not in rows[model_id] and "<td>passed</td>" not in rows[model_id], model_id
+    assert OUTCOME_COLOURS["passed"] in rows["arrived"]  # new: nothing to regress against
+    assert "4 regressed against the baseline" in page  # leaving (gone), fails_later, mlp, wide
 
     accept = run(harness, *args, "--tflite-baseline-update")  # accept the broken state (its failing test still fails) ...
     accept.stdout.fnmatch_lines(["*baseline written: *baseline.json (4 models)*"])

@@ -4,6 +4,10 @@ samples (generated, or a folder of them, held out for verification), chains of r
 judged per channel, and bad samples as one-line spec errors."""
 from __future__ import annotations
 
+import hashlib
+import html
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +17,14 @@ import pytest
 import torch
 from torch import nn
 
+from converter import cache
+from converter.columns import junit_properties
+from converter.discovery import discover
 from converter.failures import FailureKind
+from converter.html_report import render
 from converter.recipes import RECIPES
+from converter.report import format_result, summary_markdown
+from converter.results import Result
 
 from .. import builders
 from ..support import ROOT, convert
@@ -26,7 +36,7 @@ def cnn_with(tmp_path, toml_extra: str, shape=(1, 3, 16, 16)) -> Path:
     return model
 
 
-def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path):
+def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 
     model = cnn_with(tmp_path, f"deliverables = {list(RECIPES)!r}".replace("'", '"'))
@@ -53,6 +63,47 @@ def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path):
     # random calibration: said so wherever the model's caveats are read
     assert result.tflite.random_calibration and "random samples" in result.tflite.calibration
     assert any("random calibration does not represent real data" in c.describe() for c in result.caveats)
+    # each file as the device sees it, read from the file by the runtime: int8_io takes int8 in onnx2tf's
+    # NHWC (PyTorch's input is [1, 3, 16, 16]) with its own scale and zero point; the others take float32
+    (image,), (output,) = built["int8_io"].signature.inputs, built["int8_io"].signature.outputs
+    in_details = Interpreter(model_path=built["int8_io"].path).get_input_details()[0]
+    assert (image.name, image.shape, image.layout, image.dtype) == ("image", (1, 16, 16, 3), "NHWC", "int8")
+    assert (image.scale, image.zero_point) == (pytest.approx(in_details["quantization"][0]), in_details["quantization"][1])
+    assert (output.name, output.shape, output.dtype) == ("output_0", (1, 5), "int8")
+    assert output.scale > 0 and -128 <= output.zero_point <= 127
+    for recipe in ("fp32", "fp16", "drq", "int8"):
+        (t,) = built[recipe].signature.inputs
+        assert (t.shape, t.layout, t.dtype, t.scale, t.zero_point) == ((1, 16, 16, 3), "NHWC", "float32", None, None)
+    # ... and every report says so: result.json, the CLI screen, JUnit, the summaries and the page
+    said = (f"image [1, 16, 16, 3] NHWC int8 (scale {image.scale:.6g}, zero point {image.zero_point})",
+            f"TFLite Micro arena {micro.arena_bytes:,} bytes")
+    stored = Result.read(Path(built["int8_io"].path).parent / "result.json")
+    assert stored.deliverable_of("int8_io").signature == built["int8_io"].signature
+    screen = format_result(result)
+    assert f"int8-IO TFLite as the device sees it: input {said[0]}; output output_0 [1, 5] int8" in screen
+    assert said[1] in screen and "float16 TFLite as the device sees it: input image [1, 16, 16, 3] NHWC float32" in screen
+    properties = dict(junit_properties(result))
+    assert properties["int8_io_inputs"] == said[0] and properties["int8_io_micro_arena_bytes"] == micro.arena_bytes
+    assert properties["fp32_inputs"] == "image [1, 16, 16, 3] NHWC float32"
+    assert properties["int8_io_outputs"].startswith("output_0 [1, 5] int8 (scale ")
+    for page in (summary_markdown({"cnn": result}, {}), html.unescape(render({"cnn": result}, {}))):
+        assert said[0] in page and said[1] in page
+    again = convert(tmp_path, model)  # restored from the cache: the same signature, proven on its files
+    assert again.cache_hit and [d.signature for d in again.deliverables] == [d.signature for d in result.deliverables]
+    assert said[0] in format_result(again)
+    # an entry whose record reports another signature than its file declares is not restored
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if (p / "manifest.json").is_file()]
+    record = json.loads((entry / "result.json").read_text())
+    int8_io = next(d for d in record["deliverables"] if d["recipe"] == "int8_io")
+    int8_io["signature"]["inputs"][0]["zero_point"] += 1
+    (entry / "result.json").write_text(json.dumps(record))
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["files"]["result.json"] = hashlib.sha256((entry / "result.json").read_bytes()).hexdigest()
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    (case,) = discover([model.parent])
+    assert cache.restore(entry.parent, entry.name, tmp_path / "restored", case.spec,
+                         model_digest=cache.file_digest(model)) is None
+    assert "int8-IO TFLite file declares input image [1, 16, 16, 3] NHWC int8" in capsys.readouterr().out
 
 
 def write_samples(folder: Path, count: int, shape, seed: int = 3) -> None:
@@ -182,6 +233,10 @@ def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_pa
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "float16 TFLite where it goes: runs without TensorFlow" in cli.stdout
+    # the screen shows PyTorch's input and, per file, what the device takes: onnx2tf's channels-last
+    assert "PyTorch's inputs input [1, 3, 16, 16]" in cli.stdout
+    assert ("float16 TFLite as the device sees it: input input [1, 16, 16, 3] NHWC float32; "
+            "output output_0 [1, 5] float32") in cli.stdout
     assert "deliverable (fp16)" in cli.stdout
     bad = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "int4"],
                          capture_output=True, text=True, cwd=ROOT)
@@ -206,9 +261,56 @@ def test_a_padded_max_pool_gets_edge_padding_for_the_integer_recipes_only(tmp_pa
     assert result.passed, result.failure
     assert "graph_rewrite:max_pool_padding" in [f.label for f in result.fixes]
     assert dict(result.deliverables[0].runtime.ops).get("MIRROR_PAD") and result.deliverables[0].runtime.micro.runs
+    # what a TensorFlow Lite Micro user includes in firmware, beside the deliverable, compiled here
+    no_compiler = compile_the_c_array(tmp_path, Path(result.deliverable), result.deliverables[0])
     (folder / "pool.toml").write_text('deliverables = ["drq"]\n[[inputs]]\nshape = [1, 3, 16, 16]\n')
     float_recipe = convert(tmp_path, folder / "pool.pt")
     assert float_recipe.passed and "graph_rewrite:max_pool_padding" not in [f.label for f in float_recipe.fixes]
+    # a DRQ deliverable has no C array: the int8_io one's would no longer be the file beside it
+    assert not Path(result.deliverable).with_suffix(".cc").exists()
+    assert not Path(result.deliverable).with_suffix(".h").exists()
+    if no_compiler:
+        pytest.skip(no_compiler)
+
+
+COMPILERS = ("g++", "c++", "cc", "gcc", "clang++")
+FIRMWARE_MAIN = """#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include "pool.h"
+static unsigned char file[1 << 22];
+int main(int argc, char** argv) {
+  std::FILE* f = std::fopen(argv[1], "rb");
+  std::size_t n = std::fread(file, 1, sizeof file, f);
+  std::printf("%u %zu %d %d %.9g %d %.9g %d %u\\n", pool_tflite_len, n, std::memcmp(file, pool_tflite, n) == 0,
+              static_cast<int>(reinterpret_cast<std::uintptr_t>(pool_tflite) % 16), pool_input_scale,
+              pool_input_zero_point, pool_output_scale, pool_output_zero_point, pool_arena_bytes);
+  return 0;
+}
+"""
+
+
+def compile_the_c_array(tmp_path, tflite: Path, delivered) -> str | None:
+    """The .cc/.h pair beside an int8_io deliverable, compiled with a main that checks it against the
+    .tflite file and its record; the reason it could not be compiled, when no compiler exists."""
+    source, header = tflite.with_suffix(".cc"), tflite.with_suffix(".h")
+    assert source.is_file() and header.is_file(), sorted(p.name for p in tflite.parent.iterdir())
+    assert "alignas(16)" in source.read_text()
+    compiler = next((shutil.which(c) for c in COMPILERS if shutil.which(c)), None)
+    if compiler is None:
+        return f"no C compiler ({', '.join(COMPILERS)}) on this machine: the C array beside the deliverable was not compiled"
+    (tmp_path / "main.cc").write_text(FIRMWARE_MAIN)
+    built = subprocess.run([compiler, "-std=c++17", "-Wall", "-Werror", "-I", str(tflite.parent), str(tmp_path / "main.cc"),
+                            str(source), "-o", str(tmp_path / "firmware")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    ran = subprocess.run([str(tmp_path / "firmware"), str(tflite)], capture_output=True, text=True, check=True)
+    length, size, same, misaligned, in_scale, in_zero, out_scale, out_zero, arena = ran.stdout.split()
+    assert int(length) == int(size) == tflite.stat().st_size and same == "1" and misaligned == "0"
+    (image,), (output,) = delivered.signature.inputs, delivered.signature.outputs
+    assert float(in_scale) == pytest.approx(image.scale, rel=1e-6) and int(in_zero) == image.zero_point
+    assert float(out_scale) == pytest.approx(output.scale, rel=1e-6) and int(out_zero) == output.zero_point
+    assert int(arena) == delivered.runtime.micro.arena_bytes > 0
+    return None
 
 
 def test_a_file_micro_refuses_falls_back_saying_why(tmp_path):

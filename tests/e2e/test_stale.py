@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from converter import cache
+from converter import cache, firmware
 from converter.failures import FailureKind
+from converter.results import Deliverable
 
 from .. import builders, users
 from ..support import ROOT, convert, run
@@ -191,6 +192,9 @@ def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder
     out = harness.path / "tflite_models"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["a_net.tflite", "b_net.tflite"]
     (out / "notes.txt").write_text("the user's own file")
+    # as if a_net had been delivered as int8_io: its C array goes with it; a header of the user's stays
+    firmware.write_c_array(out / "a_net.tflite", "a_net", (out / "a_net.tflite").read_bytes(), Deliverable("int8_io", "", 0))
+    (out / "b_net.h").write_text("// the user's own header\n")
     for suffix in (".pt", ".toml"):
         (models / "sub" / f"a_net{suffix}").unlink()  # removed
         (models / "sub" / f"b_net{suffix}").rename(models / f"c_net{suffix}")  # renamed (and moved)
@@ -198,6 +202,8 @@ def test_deliverables_of_removed_or_renamed_models_leave_the_deliverables_folder
     second.assert_outcomes(passed=1)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tflite")) == ["c_net.tflite"]
     assert (out / "notes.txt").read_text() == "the user's own file"
+    assert not (out / "a_net.cc").exists() and not (out / "a_net.h").exists()
+    assert (out / "b_net.h").read_text() == "// the user's own header\n"
     second.stdout.fnmatch_lines(["note: removed 2 deliverable(s) of models no longer in the models folders from *: "
                                  "a_net.tflite, b_net.tflite (no run verifies them any more)"])
 
