@@ -26,7 +26,18 @@ from .columns import junit_properties
 from .discovery import beyond_depth, too_deep_note
 from .environment import tool_versions
 from .lifeline import BATCH_SIGNALS, signal_children, terminate_on_sigterm, terminated_by, terminating
-from .model_items import CONVERSIONS_KEY, RESULT_ON_ITEM, SETTINGS_KEY, ModelItem, ModelsDir, absolute, cases, converted, marks
+from .model_items import (
+    CONVERSIONS_KEY,
+    RESULT_ON_ITEM,
+    SETTINGS_KEY,
+    ModelItem,
+    ModelsDir,
+    absolute,
+    cases,
+    converted_for,
+    marks,
+    split_duration,
+)
 from .output_folders import OutputsError, prepare, prune_unclaimed
 from .pytest_internals import escaped_id, guard_junit
 from .results import Result
@@ -223,8 +234,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def conversion(request, model_case, record_property) -> Result:
     """The model converted in its own child process, once per run; its figures go to JUnit."""
-    result = converted(request.config, model_case)
-    request.node.stash[RESULT_ON_ITEM] = result
+    result = converted_for(request.node, model_case, phase="setup")
     for name, value in junit_properties(result):
         record_property(name, value)
     return result
@@ -240,6 +250,8 @@ def pytest_runtest_makereport(item, call):
     # plain data on the report travels from xdist workers to the controller
     report.tflite_model_id = case.model_id
     result = item.stash.get(RESULT_ON_ITEM, None)
+    if result is not None:
+        report.duration = split_duration(item, report, result)
     if result is not None and report.when == "call":
         report.tflite_result = result.to_dict()
 
