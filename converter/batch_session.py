@@ -132,6 +132,7 @@ class BatchSession:
         if not self.records and not signalled:
             return False
         s = self.settings
+        selected = {m for m in map(self.model_of, self.expected) if m} | set(self.records)
         ended = None
         if ended_by:  # what did not run is said, not left out: a cut run must not read as complete
             stopped = cut_short(s.artifacts_dir, self.started, self.records)  # they ran: not "did not run"
@@ -145,7 +146,8 @@ class BatchSession:
                           "max_conversions": s.max_conversions, "preload": s.preload},
                 baseline=s.baseline, thresholds=s.thresholds,
                 models_dirs=relative_dirs(s.models_dirs, self.rootpath), discovered=self.discovered(),
-                update=self.update, judge=ended is None, ended=ended)
+                update=self.update, judge=ended is None, ended=ended,
+                unselected=self.discovered() - selected, started=self.started)
         except SummariesUnwritten as exc:
             self.summary, self.gate = exc.summary, exc.gate
             self.unwritten.append(str(exc))

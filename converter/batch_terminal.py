@@ -12,7 +12,7 @@ from .batch_session import BatchSession
 from .columns import onnx2tf_runs_line
 from .environment import tool_versions
 from .live import StatusThread
-from .report import ended_line
+from .report import counts_of, ended_line
 from .results import Outcome
 from .settings import Settings
 from .spec import OPSET
@@ -91,11 +91,11 @@ def write_summary(reporter, batch: BatchSession, notes: list[str]) -> None:
     summary = batch.summary
     if not summary:
         return
-    s, counts = batch.settings, summary["counts"]
+    s, counts = batch.settings, counts_of(batch.records)  # this run's, not the rows a partial run kept
     reporter.section("tflite conversion")
     if summary.get("ended"):
         reporter.line(ended_line(summary["ended"]), red=True)
-    run = len(summary["models"]) - counts.get("gone", 0)
+    run = len(batch.records)
     reporter.line(f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
                   f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
     runs = onnx2tf_runs_line(batch.records.values())
@@ -111,7 +111,9 @@ def write_summary(reporter, batch: BatchSession, notes: list[str]) -> None:
                           f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
                           "was converted and verified at that opset")
     written = (s.reports_dir / "summary.md").is_file()  # a full disk: named in the ERROR above, not here
-    reporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json)   "
+    kept = len(summary.get("kept_from_earlier_runs", {}))
+    rows = f"; {run} row{'s' if run != 1 else ''} from this run, {kept} kept from earlier runs" if kept else ""
+    reporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json{rows})   "
                   f"deliverables: {s.tflite_dir}")
     if batch.gate is not None:
         reporter.section("tflite baseline")

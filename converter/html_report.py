@@ -14,7 +14,7 @@ import urllib.parse
 from .columns import PAGE, row
 from .failures import Stage
 from .recipes import RECIPES
-from .report import counts_of, ended_line, format_cell
+from .report import counts_of, ended_line, format_cell, partial_line, run_of
 from .results import Outcome, Result
 from .settings import file_name
 
@@ -115,8 +115,9 @@ def _order(records: dict[str, Result], marks: dict) -> list[str]:
     return sorted(records, key=lambda m: (rank(m), m))
 
 
-def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None) -> str:
-    gate = gate or {}
+def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None, *,
+           run: dict | None = None, kept: dict | None = None) -> str:
+    gate, kept = gate or {}, kept or {}
     labels, marks = gate.get("labels", {}), gate.get("marks", {})
     longest = max([sum(r.stage_seconds.values()) for r in records.values()] + [0.0])
     head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(c.title for c in PAGE)])
@@ -132,7 +133,8 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
         links = "" if record.status == "gone" else (
             f'<br><small><a href="artifacts/{folder}/convert.log">log</a> '
             f'<a href="artifacts/{folder}/result.json">result</a></small>')
-        cells = [f'<td class="id"><code>{_breakable(model_id)}</code>{links}</td>']
+        earlier = f"<br><small>from {html.escape(run_of(model_id, kept))}</small>" if model_id in kept else ""
+        cells = [f'<td class="id"><code>{_breakable(model_id)}</code>{links}{earlier}</td>']
         cells += [f'<td{" class=wrap" if c.wrap else ""}>{_breakable(format_cell(cells_by_key[c.key], c.fmt))}</td>'
                   for c in PAGE]
         if labels:
@@ -158,6 +160,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
         verdict += (f"<li><details><summary>{len(notes)} note(s), not gated</summary><ul>"
                     + "".join(f"<li>{html.escape(n['text'])}</li>" for n in notes) + "</ul></details></li>")
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
+    partial = partial_line(run, kept, len(records))
     stage_legend = "".join(f'<span style="background:{c}"></span>{html.escape(s)}' for s, c in STAGE_COLOURS.items())
     recipe_legend = f'<span style="background:{TF_COLOUR}"></span>float32 (ONNX, TF model)' + "".join(
         f'<span style="background:{recipe.colour}"></span>{html.escape(recipe.label)}'
@@ -176,6 +179,7 @@ th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 </style></head><body>
 <h1>TFLite conversion summary</h1>
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
+{f"<p>{html.escape(partial)}</p>" if partial else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
 output's range; <code>err</code> and <code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
 <span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;

@@ -11,8 +11,8 @@ from ..support import run
 
 def test_regression_flow(harness):
     """The whole story under xdist, as CI runs it (the gate is the controller's, the same code in a
-    plain run): no baseline, a baseline written, a partial rerun, regressions only the gate
-    catches, the broken state accepted, then mended."""
+    plain run): no baseline, a baseline written, a partial rerun that keeps the full run's rows,
+    regressions only the gate catches, the broken state accepted, then mended."""
     workers = ["-n", "2"]
     models = harness.path / "models"
     builders.torchscript_mlp(models, "mlp")
@@ -34,7 +34,13 @@ def test_regression_flow(harness):
     assert baseline["models"]["leaving"]["status"] == "xfailed"
     rerun = run(harness, *args, "-k", "mlp")  # models not run are neither judged nor GONE
     assert rerun.ret == 0 and "GONE" not in rerun.stdout.str() and "REGRESSION" not in rerun.stdout.str()
-    rerun.stdout.fnmatch_lines(["*no regression against*"])
+    rerun.stdout.fnmatch_lines(["*1 row from this run, 3 kept from earlier runs*", "*no regression against*"])
+    # ... and the full run's report keeps its other rows, each saying which run it comes from
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    assert sorted(summary["models"]) == ["fails_later", "leaving", "mlp", "wide"]
+    assert sorted(summary["kept_from_earlier_runs"]) == ["fails_later", "leaving", "wide"]
+    assert summary["run"]["partial"] and summary["run"]["started"] not in summary["kept_from_earlier_runs"].values()
+    assert "3 rows are kept from earlier runs" in (harness.path / "reports" / "summary.md").read_text()
 
     builders.torchscript_mlp(models, "mlp", outlier=8.0)   # drifts, but within its tolerance
     builders.torchscript_mlp(models, "wide", hidden=128)  # a grown layer

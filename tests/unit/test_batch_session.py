@@ -239,3 +239,50 @@ def test_a_failed_report_without_our_id_is_attributed_by_its_node_id(tmp_path):
     assert "killed or crashed" in batch.records["a_net"].failure.message
     batch.record(report("tests/test_other.py::test_x", "failed"))  # no model test: nothing recorded
     assert set(batch.records) == {"a_net"}
+
+
+def baselined(tmp_path, **rows) -> None:
+    """A baseline of these records for the models folder `session` uses."""
+    from converter.baseline import write
+
+    write(tmp_path / "baseline.json", rows, {}, None, set(rows), [])
+
+
+def test_a_partial_run_keeps_the_rows_of_the_models_it_did_not_select(tmp_path):
+    """-k, --lf or a split: the summary keeps the earlier rows of the unselected models, each saying
+    which run it comes from, through any number of partial runs; the gate calls none of them gone."""
+    from .. import builders
+
+    ids = ("a_net", "b_net", "c_net")
+    baselined(tmp_path, **{m: builders.record(model_id=m) for m in ids})
+
+    def partial(*models, finish=True):
+        batch = session(tmp_path, ids=ids)
+        batch.expect(f"models::{m}" for m in models)
+        for m in models:
+            batch.record(report(f"models::{m}", model_id=m, result=builders.record(model_id=m)))
+        batch.finish(ended_by=None, versions={})
+        return batch, json.loads((tmp_path / "reports" / "summary.json").read_text())
+
+    full, first = partial(*ids)
+    assert not first["run"]["partial"] and "kept_from_earlier_runs" not in first
+    batch, second = partial("a_net")
+    assert sorted(second["models"]) == list(ids) and second["run"]["partial"]
+    assert second["kept_from_earlier_runs"] == {"b_net": first["run"]["started"], "c_net": first["run"]["started"]}
+    assert not batch.gate.failed and not batch.gate.gone
+    markdown = (tmp_path / "reports" / "summary.md").read_text()
+    assert "1 row(s) from this run; 2 rows are kept from earlier runs" in markdown
+    assert f"| {first['run']['started']} |" in markdown and "| this run |" in markdown
+    assert f"from {first['run']['started']}" in (tmp_path / "reports" / "summary.html").read_text()
+    terminal = FakeReporter()
+    write_summary(terminal, batch, notes=[])
+    assert "1 converted and verified, 0 failed, 0 failed as expected, of 1 model" in terminal.lines
+    assert any("1 row from this run, 2 kept from earlier runs" in line for line in terminal.lines)
+    second["run"]["started"] = "the second run"  # each row keeps the run it came from, through partial runs
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(second))
+    _, third = partial("b_net")
+    assert third["kept_from_earlier_runs"] == {"a_net": "the second run", "c_net": first["run"]["started"]}
+    (tmp_path / "reports" / "summary.json").write_text('{"models": ')  # nothing usable to keep: this run's rows only
+    _, fourth = partial("c_net")
+    assert list(fourth["models"]) == ["c_net"] and fourth["run"]["partial"] and "kept_from_earlier_runs" not in fourth
+    assert "no earlier summary of these models folders held" in (tmp_path / "reports" / "summary.md").read_text()
