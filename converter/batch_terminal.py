@@ -35,6 +35,16 @@ def header_lines(s: Settings, *, cache_note: str | None, capped: int | None, upd
         f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
 
 
+def end_open_line(config) -> None:
+    """What follows the progress dots starts a line of its own: xdist's dots leave the reporter's own
+    newline bookkeeping (`ensure_newline`) unset, so ask the terminal writer where the line is
+    (Config's public get_terminal_writer, checked against pytest 9.2; tests/e2e/test_progress.py
+    shows the status line)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.get_terminal_writer().width_of_current_line:
+        reporter.write("\n")
+
+
 class StatusLine:
     """The batch's status line every `status_interval` seconds: from a thread of its own on the
     xdist controller (which only waits for reports), from the conversion's watch loop in a plain
@@ -61,11 +71,7 @@ class StatusLine:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            # after the progress dots, on a line of its own: xdist's dots leave the reporter's own
-            # newline bookkeeping unset, so ask the terminal writer where the line is (Config's public
-            # get_terminal_writer, checked against pytest 9.2; tests/test_progress.py shows the line)
-            if self.config.get_terminal_writer().width_of_current_line:
-                reporter.write("\n")
+            end_open_line(self.config)
             reporter.write_line(line or self.batch.status_line())
 
     def ticker(self):

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from . import __version__
+from .baseline import GATE_PROPERTY
 from .protocol import write_bytes_atomic
 from .results import Outcome, Result
 from .settings import BY_OPTION, SettingsError, argparse_help, option_kwargs, resolve
@@ -64,10 +65,11 @@ def _model_of(case: ET.Element, ids: set[str]) -> bool:
     return name in known or inner in known
 
 
-def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = None) -> bytes:
+def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = None) -> ET.Element:
     """One <testsuite> with every shard's test cases and the summed counts. A model's test case
     (one with the plugin's properties) that its shard's summary does not hold is refused: the two
-    files would tell different stories."""
+    files would tell different stories. A shard's own gate failures are left out: the merged
+    verdict adds its own (`add_gate_cases`)."""
     merged = ET.Element("testsuite", name="pytest")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     seconds = 0.0
@@ -90,12 +92,37 @@ def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = N
                 seconds += float(suite.get("time", 0))
             except ValueError as exc:
                 raise MergeError(f"{path}: not a JUnit report (a count is not a number: {exc})") from None
-            merged.extend(suite.findall("testcase"))
+            for case in suite.findall("testcase"):
+                if case.find(f"properties/property[@name='{GATE_PROPERTY}']") is None:
+                    merged.append(case)
+                else:  # one shard's verdict, not the batch's
+                    totals["tests"] -= 1
+                    totals["failures"] -= 1
     for key, value in totals.items():
         merged.set(key, str(value))
     merged.set("time", f"{seconds:.3f}")
     suites = ET.Element("testsuites")
     suites.append(merged)
+    return suites
+
+
+def add_gate_cases(suites: ET.Element, gate, records: dict[str, Result], baseline: str) -> bytes:
+    """The merged gate's failures as failed test cases, as a run writes them: a regressed model's
+    under its own test case's name, a gone model (and an unusable baseline) under the baseline's."""
+    suite = suites.find("testsuite")
+    cases = list(suite.iter("testcase"))
+    for failure in gate.unseen_failures(records) if gate else ():
+        own = next((c for c in cases if failure.model_id and _model_of(c, {failure.model_id})), None)
+        if own is not None:
+            classname, name = own.get("classname", ""), own.get("name", "")
+        else:  # as pytest's junitxml names a node id `<baseline>::<model>`
+            dotted = baseline.replace("/", ".")
+            classname, name = (dotted, failure.model_id) if failure.model_id else ("", dotted)
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0.000")
+        ET.SubElement(ET.SubElement(case, "properties"), "property", name=GATE_PROPERTY, value=failure.kind)
+        ET.SubElement(case, "failure", message=failure.text).text = failure.text
+        for key in ("tests", "failures"):
+            suite.set(key, str(int(suite.get(key)) + 1))
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 
@@ -176,7 +203,8 @@ def main(argv=None) -> int:
             settings={**first.get("settings", {}), "shards": [str(f) for f, _ in shards]},
             baseline=settings.baseline, thresholds=settings.thresholds,
             models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records), update=args.baseline_update)
-        write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
+        (baseline,) = relative_dirs([settings.baseline], Path.cwd())
+        write_bytes_atomic(settings.reports_dir / "junit.xml", add_gate_cases(junit, gate, records, baseline))
     except (SummariesUnwritten, OSError) as exc:  # a full or read-only disk: one line, not a traceback
         reason = str(exc) if isinstance(exc, SummariesUnwritten) else f"{exc.filename}: {exc.strerror or exc}"
         print(f"{parser.prog}: error: the merged reports cannot be written: {reason}", file=sys.stderr)

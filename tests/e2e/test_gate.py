@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -50,14 +51,27 @@ def test_regression_flow(harness):
     builders.torchscript_mlp(models, "arrived")
     broken = run(harness, *args)
     assert broken.ret == 1
-    broken.assert_outcomes(passed=3, failed=1)  # the drift and the growth pass every test ...
-    broken.stdout.fnmatch_lines([               # ... and only the baseline gate catches them
+    broken.stdout.fnmatch_lines([               # the drift and the growth pass every test: only the gate catches them
         "*REGRESSION leaving: was in the baseline and has disappeared*",
         "*REGRESSION fails_later: passed before, now failed: export failed [[]export_error[]]: every exporter failed*",
         "*REGRESSION mlp: DRQ error grew x*",
         "*REGRESSION wide: DRQ file grew +*",
         "*note arrived: new model, not in the baseline yet*",
         "*regression(s) against*"])
+    # ... and each is a failed test, as CI's JUnit widgets and the terminal's last line see it
+    broken.stdout.fnmatch_lines(["FAILED models/fails_later.pt::fails_later - fails_later: export failed*",
+                                 "FAILED tflite_baseline.json::leaving - REGRESSION leaving: *",
+                                 "FAILED models/mlp.pt::mlp - REGRESSION mlp: DRQ error grew x*",
+                                 "FAILED models/wide.pt::wide - REGRESSION wide: *"])
+    broken.assert_outcomes(passed=3, failed=4)  # fails_later's own test, and the gate's three
+    suite = ET.parse(harness.path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "4"
+    failed = {(c.get("classname"), c.get("name")): c.find("failure").get("message")
+              for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert failed[("tflite_baseline.json", "leaving")] == "REGRESSION leaving: was in the baseline and has disappeared"
+    assert failed[("models.mlp.pt", "mlp")].startswith("REGRESSION mlp: DRQ error grew x")
+    assert "REGRESSION wide: DRQ file grew +" in failed[("models.wide.pt", "wide")]  # every line of the model
+    assert "export_error" in failed[("models.fails_later.pt", "fails_later")]  # its own test's failure, once
     summary_md = (harness.path / "reports" / "summary.md").read_text()
     assert "vs baseline" in summary_md and "| PASS->FAILED (export_error) |" in summary_md
     # size and error charts for the 3 converted models; seconds by stage for all 4 (the failed one too)

@@ -42,8 +42,10 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
         "a_net": "passed", "b_net": "gone", "c_noshape": "failed"}
     assert summary["baseline"]["failed"] and summary["settings"]["shards"] == ["shard1", "shard2"]
     assert (harness.path / "merged" / "summary.html").is_file()
-    cases = ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase")
-    assert sorted(c.get("name") for c in cases) == ["a_net", "c_noshape"]
+    cases = list(ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase"))
+    assert sorted(c.get("name") for c in cases) == ["a_net", "b_net", "c_noshape"]  # the lost model, a failed case
+    (lost,) = [c for c in cases if c.get("name") == "b_net"]
+    assert lost.find("failure").get("message") == "REGRESSION b_net: was in the baseline and has disappeared"
 
     everything = run(harness, "--models-dir", "models", "-k", "b_net", "--reports-dir", "shard3",
                      "--junitxml=shard3/junit.xml")

@@ -248,6 +248,45 @@ def baselined(tmp_path, **rows) -> None:
     write(tmp_path / "baseline.json", rows, {}, None, set(rows), [])
 
 
+def test_the_gates_failures_become_test_cases_no_test_showed_yet(tmp_path):
+    """A regressed model that passed its test fails under its own node id (`--lf` reruns it), one gone
+    from the baseline under the baseline's path; one whose own test failed is red already."""
+    from .. import builders
+
+    baselined(tmp_path, a_net=builders.record(model_id="a_net"), b_net=builders.record(model_id="b_net"),
+              gone=builders.record(model_id="gone"))
+    batch = session(tmp_path, ids=("a_net", "b_net"))
+    grown = builders.record(drq=5e-3, size=20_000, model_id="a_net")
+    batch.record(report("models/a_net.pt::a_net", model_id="a_net", result=grown))
+    batch.record(report("test_mine.py::test_x[a_net]", model_id="a_net", result=grown))  # a test of your own too
+    broken = builders.record("failed", "crash", "died", model_id="b_net")
+    batch.record(report("models/b_net.pt::b_net", "failed", model_id="b_net", result=broken))
+    batch.finish(ended_by=None, versions={})
+    cases = {c.nodeid: c for c in batch.gate_cases()}
+    assert set(cases) == {"models/a_net.pt::a_net", "baseline.json::gone"}
+    grew = cases["models/a_net.pt::a_net"]
+    assert grew.collected and grew.path == "models/a_net.pt" and grew.failure.kind == "regression"
+    assert grew.failure.text.splitlines() == ["REGRESSION a_net: DRQ error grew x5.0 (0.001 -> 0.005; gate x2 above 1e-05)",
+                                              "REGRESSION a_net: DRQ file grew +100% (10000 -> 20000 bytes; gate +10%)"]
+    gone = cases["baseline.json::gone"]
+    assert not gone.collected and gone.failure.text == "REGRESSION gone: was in the baseline and has disappeared"
+    assert batch.fails_the_run(run_passed=True)
+    (tmp_path / "baseline.json").write_text("[]")
+    unusable = session(tmp_path, ids=("a_net",))
+    unusable.record(report("models/a_net.pt::a_net", model_id="a_net", result=builders.record(model_id="a_net")))
+    unusable.finish(ended_by=None, versions={})
+    (case,) = unusable.gate_cases()
+    assert case.nodeid == "baseline.json" and case.failure.text.startswith("ERROR: cannot use the baseline")
+
+
+def test_a_gate_report_is_no_models_record(tmp_path):
+    batch = session(tmp_path)
+    gate = report("models::a_net", "failed", longrepr="REGRESSION a_net: ...")
+    gate.tflite_gate = "regression"
+    batch.record(gate)
+    assert batch.records == {}
+
+
 def test_a_partial_run_keeps_the_rows_of_the_models_it_did_not_select(tmp_path):
     """-k, --lf or a split: the summary keeps the earlier rows of the unselected models, each saying
     which run it comes from, through any number of partial runs; the gate calls none of them gone."""
