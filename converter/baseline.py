@@ -15,7 +15,7 @@ from pathlib import Path
 from .columns import finite, row
 from .protocol import write_json_atomic
 from .recipes import RECIPES
-from .results import Result
+from .results import Outcome, Result
 from .thresholds import Thresholds
 
 SCHEMA_VERSION = 2  # 2: per-recipe figures; 1 (drq / fp32 fields) is read and converted
@@ -300,6 +300,20 @@ def _recipe_order(recipe: str) -> int:
     return list(RECIPES).index(recipe) if recipe in RECIPES else len(RECIPES)
 
 
+GATE_PROPERTY = "baseline_gate"  # the JUnit property that marks a gate failure's test case
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """What fails the gate, one test case each in JUnit: a model that regressed or is gone
+    (`model_id`), or the baseline itself, unusable (`model_id` None). `text`: its REGRESSION lines,
+    or the ERROR line, the failure's message."""
+
+    model_id: str | None
+    kind: str  # "regression", "gone", "error"
+    text: str
+
+
 @dataclass(frozen=True)
 class GateOutcome:
     lines: tuple[Line, ...]
@@ -307,12 +321,19 @@ class GateOutcome:
     marks: dict[str, Severity] = field(default_factory=dict)  # model -> its most serious change
     failed: bool = False
     gone: tuple[str, ...] = ()
+    failures: tuple[GateFailure, ...] = ()
 
     def to_dict(self) -> dict:
         return {"lines": [{"severity": ln.severity.value, "text": ln.text} for ln in self.lines],
                 "labels": dict(sorted(self.labels.items())),
                 "marks": {m: v.value for m, v in sorted(self.marks.items())},
                 "failed": self.failed, "gone": list(self.gone)}
+
+    def unseen_failures(self, records: dict[str, Result]) -> list[GateFailure]:
+        """The failures no test shows yet: a model whose own test failed is red already (with its
+        conversion's message); one that passed, failed as expected or is gone is not."""
+        return [f for f in self.failures
+                if f.model_id is None or f.model_id not in records or records[f.model_id].outcome is not Outcome.FAILED]
 
 
 def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresholds: Thresholds,
@@ -322,7 +343,8 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
         previous = load(path)
     except (ValueError, OSError) as exc:
         if not update:
-            return GateOutcome((Line(Severity.ERROR, f"ERROR: cannot use the baseline {exc}"),), failed=True)
+            error = f"ERROR: cannot use the baseline {exc}"
+            return GateOutcome((Line(Severity.ERROR, error),), failed=True, failures=(GateFailure(None, "error", error),))
         previous = None  # a broken baseline is exactly what --tflite-baseline-update is for
     if update:
         if previous is not None and previous.get("models_dirs") != models_dirs:
@@ -338,7 +360,19 @@ def gate(path: Path, records: dict[str, Result], *, discovered: set[str], thresh
                      "with --tflite-baseline FILE --tflite-baseline-update")
     verdict = compare(previous, records, discovered, thresholds)
     return GateOutcome(_verdict_lines(verdict, previous, versions, path, thresholds), dict(verdict.labels),
-                       verdict.marks(), verdict.failed, tuple(verdict.gone))
+                       verdict.marks(), verdict.failed, tuple(verdict.gone), _failures(verdict))
+
+
+def _failures(verdict: Verdict) -> tuple[GateFailure, ...]:
+    """One per model, in the order of the verdict's lines, with every REGRESSION line it has."""
+    texts: dict[str, list[str]] = {}
+    for change in verdict.regressions:
+        texts.setdefault(change.model_id, []).append(_regression_line(change))
+    return tuple(GateFailure(m, "gone" if m in verdict.gone else "regression", "\n".join(t)) for m, t in texts.items())
+
+
+def _regression_line(change: Change) -> str:
+    return f"REGRESSION {change.model_id}: {change.what}"
 
 
 def _info(text: str) -> GateOutcome:
@@ -355,7 +389,7 @@ def _verdict_lines(verdict: Verdict, previous: dict, versions: dict, path: Path,
     if changed:
         lines.append(Line(Severity.NOTE, "note: tool versions differ from the baseline's: "
                           + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())))
-    lines += [Line(Severity.REGRESSION, f"REGRESSION {c.model_id}: {c.what}") for c in verdict.regressions]
+    lines += [Line(Severity.REGRESSION, _regression_line(c)) for c in verdict.regressions]
     lines += [Line(Severity.IMPROVEMENT, f"improved {c.model_id}: {c.what}") for c in verdict.improvements]
     lines += [Line(Severity.NOTE, f"note {c.model_id}: {c.what}") for c in verdict.notes]
     if verdict.improvements:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .baseline import GateOutcome
+from .baseline import GateFailure, GateOutcome
 from .failures import FailureKind, Stage
 from .live import cut_short, running_conversions, status_line, waiting_conversions
 from .results import Outcome, Result
@@ -22,6 +23,17 @@ from .summaries import SummariesUnwritten, conclude, relative_dirs
 
 # what xdist writes into the report of an item whose worker died (xdist 3.8's DSession.handle_crashitem)
 WORKER_CRASH_WORDS = "crashed while running"
+
+
+@dataclass(frozen=True)
+class GateCase:
+    """A failure of the baseline gate as a test case: its node id, the file it names, its headline."""
+
+    nodeid: str
+    path: str
+    headline: str
+    failure: GateFailure
+    collected: bool  # the node id is a test of this run (a regressed model's), not the baseline's
 
 
 def outcome_of(report) -> Outcome:
@@ -81,6 +93,8 @@ class BatchSession:
         """A test's report: its model's record (with the test's outcome; for a test of your own that
         took the model's conversion, the model's own verdict, unless the model's item gave one), or,
         for a test that failed before the model had a result (a dead worker, the outer timeout), a crash."""
+        if getattr(report, "tflite_gate", None):
+            return  # the gate's own verdict, reported back as a test case (gate_cases)
         model_id = getattr(report, "tflite_model_id", None)
         if model_id:
             self._model_of_node[report.nodeid] = model_id
@@ -103,6 +117,13 @@ class BatchSession:
         model_id = self.model_of(nodeid)
         if model_id:
             report.tflite_model_id = model_id
+
+    def nodeid_of(self, model_id: str) -> str | None:
+        """The node id of the model's test in this run: the plugin's item (named by the id), else the
+        first test of your own that took its conversion."""
+        ids = sorted(n for n, m in self._model_of_node.items() if m == model_id)
+        items = [n for n in ids if n.rsplit("::", 1)[-1] == model_id]
+        return (items or ids or [None])[0]
 
     def model_of(self, nodeid: str) -> str | None:
         """The model a node id names: the one a report of it named (its setup's report arrives
@@ -137,6 +158,7 @@ class BatchSession:
         if not self.records and not signalled:
             return False
         s = self.settings
+        selected = {m for m in map(self.model_of, self.expected) if m} | set(self.records)
         ended = None
         if ended_by:  # what did not run is said, not left out: a cut run must not read as complete
             stopped = cut_short(s.artifacts_dir, self.started, self.records)  # they ran: not "did not run"
@@ -150,11 +172,27 @@ class BatchSession:
                           "max_conversions": s.max_conversions, "preload": s.preload},
                 baseline=s.baseline, thresholds=s.thresholds,
                 models_dirs=relative_dirs(s.models_dirs, self.rootpath), discovered=self.discovered(),
-                update=self.update, judge=ended is None, ended=ended)
+                update=self.update, judge=ended is None, ended=ended,
+                unselected=self.discovered() - selected, started=self.started)
         except SummariesUnwritten as exc:
             self.summary, self.gate = exc.summary, exc.gate
             self.unwritten.append(str(exc))
         return True
+
+    def gate_cases(self) -> list[GateCase]:
+        """What fails the gate and no test shows yet, as test cases for JUnit and the terminal: a
+        regressed model under its own test's node id (so `--lf` reruns it), a model gone from the
+        baseline and an unusable baseline under the baseline file's path."""
+        if self.gate is None:
+            return []
+        (baseline,) = relative_dirs([self.settings.baseline], self.rootpath)
+        cases = []
+        for failure in self.gate.unseen_failures(self.records):
+            test = failure.model_id and self.nodeid_of(failure.model_id)
+            nodeid = test or "::".join(filter(None, (baseline, failure.model_id)))
+            cases.append(GateCase(nodeid, nodeid.split("::", 1)[0],
+                                  f"{failure.model_id or 'the baseline'} against the baseline", failure, bool(test)))
+        return cases
 
     def fails_the_run(self, run_passed: bool) -> bool:
         """A run whose reports are missing must not read as a success; a regression against the

@@ -12,7 +12,7 @@ from .batch_session import BatchSession
 from .columns import onnx2tf_runs_line
 from .environment import tool_versions
 from .live import StatusThread
-from .report import ended_line
+from .report import counts_of, ended_line
 from .results import Outcome
 from .settings import Settings
 from .spec import OPSET
@@ -33,6 +33,16 @@ def header_lines(s: Settings, *, cache_note: str | None, capped: int | None, upd
     return lines + [
         f"baseline: {s.baseline}{' (will be rewritten)' if update else ''}"
         f"  regression thresholds: {s.thresholds.describe()}"] + [f"deprecated: {d}" for d in s.deprecations]
+
+
+def end_open_line(config) -> None:
+    """What follows the progress dots starts a line of its own: xdist's dots leave the reporter's own
+    newline bookkeeping (`ensure_newline`) unset, so ask the terminal writer where the line is
+    (Config's public get_terminal_writer, checked against pytest 9.2; tests/e2e/test_progress.py
+    shows the status line)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.get_terminal_writer().width_of_current_line:
+        reporter.write("\n")
 
 
 class StatusLine:
@@ -61,11 +71,7 @@ class StatusLine:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            # after the progress dots, on a line of its own: xdist's dots leave the reporter's own
-            # newline bookkeeping unset, so ask the terminal writer where the line is (Config's public
-            # get_terminal_writer, checked against pytest 9.2; tests/test_progress.py shows the line)
-            if self.config.get_terminal_writer().width_of_current_line:
-                reporter.write("\n")
+            end_open_line(self.config)
             reporter.write_line(line or self.batch.status_line())
 
     def ticker(self):
@@ -94,11 +100,11 @@ def write_summary(reporter, batch: BatchSession, notes: list[str], *, causes: bo
     summary = batch.summary
     if not summary:
         return
-    s, counts = batch.settings, summary["counts"]
+    s, counts = batch.settings, counts_of(batch.records)  # this run's, not the rows a partial run kept
     reporter.section("tflite conversion")
     if summary.get("ended"):
         reporter.line(ended_line(summary["ended"]), red=True)
-    run = len(summary["models"]) - counts.get("gone", 0)
+    run = len(batch.records)
     reporter.line(f"{counts.get('passed', 0)} converted and verified, {counts.get('failed', 0)} failed, "
                   f"{counts.get('xfailed', 0)} failed as expected, of {run} model{'s' if run != 1 else ''}")
     runs = onnx2tf_runs_line(batch.records.values())
@@ -116,7 +122,9 @@ def write_summary(reporter, batch: BatchSession, notes: list[str], *, causes: bo
                           f"{record.export.opset}, not {OPSET} (its down-conversion failed); the model "
                           "was converted and verified at that opset")
     written = (s.reports_dir / "summary.md").is_file()  # a full disk: named in the ERROR above, not here
-    reporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json)   "
+    kept = len(summary.get("kept_from_earlier_runs", {}))
+    rows = f"; {run} row{'s' if run != 1 else ''} from this run, {kept} kept from earlier runs" if kept else ""
+    reporter.line(f"summary: {s.reports_dir / 'summary.md' if written else 'not written'} (and .html, .json{rows})   "
                   f"deliverables: {s.tflite_dir}")
     if batch.gate is not None:
         reporter.section("tflite baseline")

@@ -19,7 +19,7 @@ import math
 from .columns import DEVICE_VIEW, PAGE, device_rows, row
 from .failures import Stage
 from .recipes import RECIPES
-from .report import counts_of, ended_line, format_cell
+from .report import counts_of, ended_line, format_cell, partial_line, run_of
 from .results import Outcome, Result, worst
 
 OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1", "regressed": "#ffc9a8"}
@@ -187,10 +187,12 @@ def _device_table(records: dict[str, Result]) -> str:
 
 
 def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None,
-           links: dict[str, tuple[tuple[str, str], ...]] | None = None) -> str:
+           links: dict[str, tuple[tuple[str, str], ...]] | None = None, *, run: dict | None = None,
+           kept: dict | None = None) -> str:
     """The page. `links`: per model, (name, href) of its files that exist (summaries.artifact_links),
-    relative to the page; `gate`: the baseline's verdict, whose marks say which models regressed."""
-    gate = gate or {}
+    relative to the page; `gate`: the baseline's verdict, whose marks say which models regressed;
+    `run`, `kept`: this run, and the rows a partial run kept from earlier runs (each says which)."""
+    gate, kept = gate or {}, kept or {}
     labels, marks = gate.get("labels", {}), gate.get("marks", {})
     regressed = {m for m in records if marks.get(m) in REGRESSIVE}
     longest = max([sum(r.stage_seconds.values()) for r in records.values()] + [0.0])
@@ -206,7 +208,8 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
             cells_by_key["outcome"] = "regressed"  # it passed its checks, and lost what the baseline had
         colour = OUTCOME_COLOURS["regressed"] if model_id in regressed else OUTCOME_COLOURS.get(cells_by_key["outcome"],
                                                                                                   "#eee")
-        cells = [f'<td class="id"><code>{_breakable(model_id)}</code>{_link_cell(model_id, links)}</td>']
+        earlier = f"<br><small>from {html.escape(run_of(model_id, kept))}</small>" if model_id in kept else ""
+        cells = [f'<td class="id"><code>{_breakable(model_id)}</code>{_link_cell(model_id, links)}{earlier}</td>']
         cells += [f'<td{" class=wrap" if c.wrap else ""}>{_breakable(format_cell(cells_by_key[c.key], c.fmt))}'
                   f'{_device_note(cells_by_key) if c.key == "delivered" else ""}</td>' for c in PAGE]
         if labels:
@@ -233,6 +236,7 @@ def render(records: dict[str, Result], versions: dict, gate: dict | None = None,
         verdict += (f"<li><details><summary>{len(notes)} note(s), not gated</summary><ul>"
                     + "".join(f"<li>{html.escape(n['text'])}</li>" for n in notes) + "</ul></details></li>")
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items())
+    partial = partial_line(run, kept, len(records))
     stage_legend = "".join(f'<span style="background:{c}"></span>{html.escape(s)}' for s, c in STAGE_COLOURS.items())
     recipe_legend = f'<span style="background:{TF_COLOUR}"></span>float32 (ONNX, TF model)' + "".join(
         f'<span class="key"><span style="background:{recipe.colour}"></span>{html.escape(recipe.label)}: '
@@ -255,6 +259,7 @@ svg text.faint {{ fill: #888; }}
 </style></head><body>
 <h1>TFLite conversion summary</h1>
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
+{f"<p>{html.escape(partial)}</p>" if partial else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
 output's range; <code>err</code> and <code>cosine</code> are the deliverable's.</p>
 <p class="legend">{recipe_legend}</p>

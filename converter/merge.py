@@ -10,20 +10,19 @@ baseline that no shard ran is GONE: a split that loses a model fails the gate. E
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import os
-import stat
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from . import __version__
+from .baseline import GATE_PROPERTY
 from .protocol import write_bytes_atomic
-from .results import SCHEMA_VERSION, Outcome, Result
+from .results import Outcome, Result
 from .settings import BASELINE_UPDATE, BY_OPTION, SettingsError, argparse_help, flag_of, option_kwargs, resolve
 from .summaries import SummariesUnwritten, conclude, relative_dirs
+from .summary_file import SummaryUnreadable, read_regular, read_summary
 
 MERGED_SETTINGS = ("reports_dir", "baseline", "regression_threshold")
 OWN_HELP = {"reports_dir": "where the merged summary.json/.md/.html and junit.xml go"}
@@ -33,87 +32,14 @@ class MergeError(Exception):
     pass
 
 
-def _unique_keys(pairs):
-    """A key written twice would silently keep its last copy: one of two records of a model hidden."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"the key {repeated!r} appears twice")
-    return found
-
-
-MAX_SHARD_FILE = 256 * 2**20  # a summary of 20 000 models is a few tens of MB
-
-
-def read_regular(path: Path, limit: int = MAX_SHARD_FILE) -> bytes:
-    """A shard's file, if it is a regular file of at most `limit` bytes: a FIFO would block the merge
-    for ever, a link to /dev/zero never end, a 2 GB file fill the memory. Opened without blocking,
-    checked on the open file (what is checked is what is read), read no further than the limit."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        if info.st_size > limit:
-            raise OSError(f"{path.name} is {info.st_size / 2**20:,.0f} MB, more than a shard's {limit / 2**20:,.0f} MB")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{path.name} is more than a shard's {limit / 2**20:,.0f} MB")
-    return data
-
-
 def read_shard(folder: Path) -> dict[str, Result]:
-    """A shard's records from its summary.json, each checked: a tampered or truncated file is one line."""
+    """A shard's own records from its summary.json, each checked (a tampered or truncated file is one
+    line); rows its run kept from earlier runs in that folder are not the shard's."""
     path = Path(folder) / "summary.json"
     try:
-        summary = json.loads(read_regular(path).decode("utf-8"), object_pairs_hook=_unique_keys)
-        if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict):
-            raise ValueError("it holds no 'models' object")
-        if summary.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"its schema {summary.get('schema_version')!r} is not {SCHEMA_VERSION} (written by "
-                             "another release of the harness: rerun that shard)")
-        records = {}
-        for model_id, data in summary["models"].items():
-            records[model_id] = _record(model_id, data)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return read_summary(path).own()
+    except SummaryUnreadable as exc:
         raise MergeError(f"{path}: not a shard's summary ({exc})") from None
-    return records
-
-
-def _record(model_id: str, data) -> Result:
-    if not isinstance(data, dict):
-        raise ValueError(f"model {model_id!r} is a {type(data).__name__}, not a record")
-    try:
-        record = Result.from_dict(data)
-        outcome = Outcome(data.get("outcome"))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise ValueError(f"model {model_id!r} is not a record ({type(exc).__name__}: {exc})") from None
-    if record.model_id != model_id or record.status not in ("passed", "failed", "gone"):
-        raise ValueError(f"model {model_id!r} has a record of {record.model_id!r} with status {record.status!r}")
-    if (record.status == "passed" and record.failure is not None) or (record.status == "failed" and not record.failure) \
-            or (outcome is Outcome.PASSED and record.status != "passed"):
-        raise ValueError(f"model {model_id!r} is {outcome.value} with status {record.status!r} and "
-                         f"{'a failure' if record.failure else 'no failure'}: a record contradicts itself")
-    bad = [n for n in _numbers(data) if not math.isfinite(n)]
-    if bad and record.status == "passed":  # a passed model has finite figures; NaN would disable the gate
-        raise ValueError(f"model {model_id!r} passed with a figure that is not finite")
-    return dataclasses.replace(record, outcome=outcome)
-
-
-def _numbers(value):
-    if isinstance(value, bool):
-        return
-    if isinstance(value, (int, float)):
-        yield float(value)
-    elif isinstance(value, str) and value in ("nan", "inf", "-inf"):
-        yield float(value)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _numbers(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _numbers(v)
 
 
 def merge_records(shards: list[tuple[Path, dict[str, Result]]]) -> tuple[dict[str, Result], dict[str, Path]]:
@@ -140,10 +66,11 @@ def _model_of(case: ET.Element, ids: set[str]) -> bool:
     return name in known or inner in known
 
 
-def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = None) -> bytes:
+def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = None) -> ET.Element:
     """One <testsuite> with every shard's test cases and the summed counts. A model's test case
     (one with the plugin's properties) that its shard's summary does not hold is refused: the two
-    files would tell different stories."""
+    files would tell different stories. A shard's own gate failures are left out: the merged
+    verdict adds its own (`add_gate_cases`)."""
     merged = ET.Element("testsuite", name="pytest")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     seconds = 0.0
@@ -166,12 +93,37 @@ def merge_junit(folders: list[Path], records: list[dict[str, Result]] | None = N
                 seconds += float(suite.get("time", 0))
             except ValueError as exc:
                 raise MergeError(f"{path}: not a JUnit report (a count is not a number: {exc})") from None
-            merged.extend(suite.findall("testcase"))
+            for case in suite.findall("testcase"):
+                if case.find(f"properties/property[@name='{GATE_PROPERTY}']") is None:
+                    merged.append(case)
+                else:  # one shard's verdict, not the batch's
+                    totals["tests"] -= 1
+                    totals["failures"] -= 1
     for key, value in totals.items():
         merged.set(key, str(value))
     merged.set("time", f"{seconds:.3f}")
     suites = ET.Element("testsuites")
     suites.append(merged)
+    return suites
+
+
+def add_gate_cases(suites: ET.Element, gate, records: dict[str, Result], baseline: str) -> bytes:
+    """The merged gate's failures as failed test cases, as a run writes them: a regressed model's
+    under its own test case's name, a gone model (and an unusable baseline) under the baseline's."""
+    suite = suites.find("testsuite")
+    cases = list(suite.iter("testcase"))
+    for failure in gate.unseen_failures(records) if gate else ():
+        own = next((c for c in cases if failure.model_id and _model_of(c, {failure.model_id})), None)
+        if own is not None:
+            classname, name = own.get("classname", ""), own.get("name", "")
+        else:  # as pytest's junitxml names a node id `<baseline>::<model>`
+            dotted = baseline.replace("/", ".")
+            classname, name = (dotted, failure.model_id) if failure.model_id else ("", dotted)
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0.000")
+        ET.SubElement(ET.SubElement(case, "properties"), "property", name=GATE_PROPERTY, value=failure.kind)
+        ET.SubElement(case, "failure", message=failure.text).text = failure.text
+        for key in ("tests", "failures"):
+            suite.set(key, str(int(suite.get(key)) + 1))
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 
@@ -253,7 +205,8 @@ def main(argv=None) -> int:
             baseline=settings.baseline, thresholds=settings.thresholds,
             models_dirs=relative_dirs(dirs, Path.cwd()), discovered=set(records), update=args.baseline_update,
             reports_of=where)
-        write_bytes_atomic(settings.reports_dir / "junit.xml", junit)
+        (baseline,) = relative_dirs([settings.baseline], Path.cwd())
+        write_bytes_atomic(settings.reports_dir / "junit.xml", add_gate_cases(junit, gate, records, baseline))
     except (SummariesUnwritten, OSError) as exc:  # a full or read-only disk: one line, not a traceback
         reason = str(exc) if isinstance(exc, SummariesUnwritten) else f"{exc.filename}: {exc.strerror or exc}"
         print(f"{parser.prog}: error: the merged reports cannot be written: {reason}", file=sys.stderr)

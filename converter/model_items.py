@@ -23,6 +23,7 @@ OUTER_TIMEOUT_MARGIN = 120  # pytest-timeout fires only if the pipeline's own ti
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CONVERSIONS_KEY = pytest.StashKey[dict]()
 RESULT_ON_ITEM = pytest.StashKey[Result]()
+CONVERTED_IN = pytest.StashKey[str]()  # the phase of the test that converted (or restored) the model in this process
 CASES_KEY = pytest.StashKey[list]()  # the discovered models, once per process
 ACTIVE_KEY = pytest.StashKey[bool]()  # asked to convert models in this run
 OUTCOME_ON_ITEM = pytest.StashKey[Outcome]()  # the model's verdict, on a test of your own that took its conversion
@@ -85,7 +86,7 @@ def conversion_for_test(config, case, node) -> Result:
         folder = os.path.relpath(case.root, config.invocation_params.dir)
         pytest.skip(f"{case.model_id}: this run converts nothing, as it leaves out the models folder {folder}: name it "
                     f"too (pytest {folder} ...) or pass {MODELS.flag} {folder}")
-    result = node.stash[RESULT_ON_ITEM] = converted(config, case)
+    result = converted_for(node, case, phase="setup")
     expect = case.spec.expect if case.spec else None
     outcome, verdict = Outcome.PASSED, ""
     try:
@@ -111,6 +112,8 @@ def label_report(item, report) -> None:
         return
     report.tflite_model_id = case.model_id
     result = item.stash.get(RESULT_ON_ITEM, None)
+    if result is not None:
+        report.duration = split_duration(item, report, result)
     if result is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
         report.tflite_result = result.to_dict()
         outcome = item.stash.get(OUTCOME_ON_ITEM, None)
@@ -178,8 +181,7 @@ class ModelItem(pytest.Item):
             self.add_marker(mark)
 
     def runtest(self) -> None:
-        result = converted(self.config, self.case)
-        self.stash[RESULT_ON_ITEM] = result
+        result = converted_for(self, self.case, phase="call")
         self.user_properties.extend(junit_properties(result))
         assert_conversion(result, self.case.spec.expect if self.case.spec else None)
 
@@ -203,6 +205,25 @@ def shown_log(config, model_id: str) -> str | None:
         return None
     here = absolute(config.invocation_params.dir)
     return str(log.relative_to(here)) if here in log.parents else str(log)
+def converted_for(item, case, *, phase: str) -> Result:
+    """The model's conversion for this test (`phase`: the test's phase that asks for it); the test
+    that converted it, or restored it from the cache, is marked, for `split_duration`."""
+    fresh = case.model_id not in item.config.stash[CONVERSIONS_KEY]
+    result = item.stash[RESULT_ON_ITEM] = converted(item.config, case)
+    if fresh:
+        item.stash[CONVERTED_IN] = phase
+    return result
+
+
+def split_duration(item, report, result: Result) -> float:
+    """The duration pytest-split's `--store-durations` stores for this report: it sums each test's
+    report durations, and balances shards by them. A model restored from the cache took a restore's
+    0.05 s here, but costs a shard whose cache is cold its conversion: that run stores the seconds
+    the conversion took when it was converted (as its record keeps them)."""
+    storing = getattr(item.config.option, "store_durations", False)  # pytest-split's option, when installed
+    if storing and result.cache_hit and item.stash.get(CONVERTED_IN, None) == report.when:
+        return max(report.duration, result.seconds)
+    return report.duration
 
 
 def converted(config, case) -> Result:

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from . import cache, plugin_options, slots
-from .batch_session import BatchSession
-from .batch_terminal import StatusLine, header_lines, write_summary
+from .baseline import GATE_PROPERTY
+from .batch_session import BatchSession, GateCase
+from .batch_terminal import StatusLine, end_open_line, header_lines, write_summary
 from .columns import junit_properties
 from .discovery import beyond_depth, too_deep_note
 from .environment import tool_versions
@@ -43,7 +44,7 @@ from .model_items import (
     label_report,
 )
 from .output_folders import OutputsError, prepare, prune_unclaimed
-from .pytest_internals import escaped_id, guard_junit
+from .pytest_internals import escaped_id, guard_junit, message_only
 from .results import Result
 from .settings import BASELINE_UPDATE, BY_NAME, SETTINGS, Settings, SettingsError, resolve
 
@@ -247,6 +248,22 @@ def pytest_runtest_makereport(item, call):
     label_report(item, outcome.get_result())
 
 
+def report_gate_cases(session, cases: list[GateCase]) -> None:
+    """Each failure of the baseline gate reported as a failed test, through pytest's own report hook:
+    junitxml writes it as a failed <testcase> with the regression as its message, the terminal
+    counts it in its last line and lists it under FAILURES, the cache provider's `--lf` reruns it."""
+    session.testscollected += sum(not case.collected for case in cases)  # a progress of 100 %, not 125 %
+    if cases:
+        end_open_line(session.config)  # pytest writes no progress figure past the last test's then
+    for case in cases:
+        location = (case.path, None, case.headline)
+        properties = [(GATE_PROPERTY, case.failure.kind)]
+        for when, outcome, longrepr in (("call", "failed", message_only(case.failure.text)), ("teardown", "passed", None)):
+            session.config.hook.pytest_runtest_logreport(report=pytest.TestReport(
+                case.nodeid, location, {}, outcome, longrepr, when, user_properties=properties,
+                tflite_gate=case.failure.kind))
+
+
 class ControllerHooks:
     """The controller's hooks (the xdist controller, or a plain run: where reports are written),
     each handing off to the batch session (records, expected items, the verdict) or to the terminal."""
@@ -283,8 +300,15 @@ class ControllerHooks:
             "an interrupt" if session.exitstatus == pytest.ExitCode.INTERRUPTED else None)
         if self.batch.finish(ended_by=ended_by, versions=tool_versions(), signalled=terminating()):
             self.batch.unwritten += [line for line in (guard_junit(self.config),) if line]
+            report_gate_cases(session, self.batch.gate_cases())  # before junitxml writes: CI's JUnit widgets show them
             if self.batch.fails_the_run(run_passed=session.exitstatus == pytest.ExitCode.OK):
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report):
+        if getattr(report, "tflite_gate", None) and report.when == "call":  # no progress letter after the last test's
+            return "failed", "", "FAILED"
+        return None
 
     def pytest_terminal_summary(self, terminalreporter):
         notes = [line for n in (self.config.stash.get(CACHE_NOTE_KEY, None), slots.default_folder()[1],

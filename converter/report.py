@@ -119,21 +119,40 @@ def ended_line(ended: dict | None) -> str | None:
             "and nothing was delivered after it.")
 
 
+def partial_line(run: dict | None, kept: dict, rows: int) -> str | None:
+    """What a partial run (`-k`, `--lf`, a split) wrote: its own rows, and those kept from earlier runs."""
+    if not run or not run.get("partial"):
+        return None
+    if not kept:
+        return (f"A partial run (-k, --lf or a split), started {run['started']}: its {rows} row(s) only, "
+                "no earlier summary of these models folders held the models it did not select.")
+    return (f"A partial run (-k, --lf or a split), started {run['started']}: {rows - len(kept)} row(s) from this run; "
+            f"{len(kept)} rows are kept from earlier runs, each saying which run it comes from.")
+
+
+def run_of(model_id: str, kept: dict) -> str:
+    """The run a row comes from, for the "run" column of a partial run's summary."""
+    return (kept[model_id] or "an earlier run") if model_id in kept else "this run"
+
+
 def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | None = None,
-                     ended: dict | None = None) -> str:
-    """The table with the row's columns, and the verdict against the baseline when there is one."""
-    labels = (gate or {}).get("labels", {})
+                     ended: dict | None = None, *, run: dict | None = None, kept: dict | None = None) -> str:
+    """The table with the row's columns, and the verdict against the baseline when there is one.
+    `kept`: rows a partial run kept from earlier runs (model -> the start of the run each comes from)."""
+    labels, kept = (gate or {}).get("labels", {}), kept or {}
     counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items()) or "no models"
+    partial = partial_line(run, kept, len(records))
     lines = ["# TFLite conversion summary", ""] + ([ended_line(ended), ""] if ended else []) + [
-             f"{len(records)} models: {counts}.", "",
+             f"{len(records)} models: {counts}.", ""] + ([partial, ""] if partial else []) + [
              "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs; "
              "`err` and `cosine` are the deliverable's.", ""]
-    titles = ["model"] + [c.title for c in TABLE] + (["vs baseline"] if labels else [])
+    titles = ["model"] + [c.title for c in TABLE] + (["vs baseline"] if labels else []) + (["run"] if kept else [])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for model_id in sorted(records):
         cells = row(records[model_id])
         out = [f"`{model_id}`"] + [format_cell(cells[c.key], c.fmt) for c in TABLE]
         out += [labels.get(model_id, "")] if labels else []
+        out += [run_of(model_id, kept)] if kept else []
         lines.append("| " + " | ".join(_cell(c) for c in out) + " |")
     failures = [(m, r) for m, r in sorted(records.items()) if r.failure]
     if failures:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .. import builders
 from ..support import convert, run
 
@@ -89,3 +91,17 @@ def test_a_refused_pickle_is_cached_under_the_bytes_read(tmp_path):
     assert cold.failure.kind.value == "untrusted_pickle" and len(cold.model_sha256) == 64
     assert warm.cache_hit and warm.failure == cold.failure
     assert log.read_bytes() == logged  # the failure's message names its log: a restored failure brings it back
+
+
+def test_durations_stored_from_a_cached_run_are_the_conversions(harness):
+    """pytest-split balances shards by the durations `--store-durations` stores: from a warm run those
+    were restore times (0.01-0.08 s), so a shard with a cold cache got far more than its share."""
+    pytest.importorskip("pytest_split", reason="pytest-split (requirements_dev.txt) is not installed")
+    builders.torchscript_cnn(harness.path / "models", name="net")
+    run(harness, "--tflite-models-dir", "models").assert_outcomes(passed=1)
+    warm = run(harness, "--tflite-models-dir", "models", "--store-durations", "--durations-path", "durations.json")
+    warm.assert_outcomes(passed=1)
+    record = json.loads((harness.path / "reports" / "summary.json").read_text())["models"]["net"]
+    assert record["cache_hit"] and record["seconds"] > 1.0  # the conversion's seconds, as recorded when it ran
+    stored = json.loads((harness.path / "durations.json").read_text())
+    assert stored["models/net.pt::net"] >= record["seconds"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -14,8 +15,9 @@ from ..support import run
 
 def test_regression_flow(harness):
     """The whole story under xdist, as CI runs it (the gate is the controller's, the same code in a
-    plain run): no baseline, a baseline written, a partial rerun, regressions only the gate
-    catches, the broken state accepted, then mended."""
+    plain run): no baseline, a baseline written, a partial rerun that keeps the full run's rows,
+    regressions only the gate catches (failed test cases in JUnit and on the terminal's last line),
+    the broken state accepted (its known failure declared, so the job is green), then mended."""
     workers = ["-n", "2"]
     models = harness.path / "models"
     builders.torchscript_mlp(models, "mlp")
@@ -37,7 +39,13 @@ def test_regression_flow(harness):
     assert baseline["models"]["leaving"]["status"] == "xfailed"
     rerun = run(harness, *args, "-k", "mlp")  # models not run are neither judged nor GONE
     assert rerun.ret == 0 and "GONE" not in rerun.stdout.str() and "REGRESSION" not in rerun.stdout.str()
-    rerun.stdout.fnmatch_lines(["*no regression against*"])
+    rerun.stdout.fnmatch_lines(["*1 row from this run, 3 kept from earlier runs*", "*no regression against*"])
+    # ... and the full run's report keeps its other rows, each saying which run it comes from
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    assert sorted(summary["models"]) == ["fails_later", "leaving", "mlp", "wide"]
+    assert sorted(summary["kept_from_earlier_runs"]) == ["fails_later", "leaving", "wide"]
+    assert summary["run"]["partial"] and summary["run"]["started"] not in summary["kept_from_earlier_runs"].values()
+    assert "3 rows are kept from earlier runs" in (harness.path / "reports" / "summary.md").read_text()
 
     builders.torchscript_mlp(models, "mlp", outlier=8.0)   # drifts, but within its tolerance
     builders.torchscript_mlp(models, "wide", hidden=128)  # a grown layer
@@ -47,14 +55,27 @@ def test_regression_flow(harness):
     builders.torchscript_mlp(models, "arrived")
     broken = run(harness, *args)
     assert broken.ret == 1
-    broken.assert_outcomes(passed=3, failed=1)  # the drift and the growth pass every test ...
-    broken.stdout.fnmatch_lines([               # ... and only the baseline gate catches them
+    broken.stdout.fnmatch_lines([               # the drift and the growth pass every test: only the gate catches them
         "*REGRESSION leaving: was in the baseline and has disappeared*",
         "*REGRESSION fails_later: passed before, now failed: export failed [[]export_error[]]: every exporter failed*",
         "*REGRESSION mlp: DRQ error grew x*",
         "*REGRESSION wide: DRQ file grew +*",
         "*note arrived: new model, not in the baseline yet*",
         "*regression(s) against*"])
+    # ... and each is a failed test, as CI's JUnit widgets and the terminal's last line see it
+    # each told once, in its FAILURES entry (the short summary names them)
+    broken.stdout.fnmatch_lines(["FAILED models/fails_later.pt::fails_later", "FAILED tflite_baseline.json::leaving",
+                                 "FAILED models/mlp.pt::mlp", "FAILED models/wide.pt::wide"])
+    assert broken.stdout.str().count("REGRESSION mlp: DRQ error grew x") == 2  # its FAILURES entry, the gate's section
+    broken.assert_outcomes(passed=3, failed=4)  # fails_later's own test, and the gate's three
+    suite = ET.parse(harness.path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "4"
+    failed = {(c.get("classname"), c.get("name")): c.find("failure").get("message")
+              for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert failed[("tflite_baseline.json", "leaving")] == "REGRESSION leaving: was in the baseline and has disappeared"
+    assert failed[("models.mlp.pt", "mlp")].startswith("REGRESSION mlp: DRQ error grew x")
+    assert "REGRESSION wide: DRQ file grew +" in failed[("models.wide.pt", "wide")]  # every line of the model
+    assert "export_error" in failed[("models.fails_later.pt", "fails_later")]  # its own test's failure, once
     summary_md = (harness.path / "reports" / "summary.md").read_text()
     assert "vs baseline" in summary_md and "| PASS->FAILED (export_error) |" in summary_md
     # size and error charts for the 3 converted models; seconds by stage for all 4 (the failed one too)
@@ -68,14 +89,18 @@ def test_regression_flow(harness):
     assert OUTCOME_COLOURS["passed"] in rows["arrived"]  # new: nothing to regress against
     assert "4 regressed against the baseline" in page  # leaving (gone), fails_later, mlp, wide
 
-    accept = run(harness, *args, "--tflite-baseline-update")  # accept the broken state (its failing test still fails) ...
+    with open(models / "fails_later.toml", "a") as fh:  # a known failure is declared, so the job is green ...
+        fh.write('[expect]\nkind = "export_error"\nreason = "eigh has no ONNX export"\n')
+    accept = run(harness, *args, "--tflite-baseline-update")  # ... and the broken state accepted
+    assert accept.ret == 0
+    accept.assert_outcomes(passed=3, xfailed=1)
     accept.stdout.fnmatch_lines(["*baseline written: *baseline.json (4 models)*"])
     builders.torchscript_mlp(models, "mlp")                    # ... then mend it
     builders.torchscript_mlp(models, "wide")
-    builders.torchscript_mlp(models, "fails_later")
+    builders.torchscript_mlp(models, "fails_later")  # its sidecar rewritten: no [expect] left
     mended = run(harness, *args)
     assert mended.ret == 0
-    mended.stdout.fnmatch_lines(["*improved fails_later: failed before (export_error), now passes*",
+    mended.stdout.fnmatch_lines(["*improved fails_later: xfailed before (export_error), now passes*",
                                  "*improved mlp: DRQ error shrank*", "*improved wide: DRQ file shrank*",
                                  "*update the baseline with --tflite-baseline-update*", "*no regression against*"])
 

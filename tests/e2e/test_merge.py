@@ -50,8 +50,10 @@ def test_two_shards_merge_into_one_summary_junit_and_verdict(harness):
         assert links and all((page.parent / urllib.parse.unquote(link)).is_file() for link in links), (page, links)
     merged_links = re.findall(r'href="([^"]+)"', (harness.path / "merged" / "summary.html").read_text())
     assert "../shard1/artifacts/a_net/result.json" in merged_links and not any("c_noshape" in x for x in merged_links)
-    cases = ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase")
-    assert sorted(c.get("name") for c in cases) == ["a_net", "c_noshape"]
+    cases = list(ET.parse(harness.path / "merged" / "junit.xml").getroot().iter("testcase"))
+    assert sorted(c.get("name") for c in cases) == ["a_net", "b_net", "c_noshape"]  # the lost model, a failed case
+    (lost,) = [c for c in cases if c.get("name") == "b_net"]
+    assert lost.find("failure").get("message") == "REGRESSION b_net: was in the baseline and has disappeared"
 
     everything = run(harness, "--tflite-models-dir", "models", "-k", "b_net", "--tflite-reports-dir", "shard3",
                      "--junitxml=shard3/junit.xml")

@@ -131,6 +131,8 @@ def test_lf_reruns_only_the_models_that_failed_and_junitxml_wins(harness):
     again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*"])
     assert "noshape" in (harness.path / "mine.xml").read_text()
     assert default_junit.stat().st_mtime_ns == written  # --junitxml wins
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())  # the rerun's row, and the rest kept
+    assert sorted(summary["models"]) == ["good", "noshape"] and list(summary["kept_from_earlier_runs"]) == ["good"]
 
 
 def test_help_names_every_setting_with_its_ini_key_and_variable(harness):

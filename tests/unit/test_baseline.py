@@ -1,12 +1,14 @@
 """The baseline file and the gate's verdict, with severities (baseline.py, thresholds.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from converter.baseline import compare, gate, record
 from converter.failures import FailureKind
+from converter.results import Outcome
 from converter.thresholds import Thresholds, parse_thresholds
 
 from .. import builders
@@ -121,6 +123,10 @@ def test_gate_only_compares_the_folder_it_was_made_for_and_update_repairs(tmp_pa
     same = gate(path, {"a": row(outcome="failed", kind="crash", signature="c")}, discovered={"a"},
                 models_dirs=["examples"], update=False, **common)
     assert same.failed and same.labels == {"a": "PASS->FAILED (crash)"}
+    (failure,) = same.failures  # one test case each in JUnit, unless the model's own test shows it already
+    assert (failure.model_id, failure.kind) == ("a", "regression") and failure.text.startswith("REGRESSION a: passed before")
+    crashed = dataclasses.replace(row(outcome="failed", kind="crash", signature="c"), outcome=Outcome.FAILED)
+    assert same.unseen_failures({"a": crashed}) == [] and same.unseen_failures({}) == [failure]
     path.write_text("{ not json")
     assert gate(path, {"a": row()}, discovered={"a"}, models_dirs=["examples"], update=False, **common).failed
     repaired = gate(path, {"a": row()}, discovered={"a"}, models_dirs=["examples"], update=True, **common)
@@ -129,10 +135,6 @@ def test_gate_only_compares_the_folder_it_was_made_for_and_update_repairs(tmp_pa
 
 def test_an_expected_failure_that_now_converts_is_good_news():
     base = baseline_of(m=row(outcome="xfailed", kind="export_error", signature="e"))
-    import dataclasses
-
-    from converter.results import Outcome
-
     v = compare(base, {"m": dataclasses.replace(row(), outcome=Outcome.FAILED)}, {"m"}, Thresholds())
     assert not v.failed and v.labels["m"] == "now converts"
 

@@ -298,3 +298,87 @@ def test_the_rootdir_is_picked_again_without_the_values_of_the_harness_options(p
         assert config.getini("tflite_models_dir") == [pytester.path / "models"]
         assert config.args == [str(pytester.path)] and not config.pluginmanager.has_plugin("cacheprovider")
         assert str(outside) in (config.getoption("tflite_reports_dir"), config.getoption("tflite_tflite_dir"))
+def baselined(tmp_path, **rows) -> None:
+    """A baseline of these records for the models folder `session` uses."""
+    from converter.baseline import write
+
+    write(tmp_path / "baseline.json", rows, {}, None, set(rows), [])
+
+
+def test_the_gates_failures_become_test_cases_no_test_showed_yet(tmp_path):
+    """A regressed model that passed its test fails under its own node id (`--lf` reruns it), one gone
+    from the baseline under the baseline's path; one whose own test failed is red already."""
+    from .. import builders
+
+    baselined(tmp_path, a_net=builders.record(model_id="a_net"), b_net=builders.record(model_id="b_net"),
+              gone=builders.record(model_id="gone"))
+    batch = session(tmp_path, ids=("a_net", "b_net"))
+    grown = builders.record(drq=5e-3, size=20_000, model_id="a_net")
+    batch.record(report("models/a_net.pt::a_net", model_id="a_net", result=grown))
+    batch.record(report("test_mine.py::test_x[a_net]", model_id="a_net", result=grown))  # a test of your own too
+    broken = builders.record("failed", "crash", "died", model_id="b_net")
+    batch.record(report("models/b_net.pt::b_net", "failed", model_id="b_net", result=broken))
+    batch.finish(ended_by=None, versions={})
+    cases = {c.nodeid: c for c in batch.gate_cases()}
+    assert set(cases) == {"models/a_net.pt::a_net", "baseline.json::gone"}
+    grew = cases["models/a_net.pt::a_net"]
+    assert grew.collected and grew.path == "models/a_net.pt" and grew.failure.kind == "regression"
+    assert grew.failure.text.splitlines() == ["REGRESSION a_net: DRQ error grew x5.0 (0.001 -> 0.005; gate x2 above 1e-05)",
+                                              "REGRESSION a_net: DRQ file grew +100% (10000 -> 20000 bytes; gate +10%)"]
+    gone = cases["baseline.json::gone"]
+    assert not gone.collected and gone.failure.text == "REGRESSION gone: was in the baseline and has disappeared"
+    assert batch.fails_the_run(run_passed=True)
+    (tmp_path / "baseline.json").write_text("[]")
+    unusable = session(tmp_path, ids=("a_net",))
+    unusable.record(report("models/a_net.pt::a_net", model_id="a_net", result=builders.record(model_id="a_net")))
+    unusable.finish(ended_by=None, versions={})
+    (case,) = unusable.gate_cases()
+    assert case.nodeid == "baseline.json" and case.failure.text.startswith("ERROR: cannot use the baseline")
+
+
+def test_a_gate_report_is_no_models_record(tmp_path):
+    batch = session(tmp_path)
+    gate = report("models::a_net", "failed", longrepr="REGRESSION a_net: ...")
+    gate.tflite_gate = "regression"
+    batch.record(gate)
+    assert batch.records == {}
+
+
+def test_a_partial_run_keeps_the_rows_of_the_models_it_did_not_select(tmp_path):
+    """-k, --lf or a split: the summary keeps the earlier rows of the unselected models, each saying
+    which run it comes from, through any number of partial runs; the gate calls none of them gone."""
+    from .. import builders
+
+    ids = ("a_net", "b_net", "c_net")
+    baselined(tmp_path, **{m: builders.record(model_id=m) for m in ids})
+
+    def partial(*models, finish=True):
+        batch = session(tmp_path, ids=ids)
+        batch.expect(f"models::{m}" for m in models)
+        for m in models:
+            batch.record(report(f"models::{m}", model_id=m, result=builders.record(model_id=m)))
+        batch.finish(ended_by=None, versions={})
+        return batch, json.loads((tmp_path / "reports" / "summary.json").read_text())
+
+    full, first = partial(*ids)
+    assert not first["run"]["partial"] and "kept_from_earlier_runs" not in first
+    batch, second = partial("a_net")
+    assert sorted(second["models"]) == list(ids) and second["run"]["partial"]
+    assert second["kept_from_earlier_runs"] == {"b_net": first["run"]["started"], "c_net": first["run"]["started"]}
+    assert not batch.gate.failed and not batch.gate.gone
+    markdown = (tmp_path / "reports" / "summary.md").read_text()
+    assert "1 row(s) from this run; 2 rows are kept from earlier runs" in markdown
+    assert f"| {first['run']['started']} |" in markdown and "| this run |" in markdown
+    assert f"from {first['run']['started']}" in (tmp_path / "reports" / "summary.html").read_text()
+    terminal = FakeReporter()
+    write_summary(terminal, batch, notes=[])
+    assert "1 converted and verified, 0 failed, 0 failed as expected, of 1 model" in terminal.lines
+    assert any("1 row from this run, 2 kept from earlier runs" in line for line in terminal.lines)
+    second["run"]["started"] = "the second run"  # each row keeps the run it came from, through partial runs
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(second))
+    _, third = partial("b_net")
+    assert third["kept_from_earlier_runs"] == {"a_net": "the second run", "c_net": first["run"]["started"]}
+    (tmp_path / "reports" / "summary.json").write_text('{"models": ')  # nothing usable to keep: this run's rows only
+    _, fourth = partial("c_net")
+    assert list(fourth["models"]) == ["c_net"] and fourth["run"]["partial"] and "kept_from_earlier_runs" not in fourth
+    assert "no earlier summary of these models folders held" in (tmp_path / "reports" / "summary.md").read_text()
