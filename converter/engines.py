@@ -24,6 +24,7 @@ from .results import Fix, Result
 LITERT = "litert"
 LITERT_FOLDER = "litert"  # under auto: where litert's run goes, beside onnx2tf's artifacts
 SETUP = "python3 -m venv .venv-litert && .venv-litert/bin/pip install -r requirements_litert.txt"
+ROUTE_STAGES = (Stage.EXPORT.value, Stage.SAVEDMODEL.value, Stage.TFLITE.value, Stage.VERIFY.value)  # onnx2tf's route
 LITERT_PACKAGES = ("litert_torch", "torch", "ai_edge_litert", "ai_edge_quantizer")
 
 
@@ -83,7 +84,7 @@ def litert_may_mend(result: Result) -> bool:
     (crashes included), or float32 numbers (ONNX, its TF model, or the float32 file) that are wrong; not
     a quantized recipe that misses while float32 is right, nor the model's file, spec or the machine."""
     failure = result.failure
-    if failure is None or not failure.kind.another_engine_may_mend:
+    if failure is None or not failure.kind.another_engine_may_mend or failure.stage not in ROUTE_STAGES:
         return False
     if failure.kind is not FailureKind.NUMERIC_MISMATCH:
         return failure.stage != Stage.VERIFY.value or failure.kind is not FailureKind.TFLITE_ERROR
