@@ -90,6 +90,8 @@ def main(argv=None) -> int:
         overrides["memory_limit_mb"] = float(settings.memory_limit_mb)
     if args.deliverables is not None:
         overrides["deliverables"] = settings.deliverables
+    if args.engine is not None:
+        overrides["engine"] = settings.engine
     # absolute (the child runs elsewhere) but not resolved: a model stored as a symbolic link (git-annex,
     # DVC) keeps its own name and the .toml beside the link; a FIFO or a device fails in the child, saying so
     model = Path(os.path.abspath(args.model))
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
     model_id = model.stem
     try:
         spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes, timeout=settings.timeout,
-                                                                  deliverables=settings.deliverables),
+                                                                  deliverables=settings.deliverables,
+                                                                  engine=settings.engine),
                          overrides=overrides)
         case = Case(model_id, model, model.parent, spec)
     except SpecError as exc:

@@ -129,9 +129,10 @@ def importable_folders() -> tuple[str, ...]:
     return tuple(sorted(str(f) for f in folders if not _installed(f)))
 
 
-def key(spec, model_digest: str, *, fail_on_vacuous: bool = False) -> str:
+def key(spec, model_digest: str, *, fail_on_vacuous: bool = False, engine_tools: dict | None = None) -> str:
     """`fail_on_vacuous` decides the verdict on a model whose check proves little: an entry made
-    without it must not pass such a model under it, nor one made with it fail it without."""
+    without it must not pass such a model under it, nor one made with it fail it without.
+    `engine_tools`: the versions of another engine's environment that may convert it (litert)."""
     model = Path(spec.path)
     code = {}
     if spec.factory or spec.trust_pickle:  # the model is also the code it imports from its folder
@@ -144,6 +145,8 @@ def key(spec, model_digest: str, *, fail_on_vacuous: bool = False) -> str:
         samples = {p.name: file_digest(p) for p in sorted(folder.glob("*.np[yz]"))} if folder.is_dir() else {}
     material = {"model": model_digest, "code": code, "spec": described, "harness": _conversion_code(),
                 "tools": tool_versions(), "samples": samples, "fail_on_vacuous": bool(fail_on_vacuous)}
+    if engine_tools:
+        material["engine_tools"] = engine_tools
     return _sha256(json.dumps(material, sort_keys=True, default=str).encode())
 
 
@@ -247,7 +250,7 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
     if not (samples.inputs and samples.reference):
         raise ValueError("the entry holds no sample inputs to prove its files with")
     reference = samples.reference
-    saved, export = stored.savedmodel, stored.export
+    saved, export, signature = stored.savedmodel, stored.export, stored.signature
 
     def again(comparisons, candidates, recipe):
         out = []
@@ -273,8 +276,8 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
         name = Path(d.path).name
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
-        _same_signature(contents[name], d, saved)
-        outputs = stacked([_run(contents[name], saved, arrays, threads) for arrays, _ in sets])
+        _same_signature(contents[name], d, signature)
+        outputs = stacked([_run(contents[name], signature, arrays, threads) for arrays, _ in sets])
         fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
                               channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
                       for i, (old, out) in enumerate(zip(d.outputs, outputs)))

@@ -74,8 +74,15 @@ class FailureKind(str, enum.Enum):
     @property
     def removes_deliverable(self) -> bool:
         """A model that fails so no longer matches what an earlier run delivered. A full disk, or a
-        slot folder that cannot be used, says nothing about the model: the earlier deliverable stays."""
-        return self not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)
+        slot folder that cannot be used, an engine not installed, says nothing about the model: the earlier deliverable stays."""
+        return self not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT, FailureKind.ENGINE_MISSING)
+
+    @property
+    def another_engine_may_mend(self) -> bool:
+        """onnx2tf's route itself failed (its export, its conversion, the TFLite converter's crash on its
+        SavedModel, its numbers): the litert engine, which takes neither ONNX nor TensorFlow, may convert
+        the model. Not the model's file, its spec, the machine's limits or a check that proves nothing."""
+        return self.retried or self in (FailureKind.EXPORT_ERROR, FailureKind.CRASH)
 
     #  value               model  next_step                                       rejudged retried wrong_numbers
     LOAD_ERROR = ("load_error", True, "re-save the model; check the factory and its kwargs")
@@ -103,6 +110,8 @@ class FailureKind(str, enum.Enum):
     CRASH = ("crash", False, "the log's last lines; rerun alone with `-k`")
     DISK_FULL = ("disk_full", False, "free space, rerun")
     NO_SLOT = ("no_slot", False, "remove the lock files the message names, rerun")  # the model never started
+    ENGINE_MISSING = ("engine_missing", False, "set up the engine's environment (README: Quick start), or point "
+                                               "`--tflite-litert-python` at its interpreter")  # the model never started
 
 
 _STAGE_KINDS = {Stage.LOAD: FailureKind.LOAD_ERROR, Stage.EXPORT: FailureKind.EXPORT_ERROR,

@@ -104,13 +104,16 @@ def _disk_was_full(artifacts: Path, tail: str) -> bool:
 def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: float, timeout: float | None = None,
                  on_start: Callable[[int], None] | None = None, command: list[str] | None = None,
                  on_progress: Callable[[dict, float], None] | None = None, preload: bool = True,
-                 diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
+                 diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = "onnx2tf",
+                 python: str | None = None) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
 
     The child is forked from the preloaded process (see forkserver.py) unless `preload` is
     false or that process is unavailable; then it is spawned. `command` spawns another child
     instead (tests use one-line children that crash, sleep or eat memory, to check the
-    classification in seconds, without torch)."""
+    classification in seconds, without torch). `engine`: whose rows the child runs; `python`: the
+    interpreter of an engine with its own environment (litert), always spawned: the preloaded
+    process holds the other environment's libraries."""
     artifacts = Path(artifacts_dir)
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
@@ -118,7 +121,9 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / JOB_FILE
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb,
-        diagnosis_share, fail_on_vacuous).write(job_path)
+        diagnosis_share, fail_on_vacuous, engine).write(job_path)
+    if python is not None:
+        command = command or engine_command(python, job_path.resolve())
     start = time.monotonic()
     child = _start_child(command, job_path.resolve(), (artifacts / LOG_FILE).resolve(), threads, preload)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None
@@ -166,6 +171,16 @@ class _Spawned:
 
     def kill_group(self) -> None:
         _kill_group(self.popen)
+
+
+def engine_command(python: str, job_path: Path) -> list[str]:
+    """A child in another environment's interpreter: isolated (-I: none of this environment's variables,
+    no user site, no script folder first on sys.path), unbuffered, with the harness's package found
+    after that environment's own packages (its torch and numpy, never this one's); PYTHONPATH is
+    appended likewise, for factories that import from it."""
+    bootstrap = ("import os, sys; sys.path += [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]"
+                 f" + [{str(PROJECT_ROOT)!r}]; from converter.stages.pipeline import spawned_main; spawned_main()")
+    return [python, "-I", "-u", "-c", bootstrap, str(job_path)]
 
 
 def _start_child(command, job_path: Path, log_path: Path, threads: int, preload: bool):

@@ -289,6 +289,21 @@ class SavedModelResult:
 
 
 @dataclass(frozen=True)
+class LiteRTResult:
+    """The litert engine's conversion (litert-torch: torch.export -> StableHLO -> TFLite, no ONNX, no
+    TensorFlow), in place of onnx2tf's SavedModel: how its files' signature maps onto the model's
+    inputs and outputs. The files keep PyTorch's layout, so every permutation is the identity."""
+
+    source: str  # what was converted: "nn.Module", "ExportedProgram", "TorchScript via TS2EPConverter"
+    input_names: tuple[tuple[str, str], ...]  # model input name -> signature key (args_0, ...)
+    input_perms: tuple[tuple[int, ...], ...]
+    output_names: tuple[tuple[str, str], ...]  # model output name -> signature key (output_0, ...)
+    output_perms: tuple[tuple[int, ...], ...]
+    seconds: float
+    layout: str = "nchw"  # PyTorch's own
+
+
+@dataclass(frozen=True)
 class GraphResult:
     """The exported graph made ready for onnx2tf (stages/graph.py)."""
 
@@ -432,11 +447,18 @@ class Result:
     onnx2tf_runs: int = 0  # conversions by onnx2tf it took (a retry in another mode, a second pseudo-op pass)
     model_sha256: str = ""  # of the bytes the child read, also when loading them failed (the cache keys on them)
     versions: dict[str, str] = field(default_factory=dict)
+    engine: str = "onnx2tf"  # the conversion route that made the files (pipeline.ENGINES)
+    litert: LiteRTResult | None = None  # the litert engine's conversion, in place of `savedmodel`
     schema_version: int = SCHEMA_VERSION
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def signature(self) -> "SavedModelResult | LiteRTResult | None":
+        """How the TFLite files' signature maps onto the model's inputs and outputs, whichever engine made them."""
+        return self.savedmodel or self.litert
 
     def deliverable_of(self, recipe: str | None) -> Deliverable | None:
         return next((d for d in self.deliverables if d.recipe == recipe), None)

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import cache, firmware
+from . import cache, engines, firmware
 from .discovery import Case
 from .environment import tool_versions
 from .failures import FailureKind, Stage, disk_full_message, is_disk_full
-from .isolation import run_isolated
 from .lifeline import Terminated, guardians_of_this_process, terminating
 from .protocol import RESULT_FILE, WAITING_FILE, write_bytes_atomic, write_json_atomic
 from .results import Result
@@ -40,17 +39,18 @@ def convert_case(case: Case, settings: Settings, *, on_start: Callable[[int], No
 def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_progress) -> Result:
     """From the cache when an entry holds up under today's spec, else converted in a child."""
     digest = cache.file_digest(case.path) if settings.cache_dir else None
-    entry = cache.key(case.spec, digest, fail_on_vacuous=settings.fail_on_vacuous) if digest else None
+    entry = _key(case.spec, digest, settings) if digest else None
     result = cache.restore(settings.cache_dir, entry, artifacts, case.spec, model_digest=digest,
                            threads=settings.threads) if entry else None
     if result is not None:
         return result
     try:
         with _machine_slot(settings, case, artifacts, on_progress):
-            result = run_isolated(case.spec, artifacts, threads=settings.threads,
-                                  memory_limit_mb=settings.memory_limit_mb, on_start=on_start,
-                                  on_progress=on_progress, preload=settings.preload,
-                                  diagnosis_share=settings.diagnosis_share, fail_on_vacuous=settings.fail_on_vacuous)
+            result, made_in = engines.convert(case.spec, artifacts, litert_python=settings.litert_python,
+                                              threads=settings.threads, memory_limit_mb=settings.memory_limit_mb,
+                                              on_start=on_start, on_progress=on_progress, preload=settings.preload,
+                                              diagnosis_share=settings.diagnosis_share,
+                                              fail_on_vacuous=settings.fail_on_vacuous)
     except NoSlot as exc:  # not cached: a wait, or an unusable slot folder, is not the model's own
         kind = FailureKind.NO_SLOT if isinstance(exc, SlotsUnusable) else FailureKind.TIMEOUT
         return Result.failed(case.model_id, str(case.path), kind, Stage.LOAD, str(exc), versions=tool_versions())
@@ -59,9 +59,15 @@ def _converted(case: Case, settings: Settings, artifacts: Path, on_start, on_pro
         if converted != digest:  # the file was replaced while its run waited: the bytes converted decide
             print(f"--- {case.model_id}: the model file changed before it was loaded; cached under the bytes "
                   "that were converted")
-            entry = cache.key(case.spec, converted, fail_on_vacuous=settings.fail_on_vacuous)
-        cache.store(settings.cache_dir, entry, result, artifacts)
+            entry = _key(case.spec, converted, settings)
+        cache.store(settings.cache_dir, entry, result, made_in)
     return result
+
+
+def _key(spec, digest: str, settings: Settings) -> str:
+    """The cache key; a model litert may convert keys on that environment's tool versions too."""
+    tools = engines.litert_versions(settings.litert_python) if spec.engine != "onnx2tf" else None
+    return cache.key(spec, digest, fail_on_vacuous=settings.fail_on_vacuous, engine_tools=tools)
 
 
 def _delivered(result: Result, case: Case, settings: Settings, artifacts: Path, deliverable: Path) -> Result:

@@ -23,13 +23,16 @@ import psutil
 
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 from .slots import machine_slots
-from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
+from .spec import DEFAULT_TIMEOUT, ENGINE_CHOICES, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
 NAMESPACE = "tflite_"  # of every pytest option and ini key: pytest shares one set of names among all plugins and conftests
 MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)
 MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at once
+# where the README's set-up command makes the litert engine's environment: beside this checkout's .venv
+LITERT_PYTHON = Path(__file__).resolve().parent.parent / ".venv-litert" / (
+    "Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ def _shapes(value) -> tuple[tuple[int, ...], ...]:
     return tuple(parse_shape(s) for s in _split(value))
 
 
+def _engine(value) -> str:
+    if value not in ENGINE_CHOICES:
+        raise ValueError(f"must be one of {', '.join(ENGINE_CHOICES)}, not {value!r}")
+    return value
+
+
 def _memory(mb, r: Resolving) -> int:
     return round(mb if mb is not None else MEMORY_SHARE * psutil.virtual_memory().total / 2**20 / r.at_once)
 
@@ -126,6 +135,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deliverables", "the TFLite recipes to build and verify, in order of preference, for models whose "
             f".toml names none: {', '.join(RECIPES)} (the first that verifies is delivered)",
             ",".join(DEFAULT_DELIVERABLES), cli=True, parse=check_deliverables),
+    Setting("engine", "the conversion route for models whose .toml names none: onnx2tf (torch -> ONNX -> onnx2tf "
+            "-> TFLiteConverter), litert (litert-torch: torch.export -> TFLite, in its own environment), or auto "
+            "(onnx2tf, and litert where onnx2tf fails or gets float32 wrong)", "auto", cli=True, parse=_engine,
+            check_given=_engine),
+    Setting("litert_python", "the interpreter of the litert engine's environment (made by the README's set-up "
+            "command)", str(LITERT_PYTHON), path=True, cli=True),
     Setting("timeout", "seconds one model's conversion may take unless its .toml says otherwise",
             str(DEFAULT_TIMEOUT), option="conversion_timeout", limit="timeout", cli=True,
             aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
@@ -232,6 +247,8 @@ class Settings:
     diagnosis_share: float = 0.25
     fail_on_vacuous: bool = False
     status_interval: float = 10.0
+    engine: str = "auto"
+    litert_python: Path = LITERT_PYTHON
     deprecations: tuple[str, ...] = ()  # old spellings that were used, each with its new name
 
     @property

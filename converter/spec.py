@@ -25,6 +25,9 @@ OPSET = 17  # the ONNX opset of the original workflow
 FORMATS = ("auto", "torchscript", "exported_program", "state_dict", "pickle")
 EXPORTERS = ("auto", "legacy", "dynamo")
 LAYOUTS = ("nhwc", "nchw")
+# the conversion routes (the step table's engine column, stages/pipeline.py); the first is the default's first
+ENGINES = ("onnx2tf", "litert")
+ENGINE_CHOICES = ("auto",) + ENGINES  # auto: onnx2tf, and litert where onnx2tf fails or gets float32 wrong
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 DEFAULT_TOLERANCE = {"onnx": 1e-4, **{name: r.tolerance for name, r in RECIPES.items()}}
 DEFAULT_TIMEOUT = 600.0
@@ -105,6 +108,7 @@ class ModelSpec:
     trust_pickle: bool = False
     exporter: str = "auto"
     layout: str = "nhwc"
+    engine: str = "auto"  # ENGINE_CHOICES
     pseudo_ops: tuple[str, ...] = ()
     allow_flex: bool = False
     auto_fixes: bool = True
@@ -333,6 +337,7 @@ KEYS = {
     "trust_pickle": _bool,
     "exporter": _str_choice(EXPORTERS),
     "layout": _str_choice(LAYOUTS),
+    "engine": _str_choice(ENGINE_CHOICES),
     "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
     "allow_flex": _bool,
     "auto_fixes": _bool,
@@ -378,9 +383,11 @@ def validate_layer(raw: dict, where: str) -> dict:
     return layer
 
 
-def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None) -> dict:
+def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None, engine=None) -> dict:
     """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
     layer = {}
+    if engine:
+        layer["engine"] = _str_choice(ENGINE_CHOICES)(engine)
     if deliverables:
         layer["deliverables"] = check_deliverables(deliverables)
     if input_shapes:

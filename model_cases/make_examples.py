@@ -164,6 +164,13 @@ def build_all(out: Path = EXAMPLES, only: set[str] | None = None) -> list[Path]:
     torch.manual_seed(25)
     outliers = arch.OutlierMLP().eval()
     save("drq_outlier_mlp.pt", lambda p: torch.jit.trace(outliers, torch.randn(1, 32)).save(str(p)))
+    # models onnx2tf's route fails on or gets wrong: engine = auto delivers them from the litert engine
+    torch.manual_seed(27)
+    stateful = arch.StatefulLSTM().eval()
+    save("stateful_lstm.pt", lambda p: torch.save(stateful.state_dict(), p))
+    torch.manual_seed(28)
+    stn = arch.SpatialTransformer().eval()
+    save("spatial_transformer.pt", lambda p: torch.save(stn.state_dict(), p))
     return written
 
 

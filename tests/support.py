@@ -31,14 +31,15 @@ def run(pytester, *args):
 
 
 def settings_for(tmp_path, **cli):
+    """The tests of onnx2tf's route run it alone (engine onnx2tf), unless a test names another engine."""
     return resolve({"tflite_dir": str(tmp_path / "out"), "reports_dir": str(tmp_path / "reports"),
-                    "tflite_cache_dir": str(tmp_path / "cache"),
+                    "tflite_cache_dir": str(tmp_path / "cache"), "engine": "onnx2tf",
                     "conversion_threads": "1", **cli}, env={}, ini={})
 
 
 def convert(tmp_path, model: Path, **cli) -> Result:
     settings = settings_for(tmp_path, **cli)
-    (case,) = [c for c in discover([model.parent], timeout=settings.timeout) if c.path == model]
+    (case,) = [c for c in discover([model.parent], timeout=settings.timeout, engine=settings.engine) if c.path == model]
     return convert_case(case, settings)
 
 

@@ -23,6 +23,7 @@ from ..results import (
     ExportResult,
     Fix,
     GraphResult,
+    LiteRTResult,
     LoadResult,
     SavedModelResult,
     TFLiteResult,
@@ -46,6 +47,7 @@ class Context:
     memory_limit_mb: float = 0.0  # the ceiling the parent enforces (0: unknown)
     diagnosis_share: float = 0.25
     fail_on_vacuous: bool = False
+    engine: str = "onnx2tf"  # whose rows of the step table run (pipeline.ENGINES)
     # (context, checkpoint, why) -> None: replaces this interpreter, or returns having not (see handover.py)
     hand_over: typing.Callable | None = None
 
@@ -113,6 +115,7 @@ class Checkpoint:
     attempts: tuple[Attempt, ...] = ()
     onnx2tf_runs: int = 0
     savedmodel: SavedModelResult | None = None
+    litert: LiteRTResult | None = None  # the litert engine's conversion, in place of the SavedModel
     tflite: TFLiteResult | None = None
     deliverables: tuple[Deliverable, ...] = ()  # the TFLite files built, then verified
     verify: VerifyResult | None = None
@@ -128,6 +131,11 @@ class Checkpoint:
     # as the model is loaded (a frozen checkpoint the loop still holds would keep them to the step's end)
     model_bytes: list = field(default_factory=list, compare=False, repr=False, metadata=TRANSIENT)
     loaded: object = field(default=None, compare=False, repr=False, metadata=TRANSIENT)  # load.LoadedModel
+
+    @property
+    def signature(self) -> SavedModelResult | LiteRTResult | None:
+        """How the TFLite files' signature maps onto the model's inputs and outputs (either engine's)."""
+        return self.savedmodel or self.litert
 
     @property
     def input_names(self) -> list[str]:

@@ -59,3 +59,4 @@ def onnx2tf_mode_fix(mode: str, previous: str, reason: str) -> Fix:
 def flatten_fix(kind: str, names: tuple[str, ...]) -> Fix:
     return Fix("flatten_outputs", f"{kind} -> {', '.join(names)}",
                f"the model returns a {kind}; ONNX and TFLite outputs are a flat list of tensors")
+

@@ -40,8 +40,8 @@ from ..failures import (
 from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, SampleArrays
 from ..recipes import calibrated
 from ..results import LoadResult, Result
-from ..spec import ModelSpec, SpecError
-from . import explain, handover, offline, onnx2tf_steps
+from ..spec import ENGINES, ModelSpec, SpecError
+from . import explain, handover, litert_steps, offline, onnx2tf_steps
 from .checkpoint import Checkpoint, Context, Problem
 from .fixes import flatten_fix
 from .memory import peak_rss_mb, release_memory
@@ -146,14 +146,14 @@ def verify(ctx: Context, cp: Checkpoint) -> Checkpoint:
     from .verify import verify as verify_files
 
     release_memory()  # what the TFLite converter left, before the runtime-check process starts beside this one
-    result, files = verify_files(ctx.spec, cp.samples.sets, cp.savedmodel, cp.deliverables, ctx.threads)
+    result, files = verify_files(ctx.spec, cp.samples.sets, cp.signature, cp.deliverables, ctx.threads)
     problem, chosen, fixes = verdict(cp.export, cp.savedmodel, result, files, cp.tflite, ctx.spec.deliverables,
                                      ctx.spec.allow_flex)
     cp = dataclasses.replace(cp, verify=result, deliverables=files, delivered=chosen.recipe if problem is None else None)
     if problem is None:
         return cp.with_fixes(*fixes)
     explain_by = ""
-    if problem.kind is FailureKind.NUMERIC_MISMATCH:
+    if problem.kind is FailureKind.NUMERIC_MISMATCH and cp.export is not None:  # the explanations are onnx2tf's
         explain_by = "tflite" if all(x.passed for x in cp.export.outputs) else "onnx"
     return dataclasses.replace(cp, problem=Problem(problem.kind, problem.message, explain_by,
                                                    chosen.recipe if chosen is not None else None))
@@ -171,16 +171,20 @@ class Step:
 
 # The pipeline, in order. onnx2tf's rows run the mode ladder and the Flex pass (onnx2tf_steps.py);
 # its TFLite stage is noted by the ladder itself, which may go back to savedmodel for another mode.
+# litert's row converts the PyTorch model itself (litert_steps.py), in the litert-torch environment.
 STEPS = (
     Step("read", read, Stage.LOAD),
     Step("load", load, Stage.LOAD),
-    Step("export", export, Stage.EXPORT),
+    Step("export", export, Stage.EXPORT, engine="onnx2tf"),
     Step("prepare", onnx2tf_steps.prepare, Stage.SAVEDMODEL, engine="onnx2tf", hand_over_before=True),
     Step("onnx2tf", onnx2tf_steps.convert, None, engine="onnx2tf"),
+    Step("litert", litert_steps.convert, Stage.TFLITE, engine="litert"),
     Step("verify", verify, Stage.VERIFY),
     Step("explain", explain.explain, None, after_problem=True),
 )
-ENGINES = ("onnx2tf",)  # the conversion routes the table has rows for; the first is the default
+# ENGINES (spec.py, where sidecars and settings read it): the conversion routes the table has rows for
+
+
 def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS, engine: str = ENGINES[0]) -> tuple[Checkpoint, Failure | None]:
     """Every row of `engine` (and of every engine) not done yet; the last checkpoint, and the
     model's failure (None: it passed)."""
@@ -207,13 +211,13 @@ def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS, engine: str = ENGINES[0
 
 def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
             hand_over: Callable | None = None, resumed: tuple[Checkpoint, Progress, float] | None = None,
-            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False) -> Result:
+            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = ENGINES[0]) -> Result:
     """Run every step; never raises for a model's own problems, returns a Result. `hand_over`: see
     handover.py; `resumed`: what the interpreter this one replaced left (handover.resume)."""
     cp, progress, started = resumed or (Checkpoint(), Progress(artifacts / PROGRESS_FILE, peak_rss_mb), time.monotonic())
     ctx = Context(spec, artifacts, threads, progress, started, memory_limit_mb=memory_limit_mb,
-                  diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over)
-    cp, failure = run_steps(ctx, cp)
+                  diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over, engine=engine)
+    cp, failure = run_steps(ctx, cp, engine=engine)
     progress.finish()
     _write_samples(cp, artifacts)
     # the deliverable is the parent's to copy: only a run that is still alive delivers
@@ -224,7 +228,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
         fixes=cp.fixes, divergence=cp.divergence, stage_seconds=dict(progress.stage_seconds),
         seconds=round(time.monotonic() - started, 3), peak_rss_mb=round(peak_rss_mb(), 1),
         network_attempts=tuple(offline.attempts), onnx2tf_runs=cp.onnx2tf_runs, versions=tool_versions(),
-        model_sha256=cp.model_sha256)
+        model_sha256=cp.model_sha256, engine=engine, litert=cp.litert)
 
 
 def _write_samples(cp: Checkpoint, artifacts: Path) -> None:
@@ -295,10 +299,11 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     scratch.mkdir(exist_ok=True)
     os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     spec = ModelSpec.from_dict(job.spec)
+    hands_over = spawned and job.engine == "onnx2tf"  # litert's one step holds nothing to drop before it
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb,
-                     hand_over=handover.hand_over(str(job_path)) if spawned else None,
+                     hand_over=handover.hand_over(str(job_path)) if hands_over else None,
                      resumed=handover.resume(spec, artifacts) if resume else None,
-                     diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous)
+                     diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous, engine=job.engine)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     handover.clean(artifacts)
@@ -306,8 +311,14 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     return 0
 
 
-if __name__ == "__main__":
+def spawned_main() -> None:
+    """`python -m converter.stages.pipeline JOB.json [--resume]`, or an engine's own interpreter's
+    bootstrap (isolation.engine_command), with the job's path as the first argument."""
     status = main(sys.argv[1], spawned=True, resume="--resume" in sys.argv[2:])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # skip TensorFlow's interpreter teardown: the result is written, nothing is left to do
+
+
+if __name__ == "__main__":
+    spawned_main()

@@ -6,6 +6,7 @@ pickled example's class lives here: the harness imports both with this folder on
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -471,3 +472,35 @@ class OutlierMLP(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class StatefulLSTM(nn.Module):
+    """A stacked LSTM stepped with its state passed in and returned ([time, batch, features]
+    input; h and c of [layers, batch, hidden]), as a streaming model runs it."""
+
+    def __init__(self, features: int = 8, hidden: int = 16, layers: int = 3, outputs: int = 4):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, layers)
+        self.fc = nn.Linear(hidden, outputs)
+
+    def forward(self, x, h, c):
+        y, (h, c) = self.lstm(x, (h, c))
+        return self.fc(y), h, c
+
+
+class SpatialTransformer(nn.Module):
+    """A spatial transformer: a localisation head predicts an affine transform, affine_grid and
+    grid_sample resample the image with it, a linear layer classifies the result."""
+
+    def __init__(self, side: int = 28, classes: int = 10):
+        super().__init__()
+        self.loc = nn.Sequential(nn.Flatten(), nn.Linear(side * side, 32), nn.Tanh(), nn.Linear(32, 6))
+        self.fc = nn.Linear(side * side, classes)
+        with torch.no_grad():  # near the identity transform, as a spatial transformer starts training
+            self.loc[3].weight.mul_(0.1)
+            self.loc[3].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return self.fc(F.grid_sample(x, grid, align_corners=False).flatten(1))

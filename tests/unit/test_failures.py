@@ -12,12 +12,13 @@ def test_messages_are_stable_across_machines():
 
 def test_every_failure_kind_says_whether_it_is_the_models():
     machine = {FailureKind.TIMEOUT, FailureKind.OUT_OF_MEMORY, FailureKind.CRASH, FailureKind.DISK_FULL,
-               FailureKind.NO_SLOT}
+               FailureKind.NO_SLOT, FailureKind.ENGINE_MISSING}
+    kept = (FailureKind.DISK_FULL, FailureKind.NO_SLOT, FailureKind.ENGINE_MISSING)  # none says a thing about the model
     for kind in FailureKind:
         assert isinstance(kind.model, bool), kind
         assert kind.model == (kind not in machine), kind  # a new kind must be placed on purpose
         assert kind.cached == kind.model  # what may be the machine's is converted again next time
-        assert kind.removes_deliverable == (kind not in (FailureKind.DISK_FULL, FailureKind.NO_SLOT)), kind
+        assert kind.removes_deliverable == (kind not in kept), kind
 
 
 def test_every_failure_kind_carries_its_retry_and_rejudge_policy():

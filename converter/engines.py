@@ -1,0 +1,109 @@
+"""Which engine converts a model (parent side): onnx2tf, litert, or auto (onnx2tf first, litert where
+onnx2tf's route fails or its float32 numbers are wrong).
+
+Each engine's conversion is one isolated child (isolation.py), with the same timeout, memory ceiling
+and kill on SIGTERM. The litert engine runs in its own environment's interpreter (litert-torch pins
+an ai-edge-litert that onnx2tf's stack cannot take), always spawned. Under auto, a model litert
+rescues is delivered from litert's files with a recorded fix `engine:litert` naming onnx2tf's
+failure; onnx2tf's log and intermediates stay in the artifacts folder, litert's run sits in its
+`litert/` sub-folder. A model onnx2tf converts keeps onnx2tf's files and record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from pathlib import Path
+
+from .environment import tool_versions
+from .failures import FailureKind, Stage, normalise_message
+from .isolation import run_isolated
+from .recipes import FP32
+from .results import Fix, Result
+
+LITERT = "litert"
+LITERT_FOLDER = "litert"  # under auto: where litert's run goes, beside onnx2tf's artifacts
+SETUP = "python3 -m venv .venv-litert && .venv-litert/bin/pip install -r requirements_litert.txt"
+ROUTE_STAGES = (Stage.EXPORT.value, Stage.SAVEDMODEL.value, Stage.TFLITE.value, Stage.VERIFY.value)  # onnx2tf's route
+LITERT_PACKAGES = ("litert_torch", "torch", "ai_edge_litert", "ai_edge_quantizer")
+
+
+def engine_fix(engine: str, failure) -> Fix:
+    """A known fix, recorded here where it is applied (the parent chooses the engine, no child can):
+    another engine converted the model after onnx2tf's route failed (`failure`, its one line)."""
+    return Fix("engine", engine, f"onnx2tf's route failed: {failure.kind.value} in {failure.stage}: "
+                                 f"{failure.message.split(';')[0][:300]}")
+
+
+def missing(python: Path) -> str | None:
+    """Why the litert engine cannot run here (one line), or None."""
+    if Path(python).is_file() and os.access(python, os.X_OK):
+        return None
+    return (f"engine litert not installed: {python} not found; run `{SETUP}` in the harness's checkout, or give "
+            "its interpreter with --tflite-litert-python / TFLITE_HARNESS_LITERT_PYTHON")
+
+
+def litert_versions(python: Path) -> dict[str, str]:
+    """The litert environment's tool versions, read from its installed packages' folders (no interpreter
+    started): what the cache key must change with."""
+    root = Path(python).resolve().parent.parent
+    found = {}
+    for package in LITERT_PACKAGES:
+        hits = sorted(glob.glob(str(root / "lib" / "python*" / "site-packages" / f"{package}-*.dist-info")) +
+                      glob.glob(str(root / "Lib" / "site-packages" / f"{package}-*.dist-info")))
+        found[package] = Path(hits[-1]).name[len(package) + 1:-len(".dist-info")] if hits else "missing"
+    return found
+
+
+def convert(spec, artifacts: Path, *, litert_python: Path, **isolated) -> tuple[Result, Path]:
+    """The model's Result, and the folder its files and samples are in (what the cache stores)."""
+    if spec.engine == LITERT:
+        return _litert(spec, artifacts, litert_python, isolated), artifacts
+    result = run_isolated(spec, artifacts, **isolated)
+    if spec.engine != "auto" or not litert_may_mend(result):
+        return result, artifacts
+    left = spec.timeout - result.seconds  # the model's timeout covers both engines
+    if left < 1:
+        return result, artifacts
+    folder = artifacts / LITERT_FOLDER
+    rescued = _litert(spec, folder, litert_python, {**isolated, "timeout": left})
+    if rescued.passed:
+        print(f"--- {spec.model_id}: onnx2tf's route failed ({result.failure.kind.value}); delivered by litert")
+        return dataclasses.replace(rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes,
+                                   stage_seconds=_added(result.stage_seconds, rescued.stage_seconds),
+                                   seconds=round(result.seconds + rescued.seconds, 3),
+                                   peak_rss_mb=max(result.peak_rss_mb, rescued.peak_rss_mb)), folder
+    told = rescued.failure.message.split(";")[0][:300]
+    also = f"; engine litert failed too: {rescued.failure.kind.value} in {rescued.failure.stage}: {told}"
+    failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
+    return dataclasses.replace(result, failure=failure), artifacts
+
+
+def litert_may_mend(result: Result) -> bool:
+    """onnx2tf's route failed where another route may not: its export, onnx2tf, the TFLite converter
+    (crashes included), or float32 numbers (ONNX, its TF model, or the float32 file) that are wrong; not
+    a quantized recipe that misses while float32 is right, nor the model's file, spec or the machine."""
+    failure = result.failure
+    if failure is None or not failure.kind.another_engine_may_mend or failure.stage not in ROUTE_STAGES:
+        return False
+    if failure.kind is not FailureKind.NUMERIC_MISMATCH:
+        return failure.stage != Stage.VERIFY.value or failure.kind is not FailureKind.TFLITE_ERROR
+    fp32 = result.deliverable_of(FP32)
+    wrong = [c for c in (result.export.outputs if result.export else ()) if not c.passed]
+    wrong += [c for c in (result.savedmodel.outputs if result.savedmodel else ()) if not c.passed]
+    wrong += [c for c in (fp32.outputs if fp32 else ()) if not c.passed]
+    return bool(wrong) or failure.stage == Stage.SAVEDMODEL.value
+
+
+def _litert(spec, artifacts: Path, python: Path, isolated: dict) -> Result:
+    why = missing(python)
+    if why is not None:
+        return Result.failed(spec.model_id, spec.path, FailureKind.ENGINE_MISSING, Stage.LOAD, why,
+                             versions=tool_versions(), engine=LITERT)
+    spec = dataclasses.replace(spec, engine=LITERT)
+    return run_isolated(spec, artifacts, engine=LITERT, python=str(python), **isolated)
+
+
+def _added(a: dict, b: dict) -> dict:
+    return {k: round(a.get(k, 0.0) + b.get(k, 0.0), 3) for k in {**a, **b}}
+

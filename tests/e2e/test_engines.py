@@ -1,0 +1,70 @@
+"""The litert engine, for real: a model onnx2tf cannot convert is delivered by litert under
+engine = auto (recorded as the fix engine:litert, restored from the cache like any other), and a
+litert environment that is not there is one line, with no child started."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from converter.failures import FailureKind
+
+from ..builders import factory_model
+from ..support import convert
+
+# affine_grid + grid_sample: onnx2tf fails in every mode ("Dimensions must be equal, but are 2 and 784")
+STN_SOURCE = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+class STN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Sequential(nn.Flatten(), nn.Linear(784, 6))
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3) * 0.1 + torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return self.fc(F.grid_sample(x, grid, align_corners=False).flatten(1))
+
+def build():
+    torch.manual_seed(0)
+    return STN().eval()
+"""
+
+
+def test_auto_delivers_the_litert_engines_files_where_onnx2tf_fails(tmp_path):
+    model = factory_model(tmp_path / "models", "stn", STN_SOURCE, "arch:build", (1, 1, 28, 28))
+    model.with_suffix(".toml").write_text('factory = "arch:build"\ndeliverables = ["drq", "fp32"]\n'
+                                          '[[inputs]]\nshape = [1, 1, 28, 28]\n')
+    result = convert(tmp_path, model, engine="auto")
+    assert result.passed, result.failure
+    assert result.engine == "litert" and result.litert.source == "nn.Module"
+    (fix,) = [f for f in result.fixes if f.name == "engine"]
+    assert fix.label == "engine:litert" and "savedmodel_error" in fix.reason and "Dimensions must be equal" in fix.reason
+    assert result.delivered == "drq" and {d.recipe for d in result.deliverables} == {"drq", "fp32"}
+    fp32 = result.deliverable_of("fp32")
+    assert fp32.worst.range_rel_err < 1e-5 and fp32.runtime.ok  # PyTorch's numbers, on the runtime without TF
+    assert all(Path(d.path).parent.name == "litert" for d in result.deliverables)  # beside onnx2tf's own log
+    artifacts = tmp_path / "reports" / "artifacts" / "stn"
+    assert (artifacts / "convert.log").is_file() and (artifacts / "litert" / "convert.log").is_file()
+    recorded = json.loads((artifacts / "result.json").read_text())
+    assert recorded["engine"] == "litert" and recorded["fixes"][0]["name"] == "engine"
+    assert (tmp_path / "out" / "stn.tflite").read_bytes() == Path(result.deliverable_of("drq").path).read_bytes()
+
+    again = convert(tmp_path, model, engine="auto")  # unchanged: restored, its files proven by the runtime
+    assert again.cache_hit and again.passed and again.engine == "litert"
+    assert [f.label for f in again.fixes] == [f.label for f in result.fixes]
+
+
+def test_a_missing_litert_environment_is_one_line_and_starts_no_child(tmp_path):
+    model = factory_model(tmp_path / "models", "stn", STN_SOURCE, "arch:build", (1, 1, 28, 28))
+    absent = tmp_path / "no-venv" / "bin" / "python"
+    result = convert(tmp_path, model, engine="litert", litert_python=str(absent))
+    assert result.failure.kind is FailureKind.ENGINE_MISSING
+    assert result.failure.message.startswith("engine litert not installed: ")  # the path is shortened: …/python
+    assert "not found; run `python3 -m venv .venv-litert && .venv-litert/bin/pip install -r requirements_litert.txt`" \
+        in result.failure.message
+    assert "\n" not in result.failure.message and "Traceback" not in result.failure.message
+    assert not (tmp_path / "reports" / "artifacts" / "stn" / "convert.log").exists()  # no child ran
