@@ -29,11 +29,12 @@ from ..support import EXAMPLES, ROOT, run
 
 
 def cli(tmp_path: Path, model: Path, *args: str) -> tuple[subprocess.CompletedProcess, Result]:
-    """`python -m converter MODEL` converted afresh (no cache), and the result.json it wrote."""
+    """`python -m converter MODEL` converted afresh (no cache) on onnx2tf's route, whose failures these
+    tests diagnose (under `auto` the litert engine may deliver them), and the result.json it wrote."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFLITE_HARNESS_")}  # a developer's own settings
     proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"),
                            "--reports-dir", str(tmp_path / "reports"), "--no-cache", "--conversion-threads", "1",
-                           *args], capture_output=True, text=True, cwd=ROOT, env=env)
+                           "--engine", "onnx2tf", *args], capture_output=True, text=True, cwd=ROOT, env=env)
     record = tmp_path / "reports" / "artifacts" / model.stem / "result.json"
     assert record.is_file(), proc.stdout + proc.stderr[-3000:]
     return proc, Result.read(record)

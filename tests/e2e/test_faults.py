@@ -65,8 +65,10 @@ cat reports/junit.xml > junit_after.xml 2>/dev/null || true
         assert (here / f"{name}.rc").read_text().strip() == "1", out
         no_traceback(out)
         for model in ("a_net", "b_net"):  # the machine's disk, named, not the model's fault
-            lines = [ln for ln in out.splitlines() if ln.startswith(f"  {model}: ")]
-            assert len(lines) == 1 and "[disk_full]" in lines[0] and "no space left on the disk" in lines[0], out
+            lines = [ln for ln in out.splitlines() if ln.startswith(f"  {model}: ")]  # the batch's section names it
+            assert lines == [f"  {model}: test [disk_full]"], out
+            told = [ln for ln in out.splitlines() if ln.startswith(f"{model}: test failed [disk_full]: ")]
+            assert len(told) == 1 and "no space left on the disk" in told[0], out  # its FAILURES entry says why
         assert "ERROR: the summaries cannot be written" in out and "ERROR: the JUnit report cannot be written" in out
         assert "summary: not written" in out and "summary.md (and .html" not in out  # no footer naming a missing file
     for model in ("a_net", "b_net"):  # the verified deliverables are all still there, unchanged
@@ -140,7 +142,7 @@ def test_a_planted_or_broken_cache_entry_is_never_restored(tmp_path):
     settings = settings_for(tmp_path)
     from converter.discovery import discover
 
-    cases = {c.model_id: c for c in discover([folder], timeout=settings.timeout)}
+    cases = {c.model_id: c for c in discover([folder], timeout=settings.timeout, engine=settings.engine)}
     entries = {m: tmp_path / "cache" / cache.key(cases[m].spec, first[m].load.model_sha256) for m in cases}
     assert all(e.is_dir() for e in entries.values())
     pristine = {name: (entries["small"] / name).read_bytes() for name in os.listdir(entries["small"])}

@@ -35,46 +35,41 @@ def test_the_cli_prints_a_line_per_stage_when_not_on_a_terminal(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_the_batch_names_what_is_converting_and_what_is_slow(harness, monkeypatch, workers):
+def test_the_batch_counts_models_waiting_for_a_slot_then_names_what_is_converting_and_what_is_slow(
+        harness, monkeypatch, workers):
+    """Another process (another run, the CLI) holds the machine's only slot for a few seconds: the
+    batch waits and says so; then it converts one model at a time, and names the one that is slow
+    (its forward pass waits 6 s: over 5 % of a timeout no loaded machine reaches) while it runs."""
     models = harness.path / "models"
+    builders.torchscript_cnn(models, name="net")
     builders.factory_model(models, "slow", builders.waiting_model_source(kill_parent=False), "slowness:waits",
                            (1, 4))
     monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(harness.path / "pid"))
-    monkeypatch.setenv("HARNESS_TEST_SLEEP", "6")  # slow by itself: over 5% of a timeout no loaded machine reaches
-    args = ("--tflite-models-dir", "models", "--tflite-status-interval", "1", "--tflite-slow-stage-fraction", "0.05",
-            "--tflite-conversion-timeout", "100", "--tflite-no-cache", *workers)  # a cache hit would convert nothing to report
-    result = run(harness, *args)
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; converting: slow (load, * s: slow, *% of its 100 s timeout)"])
-    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
-    assert "[tflite]" not in (harness.path / "junit.xml").read_text()
-    stage, seconds, _ = summary["table"]["slow"]["slowest_stage"].split()
-    assert stage in ("load", "export") and float(seconds) >= 6  # both run the model's 6 s forward pass
-    # -q silencing it is the status line's own decision: tests/unit/test_batch_session.py
-
-
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_a_model_waiting_for_the_machines_conversion_slot_is_counted_in_the_status_line(harness, workers):
-    """Another process (another run, the CLI) holds the machine's only slot for a few seconds:
-    the batch waits, says so, then converts."""
-    builders.torchscript_cnn(harness.path / "models", name="net")
+    monkeypatch.setenv("HARNESS_TEST_SLEEP", "6")
     held = threading.Event()
-    waiting = harness.path / "reports" / "artifacts" / "net" / WAITING_FILE
+    artifacts = harness.path / "reports" / "artifacts"
 
     def hold_the_slot():
         with conversion_slot(1):
             held.set()
-            deadline = time.monotonic() + 300  # pytest starts, collects, and the model asks for the slot
-            while not waiting.exists() and time.monotonic() < deadline:
+            deadline = time.monotonic() + 300  # pytest starts, collects, and a model asks for the slot
+            while not any(artifacts.glob(f"*/{WAITING_FILE}")) and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(3)  # three status intervals while it waits
 
     holder = threading.Thread(target=hold_the_slot)
     holder.start()
     assert held.wait(600)
-    result = run(harness, "--tflite-models-dir", "models", "--tflite-status-interval", "1", "--tflite-max-conversions", "1",
-                 *workers)
+    result = run(harness, "--tflite-models-dir", "models", "--tflite-status-interval", "1",
+                 "--tflite-max-conversions", "1", "--tflite-slow-stage-fraction", "0.05",
+                 "--tflite-conversion-timeout", "100", "--tflite-no-cache", *workers)  # a cache hit would convert nothing
     holder.join()
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["[[]tflite[]] 0/1 done; 1 waiting for a conversion slot"])
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["[[]tflite[]] 0/2 done; * waiting for a conversion slot"])
+    result.stdout.fnmatch_lines(["[[]tflite[]] */2 done; converting: slow (load, * s: slow, *% of its 100 s timeout)*"])
+    summary = json.loads((harness.path / "reports" / "summary.json").read_text())
+    assert "[tflite]" not in (harness.path / "junit.xml").read_text()
+    stage, seconds, _ = summary["table"]["slow"]["slowest_stage"].split()
+    assert stage in ("load", "export") and float(seconds) >= 6  # both run the model's 6 s forward pass
     assert status_line(1, 3, [], 0.5, waiting=2) == "[tflite] 1/3 done; 2 waiting for a conversion slot"
+    # -q silencing it is the status line's own decision: tests/unit/test_batch_session.py
