@@ -272,7 +272,7 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
         name = Path(d.path).name
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
-        outputs = stacked([_run(contents[name], saved, arrays, threads) for arrays, _ in sets])
+        outputs = stacked(_run(contents[name], saved, [arrays for arrays, _ in sets], threads))
         fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
                               channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
                       for i, (old, out) in enumerate(zip(d.outputs, outputs)))
@@ -290,21 +290,25 @@ def _same_figure(old: float, new: float) -> bool:
     return abs(old - new) <= FIGURE_SLACK * max(abs(old), 1e-6)
 
 
-def _run(model: bytes, saved, inputs, threads: int) -> list[np.ndarray]:
-    """A TFLite file on one set of sample inputs, after its signature is checked against the record."""
+def _run(model: bytes, saved, sets, threads: int) -> list[list[np.ndarray]]:
+    """A TFLite file on each set of sample inputs (loaded once), after its signature is checked
+    against the record."""
     from .tflite_run import interpreter, run_signature, tf_layout_feed
 
     runner = interpreter(model, threads).get_signature_runner("serving_default")
-    feed = tf_layout_feed(saved, inputs)
-    expected_in = {key: tuple(a.shape) for key, a in feed.items()}
-    found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
-    if found_in != expected_in:
-        raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
-    result = run_signature(runner, feed)
-    keys = [key for _, key in saved.output_names]
-    if sorted(result) != sorted(keys):
-        raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
-    return [np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)]
+    found = []
+    for inputs in sets:
+        feed = tf_layout_feed(saved, inputs)
+        expected_in = {key: tuple(a.shape) for key, a in feed.items()}
+        found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
+        if found_in != expected_in:
+            raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
+        result = run_signature(runner, feed)
+        keys = [key for _, key in saved.output_names]
+        if sorted(result) != sorted(keys):
+            raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
+        found.append([np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)])
+    return found
 
 
 def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> None:

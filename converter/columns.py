@@ -44,6 +44,11 @@ def _p99(d: Deliverable | None) -> float | None:
     return finite(max(values)) if values else None
 
 
+def _inputs(d: Deliverable | None) -> int | None:
+    """Over how many verification inputs the deliverable's figures are."""
+    return max(c.samples for c in d.outputs) if d is not None and d.verified else None
+
+
 def _invoke_ms(d: Deliverable | None) -> float | None:
     return d.runtime.invoke_ms if d is not None and d.runtime is not None else None
 
@@ -75,6 +80,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
+    Column("verify_inputs", "inputs", "int", lambda r: _inputs(r.chosen), junit=True),
     Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
     Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),
@@ -93,11 +99,13 @@ PAGE = tuple(c for c in TABLE if c.page)
 
 def recipe_figures(result: Result) -> list[tuple[str, object]]:
     """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_p99_rel_err`,
-    `<recipe>_cosine`, `<recipe>_invoke_ms` and, run on TFLite Micro, `<recipe>_micro_arena_bytes`."""
+    `<recipe>_cosine` (over `<recipe>_inputs` verification inputs), `<recipe>_invoke_ms` and, run on
+    TFLite Micro, `<recipe>_micro_arena_bytes`."""
     figures = []
     for d in result.deliverables:
         figures += [(f"{d.recipe}_bytes", d.bytes), (f"{d.recipe}_range_rel_err", _err(d)),
                     (f"{d.recipe}_p99_rel_err", _p99(d)), (f"{d.recipe}_cosine", _cosine(d)),
+                    (f"{d.recipe}_inputs", _inputs(d)),
                     (f"{d.recipe}_invoke_ms", _invoke_ms(d))]
         if _arena(d) is not None:
             figures.append((f"{d.recipe}_micro_arena_bytes", _arena(d)))

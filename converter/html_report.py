@@ -73,7 +73,7 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
 def error_chart(record: Result) -> str:
     verified = [d for d in record.deliverables if d.verified]
     points = [("TF model (onnx2tf), float32", record.tf_error, TF_COLOUR)] if record.tf_error is not None else []
-    points += [(d.label, d.worst.range_rel_err, recipe_colour(d.recipe)) for d in verified]
+    points += [(f"{d.label} ({d.worst.over})", d.worst.range_rel_err, recipe_colour(d.recipe)) for d in verified]
     if not points:
         return ""
     parts = [f'<line x1="5" y1="14" x2="{W - 5}" y2="14" stroke="#bbb"/>']
@@ -177,7 +177,8 @@ th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 <h1>TFLite conversion summary</h1>
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
-output's range; <code>err</code> and <code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
+output's range, over the verification inputs (<code>inputs</code> says how many); <code>err</code> and
+<code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
 <span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;
 seconds by stage: {stage_legend}</span></p>
 {f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}

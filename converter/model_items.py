@@ -32,7 +32,7 @@ def cases(config):
     if CASES_KEY not in config.stash:
         s = config.stash[SETTINGS_KEY]
         config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout,
-                                             deliverables=s.deliverables)
+                                             deliverables=s.deliverables, verify_samples=s.verify_samples)
     return config.stash[CASES_KEY]
 
 

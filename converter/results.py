@@ -84,7 +84,12 @@ class OutputComparison:
             return self.describe(label)
         return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
                 f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} ({self.mismatched}/{self.elements} "
-                f"elements off, cosine {self.cosine:.4f})")
+                f"elements off {self.over}, cosine {self.cosine:.4f})")
+
+    @property
+    def over(self) -> str:
+        """Over how many verification inputs the figures are: every figure says it."""
+        return f"over {self.samples} input{'' if self.samples == 1 else 's'}"
 
     def describe(self, label: str) -> str:
         if not self.shape_ok:
@@ -92,10 +97,9 @@ class OutputComparison:
                     f"!= PyTorch {list(self.reference_shape)}")
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
         p99 = "" if self.p99_rel_err is None else f", p99 {self.p99_rel_err:.3g}"
-        over = f" over {self.samples} samples" if self.samples > 1 else ""
         return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
                 f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} "
-                f"({self.mismatched}/{self.elements} elements off{over}; max abs {self.max_abs_err:.3g}, "
+                f"({self.mismatched}/{self.elements} elements off {self.over}; max abs {self.max_abs_err:.3g}, "
                 f"mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}{p99}, "
                 f"cosine {self.cosine:.6f}{top1})")
 
@@ -157,7 +161,7 @@ class RuntimeCheck:
             parts.append(f"Flex/custom ops: {', '.join(self.flex_ops + self.custom_ops)}")
         if self.kernels_agree:
             diff = f" (they differ by {self.kernels_diff:.2g} of the range)" if self.kernels_diff else ""
-            parts.append(f"passes on XNNPACK and the reference kernels{diff}")
+            parts.append(f"passes on XNNPACK and the reference kernels over 1 input (the first verification input){diff}")
         if self.invoke_ms is not None:
             parts.append(f"invoke {self.invoke_ms:.3g} ms")
         if self.micro is not None:

@@ -20,7 +20,7 @@ import psutil
 
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 from .slots import machine_slots
-from .spec import DEFAULT_TIMEOUT, bounded, parse_shape
+from .spec import DEFAULT_TIMEOUT, DEFAULT_VERIFY_SAMPLES, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
@@ -103,6 +103,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deliverables", "the TFLite recipes to build and verify, in order of preference, for models whose "
             f".toml names none: {', '.join(RECIPES)} (the first that verifies is delivered)",
             ",".join(DEFAULT_DELIVERABLES), cli=True, parse=check_deliverables),
+    Setting("verify_samples", "seeded inputs every TFLite file is verified on, for models whose .toml sets none "
+            "and that have no calibration folder (with one, its held-out samples are)", str(DEFAULT_VERIFY_SAMPLES),
+            limit="verify_samples", cli=True),
     Setting("timeout", "seconds one model's conversion may take unless its .toml says otherwise",
             str(DEFAULT_TIMEOUT), option="conversion_timeout", limit="timeout", cli=True,
             aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
@@ -153,6 +156,7 @@ class Settings:
     reports_dir: Path
     input_shapes: tuple[tuple[int, ...], ...]
     deliverables: tuple[str, ...]
+    verify_samples: int
     timeout: float
     memory_limit_mb: float
     threads: int

@@ -38,8 +38,12 @@ LIMITS = {
     "fraction": (0.05, 1.0, float),
     "interval": (0.5, 3600, float),
     "samples": (1, 10000, int),                    # random calibration samples
+    "verify_samples": (1, 1000, int),              # seeded inputs every TFLite file is verified on
 }
 DEFAULT_CALIBRATION_SAMPLES = 32
+# without a calibration folder, every file is verified on this many seeded inputs (the first is the
+# sample the ONNX file and the TF model are checked on); benchmarks/verify_inputs.py measured the cost
+DEFAULT_VERIFY_SAMPLES = 8
 MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
 DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,
                 "int64": 2**63 - 1, "int32": 2**31 - 1}
@@ -86,6 +90,7 @@ class ModelSpec:
     deliverables: tuple[str, ...] = DEFAULT_DELIVERABLES  # recipes, in order of preference
     calibration: str | None = None  # folder of .npy / .npz samples (absolute); None: random samples
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # how many random ones
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES  # seeded inputs to verify on, without a calibration folder
     channel_axis: dict = field(default_factory=dict)  # output name -> axis judged per channel
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
@@ -97,7 +102,6 @@ class ModelSpec:
 
     def tolerance_for(self, stage: str, output: str) -> float:
         return float(self.output_tolerance.get(output, {}).get(stage, self.tolerance[stage]))
-
     def to_dict(self) -> dict:  # into job.json, the same way results cross back
         return plain(dataclasses.asdict(self))
 
@@ -314,6 +318,7 @@ KEYS = {
     "deliverables": check_deliverables,
     "calibration": _calibration,
     "calibration_samples": lambda v: bounded("samples", v),
+    "verify_samples": lambda v: bounded("verify_samples", v),
     "channel_axis": _channel_axis,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
@@ -347,9 +352,12 @@ def validate_layer(raw: dict, where: str) -> dict:
     return layer
 
 
-def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None) -> dict:
+def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None,
+                   verify_samples=None) -> dict:
     """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
     layer = {}
+    if verify_samples is not None:
+        layer["verify_samples"] = bounded("verify_samples", verify_samples)
     if deliverables:
         layer["deliverables"] = check_deliverables(deliverables)
     if input_shapes:

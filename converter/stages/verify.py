@@ -39,16 +39,25 @@ from ..verdict import choose, fallback_fixes, first_problem
 def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list[np.ndarray]:
     """The file on one set of sample inputs (PyTorch's layout); its outputs in the TF model's layout,
     dequantized where they are integers."""
+    return run_tflite_sets(path, saved, [arrays], threads)[0]
+
+
+def run_tflite_sets(path: str, saved: SavedModelResult, sets, threads: int) -> list[list[np.ndarray]]:
+    """The file on each set of sample inputs, loaded once (a large model's interpreter takes longer
+    to build than to run)."""
     from ..tflite_run import interpreter, run_signature, tf_layout_feed
 
     runner = interpreter(path, threads).get_signature_runner("serving_default")
-    result = run_signature(runner, tf_layout_feed(saved, arrays))
-    missing = [key for _, key in saved.output_names if key not in result]
-    if missing or len(result) != len(saved.output_names):
-        raise ConversionError(FailureKind.SHAPE_MISMATCH,
-                              f"TFLite outputs {sorted(result)} do not match the expected "
-                              f"{[k for _, k in saved.output_names]}")
-    return [result[key] for _, key in saved.output_names]
+    found = []
+    for arrays in sets:
+        result = run_signature(runner, tf_layout_feed(saved, arrays))
+        missing = [key for _, key in saved.output_names if key not in result]
+        if missing or len(result) != len(saved.output_names):
+            raise ConversionError(FailureKind.SHAPE_MISMATCH,
+                                  f"TFLite outputs {sorted(result)} do not match the expected "
+                                  f"{[k for _, k in saved.output_names]}")
+        found.append([result[key] for _, key in saved.output_names])
+    return found
 
 
 def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, reference,
@@ -173,7 +182,7 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
     checked: list[Deliverable] = []
     for built in files:
         try:
-            runs = [run_tflite(built.path, saved, arrays, threads) for arrays, _ in sets]
+            runs = run_tflite_sets(built.path, saved, [arrays for arrays, _ in sets], threads)
         except ConversionError:
             raise  # its outputs are not the model's: the conversion is wrong, not this recipe
         except Exception as exc:  # XNNPACK that cannot prepare an int8 file: this recipe's verdict, not the model's

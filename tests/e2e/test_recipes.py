@@ -1,7 +1,8 @@
 """The deliverables beyond DRQ, each built, verified and run where it goes, for real: float16,
 full-integer int8 with float and with int8 inputs and outputs (TensorFlow Lite Micro), calibration
 samples (generated, or a folder of them, held out for verification), chains of recipes, outputs
-judged per channel, and bad samples as one-line spec errors."""
+judged per channel, bad samples as one-line spec errors, and the seeded inputs every file is verified
+on without a calibration folder."""
 from __future__ import annotations
 
 import subprocess
@@ -34,8 +35,9 @@ def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path):
     assert result.passed, result.failure
     built = {d.recipe: d for d in result.deliverables}
     assert list(built) == list(RECIPES) and result.delivered == "fp32"  # the first that verifies
-    for recipe, d in built.items():
-        assert d.passed and d.outputs[0].samples == 1, recipe
+    for recipe, d in built.items():  # each file on the default 8 seeded inputs, stacked along the batch axis
+        assert d.passed and d.outputs[0].samples == 8 and d.outputs[0].reference_shape == (8, 5), recipe
+        assert "elements off over 8 inputs" in d.outputs[0].describe(d.label)
         runtime = d.runtime
         assert runtime.runs and runtime.kernels_agree, (recipe, runtime)
         assert runtime.ops and runtime.invoke_ms > 0 and not runtime.flex_ops
@@ -178,10 +180,14 @@ open(sys.argv[1], "wb").write(c.convert())
 def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m")
     cli = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "fp16,drq",
-                          "--tflite-dir", str(tmp_path / "o"), "--reports-dir", str(tmp_path / "r"), "--no-cache"],
-                         capture_output=True, text=True, cwd=ROOT)
+                          "--verify-samples", "3", "--tflite-dir", str(tmp_path / "o"), "--reports-dir",
+                          str(tmp_path / "r"), "--no-cache"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "float16 TFLite where it goes: runs without TensorFlow" in cli.stdout
+    # every figure says over how many inputs: the TFLite files' over the 3 asked for, ONNX's over the seeded one
+    assert "ok  float16 TFLite output 'output_0': range-relative max error" in cli.stdout
+    assert cli.stdout.count("elements off over 3 inputs") == 2 and "ONNX output 'output_0'" in cli.stdout
+    assert "elements off over 1 input;" in cli.stdout
     assert "deliverable (fp16)" in cli.stdout
     bad = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "int4"],
                          capture_output=True, text=True, cwd=ROOT)

@@ -89,7 +89,7 @@ def test_every_kind_answers_every_policy_question():
 # --- a setting ---------------------------------------------------------------------------
 
 # the user-facing spellings: renaming one breaks every user's command lines, ini files and CI variables
-OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "input_shape", "deliverables", "conversion_timeout",
+OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "input_shape", "deliverables", "verify_samples", "conversion_timeout",
            "memory_limit_mb", "conversion_threads", "max_conversions", "slow_stage_fraction", "diagnosis_share",
            "fail_on_vacuous", "status_interval", "tflite_cache_dir", "no_cache", "no_preload", "keep_intermediates",
            "baseline", "regression_threshold")
@@ -107,7 +107,7 @@ def test_every_setting_is_one_row_named_as_its_settings_field():
 def test_each_row_fills_its_own_field(tmp_path):
     """A value given under a setting's option reaches the Settings field of its row."""
     given = {"models_dir": ["m"], "tflite_dir": "t", "reports_dir": "r", "input_shape": ["1,4"],
-             "deliverables": "fp16,drq", "conversion_timeout": "11", "memory_limit_mb": "700",
+             "deliverables": "fp16,drq", "verify_samples": "5", "conversion_timeout": "11", "memory_limit_mb": "700",
              "conversion_threads": "3", "max_conversions": "2", "slow_stage_fraction": "0.3", "diagnosis_share": "0.2",
              "fail_on_vacuous": True, "status_interval": "7", "tflite_cache_dir": "c", "no_cache": False,
              "no_preload": True, "keep_intermediates": True, "baseline": "b.json", "regression_threshold": "err:x3"}
@@ -118,7 +118,7 @@ def test_each_row_fills_its_own_field(tmp_path):
     assert (s.threads, s.max_conversions, s.slow_stage_fraction, s.diagnosis_share) == (3, 2, 0.3, 0.2)
     assert (s.fail_on_vacuous, s.status_interval, s.cache_dir, s.no_cache) == (True, 7, tmp_path / "c", False)
     assert (s.preload, s.keep_intermediates, s.baseline) == (False, True, tmp_path / "b.json")
-    assert s.thresholds.err == 3
+    assert s.thresholds.err == 3 and s.verify_samples == 5
     off = resolve({"no_cache": True}, {}, {}, base=tmp_path)
     assert off.cache_dir is None and off.no_cache and off.preload
 
