@@ -103,6 +103,8 @@ def _conversion_code() -> str:
 
 # how outputs are judged, not what is converted: a restore judges again (not channel_axis: an axis the
 # output lacks is a spec_error found while verifying, which must not outlive the sidecar's fix)
+# a task is keyed although the verdict reads it: the record's runtime check judged the reference kernels'
+# outputs by it, and a restore does not run them again
 UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
 
 
@@ -238,7 +240,7 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, model_dig
 
 def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, threads: int) -> Result:
     """The stored record, proven by its own files and judged against today's tolerances."""
-    from .metrics import compare
+    from .metrics import compare, judge_outputs
     from .recipes import RECIPES
 
     if stored.failure is not None and not stored.failure.kind.rejudged and not stored.deliverables:
@@ -273,9 +275,7 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
         outputs = stacked(_run(contents[name], saved, [arrays for arrays, _ in sets], threads))
-        fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
-                              channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
-                      for i, (old, out) in enumerate(zip(d.outputs, outputs)))
+        fresh = judge_outputs(spec, d.recipe, [old.name for old in d.outputs], verified_on, outputs, samples=len(sets))
         for old, new in zip(d.outputs, fresh):
             if not _same_figure(old.range_rel_err, new.range_rel_err):
                 raise ValueError(f"its {d.label} file gives range-relative error {new.range_rel_err:.3g} where the "

@@ -49,6 +49,13 @@ def _inputs(d: Deliverable | None) -> int | None:
     return max(c.samples for c in d.outputs) if d is not None and d.verified else None
 
 
+def _tasks(d: Deliverable | None) -> str | None:
+    """The deliverable's outputs judged by their declared tasks: decisions that agree, of how many."""
+    if d is None or not d.verified:
+        return None
+    return "; ".join(f"{c.name}: {c.task.task} {c.task.agree}/{c.task.units}" for c in d.outputs if c.task) or None
+
+
 def _invoke_ms(d: Deliverable | None) -> float | None:
     return d.runtime.invoke_ms if d is not None and d.runtime is not None else None
 
@@ -81,6 +88,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
     Column("verify_inputs", "inputs", "int", lambda r: _inputs(r.chosen), junit=True),
+    Column("task_agreement", "task", "str", lambda r: _tasks(r.chosen), junit=True, page=False, wrap=True),
     Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
     Column("onnx2tf_runs", "onnx2tf runs", "int", lambda r: r.onnx2tf_runs or None, junit=True, page=False),
     Column("convert_seconds", "seconds", "secs", lambda r: r.seconds, junit=True, page=False),

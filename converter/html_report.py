@@ -177,8 +177,8 @@ th {{ background: #f3f3f3; }} .regress {{ color: #b00020; font-weight: bold; }}
 <h1>TFLite conversion summary</h1>
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
-output's range, over the verification inputs (<code>inputs</code> says how many); <code>err</code> and
-<code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
+output's range on the same input, over the verification inputs (<code>inputs</code> says how many);
+<code>err</code> and <code>cosine</code> are the deliverable's. <span class="legend">{recipe_legend}
 <span style="border-left:2px dashed #c53030"></span>the deliverable's tolerance;
 seconds by stage: {stage_legend}</span></p>
 {f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}

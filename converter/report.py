@@ -117,8 +117,9 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
     counts = ", ".join(f"{n} {k}" for k, n in counts_of(records).items()) or "no models"
     lines = ["# TFLite conversion summary", ""] + ([ended_line(ended), ""] if ended else []) + [
              f"{len(records)} models: {counts}.", "",
-             "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs and "
-             "the verification inputs (`inputs` says how many); `err` and `cosine` are the deliverable's.", ""]
+             "Errors are the largest |TFLite - PyTorch| relative to the output's range on the same input, over "
+             "all outputs and the verification inputs (`inputs` says how many); `err` and `cosine` are the "
+             "deliverable's; `task` counts the decisions that agree, for outputs that declare their task.", ""]
     titles = ["model"] + [c.title for c in TABLE] + (["vs baseline"] if labels else [])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for model_id in sorted(records):

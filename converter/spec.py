@@ -18,6 +18,7 @@ from .failures import FailureKind
 from .pickle_sniff import looks_like_state_dict
 from .protocol import build, plain
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
+from .tasks import OPTIONS, TASKS, check_task
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow
@@ -92,6 +93,8 @@ class ModelSpec:
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # how many random ones
     verify_samples: int = DEFAULT_VERIFY_SAMPLES  # seeded inputs to verify on, without a calibration folder
     channel_axis: dict = field(default_factory=dict)  # output name -> axis judged per channel
+    task: dict | None = None  # what every output means (tasks.check_task): the quantized files' verdict
+    outputs: dict = field(default_factory=dict)  # output name -> {"task": ..., options}: one output's task
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -102,6 +105,11 @@ class ModelSpec:
 
     def tolerance_for(self, stage: str, output: str) -> float:
         return float(self.output_tolerance.get(output, {}).get(stage, self.tolerance[stage]))
+
+    def task_for(self, output: str) -> dict | None:
+        """The output's declared task (its own, else the model's), None when it declares none."""
+        return self.outputs.get(output, self.task)
+
     def to_dict(self) -> dict:  # into job.json, the same way results cross back
         return plain(dataclasses.asdict(self))
 
@@ -279,6 +287,27 @@ def _channel_axis(v):
     return out
 
 
+def _no_table(v):
+    raise ValueError(f"must name a task ({', '.join(TASKS)}), not {v!r}; a task with options goes in "
+                     "[outputs.<name>]")
+
+
+def _outputs(v):
+    """`[outputs.<name>]` tables: what each named output means (its task and the task's options)."""
+    out = {}
+    for name, table in _table(v).items():
+        table = _table(table)
+        unknown = sorted(set(table) - {"task"} - {k for options in OPTIONS.values() for k in options})
+        if "task" not in table or unknown:
+            raise ValueError(f"{name}: " + (f"unknown key(s) {', '.join(unknown)}" if unknown else
+                                            f"needs a task ({', '.join(TASKS)})"))
+        try:
+            out[name] = check_task(table)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
 def _calibration(v, where: str):
     """A folder of samples, relative to the file that names it (or to where the command runs)."""
     if not isinstance(v, str) or not v.strip():
@@ -320,6 +349,8 @@ KEYS = {
     "calibration_samples": lambda v: bounded("samples", v),
     "verify_samples": lambda v: bounded("verify_samples", v),
     "channel_axis": _channel_axis,
+    "task": lambda v: check_task(v) if isinstance(v, str) else _no_table(v),
+    "outputs": _outputs,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
     "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
-from ..metrics import compare
+from ..metrics import compare, judge_outputs
 from ..recipes import FP32, RECIPES
 from ..results import (
     Deliverable,
@@ -30,6 +30,7 @@ from ..results import (
     SavedModelResult,
     TFLiteResult,
     VerifyResult,
+    worst,
 )
 from ..spec import ModelSpec
 from ..tflite_run import stacked
@@ -97,21 +98,20 @@ def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: Saved
 
 def _judged_kernels(spec: ModelSpec, check: RuntimeCheck, recipe: str, saved: SavedModelResult, reference,
                     outputs: dict) -> RuntimeCheck:
-    """The reference kernels' outputs against PyTorch, on the recipe's tolerances."""
+    """The reference kernels' outputs against PyTorch, judged as the file is (metrics.judge_outputs)."""
     if not check.runs or check.kernels_agree is False:
         return check
-    worst = None
-    for (name, key), perm, ref in zip(saved.output_names, saved.output_perms, reference):
-        found = outputs.get(f"{recipe}::reference::{key}")
-        if found is None:
+    found = []
+    for (name, key), perm in zip(saved.output_names, saved.output_perms):
+        out = outputs.get(f"{recipe}::reference::{key}")
+        if out is None:
             return dataclasses.replace(check, kernels_agree=False, message=f"the reference kernels gave no output '{name}'")
-        c = compare(name, ref, np.transpose(found, np.argsort(perm)), spec.tolerance_for(recipe, name),
-                    channel_axis=spec.channel_axis.get(name))
-        if worst is None or (not c.passed and worst.passed) or c.range_rel_err > worst.range_rel_err:
-            worst = c
-    if worst is not None and not worst.passed:
+        found.append(np.transpose(out, np.argsort(perm)))
+    judged = judge_outputs(spec, recipe, [name for name, _ in saved.output_names], reference, found, samples=1)
+    failing = [c for c in judged if not c.passed]
+    if failing:
         return dataclasses.replace(check, kernels_agree=False,
-                                   message=f"with the reference kernels, {worst.brief(RECIPES[recipe].label)}")
+                                   message=f"with the reference kernels, {worst(failing).brief(RECIPES[recipe].label)}")
     return dataclasses.replace(check, kernels_agree=True)
 
 
@@ -193,10 +193,8 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
             continue
         back = stacked([[np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
                         for outputs in runs])
-        checked.append(dataclasses.replace(built, outputs=tuple(
-            compare(name, ref, out, spec.tolerance_for(built.recipe, name), channel_axis=spec.channel_axis.get(name),
-                    samples=len(sets))
-            for (name, _), ref, out in zip(saved.output_names, reference, back))))
+        checked.append(dataclasses.replace(built, outputs=judge_outputs(
+            spec, built.recipe, [name for name, _ in saved.output_names], reference, back, samples=len(sets))))
     if deploy:
         ran = tuple(d for d in checked if d.verified)
         checks = dict(zip((d.recipe for d in ran), runtime_checks(spec, ran, saved, sets[0][0], sets[0][1], threads)))
