@@ -36,7 +36,7 @@ def test_regression_flow(harness):
     assert rerun.ret == 0 and "GONE" not in rerun.stdout.str() and "REGRESSION" not in rerun.stdout.str()
     rerun.stdout.fnmatch_lines(["*no regression against*"])
 
-    builders.torchscript_mlp(models, "mlp", outlier=8.0)   # drifts, but within its tolerance
+    builders.torchscript_mlp(models, "mlp", outlier=2.0)   # drifts (x5), but within its tolerance on every input
     builders.torchscript_mlp(models, "wide", hidden=128)  # a grown layer
     (models / "leaving.pt").unlink()
     (models / "fails_later.pt").unlink()  # now holds an op that no exporter supports
