@@ -57,8 +57,9 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness):
     for values in props.values():
         assert tuple(values)[:len(fixed)] == fixed
     per_recipe = tuple(props["good"])[len(fixed):]
-    assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_p99_rel_err", "drq_cosine", "drq_invoke_ms")
-    assert props["good"]["delivered"] == "drq"
+    assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_p99_rel_err", "drq_cosine", "drq_inputs",
+                          "drq_invoke_ms")
+    assert props["good"]["delivered"] == "drq" and props["good"]["drq_inputs"] == props["good"]["verify_inputs"] == "8"
     assert props["segv"]["failure_kind"] == "crash"
     assert int(props["good"]["tflite_bytes"]) > 0
     assert float(props["good"]["drq_range_rel_err"]) < 0.05
