@@ -17,7 +17,7 @@ from .runner import convert_case
 from .settings import BY_NAME, SETTINGS, SettingsError, argparse_help, option_kwargs, resolve
 from .spec import EXPORTERS, LAYOUTS, SpecError, defaults_layer, load_spec
 
-OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb")  # given here, they beat the .toml
+OVERRIDES_TOML = ("input_shape", "conversion_timeout", "memory_limit_mb", "verify_samples")  # given here, they beat the .toml
 
 
 # what this command writes there (the batch's help says what pytest writes)
@@ -92,6 +92,8 @@ def main(argv=None) -> int:
         overrides["deliverables"] = settings.deliverables
     if args.engine is not None:
         overrides["engine"] = settings.engine
+    if args.verify_samples is not None:
+        overrides["verify_samples"] = settings.verify_samples
     # absolute (the child runs elsewhere) but not resolved: a model stored as a symbolic link (git-annex,
     # DVC) keeps its own name and the .toml beside the link; a FIFO or a device fails in the child, saying so
     model = Path(os.path.abspath(args.model))
@@ -103,7 +105,8 @@ def main(argv=None) -> int:
     try:
         spec = load_spec(model, model_id, defaults=defaults_layer(settings.input_shapes, timeout=settings.timeout,
                                                                   deliverables=settings.deliverables,
-                                                                  engine=settings.engine),
+                                                                  engine=settings.engine,
+                                                                  verify_samples=settings.verify_samples),
                          overrides=overrides)
         case = Case(model_id, model, model.parent, spec)
     except SpecError as exc:

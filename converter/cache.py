@@ -104,6 +104,8 @@ def _conversion_code() -> str:
 
 # how outputs are judged, not what is converted: a restore judges again (not channel_axis: an axis the
 # output lacks is a spec_error found while verifying, which must not outlive the sidecar's fix)
+# a task is keyed although the verdict reads it: the record's runtime check judged the reference kernels'
+# outputs by it, and a restore does not run them again
 UNKEYED = ("model_id", "path", "sources", "tolerance", "output_tolerance", "timeout", "memory_limit_mb", "expect")
 
 
@@ -242,7 +244,7 @@ def restore(cache_dir: Path, entry_key: str, artifacts: Path, spec, *, model_dig
 
 def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, threads: int) -> Result:
     """The stored record, proven by its own files and judged against today's tolerances."""
-    from .metrics import compare
+    from .metrics import compare, judge_outputs
     from .recipes import RECIPES
 
     if stored.failure is not None and not stored.failure.kind.rejudged and not stored.deliverables:
@@ -277,10 +279,8 @@ def _judged_again(stored: Result, contents: dict, samples: SampleArrays, spec, t
         if d.recipe not in RECIPES or name not in contents:
             raise ValueError(f"the entry lacks its {d.recipe} file")
         _same_signature(contents[name], d, signature)
-        outputs = stacked([_run(contents[name], signature, arrays, threads) for arrays, _ in sets])
-        fresh = tuple(compare(old.name, verified_on[i], out, spec.tolerance_for(d.recipe, old.name),
-                              channel_axis=spec.channel_axis.get(old.name), samples=len(sets))
-                      for i, (old, out) in enumerate(zip(d.outputs, outputs)))
+        outputs = stacked(_run(contents[name], signature, [arrays for arrays, _ in sets], threads))
+        fresh = judge_outputs(spec, d.recipe, [old.name for old in d.outputs], verified_on, outputs, samples=len(sets))
         for old, new in zip(d.outputs, fresh):
             if not _same_figure(old.range_rel_err, new.range_rel_err):
                 raise ValueError(f"its {d.label} file gives range-relative error {new.range_rel_err:.3g} where the "
@@ -308,21 +308,25 @@ def _same_signature(model: bytes, d, saved) -> None:
                          f"{d.signature.describe()}")
 
 
-def _run(model: bytes, saved, inputs, threads: int) -> list[np.ndarray]:
-    """A TFLite file on one set of sample inputs, after its signature is checked against the record."""
+def _run(model: bytes, saved, sets, threads: int) -> list[list[np.ndarray]]:
+    """A TFLite file on each set of sample inputs (loaded once), after its signature is checked
+    against the record."""
     from .tflite_run import interpreter, run_signature, tf_layout_feed
 
     runner = interpreter(model, threads).get_signature_runner("serving_default")
-    feed = tf_layout_feed(saved, inputs)
-    expected_in = {key: tuple(a.shape) for key, a in feed.items()}
-    found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
-    if found_in != expected_in:
-        raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
-    result = run_signature(runner, feed)
-    keys = [key for _, key in saved.output_names]
-    if sorted(result) != sorted(keys):
-        raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
-    return [np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)]
+    found = []
+    for inputs in sets:
+        feed = tf_layout_feed(saved, inputs)
+        expected_in = {key: tuple(a.shape) for key, a in feed.items()}
+        found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
+        if found_in != expected_in:
+            raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
+        result = run_signature(runner, feed)
+        keys = [key for _, key in saved.output_names]
+        if sorted(result) != sorted(keys):
+            raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
+        found.append([np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)])
+    return found
 
 
 def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> None:

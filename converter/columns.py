@@ -46,6 +46,18 @@ def _p99(d: Deliverable | None) -> float | None:
     return finite(max(values)) if values else None
 
 
+def _inputs(d: Deliverable | None) -> int | None:
+    """Over how many verification inputs the deliverable's figures are."""
+    return max(c.samples for c in d.outputs) if d is not None and d.verified else None
+
+
+def _tasks(d: Deliverable | None) -> str | None:
+    """The deliverable's outputs judged by their declared tasks: decisions that agree, of how many."""
+    if d is None or not d.verified:
+        return None
+    return "; ".join(f"{c.name}: {c.task.task} {c.task.agree}/{c.task.units}" for c in d.outputs if c.task) or None
+
+
 def _invoke_ms(d: Deliverable | None) -> float | None:
     return d.runtime.invoke_ms if d is not None and d.runtime is not None else None
 
@@ -89,6 +101,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
+    Column("verify_inputs", "inputs", "int", lambda r: _inputs(r.chosen), junit=True),
+    Column("task_agreement", "task", "str", lambda r: _tasks(r.chosen), junit=True, page=False, wrap=True),
     Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
     Column("micro_arena_bytes", "Micro arena", "bytes", lambda r: _arena(r.chosen), page=False),
     Column("calibration", "int8 calibrated on", "str", _calibration, page=False),
@@ -109,13 +123,15 @@ PAGE = tuple(c for c in TABLE if c.page)
 
 def recipe_figures(result: Result) -> list[tuple[str, object]]:
     """Per TFLite file built: `<recipe>_bytes`, `<recipe>_range_rel_err`, `<recipe>_p99_rel_err`,
-    `<recipe>_cosine`, `<recipe>_invoke_ms`, once the runtime read its signature `<recipe>_inputs` and
-    `<recipe>_outputs` (as the device sees them: name, shape, layout, dtype, scale and zero point)
-    and, run on TFLite Micro, `<recipe>_micro_arena_bytes`."""
+    `<recipe>_cosine` (over `<recipe>_verify_inputs` verification inputs), `<recipe>_invoke_ms`, once
+    the runtime read its signature `<recipe>_inputs` and `<recipe>_outputs` (as the device sees them:
+    name, shape, layout, dtype, scale and zero point) and, run on TFLite Micro,
+    `<recipe>_micro_arena_bytes`."""
     figures = []
     for d in result.deliverables:
         figures += [(f"{d.recipe}_bytes", d.bytes), (f"{d.recipe}_range_rel_err", _err(d)),
                     (f"{d.recipe}_p99_rel_err", _p99(d)), (f"{d.recipe}_cosine", _cosine(d)),
+                    (f"{d.recipe}_verify_inputs", _inputs(d)),
                     (f"{d.recipe}_invoke_ms", _invoke_ms(d))]
         if d.signature is not None:
             figures += [(f"{d.recipe}_inputs", listed(d.signature.inputs)),

@@ -131,7 +131,7 @@ def assign_ids(entries: list[tuple[Path, Path]]) -> list[str]:
     return [i if i is not None else f"{c}~{n}" for n, (i, c) in enumerate(zip(ids, candidates))]
 
 
-def discover(roots, *, input_shapes=(), timeout=None, deliverables=None, engine=None) -> list[Case]:
+def discover(roots, *, input_shapes=(), timeout=None, deliverables=None, engine=None, verify_samples=None) -> list[Case]:
     entries, seen = [], set()
     for root in roots:
         root = Path(root)
@@ -139,7 +139,8 @@ def discover(roots, *, input_shapes=(), timeout=None, deliverables=None, engine=
             if _absolute(path) not in seen:  # overlapping or repeated folders
                 seen.add(_absolute(path))
                 entries.append((path, root))
-    defaults = defaults_layer(input_shapes, timeout=timeout, deliverables=deliverables, engine=engine)
+    defaults = defaults_layer(input_shapes, timeout=timeout, deliverables=deliverables, engine=engine,
+                              verify_samples=verify_samples)
     cases = []
     for (path, root), model_id in zip(entries, assign_ids(entries)):
         try:

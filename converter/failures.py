@@ -99,9 +99,10 @@ class FailureKind(str, enum.Enum):
     SHAPE_MISMATCH = ("shape_mismatch", True, "usually a layout problem: try `layout = \"nchw\"`", False, True, True)
     NUMERIC_MISMATCH = ("numeric_mismatch", True,
                         "float32 bad: a conversion bug, with the node to report upstream (`diagnosis/node_errors.md`); "
-                        "only a quantized recipe bad (the message says it is the quantization): list a fallback recipe "
-                        "(`deliverables = [\"drq\", \"fp16\"]`), give real calibration samples for int8, or judge a "
-                        "mixed-range output per channel", True, True, True)
+                        "only a quantized recipe bad (the message says it is the quantization): declare what the "
+                        "output means (`task = \"classification\"`: the file is then judged by its answers), list a "
+                        "fallback recipe (`deliverables = [\"drq\", \"fp16\"]`), give real calibration samples for "
+                        "int8, or judge a mixed-range output per channel", True, True, True)
     VACUOUS_CHECK = ("vacuous_check", True, "recalibrate the model's BatchNorm statistics, give sample inputs in its "
                                             "data's `range`, or accept the warning")
     TIMEOUT = ("timeout", False, "raise `timeout`, or look at the log for where it hung")

@@ -261,7 +261,8 @@ svg text.faint {{ fill: #888; }}
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
 {f"<p>{html.escape(partial)}</p>" if partial else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
-output's range; <code>err</code> and <code>cosine</code> are the deliverable's.</p>
+output's range on the same input, over the verification inputs (<code>inputs</code> says how many);
+<code>err</code> and <code>cosine</code> are the deliverable's.</p>
 <p class="legend">{recipe_legend}</p>
 <p class="legend"><span style="border-left:2px dashed {MISS_COLOUR}"></span>each file's own tolerance (a number in
 red: missed); seconds by stage: {stage_legend}</p>

@@ -46,7 +46,8 @@ def cases(config):
     if CASES_KEY not in config.stash:
         s = config.stash[SETTINGS_KEY]
         config.stash[CASES_KEY] = discover(s.models_dirs, input_shapes=s.input_shapes, timeout=s.timeout,
-                                             deliverables=s.deliverables, engine=s.engine)
+                                             deliverables=s.deliverables, engine=s.engine,
+                                             verify_samples=s.verify_samples)
     return config.stash[CASES_KEY]
 
 

@@ -156,12 +156,14 @@ class SampleArrays:
     reference: tuple = ()  # PyTorch's outputs on them
     onnx: tuple = ()       # onnxruntime's
     tf: tuple = ()         # the TF model's, in PyTorch's layout
-    verify_sets: tuple = ()  # ((inputs, reference), ...) when the files are verified on other samples
+    # ((inputs, reference), ...): what the files are verified on, when more than the seeded sample (the
+    # calibration folder's held-out samples, or the seeded sample and further seeded inputs)
+    verify_sets: tuple = ()
     calibration_sets: tuple = ()  # (inputs, ...): the int8 recipes' representative samples
 
     @property
     def sets(self) -> tuple:
-        """What the TFLite files are verified on: the held-out samples, else the seeded sample."""
+        """What the TFLite files are verified on: the verification sets, else the seeded sample."""
         return self.verify_sets or ((self.inputs, self.reference),)
 
     def to_arrays(self) -> dict:

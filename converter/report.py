@@ -144,8 +144,9 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
     partial = partial_line(run, kept, len(records))
     lines = ["# TFLite conversion summary", ""] + ([ended_line(ended), ""] if ended else []) + [
              f"{len(records)} models: {counts}.", ""] + ([partial, ""] if partial else []) + [
-             "Errors are the largest |TFLite - PyTorch| relative to the output's range, over all outputs; "
-             "`err` and `cosine` are the deliverable's.", ""]
+             "Errors are the largest |TFLite - PyTorch| relative to the output's range on the same input, over "
+             "all outputs and the verification inputs (`inputs` says how many); `err` and `cosine` are the "
+             "deliverable's; `task` counts the decisions that agree, for outputs that declare their task.", ""]
     titles = ["model"] + [c.title for c in TABLE] + (["vs baseline"] if labels else []) + (["run"] if kept else [])
     lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for model_id in sorted(records):

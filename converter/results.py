@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,45 @@ class Fix:
 
 
 @dataclass(frozen=True)
+class TaskCheck:
+    """An output judged by what it means (its declared task, tasks.py): how many of its decisions
+    (rows, positions, anchors) or embeddings agree with PyTorch's over the verification inputs."""
+
+    __test__ = False
+    task: str            # classification | dense | embedding | detection
+    units: int           # decisions (or embeddings) judged
+    agree: int           # those that are PyTorch's
+    near_ties: int       # those that differ where PyTorch's own decision is within the tolerance of a tie
+    flipped: int         # those that differ where PyTorch's decision is clear (or embeddings that turned)
+    allowed: int         # clear flips the task allows (tasks.CLEAR_FLIPS of the units)
+    detail: str = ""     # what a decision is: "top-1 class", "score above 0.5", "cosine >= 0.99"
+    min_cosine: float | None = None  # embedding: the worst input's cosine
+    detected: int | None = None      # detection: anchors PyTorch detects with
+
+    @property
+    def passed(self) -> bool:
+        return self.flipped <= self.allowed
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.units if self.units else 1.0
+
+    def describe(self) -> str:
+        what = "embeddings" if self.task == "embedding" else {"classification": "rows", "dense": "positions",
+                                                               "detection": "anchors"}.get(self.task, "units")
+        text = f"{self.task}: {self.agree}/{self.units} {what} agree ({self.detail})"
+        if self.near_ties:
+            text += f", {self.near_ties} near ties differ"
+        text += f", {self.flipped} clear {'differ' if self.task == 'embedding' else 'flips'}"
+        text += f" {'<=' if self.passed else '>'} {self.allowed} allowed"
+        if self.min_cosine is not None:
+            text += f", worst cosine {self.min_cosine:.4f}"
+        if self.detected is not None:
+            text += f", {self.detected} anchors detect in PyTorch"
+        return text
+
+
+@dataclass(frozen=True)
 class OutputComparison:
     """One output of a candidate (ONNX, or a recipe's TFLite file) against PyTorch."""
 
@@ -63,6 +103,34 @@ class OutputComparison:
     channel_axis: int | None = None    # judged per channel along this axis (the sidecar's channel_axis)
     worst_channel: int | None = None   # the channel whose own range-relative error is range_rel_err
     samples: int = 1                   # verification inputs the figures cover (stacked along the batch axis)
+    # the verdict of the output's declared task (tasks.py), which is then the file's verdict on it
+    task: TaskCheck | None = None
+    outliers: int = 0                  # elements that may exceed the tolerance (recipes.Recipe.outliers)
+    # a quantized output of rank 3 or more that declares no task: its channels along axis 1, each against
+    # its own range (the worst one's error, which, how many elements are off so)
+    channel_err: float | None = None
+    channel_worst: int | None = None
+    channel_off: int = 0
+
+    @property
+    def tensor_passed(self) -> bool:
+        """The tensor check: the range-relative max error within the tolerance, or every element but
+        a few outliers (a quantized recipe's allowance) within it, all of them finite; and so for each
+        channel along axis 1 against its own range, where that is judged."""
+        def within(err: float, off: int) -> bool:
+            return err <= self.tolerance or (math.isfinite(err) and off <= self.outliers)
+
+        return within(self.range_rel_err, self.mismatched) and (
+            self.channel_err is None or within(self.channel_err, self.channel_off))
+
+    @property
+    def channel_note(self) -> str:
+        """Where the whole tensor passes and a channel along axis 1 does not, that channel's figures."""
+        if self.channel_err is None or self.channel_err <= self.tolerance or self.channel_off <= self.outliers:
+            return ""
+        return (f"; but channel {self.channel_worst} along axis 1 is off by {self.channel_err:.3g} of its own range "
+                f"({self.channel_off} elements beyond {self.tolerance:.3g}): declare what the output means (task = "
+                "\"detection\", ...), or task = \"regression\" to judge the whole tensor only")
 
     @property
     def shape_ok(self) -> bool:
@@ -70,7 +138,10 @@ class OutputComparison:
 
     @property
     def passed(self) -> bool:
-        return self.shape_ok and self.range_rel_err <= self.tolerance
+        """The task's verdict where one is declared, else the tensor check."""
+        if not self.shape_ok:
+            return False
+        return self.task.passed if self.task is not None else self.tensor_passed
 
     @property
     def where(self) -> str:
@@ -83,9 +154,22 @@ class OutputComparison:
         """What a one-line failure message says of it (describe() has every figure)."""
         if not self.shape_ok:
             return self.describe(label)
-        return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
-                f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} ({self.mismatched}/{self.elements} "
-                f"elements off, cosine {self.cosine:.4f})")
+        tensor = (f"range-relative max error {self.range_rel_err:.3g} {'<=' if self.range_rel_err <= self.tolerance else '>'} "
+                  f"tolerance {self.tolerance:.3g} ({self.mismatched}/{self.elements} elements off {self.over}"
+                  f"{self.allowance}, cosine {self.cosine:.4f}){self.channel_note}")
+        if self.task is not None:
+            return f"{label} output '{self.name}' judged by its task, {self.task.describe()} {self.over}; tensor: {tensor}"
+        return f"{label} output '{self.name}'{self.where}: {tensor}"
+
+    @property
+    def allowance(self) -> str:
+        """The outliers a quantized recipe allows, where it allows any."""
+        return f", up to {self.outliers} allowed" if self.outliers and self.task is None else ""
+
+    @property
+    def over(self) -> str:
+        """Over how many verification inputs the figures are: every figure says it."""
+        return f"over {self.samples} input{'' if self.samples == 1 else 's'}"
 
     def describe(self, label: str) -> str:
         if not self.shape_ok:
@@ -93,12 +177,15 @@ class OutputComparison:
                     f"!= PyTorch {list(self.reference_shape)}")
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
         p99 = "" if self.p99_rel_err is None else f", p99 {self.p99_rel_err:.3g}"
-        over = f" over {self.samples} samples" if self.samples > 1 else ""
-        return (f"{label} output '{self.name}'{self.where}: range-relative max error {self.range_rel_err:.3g} "
-                f"{'<=' if self.passed else '>'} tolerance {self.tolerance:.3g} "
-                f"({self.mismatched}/{self.elements} elements off{over}; max abs {self.max_abs_err:.3g}, "
-                f"mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}{p99}, "
-                f"cosine {self.cosine:.6f}{top1})")
+        tensor = (f"range-relative max error {self.range_rel_err:.3g} "
+                  f"{'<=' if self.range_rel_err <= self.tolerance else '>'} tolerance {self.tolerance:.3g} "
+                  f"({self.mismatched}/{self.elements} elements off {self.over}{self.allowance}; max abs "
+                  f"{self.max_abs_err:.3g}, mean abs {self.mean_abs_err:.3g}, output range {self.output_range:.3g}{p99}, "
+                  f"cosine {self.cosine:.6f}{top1}){self.channel_note}")
+        if self.task is not None:
+            return (f"{label} output '{self.name}' judged by its task, {self.task.describe()} {self.over}; "
+                    f"tensor: {tensor}")
+        return f"{label} output '{self.name}'{self.where}: {tensor}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +245,7 @@ class RuntimeCheck:
             parts.append(f"Flex/custom ops: {', '.join(self.flex_ops + self.custom_ops)}")
         if self.kernels_agree:
             diff = f" (they differ by {self.kernels_diff:.2g} of the range)" if self.kernels_diff else ""
-            parts.append(f"passes on XNNPACK and the reference kernels{diff}")
+            parts.append(f"passes on XNNPACK and the reference kernels over 1 input (the first verification input){diff}")
         if self.invoke_ms is not None:
             parts.append(f"invoke {self.invoke_ms:.3g} ms")
         if self.micro is not None:

@@ -23,7 +23,7 @@ import psutil
 
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 from .slots import machine_slots
-from .spec import DEFAULT_TIMEOUT, ENGINE_CHOICES, bounded, parse_shape
+from .spec import DEFAULT_TIMEOUT, DEFAULT_VERIFY_SAMPLES, ENGINE_CHOICES, bounded, parse_shape
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
@@ -141,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
             check_given=_engine),
     Setting("litert_python", "the interpreter of the litert engine's environment (made by the README's set-up "
             "command)", str(LITERT_PYTHON), path=True, cli=True),
+    Setting("verify_samples", "seeded inputs every TFLite file is verified on, for models whose .toml sets none "
+            "and that have no calibration folder (with one, its held-out samples are)", str(DEFAULT_VERIFY_SAMPLES),
+            limit="verify_samples", cli=True),
     Setting("timeout", "seconds one model's conversion may take unless its .toml says otherwise",
             str(DEFAULT_TIMEOUT), option="conversion_timeout", limit="timeout", cli=True,
             aliases=("cli:--timeout", "env:TFLITE_HARNESS_TIMEOUT")),
@@ -233,6 +236,7 @@ class Settings:
     reports_dir: Path
     input_shapes: tuple[tuple[int, ...], ...]
     deliverables: tuple[str, ...]
+    verify_samples: int
     timeout: float
     memory_limit_mb: float
     threads: int

@@ -19,6 +19,7 @@ from .failures import FailureKind
 from .pickle_sniff import looks_like_state_dict
 from .protocol import build, plain
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
+from .tasks import OPTIONS, TASKS, check_task
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow
@@ -42,8 +43,12 @@ LIMITS = {
     "fraction": (0.05, 1.0, float),
     "interval": (0.5, 3600, float),
     "samples": (1, 10000, int),                    # random calibration samples
+    "verify_samples": (1, 1000, int),              # seeded inputs every TFLite file is verified on
 }
 DEFAULT_CALIBRATION_SAMPLES = 32
+# without a calibration folder, every file is verified on this many seeded inputs (the first is the
+# sample the ONNX file and the TF model are checked on); benchmarks/verify_inputs.py measured the cost
+DEFAULT_VERIFY_SAMPLES = 8
 MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
 DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,
                 "int64": 2**63 - 1, "int32": 2**31 - 1}
@@ -115,7 +120,10 @@ class ModelSpec:
     deliverables: tuple[str, ...] = DEFAULT_DELIVERABLES  # recipes, in order of preference
     calibration: str | None = None  # folder of .npy / .npz samples (absolute); None: random samples
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # how many random ones
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES  # seeded inputs to verify on, without a calibration folder
     channel_axis: dict = field(default_factory=dict)  # output name -> axis judged per channel
+    task: dict | None = None  # what every output means (tasks.check_task): the quantized files' verdict
+    outputs: dict = field(default_factory=dict)  # output name -> {"task": ..., options}: one output's task
     tolerance: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     output_tolerance: dict = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -126,6 +134,10 @@ class ModelSpec:
 
     def tolerance_for(self, stage: str, output: str) -> float:
         return float(self.output_tolerance.get(output, {}).get(stage, self.tolerance[stage]))
+
+    def task_for(self, output: str) -> dict | None:
+        """The output's declared task (its own, else the model's), None when it declares none."""
+        return self.outputs.get(output, self.task)
 
     def to_dict(self) -> dict:  # into job.json, the same way results cross back
         return plain(dataclasses.asdict(self))
@@ -305,6 +317,27 @@ def _channel_axis(v):
     return out
 
 
+def _no_table(v):
+    raise ValueError(f"must name a task ({', '.join(TASKS)}), not {v!r}; a task with options goes in "
+                     "[outputs.<name>]")
+
+
+def _outputs(v):
+    """`[outputs.<name>]` tables: what each named output means (its task and the task's options)."""
+    out = {}
+    for name, table in _table(v).items():
+        table = _table(table)
+        unknown = sorted(set(table) - {"task"} - {k for options in OPTIONS.values() for k in options})
+        if "task" not in table or unknown:
+            raise ValueError(f"{name}: " + (f"unknown key(s) {', '.join(unknown)}" if unknown else
+                                            f"needs a task ({', '.join(TASKS)})"))
+        try:
+            out[name] = check_task(table)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
 def _calibration(v, where: str):
     """A folder of samples, relative to the file that names it (or to where the command runs)."""
     if not isinstance(v, str) or not v.strip():
@@ -344,7 +377,10 @@ KEYS = {
     "deliverables": check_deliverables,
     "calibration": _calibration,
     "calibration_samples": lambda v: bounded("samples", v),
+    "verify_samples": lambda v: bounded("verify_samples", v),
     "channel_axis": _channel_axis,
+    "task": lambda v: check_task(v) if isinstance(v, str) else _no_table(v),
+    "outputs": _outputs,
     "tolerance": _tolerance,
     "timeout": lambda v: bounded("timeout", v),
     "memory_limit_mb": lambda v: bounded("memory_limit_mb", v),
@@ -383,11 +419,14 @@ def validate_layer(raw: dict, where: str) -> dict:
     return layer
 
 
-def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None, engine=None) -> dict:
+def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, deliverables=None, engine=None,
+                   verify_samples=None) -> dict:
     """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
     layer = {}
     if engine:
         layer["engine"] = _str_choice(ENGINE_CHOICES)(engine)
+    if verify_samples is not None:
+        layer["verify_samples"] = bounded("verify_samples", verify_samples)
     if deliverables:
         layer["deliverables"] = check_deliverables(deliverables)
     if input_shapes:

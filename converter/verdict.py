@@ -57,8 +57,12 @@ def _why_not(d: Deliverable) -> str:
         return f"{d.label} {d.runtime.problem}"
     if d.numbers_pass and d.runtime is not None and d.runtime.problem:
         return f"{d.label} {d.runtime.problem}"
-    return (f"{d.label} output '{d.worst.name}' missed its tolerance (range-relative max error "
-            f"{d.worst.range_rel_err:.3g} > {d.worst.tolerance:g})")
+    failing = next((c for c in d.outputs if not c.passed), d.worst)
+    if failing.task is not None:
+        return f"{d.label} output '{failing.name}' judged by its task, {failing.task.describe()} {failing.over}"
+    return (f"{d.label} output '{failing.name}' missed its tolerance (range-relative max error "
+            f"{failing.range_rel_err:.3g} > {failing.tolerance:g}, {failing.mismatched}/{failing.elements} elements "
+            f"off {failing.over})")
 
 
 def judge(result: Result, spec) -> Result:

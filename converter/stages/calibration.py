@@ -8,7 +8,8 @@ least one) is held out: the recipes are verified on samples their calibration ne
 sample is a spec_error naming the file and the input.
 
 Without a folder, calibration samples are generated from the input spec (its dtype and range, or
-N(0, 1)), seeded, and every report says that random calibration does not represent real data.
+N(0, 1)), seeded, and every report says that random calibration does not represent real data; the
+files are then verified on `verify_samples` seeded inputs, none of them a calibration sample.
 """
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from ..spec import InputSpec, SpecError
 HOLD_OUT_SHARE = 0.2
 MIN_SAMPLES = 2
 SUFFIXES = (".npy", ".npz")
-RANDOM_SEED_OFFSET = 1000  # the sample input uses the seed, the vacuous check seed + 1
+# the sample input uses the seed, the vacuous check seed + 1, random calibration samples the seeds from
+# seed + RANDOM_SEED_OFFSET, the further verification inputs those from seed + VERIFY_SEED_OFFSET: the
+# files are never verified on an input their calibration saw
+RANDOM_SEED_OFFSET = 1000
+VERIFY_SEED_OFFSET = 100_000
 
 
 HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -129,3 +134,11 @@ def generated(inputs: tuple[InputSpec, ...], seed: int, count: int) -> tuple[lis
     sets = [make_inputs(inputs, seed + RANDOM_SEED_OFFSET + k) for k in range(count)]
     return sets, (f"{count} random samples from the input spec (no calibration folder: random calibration does "
                   "not represent real data, so int8 figures show the conversion, not the accuracy on your data)")
+
+
+def verification(inputs: tuple[InputSpec, ...], seed: int, count: int) -> list:
+    """`count` seeded inputs to verify the TFLite files on beside the seeded sample, none of them a
+    calibration sample (LIMITS bounds calibration samples below VERIFY_SEED_OFFSET - RANDOM_SEED_OFFSET)."""
+    from .load import make_inputs
+
+    return [make_inputs(inputs, seed + VERIFY_SEED_OFFSET + k) for k in range(count)]

@@ -111,15 +111,21 @@ def _load_result(loaded, seconds: float, found) -> LoadResult:
 
 
 def _samples(spec: ModelSpec, loaded, seeded: SampleArrays, run_torch) -> dict:
-    """The samples the TFLite files are verified on (the seeded sample, or the calibration folder's
-    held-out samples), the int8 recipes' calibration samples, and what they are (calibration.py)."""
+    """The samples the TFLite files are verified on (the calibration folder's held-out samples, else
+    `verify_samples` seeded inputs, the first the seeded sample), the int8 recipes' calibration
+    samples, and what they are (calibration.py)."""
     from . import calibration
+
+    def with_references(inputs) -> tuple:
+        return tuple((tuple(a), tuple(run_torch(loaded, a)[0])) for a in inputs)
 
     if spec.calibration:
         sets, held_out, note = calibration.from_folder(spec.calibration, loaded.inputs)
-        verify = tuple((tuple(a), tuple(run_torch(loaded, a)[0])) for a in held_out)
-        return {"samples": dataclasses.replace(seeded, verify_sets=verify, calibration_sets=tuple(map(tuple, sets))),
+        return {"samples": dataclasses.replace(seeded, verify_sets=with_references(held_out),
+                                               calibration_sets=tuple(map(tuple, sets))),
                 "calibration_note": note}
+    more = with_references(calibration.verification(loaded.inputs, spec.seed, spec.verify_samples - 1))
+    seeded = dataclasses.replace(seeded, verify_sets=((seeded.inputs, seeded.reference),) + more if more else ())
     if calibrated(spec.deliverables):
         sets, note = calibration.generated(loaded.inputs, spec.seed, spec.calibration_samples)
         return {"samples": dataclasses.replace(seeded, calibration_sets=tuple(map(tuple, sets))),

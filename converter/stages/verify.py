@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
-from ..metrics import compare
+from ..metrics import compare, judge_outputs
 from ..protocol import build
 from ..recipes import FP32, RECIPES
 from ..results import (
@@ -31,6 +31,7 @@ from ..results import (
     SavedModelResult,
     TFLiteResult,
     VerifyResult,
+    worst,
 )
 from ..signature import Signature, layouts
 from ..spec import ModelSpec
@@ -41,16 +42,25 @@ from ..verdict import choose, fallback_fixes, first_problem
 def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list[np.ndarray]:
     """The file on one set of sample inputs (PyTorch's layout); its outputs in the TF model's layout,
     dequantized where they are integers."""
+    return run_tflite_sets(path, saved, [arrays], threads)[0]
+
+
+def run_tflite_sets(path: str, saved: SavedModelResult, sets, threads: int) -> list[list[np.ndarray]]:
+    """The file on each set of sample inputs, loaded once (a large model's interpreter takes longer
+    to build than to run)."""
     from ..tflite_run import interpreter, run_signature, tf_layout_feed
 
     runner = interpreter(path, threads).get_signature_runner("serving_default")
-    result = run_signature(runner, tf_layout_feed(saved, arrays))
-    missing = [key for _, key in saved.output_names if key not in result]
-    if missing or len(result) != len(saved.output_names):
-        raise ConversionError(FailureKind.SHAPE_MISMATCH,
-                              f"TFLite outputs {sorted(result)} do not match the expected "
-                              f"{[k for _, k in saved.output_names]}")
-    return [result[key] for _, key in saved.output_names]
+    found = []
+    for arrays in sets:
+        result = run_signature(runner, tf_layout_feed(saved, arrays))
+        missing = [key for _, key in saved.output_names if key not in result]
+        if missing or len(result) != len(saved.output_names):
+            raise ConversionError(FailureKind.SHAPE_MISMATCH,
+                                  f"TFLite outputs {sorted(result)} do not match the expected "
+                                  f"{[k for _, k in saved.output_names]}")
+        found.append([result[key] for _, key in saved.output_names])
+    return found
 
 
 def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, reference,
@@ -93,21 +103,20 @@ def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: Saved
 
 def _judged_kernels(spec: ModelSpec, check: RuntimeCheck, recipe: str, saved: SavedModelResult, reference,
                     outputs: dict) -> RuntimeCheck:
-    """The reference kernels' outputs against PyTorch, on the recipe's tolerances."""
+    """The reference kernels' outputs against PyTorch, judged as the file is (metrics.judge_outputs)."""
     if not check.runs or check.kernels_agree is False:
         return check
-    worst = None
-    for (name, key), perm, ref in zip(saved.output_names, saved.output_perms, reference):
-        found = outputs.get(f"{recipe}::reference::{key}")
-        if found is None:
+    found = []
+    for (name, key), perm in zip(saved.output_names, saved.output_perms):
+        out = outputs.get(f"{recipe}::reference::{key}")
+        if out is None:
             return dataclasses.replace(check, kernels_agree=False, message=f"the reference kernels gave no output '{name}'")
-        c = compare(name, ref, np.transpose(found, np.argsort(perm)), spec.tolerance_for(recipe, name),
-                    channel_axis=spec.channel_axis.get(name))
-        if worst is None or (not c.passed and worst.passed) or c.range_rel_err > worst.range_rel_err:
-            worst = c
-    if worst is not None and not worst.passed:
+        found.append(np.transpose(out, np.argsort(perm)))
+    judged = judge_outputs(spec, recipe, [name for name, _ in saved.output_names], reference, found, samples=1)
+    failing = [c for c in judged if not c.passed]
+    if failing:
         return dataclasses.replace(check, kernels_agree=False,
-                                   message=f"with the reference kernels, {worst.brief(RECIPES[recipe].label)}")
+                                   message=f"with the reference kernels, {worst(failing).brief(RECIPES[recipe].label)}")
     return dataclasses.replace(check, kernels_agree=True)
 
 
@@ -182,7 +191,7 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
     checked: list[Deliverable] = []
     for built in files:
         try:
-            runs = [run_tflite(built.path, saved, arrays, threads) for arrays, _ in sets]
+            runs = run_tflite_sets(built.path, saved, [arrays for arrays, _ in sets], threads)
         except ConversionError:
             raise  # its outputs are not the model's: the conversion is wrong, not this recipe
         except Exception as exc:  # XNNPACK that cannot prepare an int8 file: this recipe's verdict, not the model's
@@ -193,10 +202,8 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
             continue
         back = stacked([[np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
                         for outputs in runs])
-        checked.append(dataclasses.replace(built, outputs=tuple(
-            compare(name, ref, out, spec.tolerance_for(built.recipe, name), channel_axis=spec.channel_axis.get(name),
-                    samples=len(sets))
-            for (name, _), ref, out in zip(saved.output_names, reference, back))))
+        checked.append(dataclasses.replace(built, outputs=judge_outputs(
+            spec, built.recipe, [name for name, _ in saved.output_names], reference, back, samples=len(sets))))
     if deploy:
         ran = tuple(d for d in checked if d.verified)
         found, signatures = runtime_checks(spec, ran, saved, sets[0][0], sets[0][1], threads)

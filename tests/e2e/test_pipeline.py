@@ -216,6 +216,9 @@ def test_adaptive_pool_falls_back_to_dynamo_and_legacy_alone_explains_the_fix(tm
         return Pool()
     """
     model = builders.factory_model(tmp_path / "m", "pool", source, "pools:pool", (1, 3, 20, 20))
+    # the export is the subject: float32, exact, with no quantization between it and PyTorch (the random
+    # head's three logits lie so close on some inputs that DRQ's error is 9 % of their range there)
+    model.with_suffix(".toml").write_text('deliverables = ["fp32"]\n' + model.with_suffix(".toml").read_text())
     result = convert(tmp_path, model)
     assert result.passed, result.failure
     assert result.export.exporter == "dynamo"

@@ -72,12 +72,12 @@ def test_batch_under_xdist_survives_a_crash_and_a_missing_shape(harness, monkeyp
     for values in props.values():
         assert tuple(values)[:len(fixed)] == fixed
     per_recipe = tuple(props["good"])[len(fixed):]
-    assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_p99_rel_err", "drq_cosine", "drq_invoke_ms",
-                          "drq_inputs", "drq_outputs")
+    assert per_recipe == ("drq_bytes", "drq_range_rel_err", "drq_p99_rel_err", "drq_cosine", "drq_verify_inputs",
+                          "drq_invoke_ms", "drq_inputs", "drq_outputs")
     # the file as the device sees it: onnx2tf's channels-last input, float32 in and out
     assert props["good"]["drq_inputs"] == "input [1, 16, 16, 3] NHWC float32"
     assert props["good"]["drq_outputs"] == "output_0 [1, 5] float32"
-    assert props["good"]["delivered"] == "drq"
+    assert props["good"]["delivered"] == "drq" and props["good"]["drq_verify_inputs"] == props["good"]["verify_inputs"] == "8"
     assert props["segv"]["failure_kind"] == "crash"
     failures = {c.get("name"): c.find("failure") for c in ET.parse(harness.path / "junit.xml").getroot().iter("testcase")}
     assert failures["segv"].get("message").startswith("segv: load failed [crash]: ")

@@ -1,7 +1,8 @@
 """The deliverables beyond DRQ, each built, verified and run where it goes, for real: float16,
 full-integer int8 with float and with int8 inputs and outputs (TensorFlow Lite Micro), calibration
 samples (generated, or a folder of them, held out for verification), chains of recipes, outputs
-judged per channel, and bad samples as one-line spec errors."""
+judged per channel, bad samples as one-line spec errors, and the seeded inputs every file is verified
+on without a calibration folder."""
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,9 @@ def test_every_recipe_is_built_verified_and_run_where_it_goes(tmp_path, capsys):
     assert result.passed, result.failure
     built = {d.recipe: d for d in result.deliverables}
     assert list(built) == list(RECIPES) and result.delivered == "fp32"  # the first that verifies
-    for recipe, d in built.items():
-        assert d.passed and d.outputs[0].samples == 1, recipe
+    for recipe, d in built.items():  # each file on the default 8 seeded inputs, stacked along the batch axis
+        assert d.passed and d.outputs[0].samples == 8 and d.outputs[0].reference_shape == (8, 5), recipe
+        assert "elements off over 8 inputs" in d.outputs[0].describe(d.label)
         runtime = d.runtime
         assert runtime.runs and runtime.kernels_agree, (recipe, runtime)
         assert runtime.ops and runtime.invoke_ms > 0 and not runtime.flex_ops
@@ -197,7 +199,12 @@ def test_an_output_judged_per_channel_shows_the_small_channels_error(tmp_path):
     sidecar = 'deliverables = ["int8"]\noutput_names = ["boxes_scores"]\n[[inputs]]\nshape = [1, 8, 64]\n'
     (folder / "head.toml").write_text(sidecar)
     whole = convert(tmp_path, folder / "head.pt")
-    assert whole.passed, whole.failure  # one range over the tensor: the scores' error vanishes in it
+    # one range over the tensor hides the scores' error; undeclared, the default check also judges each
+    # channel along axis 1 against its own range, and says which and what to declare
+    assert whole.failure.kind is FailureKind.NUMERIC_MISMATCH
+    (comparison,) = whole.deliverables[0].outputs
+    assert comparison.range_rel_err <= comparison.tolerance and comparison.channel_worst >= 4  # a score channel
+    assert "along axis 1 is off by" in whole.failure.message and 'task = "regression"' in whole.failure.message
     (folder / "head.toml").write_text(sidecar + "[channel_axis]\nboxes_scores = 1\n")
     per_channel = convert(tmp_path, folder / "head.pt")
     assert per_channel.failure.kind is FailureKind.NUMERIC_MISMATCH
@@ -229,14 +236,18 @@ open(sys.argv[1], "wb").write(c.convert())
 def test_deliverables_from_the_cli_and_bad_names_are_usage_or_spec_errors(tmp_path):
     model = builders.torchscript_cnn(tmp_path / "m")
     cli = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "fp16,drq",
-                          "--tflite-dir", str(tmp_path / "o"), "--reports-dir", str(tmp_path / "r"), "--no-cache"],
-                         capture_output=True, text=True, cwd=ROOT)
+                          "--verify-samples", "3", "--tflite-dir", str(tmp_path / "o"), "--reports-dir",
+                          str(tmp_path / "r"), "--no-cache"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "float16 TFLite where it goes: runs without TensorFlow" in cli.stdout
     # the screen shows PyTorch's input and, per file, what the device takes: onnx2tf's channels-last
     assert "PyTorch's inputs input [1, 3, 16, 16]" in cli.stdout
     assert ("float16 TFLite as the device sees it: input input [1, 16, 16, 3] NHWC float32; "
             "output output_0 [1, 5] float32") in cli.stdout
+    # every figure says over how many inputs: the TFLite files' over the 3 asked for, ONNX's over the seeded one
+    assert "ok  float16 TFLite output 'output_0': range-relative max error" in cli.stdout
+    assert cli.stdout.count("elements off over 3 inputs") == 2 and "ONNX output 'output_0'" in cli.stdout
+    assert "elements off over 1 input;" in cli.stdout
     assert "deliverable (fp16)" in cli.stdout
     bad = subprocess.run([sys.executable, "-m", "converter", str(model), "--deliverables", "int4"],
                          capture_output=True, text=True, cwd=ROOT)
@@ -316,19 +327,21 @@ def compile_the_c_array(tmp_path, tflite: Path, delivered) -> str | None:
 def test_a_file_micro_refuses_falls_back_saying_why(tmp_path):
     """Token ids into an embedding: the int8_io file runs on the TFLite runtime, but Micro's GATHER
     takes no int64 positions. The chain delivers int8, and the recorded reason is Micro's, not a
-    tolerance the file met."""
+    tolerance the file met. Its logits are a classification (random weights, random calibration: on
+    8 inputs one logit is off by 0.16 of its input's range while every answer is PyTorch's)."""
     import shutil
 
     examples = ROOT / "model_cases" / "examples"
     folder = tmp_path / "m"
     folder.mkdir()
     shutil.copy(examples / "token_classifier.pt", folder)
-    (folder / "token_classifier.toml").write_text('deliverables = ["int8_io", "int8"]\n'
+    (folder / "token_classifier.toml").write_text('deliverables = ["int8_io", "int8"]\ntask = "classification"\n'
                                                   + (examples / "token_classifier.toml").read_text())
     result = convert(tmp_path, folder / "token_classifier.pt")
     assert result.passed and result.delivered == "int8"
     micro = result.deliverable_of("int8_io").runtime.micro
     assert not micro.runs and "GATHER" in micro.message and "INT64" in micro.message
+    assert result.deliverable_of("int8").outputs[0].task.flipped == 0
     (fix,) = [f for f in result.fixes if f.name == "deliverable"]
     assert "does not run on TensorFlow Lite Micro" in fix.reason and "tolerance" not in fix.reason
 
@@ -371,3 +384,30 @@ def test_a_recipe_the_runtime_cannot_run_is_recorded_and_the_chain_goes_on(tmp_p
     model.with_suffix(".toml").write_text('deliverables = ["int8"]\ncalibration_samples = 8\n' + spec)
     alone = convert(tmp_path, model)  # the only recipe asked for: the model fails, in one line saying why
     assert alone.failure.kind is FailureKind.TFLITE_ERROR and "XNNPACK" in alone.failure.message
+
+
+def test_a_trained_classifier_declared_as_such_is_judged_by_its_answers(tmp_path):
+    """The bundled int8_classifier (trained in code, real samples of its data): with `task =
+    "classification"` its int8-IO file is judged by its top-1 answers on the held-out samples, its
+    tensor figures beside, its reference kernels too; the answers reach JUnit."""
+    import shutil
+
+    examples = ROOT / "model_cases" / "examples"
+    folder = tmp_path / "m"
+    shutil.copytree(examples / "int8_classifier_samples", folder / "int8_classifier_samples")
+    shutil.copy(examples / "int8_classifier.pt", folder)
+    sidecar = (examples / "int8_classifier.toml").read_text()
+    (folder / "int8_classifier.toml").write_text('task = "classification"\n' + sidecar)
+    result = convert(tmp_path, folder / "int8_classifier.pt")
+    assert result.passed, result.failure
+    (logits,) = result.deliverables[0].outputs
+    assert logits.samples == 4 and logits.task.task == "classification" and logits.task.detail == "top-1 class"
+    assert (logits.task.units, logits.task.agree, logits.task.flipped) == (4, 4, 0) and logits.passed
+    assert logits.range_rel_err > 0 and logits.cosine > 0.9  # the tensor figures, reported beside
+    said = logits.describe(result.deliverables[0].label)
+    assert "judged by its task, classification: 4/4 rows agree (top-1 class)" in said and "over 4 inputs" in said
+    assert result.deliverables[0].runtime.kernels_agree  # the reference kernels judged by the task too
+    from converter.columns import junit_properties
+
+    properties = dict(junit_properties(result))
+    assert properties["task_agreement"] == "logits: classification 4/4" and properties["int8_io_verify_inputs"] == 4

@@ -56,3 +56,25 @@ def test_non_finite_metrics_survive_json(tmp_path):
     back = Result.read(tmp_path / "r.json")
     assert isinstance(back.export.outputs[0], OutputComparison)
     assert math.isinf(back.export.outputs[0].range_rel_err) and math.isnan(back.export.outputs[0].cosine)
+
+
+def test_each_verification_input_is_judged_against_its_own_range_so_more_inputs_never_hide_an_error():
+    """Stacked over inputs, one input's wide output (a planted large weight) would make the range
+    that another input's error is measured against: the second input's 50 % error would read 0.5 %."""
+    wide, narrow = np.array([[100.0, 0.0, 0.0]]), np.array([[1.0, 0.0, 0.5]])
+    reference = np.concatenate([wide, narrow])
+    candidate = np.concatenate([wide, narrow + [[0.0, 0.5, 0.0]]])
+    alone = compare("y", narrow, narrow + [[0.0, 0.5, 0.0]], 0.05)
+    stacked = compare("y", reference, candidate, 0.05, samples=2)
+    assert alone.range_rel_err == stacked.range_rel_err == 0.5 and not stacked.passed
+    assert stacked.mismatched == 1 and stacked.samples == 2
+    assert compare("y", reference, candidate, 0.05).range_rel_err == 0.005  # one range over both: hidden
+    # per channel too: each channel against its range on its own input; the axis named by the model's shape
+    per_channel = compare("y", reference, candidate, 0.05, samples=2, channel_axis=1)
+    assert per_channel.range_rel_err == 0.5 and per_channel.worst_channel == 1
+    import pytest
+
+    from converter.failures import ConversionError
+
+    with pytest.raises(ConversionError, match=r"shape \[1, 3\]"):
+        compare("y", reference, candidate, 0.05, samples=2, channel_axis=5)

@@ -107,3 +107,46 @@ def test_every_fix_the_code_can_record_is_in_the_readmes_known_fixes():
     known = readme[readme.index("## Known fixes"):readme.index("## The pipeline, stage by stage")]
     undocumented = sorted(n for n in names if f"`{n}" not in known)
     assert not undocumented, f"fixes without a row in the README's known fixes: {undocumented}"
+
+
+def _sampled(tmp_path, **spec_fields):
+    """What the load step keeps of its samples, for a fake model that doubles its one input."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from converter.protocol import SampleArrays
+    from converter.spec import InputSpec
+    from converter.stages.load import make_inputs
+
+    inputs = (InputSpec("x", (1, 4)),)
+    spec = ModelSpec(model_id="m", path=str(tmp_path / "m.pt"), inputs=inputs, **spec_fields)
+    seeded = make_inputs(inputs, spec.seed)
+    found = pipeline._samples(spec, SimpleNamespace(inputs=inputs), SampleArrays((seeded[0],), (seeded[0] * 2,)),
+                              lambda loaded, arrays: ([np.asarray(arrays[0]) * 2], None))
+    return seeded[0], found
+
+
+def test_without_a_calibration_folder_the_files_are_verified_on_verify_samples_seeded_inputs(tmp_path):
+    import numpy as np
+
+    seeded, found = _sampled(tmp_path, verify_samples=5, deliverables=("int8",))
+    sets = found["samples"].sets
+    assert len(sets) == 5 and np.array_equal(sets[0][0][0], seeded)  # the seeded sample first, then four more
+    assert all(np.array_equal(reference[0], inputs[0] * 2) for inputs, reference in sets)  # PyTorch's outputs on each
+    firsts = [inputs[0].tobytes() for inputs, _ in sets]
+    assert len(set(firsts)) == 5
+    calibration = {inputs[0].tobytes() for inputs in found["samples"].calibration_sets}
+    assert len(calibration) == 32 and not calibration & set(firsts)  # never verified on what calibrated it
+    _, one = _sampled(tmp_path, verify_samples=1)
+    assert len(one["samples"].sets) == 1 and one["samples"].verify_sets == ()  # the seeded sample alone, as before
+
+
+def test_with_a_calibration_folder_its_held_out_samples_verify_whatever_verify_samples_says(tmp_path):
+    import numpy as np
+
+    (tmp_path / "cal").mkdir()
+    for i in range(10):
+        np.save(tmp_path / "cal" / f"{i}.npy", np.full((1, 4), i, np.float32))
+    _, found = _sampled(tmp_path, verify_samples=7, calibration=str(tmp_path / "cal"), deliverables=("int8",))
+    assert [float(inputs[0][0, 0]) for inputs, _ in found["samples"].sets] == [8.0, 9.0]

@@ -91,6 +91,7 @@ def test_non_finite_or_negative_settings_are_refused(tmp_path, value):
     ("memory_limit_mb", "1", "between 64 and"),
     ("conversion_threads", "0", "between 1 and 1024"),
     ("conversion_threads", "2.5", "an integer"),
+    ("verify_samples", "0", "between 1 and 1000"),
 ])
 def test_options_environment_and_ini_share_the_sidecar_bounds(tmp_path, setting, value, words):
     env_var = "TFLITE_HARNESS_" + setting.upper()

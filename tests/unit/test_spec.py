@@ -15,8 +15,10 @@ def test_spec_layers_merge_nearest_wins(tmp_path):
     write(tmp_path / "sub" / "models.toml", "layout = \"nchw\"\n")
     model = write(tmp_path / "sub" / "net.pt")
     write(tmp_path / "sub" / "net.toml", "timeout = 5\n[tolerance.outputs.logits]\nfp32 = 0.002\n")
-    spec = load_spec(model, "net", root=tmp_path)
-    assert spec.timeout == 5 and spec.layout == "nchw"
+    spec = load_spec(model, "net", root=tmp_path, defaults=defaults_layer(verify_samples="3"))
+    assert spec.timeout == 5 and spec.layout == "nchw" and spec.verify_samples == 3
+    write(tmp_path / "sub" / "models.toml", "layout = \"nchw\"\nverify_samples = 12\n")
+    assert load_spec(model, "net", root=tmp_path, defaults=defaults_layer(verify_samples="3")).verify_samples == 12
     assert spec.inputs[0].shape == (1, 3, 8, 8) and spec.inputs[0].name == "input"
     assert spec.tolerance_for("drq", "logits") == 0.1
     assert spec.tolerance_for("fp32", "logits") == 0.002
@@ -47,6 +49,8 @@ def test_spec_layers_merge_nearest_wins(tmp_path):
     ("[[inputs]]\nshape = [1, 4]\ndtype = \"bool\"\nrange = [0, 1]\n", "inputs", "no meaning for a bool"),
     ("[[inputs]]\nshape = [100000, 100000]\n", "inputs", "elements"),
     ("[tolerance]\ndrq = nan\n", "tolerance", "positive finite"),
+    ("verify_samples = 0\n", "verify_samples", "between 1 and 1000"),
+    ("verify_samples = 2.5\n", "verify_samples", "an integer"),
 ])
 def test_spec_errors_name_file_and_key(tmp_path, toml, key, words):
     model = write(tmp_path / "m.pt")

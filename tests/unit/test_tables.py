@@ -90,7 +90,7 @@ def test_every_kind_answers_every_policy_question():
 
 # the stems of the user-facing spellings: renaming one breaks every user's command lines, ini files and CI variables
 OPTIONS = ("models_dir", "tflite_dir", "reports_dir", "input_shape", "deliverables", "engine", "litert_python",
-           "conversion_timeout",
+           "verify_samples", "conversion_timeout",
            "memory_limit_mb", "conversion_threads", "max_conversions", "slow_stage_fraction", "diagnosis_share",
            "fail_on_vacuous", "status_interval", "tflite_cache_dir", "no_cache", "no_preload", "keep_intermediates",
            "baseline", "regression_threshold")
@@ -127,7 +127,7 @@ def test_no_message_spells_an_option_by_its_name_from_before_the_namespace():
 def test_each_row_fills_its_own_field(tmp_path):
     """A value given under a setting's option reaches the Settings field of its row."""
     given = {"models_dir": ["m"], "tflite_dir": "t", "reports_dir": "r", "input_shape": ["1,4"],
-             "deliverables": "fp16,drq", "engine": "litert", "litert_python": "lp/python",
+             "deliverables": "fp16,drq", "engine": "litert", "litert_python": "lp/python", "verify_samples": "5",
              "conversion_timeout": "11", "memory_limit_mb": "700",
              "conversion_threads": "3", "max_conversions": "2", "slow_stage_fraction": "0.3", "diagnosis_share": "0.2",
              "fail_on_vacuous": True, "status_interval": "7", "tflite_cache_dir": "c", "no_cache": False,
@@ -139,7 +139,7 @@ def test_each_row_fills_its_own_field(tmp_path):
     assert (s.threads, s.max_conversions, s.slow_stage_fraction, s.diagnosis_share) == (3, 2, 0.3, 0.2)
     assert (s.fail_on_vacuous, s.status_interval, s.cache_dir, s.no_cache) == (True, 7, tmp_path / "c", False)
     assert (s.preload, s.keep_intermediates, s.baseline) == (False, True, tmp_path / "b.json")
-    assert s.thresholds.err == 3
+    assert s.thresholds.err == 3 and s.verify_samples == 5
     assert (s.engine, s.litert_python) == ("litert", tmp_path / "lp/python")
     off = resolve({"no_cache": True}, {}, {}, base=tmp_path)
     assert off.cache_dir is None and off.no_cache and off.preload
