@@ -101,7 +101,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),
     Column("cosine", "cosine", "float", lambda r: _cosine(r.chosen), page=False),
-    Column("verify_inputs", "inputs", "int", lambda r: _inputs(r.chosen), junit=True),
+    Column("verify_inputs", "inputs", "int", lambda r: _inputs(r.chosen), junit=True, page=False),  # the page: tooltips
     Column("task_agreement", "task", "str", lambda r: _tasks(r.chosen), junit=True, page=False, wrap=True),
     Column("invoke_ms", "invoke ms", "float", lambda r: _invoke_ms(r.chosen), junit=True, page=False),
     Column("micro_arena_bytes", "Micro arena", "bytes", lambda r: _arena(r.chosen), page=False),

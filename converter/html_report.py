@@ -16,11 +16,12 @@ from __future__ import annotations
 import html
 import math
 
+from .checks import worst
 from .columns import DEVICE_VIEW, PAGE, device_rows, row
 from .failures import Stage
 from .recipes import RECIPES
 from .report import counts_of, ended_line, format_cell, partial_line, run_of
-from .results import Outcome, Result, worst
+from .results import Outcome, Result
 
 OUTCOME_COLOURS = {"passed": "#d8f3dc", "failed": "#ffd6d6", "xfailed": "#fff1c1", "regressed": "#ffc9a8"}
 ERR_RANGE = (1e-9, 1.0)
@@ -98,15 +99,16 @@ def time_chart(stage_seconds: dict | None, longest: float) -> str:
     return _svg(STAGES + 8 + LABEL / 2, 2, "seconds by stage", parts)
 
 
-def _error_rows(record: Result) -> list[tuple[str, float | None, float | None, str]]:
-    """(label, error, its own tolerance, colour) per checked candidate: the TF model, then each file."""
+def _error_rows(record: Result) -> list[tuple[str, float | None, float | None, str, str]]:
+    """(label, error, its own tolerance, colour, over how many inputs) per checked candidate: the TF
+    model, then each file."""
     rows = []
     if record.savedmodel and record.savedmodel.outputs and record.tf_error is not None:
-        rows.append(("TF model (onnx2tf), float32", record.tf_error, worst(record.savedmodel.outputs).tolerance,
-                     TF_COLOUR))
+        tf_worst = worst(record.savedmodel.outputs)
+        rows.append(("TF model (onnx2tf), float32", record.tf_error, tf_worst.tolerance, TF_COLOUR, tf_worst.over))
     for d in record.deliverables:
         rows.append((d.label, d.worst.range_rel_err if d.verified else None, d.worst.tolerance if d.verified else None,
-                     recipe_colour(d.recipe)))
+                     recipe_colour(d.recipe), d.worst.over if d.verified else ""))
     return rows
 
 
@@ -118,7 +120,7 @@ def error_chart(record: Result) -> str:
         return ""
     parts = [f'<line x1="{_log_x(10.0 ** d, *ERR_RANGE):.1f}" y1="2" x2="{_log_x(10.0 ** d, *ERR_RANGE):.1f}" '
              f'y2="{len(rows) * ROW + 2}" stroke="#e2e2e2"><title>1e{d}</title></line>' for d in range(-9, 1, 3)]
-    for i, (label, value, tolerance, colour) in enumerate(rows):
+    for i, (label, value, tolerance, colour, over) in enumerate(rows):
         middle = i * ROW + 7
         parts.append(f'<line x1="5" y1="{middle}" x2="{AXIS + 5}" y2="{middle}" stroke="#ccc"/>')
         if value is None or tolerance is None:
@@ -131,7 +133,7 @@ def error_chart(record: Result) -> str:
         if math.isfinite(value):
             ring = f' stroke="{MISS_COLOUR}" stroke-width="1.5"' if missed else ""
             parts.append(f'<circle cx="{_log_x(value, *ERR_RANGE):.1f}" cy="{middle}" r="3.5" fill="{colour}"{ring}>'
-                         f"<title>{html.escape(label)} error {value:.3g}, tolerance {tolerance:g}</title></circle>")
+                         f"<title>{html.escape(label)} error {value:.3g} {over}, tolerance {tolerance:g}</title></circle>")
         parts.append(_text(8 + AXIS, i, f"{value:.2g} > {tolerance:g}" if missed else f"{value:.2g}",
                            "miss" if missed else ""))
     return _svg(AXIS + 8 + LABEL, len(rows), "errors, log scale, each against its own tolerance", parts)
@@ -261,7 +263,7 @@ svg text.faint {{ fill: #888; }}
 {f'<p class="regress">{html.escape(ended_line(ended))}</p>' if ended else ""}
 {f"<p>{html.escape(partial)}</p>" if partial else ""}
 <p>{len(records)} models: {html.escape(counts)}. Errors are the largest |TFLite - PyTorch| relative to the
-output's range on the same input, over the verification inputs (<code>inputs</code> says how many);
+output's range on the same input, over the verification inputs (each error's tooltip says how many);
 <code>err</code> and <code>cosine</code> are the deliverable's.</p>
 <p class="legend">{recipe_legend}</p>
 <p class="legend"><span style="border-left:2px dashed {MISS_COLOUR}"></span>each file's own tolerance (a number in

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .results import OutputComparison
+from .checks import OutputComparison
 
 _TINY = 1e-12
 

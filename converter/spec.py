@@ -19,7 +19,7 @@ from .failures import FailureKind
 from .pickle_sniff import looks_like_state_dict
 from .protocol import build, plain
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
-from .tasks import OPTIONS, TASKS, check_task
+from .task_spec import OPTIONS, TASKS, check_task
 
 DEFAULTS_FILE = "models.toml"
 OPSET = 17  # the ONNX opset of the original workflow

@@ -204,8 +204,9 @@ def waits():
 def record(outcome="passed", kind=None, message=None, drq=1e-3, fp32=1e-7, size=10_000, seconds=3.0,
            cache_hit=False, model_id="m"):
     """A model's Result as the controller holds it (no conversion): for the gate's and reports' unit tests."""
+    from converter.checks import OutputComparison
     from converter.failures import Failure, FailureKind, Stage
-    from converter.results import Deliverable, ExportResult, Outcome, OutputComparison, Result, SavedModelResult
+    from converter.results import Deliverable, ExportResult, Outcome, Result, SavedModelResult
 
     def outputs(err):
         return (OutputComparison("output_0", (1, 8), (1, 8), err * 2, err, 2.0, err, 0.9999, None, 0, 8, 0.05),)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import psutil
 
+from converter.checks import OutputComparison
 from converter.discovery import discover
-from converter.results import GraphResult, OutputComparison, Result, SavedModelResult
+from converter.results import GraphResult, Result, SavedModelResult
 from converter.runner import convert_case
 from converter.settings import resolve
 

@@ -18,21 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import MicroCheck, RuntimeCheck, worst
 from ..failures import ConversionError, FailureKind, first_line, reraise_if_memory
 from ..metrics import compare, judge_outputs
 from ..protocol import build
 from ..recipes import FP32, RECIPES
-from ..results import (
-    Deliverable,
-    ExportResult,
-    Fix,
-    MicroCheck,
-    RuntimeCheck,
-    SavedModelResult,
-    TFLiteResult,
-    VerifyResult,
-    worst,
-)
+from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult
 from ..signature import Signature, layouts
 from ..spec import ModelSpec
 from ..tflite_run import stacked

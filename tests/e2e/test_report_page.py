@@ -14,20 +14,11 @@ import urllib.parse
 
 import pytest
 
+from converter.checks import MicroCheck, OutputComparison, RuntimeCheck
 from converter.failures import Failure, FailureKind, Stage
 from converter.html_report import render
 from converter.recipes import RECIPES
-from converter.results import (
-    Deliverable,
-    ExportResult,
-    Fix,
-    MicroCheck,
-    Outcome,
-    OutputComparison,
-    Result,
-    RuntimeCheck,
-    TFLiteResult,
-)
+from converter.results import Deliverable, ExportResult, Fix, Outcome, Result, TFLiteResult
 from converter.settings import file_name
 from converter.summaries import artifact_links
 

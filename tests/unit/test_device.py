@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from converter import firmware
-from converter.results import Deliverable, MicroCheck, RuntimeCheck
+from converter.checks import MicroCheck, RuntimeCheck
+from converter.results import Deliverable
 from converter.signature import Signature, TensorSignature, layout_of
 
 COMPILER = next((shutil.which(c) for c in ("g++", "c++", "cc", "gcc", "clang++") if shutil.which(c)), None)

@@ -47,7 +47,8 @@ def test_shape_mismatch_and_top1():
 
 
 def test_non_finite_metrics_survive_json(tmp_path):
-    from converter.results import ExportResult, OutputComparison
+    from converter.checks import OutputComparison
+    from converter.results import ExportResult
 
     bad = compare("y", np.zeros((2, 3)), np.zeros((3, 2)), 0.1)
     r = Result("m", "m.pt", "failed", export=ExportResult("legacy", 17, "x", 1, ((1,),), (), (bad,), 0.1))

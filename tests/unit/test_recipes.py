@@ -52,7 +52,8 @@ def test_a_conversion_fails_when_every_recipe_is_refused_or_ops_need_flex(tmp_pa
 
 
 def test_the_chain_names_the_first_recipe_passed_over_whether_refused_or_failing():
-    from converter.results import Refusal, RuntimeCheck
+    from converter.checks import RuntimeCheck
+    from converter.results import Refusal
     from converter.verdict import fallback_fixes
 
     drq = Deliverable("drq", "/a/drq.tflite", 10, (comparison(),))
@@ -65,8 +66,8 @@ def test_the_chain_names_the_first_recipe_passed_over_whether_refused_or_failing
 
 
 def test_a_file_that_never_ran_is_never_passed_not_even_where_flex_is_allowed():
+    from converter.checks import RuntimeCheck
     from converter.failures import FailureKind
-    from converter.results import RuntimeCheck
     from converter.verdict import first_problem
 
     unrun = Deliverable("drq", "/a/drq.tflite", 9, runtime=RuntimeCheck(False, "RuntimeError: failed to prepare"))

@@ -42,7 +42,8 @@ def test_html_report_is_self_contained_and_well_formed():
 
 
 def _file(recipe: str, size: int, err: float, tolerance: float, **fields):
-    from converter.results import Deliverable, OutputComparison
+    from converter.checks import OutputComparison
+    from converter.results import Deliverable
 
     return Deliverable(recipe, f"model_{recipe}.tflite", size, (OutputComparison(
         "output_0", (1, 8), (1, 8), err * 2, err, 2.0, err, 0.999, None, 0, 8, tolerance),), **fields)
@@ -108,8 +109,9 @@ def test_every_chart_carries_its_numbers():
 def test_the_page_names_each_files_device_the_micro_arena_and_whether_int8_saw_real_samples():
     import dataclasses
 
+    from converter.checks import MicroCheck, RuntimeCheck
     from converter.recipes import RECIPES
-    from converter.results import MicroCheck, RuntimeCheck, TFLiteResult
+    from converter.results import TFLiteResult
 
     micro = RuntimeCheck(True, kernels_agree=True, micro=MicroCheck(True, arena_bytes=14_672, agrees=True))
     real = dataclasses.replace(builders.record(model_id="real"), delivered="int8_io", requested=("int8_io",),

@@ -8,7 +8,8 @@ import pytest
 from converter.failures import ConversionError, FailureKind
 from converter.metrics import compare, judge_outputs
 from converter.spec import ModelSpec, SpecError, load_spec
-from converter.tasks import check_task, judge
+from converter.task_spec import check_task
+from converter.tasks import judge
 
 from ..support import write
 
