@@ -95,7 +95,9 @@ def recalibrate(model, data):
     model.eval()
 
 
-def write(folder: Path, name: str, model, data, shape):
+def save_with_samples(folder: Path, name: str, model, data, calibration_scale: float = 1.0) -> None:
+    """The traced model and SAMPLES samples of its data (the last fifth held out for verification,
+    the rest, scaled by `calibration_scale`, for calibration)."""
     torch.manual_seed(0)
     example = torch.from_numpy(data(np.random.default_rng(1), 1)[0])
     torch.jit.save(torch.jit.trace(model, example), str(folder / f"{name}.pt"))
@@ -103,7 +105,12 @@ def write(folder: Path, name: str, model, data, shape):
     samples.mkdir()
     x, _ = data(np.random.default_rng(2), SAMPLES)
     for i in range(SAMPLES):
-        np.save(samples / f"{i:03d}.npy", x[i:i + 1])
+        scale = calibration_scale if i < SAMPLES - SAMPLES // 5 else 1.0
+        np.save(samples / f"{i:03d}.npy", x[i:i + 1] * scale)
+
+
+def write(folder: Path, name: str, model, data, shape):
+    save_with_samples(folder, name, model, data)
     (folder / f"{name}.toml").write_text(
         f'deliverables = {json.dumps(list(RECIPES))}\ncalibration = "{name}_samples"\n'
         f'[[inputs]]\nname = "x"\nshape = {list(shape)}\n'
@@ -249,15 +256,7 @@ def write_task(folder: Path, name: str, model, data, shape, task: str, damage: f
     """The model, its sidecar (its task) and 40 samples of its data, the last 8 held out; with
     `damage`: int8 alone, calibrated on the first 32 scaled by it, verified on the same 8 real
     held-out samples."""
-    torch.manual_seed(0)
-    example = torch.from_numpy(data(np.random.default_rng(1), 1)[0])
-    torch.jit.save(torch.jit.trace(model, example), str(folder / f"{name}.pt"))
-    samples = folder / f"{name}_samples"
-    samples.mkdir()
-    x, _ = data(np.random.default_rng(2), SAMPLES)
-    for i in range(SAMPLES):
-        scale = damage if damage is not None and i < SAMPLES - SAMPLES // 5 else 1.0
-        np.save(samples / f"{i:03d}.npy", x[i:i + 1] * scale)
+    save_with_samples(folder, name, model, data, 1.0 if damage is None else damage)
     recipes = ["int8"] if damage is not None else ["fp16", "drq", "int8"]
     (folder / f"{name}.toml").write_text(
         f'deliverables = {json.dumps(recipes)}\ncalibration = "{name}_samples"\n{task}\n'
