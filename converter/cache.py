@@ -309,24 +309,11 @@ def _same_signature(model: bytes, d, saved) -> None:
 
 
 def _run(model: bytes, saved, sets, threads: int) -> list[list[np.ndarray]]:
-    """A TFLite file on each set of sample inputs (loaded once), after its signature is checked
-    against the record."""
-    from .tflite_run import interpreter, run_signature, tf_layout_feed
+    """A TFLite file on each set of sample inputs (loaded once), its outputs in PyTorch's layout;
+    ValueError where its inputs or outputs are not the record's."""
+    from .tflite_run import run_sets, torch_layout
 
-    runner = interpreter(model, threads).get_signature_runner("serving_default")
-    found = []
-    for inputs in sets:
-        feed = tf_layout_feed(saved, inputs)
-        expected_in = {key: tuple(a.shape) for key, a in feed.items()}
-        found_in = {k: tuple(int(d) for d in v["shape"]) for k, v in runner.get_input_details().items()}
-        if found_in != expected_in:
-            raise ValueError(f"its TFLite inputs {found_in} are not the record's {expected_in}")
-        result = run_signature(runner, feed)
-        keys = [key for _, key in saved.output_names]
-        if sorted(result) != sorted(keys):
-            raise ValueError(f"its TFLite outputs {sorted(result)} are not the record's {sorted(keys)}")
-        found.append([np.transpose(result[key], np.argsort(perm)) for key, perm in zip(keys, saved.output_perms)])
-    return found
+    return [torch_layout(outputs, saved.output_perms) for outputs in run_sets(model, saved, sets, threads)]
 
 
 def store(cache_dir: Path, entry_key: str, result: Result, artifacts: Path) -> None:

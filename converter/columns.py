@@ -66,7 +66,8 @@ def _arena(d: Deliverable | None) -> int | None:
     return d.arena_bytes if d is not None else None
 
 
-def _device(d: Deliverable | None) -> str | None:
+def device_of(d: Deliverable | None) -> str | None:
+    """The device a file's recipe is for (the recipe table's), or None."""
     return RECIPES[d.recipe].device if d is not None and d.recipe in RECIPES else None
 
 
@@ -96,7 +97,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("opset", "opset", "int", lambda r: r.export.opset if r.export else None, junit=True, page=False),
     Column("onnx_bytes", "ONNX", "bytes", lambda r: r.export.onnx_bytes if r.export else None, junit=True, page=False),
     Column("delivered", "deliverable", "str", lambda r: r.delivered, junit=True, wrap=True),
-    Column("device", "for", "str", lambda r: _device(r.chosen), page=False),  # the page: under the deliverable
+    Column("device", "for", "str", lambda r: device_of(r.chosen), page=False),  # the page: under the deliverable
     Column("tflite_bytes", "TFLite", "bytes", lambda r: r.chosen.bytes if r.chosen else None, junit=True),
     Column("tf_err", "TF err", "err", lambda r: finite(r.tf_error), junit=True, page=False),  # a dot in the chart
     Column("err", "err", "err", lambda r: _err(r.chosen)),

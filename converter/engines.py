@@ -11,6 +11,7 @@ failure; onnx2tf's log and intermediates stay in the artifacts folder, litert's 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import os
 from pathlib import Path
@@ -31,8 +32,12 @@ LITERT_PACKAGES = ("litert_torch", "torch", "ai_edge_litert", "ai_edge_quantizer
 def engine_fix(engine: str, failure) -> Fix:
     """A known fix, recorded here where it is applied (the parent chooses the engine, no child can):
     another engine converted the model after onnx2tf's route failed (`failure`, its one line)."""
-    return Fix("engine", engine, f"onnx2tf's route failed: {failure.kind.value} in {failure.stage}: "
-                                 f"{failure.message.split(';')[0][:300]}")
+    return Fix("engine", engine, f"onnx2tf's route failed: {_told(failure)}")
+
+
+def _told(failure) -> str:
+    """A failure in a line another message can carry: its kind, stage and first clause."""
+    return f"{failure.kind.value} in {failure.stage}: {failure.message.split(';')[0][:300]}"
 
 
 def missing(python: Path) -> str | None:
@@ -43,6 +48,7 @@ def missing(python: Path) -> str | None:
             "its interpreter with --tflite-litert-python / TFLITE_HARNESS_LITERT_PYTHON")
 
 
+@functools.lru_cache(maxsize=None)  # one look per environment and process, not one per model
 def litert_versions(python: Path) -> dict[str, str]:
     """The litert environment's tool versions, read from its installed packages' folders (no interpreter
     started): what the cache key must change with."""
@@ -73,8 +79,7 @@ def convert(spec, artifacts: Path, *, litert_python: Path, **isolated) -> tuple[
                                    stage_seconds=_added(result.stage_seconds, rescued.stage_seconds),
                                    seconds=round(result.seconds + rescued.seconds, 3),
                                    peak_rss_mb=max(result.peak_rss_mb, rescued.peak_rss_mb)), folder
-    told = rescued.failure.message.split(";")[0][:300]
-    also = f"; engine litert failed too: {rescued.failure.kind.value} in {rescued.failure.stage}: {told}"
+    also = f"; engine litert failed too: {_told(rescued.failure)}"
     failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
     return dataclasses.replace(result, failure=failure), artifacts
 

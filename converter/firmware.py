@@ -39,8 +39,7 @@ def c_array(model_id: str, header_name: str, data: bytes, deliverable) -> tuple[
     name = identifier(model_id)
     shown = " ".join(model_id.splitlines())  # a line break in a // comment would end it
     signature = deliverable.signature
-    micro = deliverable.runtime.micro if deliverable.runtime is not None else None
-    arena = micro.arena_bytes if micro is not None else None
+    arena = deliverable.arena_bytes
     about = [f"// {shown}: its {deliverable.label} file as a C array, for TensorFlow Lite Micro.",
              f"// {MARKER} {__version__} from the file it verified against PyTorch",
              f"// ({len(data)} bytes, SHA-256 {hashlib.sha256(data).hexdigest()});",

@@ -17,7 +17,7 @@ import html
 import math
 
 from .checks import worst
-from .columns import DEVICE_VIEW, PAGE, device_rows, row
+from .columns import DEVICE_VIEW, PAGE, device_of, device_rows, row
 from .failures import Stage
 from .recipes import RECIPES
 from .report import counts_of, ended_line, format_cell, partial_line, run_of
@@ -180,7 +180,7 @@ def _link_cell(model_id: str, links: dict) -> str:
 def _device_table(records: dict[str, Result]) -> str:
     rows = "".join(f"<tr><td><code>{_breakable(m)}</code></td><td>{html.escape(d.label)}"
                    f"{' (delivered)' if delivered else ''}</td>"
-                   f"<td>{html.escape(RECIPES[d.recipe].device if d.recipe in RECIPES else '-')}</td>"
+                   f"<td>{html.escape(device_of(d) or '-')}</td>"
                    f'<td class="view">{html.escape(d.device_view())}</td></tr>' for m, d, delivered in device_rows(records))
     if not rows:
         return ""

@@ -147,7 +147,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     result = Result.failed(spec.model_id, spec.path, failure.kind, failure.stage, failure.message,
                            stage_seconds=progress.get("stage_seconds", {}), seconds=round(seconds, 3),
                            peak_rss_mb=round(max(peak_mb, progress.get("peak_rss_mb", 0.0)), 1),
-                           versions=tool_versions())
+                           versions=tool_versions(), engine=engine)
     result.write(result_path)
     return result
 

@@ -38,6 +38,14 @@ def judge_outputs(spec, recipe: str, names, reference, candidates, samples: int)
                  for name, ref, out in zip(names, reference, candidates))
 
 
+def _per_channel(diff: np.ndarray, ref: np.ndarray, samples: int, axis: int):
+    """Each element's error against its channel's own range (per input), each channel's worst, and
+    the worst channel."""
+    relative = diff / _scales(ref, samples, axis)
+    errors = np.moveaxis(relative, axis, 0).reshape(ref.shape[axis], -1).max(axis=1)
+    return relative, errors, int(np.argmax(errors))
+
+
 def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float, *,
             channel_axis: int | None = None, samples: int = 1, task: dict | None = None,
             outlier_share: float = 0.0, channel_guard: bool = False) -> OutputComparison:
@@ -73,16 +81,12 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     if channel_guard and channel_axis is None and ref.ndim >= 3 and ref.shape[1] > 1:
         # one range over [N, 4 + C, A] hides a detector's scores beside its boxes: each channel along
         # axis 1 against its own range too (an int8 file sharing one grid for both detected on every anchor)
-        relative = diff / _scales(ref, samples, 1)
-        errors = np.moveaxis(relative, 1, 0).reshape(ref.shape[1], -1).max(axis=1)
-        worst = int(np.argmax(errors))
+        relative, errors, worst = _per_channel(diff, ref, samples, 1)
         judged.update(channel_err=float(errors[worst]), channel_worst=worst,
                       channel_off=int((relative > tolerance).sum()))
     if channel_axis is not None:
         axis = channel_axis_of(name, _per_input_shape(ref.shape, samples), channel_axis)
-        relative = diff / _scales(ref, samples, axis)
-        errors = np.moveaxis(relative, axis, 0).reshape(ref.shape[axis], -1).max(axis=1)
-        worst = int(np.argmax(errors))
+        relative, errors, worst = _per_channel(diff, ref, samples, axis)
         channel = np.moveaxis(ref, axis, 0)[worst]
         return OutputComparison(
             name=name, reference_shape=tuple(ref.shape), candidate_shape=tuple(cand.shape),

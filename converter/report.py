@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .columns import DEVICE_VIEW, TABLE, device_rows, onnx2tf_runs_line, row
+from .columns import DEVICE_VIEW, TABLE, device_of, device_rows, onnx2tf_runs_line, row
 from .failures import Stage
 from .recipes import RECIPES
 from .results import Result, labelled_comparisons
@@ -170,7 +170,7 @@ def summary_markdown(records: dict[str, Result], versions: dict, gate: dict | No
         lines += ["", "## Each file as the device sees it", "", DEVICE_VIEW, "",
                   "| model | file | for | inputs and outputs |", "|---|---|---|---|"]
         lines += [f"| `{_cell(m)}` | {d.label}{' (delivered)' if delivered else ''} | "
-                  f"{_cell(RECIPES[d.recipe].device if d.recipe in RECIPES else '-')} | {_cell(d.device_view())} |"
+                  f"{_cell(device_of(d) or '-')} | {_cell(d.device_view())} |"
                   for m, d, delivered in devices]
     kept = sum(r.artifacts_bytes or 0 for r in records.values())
     lines += ["", f"Artifacts on disk: {_mb(kept)} (ONNX files and SavedModels are kept for failed models only, "

@@ -23,7 +23,7 @@ import psutil
 
 from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
 from .slots import machine_slots
-from .spec import DEFAULT_TIMEOUT, DEFAULT_VERIFY_SAMPLES, ENGINE_CHOICES, bounded, parse_shape
+from .spec import DEFAULT_TIMEOUT, DEFAULT_VERIFY_SAMPLES, ENGINE_CHOICES, bounded, parse_shape, str_choice
 from .thresholds import Thresholds, parse_thresholds
 
 ENV_PREFIX = "TFLITE_HARNESS_"
@@ -112,10 +112,7 @@ def _shapes(value) -> tuple[tuple[int, ...], ...]:
     return tuple(parse_shape(s) for s in _split(value))
 
 
-def _engine(value) -> str:
-    if value not in ENGINE_CHOICES:
-        raise ValueError(f"must be one of {', '.join(ENGINE_CHOICES)}, not {value!r}")
-    return value
+_engine = str_choice(ENGINE_CHOICES)
 
 
 def _memory(mb, r: Resolving) -> int:

@@ -148,7 +148,7 @@ class ModelSpec:
 
 
 # key -> (checker, description); checkers return the normalised value or raise ValueError
-def _str_choice(choices):
+def str_choice(choices):
     def check(v):
         if v not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, not {v!r}")
@@ -364,13 +364,13 @@ def _expect(v):
 KEYS = {
     "inputs": _inputs,
     "output_names": _output_names,
-    "format": _str_choice(FORMATS),
+    "format": str_choice(FORMATS),
     "factory": _factory,
     "factory_kwargs": _table,
     "trust_pickle": _bool,
-    "exporter": _str_choice(EXPORTERS),
-    "layout": _str_choice(LAYOUTS),
-    "engine": _str_choice(ENGINE_CHOICES),
+    "exporter": str_choice(EXPORTERS),
+    "layout": str_choice(LAYOUTS),
+    "engine": str_choice(ENGINE_CHOICES),
     "pseudo_ops": lambda v: tuple(s.lower() for s in _str_list(v)),
     "allow_flex": _bool,
     "auto_fixes": _bool,
@@ -424,7 +424,7 @@ def defaults_layer(input_shapes=(), timeout=None, memory_limit_mb=None, delivera
     """Harness-wide defaults (ini / CLI / env) as a layer below every file."""
     layer = {}
     if engine:
-        layer["engine"] = _str_choice(ENGINE_CHOICES)(engine)
+        layer["engine"] = str_choice(ENGINE_CHOICES)(engine)
     if verify_samples is not None:
         layer["verify_samples"] = bounded("verify_samples", verify_samples)
     if deliverables:

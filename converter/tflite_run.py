@@ -65,6 +65,31 @@ def tf_layout_feed(saved, arrays) -> dict[str, np.ndarray]:
             for (_, key), perm, a in zip(saved.input_names, saved.input_perms, arrays)}
 
 
+class OutputsMismatch(ValueError):
+    """The file's outputs are not the ones its signature map expects: its outputs are not the model's."""
+
+
+def run_sets(model: bytes | str, saved, sets, threads: int = 1) -> list[list[np.ndarray]]:
+    """The file on each set of sample inputs (PyTorch's layout), its interpreter built once (a large
+    model's takes longer to build than to run): per set, its outputs in the map's order, in the
+    file's layout (`torch_layout` puts them back). `saved`: the engine's map of the signature
+    (a SavedModelResult or LiteRTResult)."""
+    runner = interpreter(model, threads).get_signature_runner("serving_default")
+    keys = [key for _, key in saved.output_names]
+    found = []
+    for arrays in sets:
+        result = run_signature(runner, tf_layout_feed(saved, arrays))
+        if sorted(result) != sorted(keys):
+            raise OutputsMismatch(f"TFLite outputs {sorted(result)} do not match the expected {keys}")
+        found.append([result[key] for key in keys])
+    return found
+
+
+def torch_layout(outputs, perms) -> list[np.ndarray]:
+    """Outputs in the layout the file gives them, put back into PyTorch's (`perms`: the engine's)."""
+    return [np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, perms)]
+
+
 def stacked(per_set: list[list[np.ndarray]]) -> list[np.ndarray]:
     """Each output over several sample sets, stacked along its batch axis (a 0-D output along a new one)."""
     if len(per_set) == 1:

@@ -191,13 +191,13 @@ STEPS = (
 # ENGINES (spec.py, where sidecars and settings read it): the conversion routes the table has rows for
 
 
-def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS, engine: str = ENGINES[0]) -> tuple[Checkpoint, Failure | None]:
-    """Every row of `engine` (and of every engine) not done yet; the last checkpoint, and the
+def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS) -> tuple[Checkpoint, Failure | None]:
+    """Every row of the context's engine (and of every engine) not done yet; the last checkpoint, and the
     model's failure (None: it passed)."""
     ran_here = False  # a fresh interpreter has nothing to drop: it never hands over before its first step
     try:
         for step in steps:
-            if step.name in cp.steps_done or step.engine not in (None, engine) or (cp.problem and not step.after_problem):
+            if step.name in cp.steps_done or step.engine not in (None, ctx.engine) or (cp.problem and not step.after_problem):
                 continue
             if step.hand_over_before and ran_here and ctx.hand_over is not None:
                 ctx.hand_over(ctx, cp, step.name)
@@ -223,7 +223,7 @@ def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: flo
     cp, progress, started = resumed or (Checkpoint(), Progress(artifacts / PROGRESS_FILE, peak_rss_mb), time.monotonic())
     ctx = Context(spec, artifacts, threads, progress, started, memory_limit_mb=memory_limit_mb,
                   diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over, engine=engine)
-    cp, failure = run_steps(ctx, cp, engine=engine)
+    cp, failure = run_steps(ctx, cp)
     progress.finish()
     _write_samples(cp, artifacts)
     # the deliverable is the parent's to copy: only a run that is still alive delivers
@@ -305,9 +305,9 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     scratch.mkdir(exist_ok=True)
     os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     spec = ModelSpec.from_dict(job.spec)
-    hands_over = spawned and job.engine == "onnx2tf"  # litert's one step holds nothing to drop before it
+    # a hand-over comes only before the rows that allow one (hand_over_before): litert's have none
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb,
-                     hand_over=handover.hand_over(str(job_path)) if hands_over else None,
+                     hand_over=handover.hand_over(str(job_path)) if spawned else None,
                      resumed=handover.resume(spec, artifacts) if resume else None,
                      diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous, engine=job.engine)
     result.write(artifacts / RESULT_FILE)

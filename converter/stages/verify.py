@@ -26,7 +26,7 @@ from ..recipes import FP32, RECIPES
 from ..results import Deliverable, ExportResult, Fix, SavedModelResult, TFLiteResult, VerifyResult
 from ..signature import Signature, layouts
 from ..spec import ModelSpec
-from ..tflite_run import stacked
+from ..tflite_run import OutputsMismatch, run_sets, stacked, torch_layout
 from ..verdict import choose, fallback_fixes, first_problem
 
 
@@ -37,21 +37,12 @@ def run_tflite(path: str, saved: SavedModelResult, arrays, threads: int) -> list
 
 
 def run_tflite_sets(path: str, saved: SavedModelResult, sets, threads: int) -> list[list[np.ndarray]]:
-    """The file on each set of sample inputs, loaded once (a large model's interpreter takes longer
-    to build than to run)."""
-    from ..tflite_run import interpreter, run_signature, tf_layout_feed
-
-    runner = interpreter(path, threads).get_signature_runner("serving_default")
-    found = []
-    for arrays in sets:
-        result = run_signature(runner, tf_layout_feed(saved, arrays))
-        missing = [key for _, key in saved.output_names if key not in result]
-        if missing or len(result) != len(saved.output_names):
-            raise ConversionError(FailureKind.SHAPE_MISMATCH,
-                                  f"TFLite outputs {sorted(result)} do not match the expected "
-                                  f"{[k for _, k in saved.output_names]}")
-        found.append([result[key] for _, key in saved.output_names])
-    return found
+    """The file on each set of sample inputs, loaded once; outputs that are not the model's are a
+    wrong conversion (shape_mismatch), not this recipe's verdict."""
+    try:
+        return run_sets(path, saved, sets, threads)
+    except OutputsMismatch as exc:
+        raise ConversionError(FailureKind.SHAPE_MISMATCH, str(exc)) from None
 
 
 def runtime_checks(spec: ModelSpec, files: tuple[Deliverable, ...], saved: SavedModelResult, arrays, reference,
@@ -191,8 +182,7 @@ def verify(spec: ModelSpec, sets, saved: SavedModelResult, files: tuple[Delivera
             traceback.print_exception(exc)
             checked.append(dataclasses.replace(built, runtime=RuntimeCheck(False, first_line(exc))))
             continue
-        back = stacked([[np.transpose(out, np.argsort(perm)) for out, perm in zip(outputs, saved.output_perms)]
-                        for outputs in runs])
+        back = stacked([torch_layout(outputs, saved.output_perms) for outputs in runs])
         checked.append(dataclasses.replace(built, outputs=judge_outputs(
             spec, built.recipe, [name for name, _ in saved.output_names], reference, back, samples=len(sets))))
     if deploy:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from .. import builders
-from ..support import convert, run
+from ..support import EXAMPLES, convert, run
 
 
 def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
@@ -68,11 +68,10 @@ def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path):
     failure)."""
     import shutil
 
-    examples = Path(__file__).resolve().parents[2] / "model_cases" / "examples"
     folder = tmp_path / "m"
     folder.mkdir()
     for name in ("diverging_pool.pt", "diverging_pool.toml", "architectures.py"):
-        shutil.copy(examples / name, folder / name)
+        shutil.copy(EXAMPLES / name, folder / name)
     cold = convert(tmp_path, folder / "diverging_pool.pt")
     warm = convert(tmp_path, folder / "diverging_pool.pt")
     assert not cold.cache_hit and warm.cache_hit

@@ -119,7 +119,8 @@ def test_a_large_savedmodel_is_converted_to_tflite_by_an_interpreter_without_onn
     assert result.savedmodel.onnx2tf_mode == "simplified" and all(x.passed for x in result.savedmodel.outputs)
     assert [d.recipe for d in result.deliverables] == ["int8", "drq"]
     assert all(d.passed and d.runtime.ok for d in result.deliverables)
-    assert result.tflite.random_calibration and "8" in result.tflite.calibration  # the samples crossed both hand-overs
+    # the samples crossed both hand-overs
+    assert result.tflite.random_calibration and "8 random samples" in result.tflite.calibration
     with np.load(tmp_path / "r" / "artifacts" / "wide" / "samples.npz") as samples:
         assert {"input_0", "reference_0", "onnx_0", "tf_0"} <= set(samples.files)
 

@@ -326,6 +326,7 @@ def cancelled_run(harness, tmp_path, workers: list[str], sig: signal.Signals) ->
     assert "a_slow" in stopped or "a_slow" in ran, summary["ended"]
     if not workers or workers == ["-n", "1"]:  # one model at a time: the queued two never started
         assert summary["ended"]["not_run"] >= 2 and "b_net" not in ran and "c_net" not in ran
+        assert stopped == ["a_slow"] and "a_slow" not in ran, summary["ended"]  # the one converting, named
     assert "a_slow" not in {m for m, r in summary["models"].items() if r["outcome"] == "passed"}
     for delivered in (harness.path / "tflite_models").glob("*.tflite"):  # delivered before the signal, and reported
         assert delivered.stat().st_mtime < signalled, f"{delivered.name} was delivered after {sig.name}"

@@ -292,12 +292,14 @@ def test_the_rootdir_is_picked_again_without_the_values_of_the_harness_options(p
     pytester.makeini("[pytest]\ntflite_models_dir = models\naddopts = -p no:cacheprovider\n")
     outside = pytester.path.parent / f"{pytester.path.name}_outside"
     outside.mkdir()
-    for spelling in (["--tflite-reports-dir", str(outside)], ["--reports-dir", str(outside)], [f"--tflite-dir={outside}"]):
+    for spelling, dest in ((["--tflite-reports-dir", str(outside)], "tflite_reports_dir"),
+                           (["--reports-dir", str(outside)], "tflite_reports_dir"),
+                           ([f"--tflite-dir={outside}"], "tflite_tflite_dir")):
         config = pytester.parseconfig("-p", "converter.pytest_plugin", *spelling)
         assert (config.rootpath, config.inipath) == (pytester.path, pytester.path / "tox.ini"), spelling
         assert config.getini("tflite_models_dir") == [pytester.path / "models"]
         assert config.args == [str(pytester.path)] and not config.pluginmanager.has_plugin("cacheprovider")
-        assert str(outside) in (config.getoption("tflite_reports_dir"), config.getoption("tflite_tflite_dir"))
+        assert config.getoption(dest) == str(outside), spelling
 def baselined(tmp_path, **rows) -> None:
     """A baseline of these records for the models folder `session` uses."""
     from converter.baseline import write
