@@ -188,6 +188,30 @@ def _device_table(records: dict[str, Result]) -> str:
             f"<th>model</th><th>file</th><th>for</th><th>inputs and outputs</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
+def _layer_table(records: dict[str, Result]) -> str:
+    """Each quantized file that missed or was repaired, with its layers ranked by the error they add."""
+    rows = []
+    for model_id, record in sorted(records.items()):
+        for d in record.deliverables:
+            if not d.layers:
+                continue
+            if d.repair is not None and d.repair.passed:
+                outcome = f"repaired: {len(d.repair.kept_float)} layer(s) in float32, {d.repair.quantized_share:.1%} " \
+                          "of its weights quantized"
+            else:
+                outcome = f"not repaired: {d.repair.note}" if d.repair is not None else "missed"
+            layers = "".join(f"<li>{html.escape(e.describe())}</li>" for e in d.layers[:5])
+            rows.append(f"<tr><td><code>{_breakable(model_id)}</code></td><td>{html.escape(d.label)}</td>"
+                        f'<td class="view">{html.escape(outcome)}</td><td class="view"><ol>{layers}</ol></td></tr>')
+    if not rows:
+        return ""
+    return ("<h2>Quantized files layer by layer</h2><p>Each quantized file that missed or was repaired, its layers "
+            "against the float32 file's on the verification inputs: a layer's output error relative to each "
+            "channel's spread, and what it adds to its inputs' error (the ranking the repair keeps layers in "
+            "float32 by).</p><table><thead><tr><th>model</th><th>file</th><th>outcome</th><th>worst layers</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def render(records: dict[str, Result], versions: dict, gate: dict | None = None, ended: dict | None = None,
            links: dict[str, tuple[tuple[str, str], ...]] | None = None, *, run: dict | None = None,
            kept: dict | None = None) -> str:
@@ -275,6 +299,7 @@ red: missed); seconds by stage: {stage_legend}</p>
 {chr(10).join(rows)}
 </tbody></table>
 {_device_table(records)}
+{_layer_table(records)}
 <p><small>Versions: {html.escape(version_text)}</small></p>
 </body></html>
 """

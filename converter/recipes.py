@@ -64,6 +64,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            calibrated=True, integer_io=True),
 )}
 DEFAULT_DELIVERABLES = ("drq",)
+# a quantized file repaired with layers in float32 counts only if it keeps this share of the weights the
+# plain recipe quantizes (stages/repair.py; `repair_min_quantized` in a sidecar)
+DEFAULT_REPAIR_MIN_QUANTIZED = 0.8
 
 
 def check_deliverables(value) -> tuple[str, ...]:

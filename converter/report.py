@@ -56,6 +56,8 @@ def format_result(result: Result, settings=None) -> str:
         if d.runtime is not None:
             lines.append(f"  {'ok ' if d.runtime.ok else 'BAD'} {d.label} where it goes: {d.runtime.describe()}")
     for d in result.deliverables:
+        lines += layer_lines(d)
+    for d in result.deliverables:
         if d.device_view():
             lines.append(f"  {d.label} as the device sees it: {d.device_view()}")
     if result.tflite and result.tflite.calibration and not result.tflite.random_calibration:
@@ -71,6 +73,19 @@ def format_result(result: Result, settings=None) -> str:
     if settings is not None:
         lines.append(f"  artifacts and log: {settings.artifacts_for(result.model_id)}/")
     return "\n".join(lines)
+
+
+def layer_lines(d) -> list[str]:
+    """A quantized file that missed or was repaired: its worst layers against the float32 file, and
+    what the repair did (stages/repair.py)."""
+    lines = []
+    if d.layers:
+        worst = "; ".join(e.describe() for e in d.layers[:3])
+        lines.append(f"  {d.label} layer by layer against the float32 file (worst first, over the verification "
+                     f"inputs): {worst}")
+    if d.repair is not None and not d.repair.passed:
+        lines.append(f"  {d.label} not repaired: {d.repair.note}")
+    return lines
 
 
 def format_cell(value, kind: str) -> str:

@@ -44,6 +44,41 @@ class Fix:
 
 
 @dataclass(frozen=True)
+class LayerError:
+    """One layer of a quantized file against the float32 file's (stages/layers.py): its output's error
+    relative to each channel's spread, over the verification inputs, and what it adds to its inputs'."""
+
+    name: str        # its output tensor in the float32 file (what a recipe keeps in float32 by)
+    op: str          # CONV_2D, FULLY_CONNECTED, ...
+    error: float
+    own: float       # its error less its inputs' largest: the ranking
+    quantized: bool  # it runs on integers in this file
+
+    def describe(self) -> str:
+        return f"{self.op} '{self.name}' adds {self.own:.3g} (output error {self.error:.3g})" + (
+            "" if self.quantized else ", runs in float32")
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A quantized recipe that missed, rebuilt with its worst layers kept in float32 (stages/repair.py)."""
+
+    kept_float: tuple[str, ...]  # the layers kept in float32, by output tensor, in the order they were added
+    quantized_share: float       # of the weight elements the plain recipe quantizes, the share still quantized
+    plain_bytes: int
+    plain_miss: str              # why the plain file was refused
+    rebuilds: int                # files built and verified to find it
+    passed: bool = False         # the rebuilt file passed: it is delivered as the recipe
+    note: str = ""               # why no rebuilt file passed
+
+    def describe(self, label: str, size: int) -> str:
+        layers = len(self.kept_float)
+        return (f"{label} with {layers} layer{'s' * (layers != 1)} kept in float32 ({', '.join(self.kept_float[:3])}"
+                f"{', ...' if layers > 3 else ''}): {self.quantized_share:.1%} of its weights still quantized, "
+                f"{size / 1e6:.2f} MB against {self.plain_bytes / 1e6:.2f} MB; the plain file: {self.plain_miss}")
+
+
+@dataclass(frozen=True)
 class Deliverable:
     """One recipe's TFLite file and what verification found: its outputs against PyTorch, and
     whether it runs where it goes."""
@@ -54,6 +89,8 @@ class Deliverable:
     outputs: tuple[OutputComparison, ...] = ()  # empty until verified
     runtime: RuntimeCheck | None = None          # None until checked
     signature: Signature | None = None           # its inputs and outputs as the file declares them, once checked
+    layers: tuple[LayerError, ...] = ()          # a quantized file that missed or was repaired: its worst layers
+    repair: Repair | None = None                 # set when this file is the recipe rebuilt with layers kept float
 
     @property
     def label(self) -> str:

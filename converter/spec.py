@@ -18,7 +18,7 @@ from pathlib import Path
 from .failures import FailureKind
 from .pickle_sniff import looks_like_state_dict
 from .protocol import build, plain
-from .recipes import DEFAULT_DELIVERABLES, RECIPES, check_deliverables
+from .recipes import DEFAULT_DELIVERABLES, DEFAULT_REPAIR_MIN_QUANTIZED, RECIPES, check_deliverables
 from .task_spec import OPTIONS, TASKS, check_task
 
 DEFAULTS_FILE = "models.toml"
@@ -44,14 +44,14 @@ LIMITS = {
     "interval": (0.5, 3600, float),
     "samples": (1, 10000, int),                    # random calibration samples
     "verify_samples": (1, 1000, int),              # seeded inputs every TFLite file is verified on
+    "share": (0.0, 1.0, float),
 }
 DEFAULT_CALIBRATION_SAMPLES = 32
 # without a calibration folder, every file is verified on this many seeded inputs (the first is the
 # sample the ONNX file and the TF model are checked on); benchmarks/verify_inputs.py measured the cost
 DEFAULT_VERIFY_SAMPLES = 8
 MAX_ELEMENTS = 2**31 - 1  # of one input: beyond this no phone model exists and numpy may not allocate
-DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0,
-                "int64": 2**63 - 1, "int32": 2**31 - 1}
+DTYPE_BOUNDS = {"float32": 3.4028234e38, "float16": 65504.0, "int64": 2**63 - 1, "int32": 2**31 - 1}
 
 
 class SpecError(Exception):
@@ -121,6 +121,8 @@ class ModelSpec:
     calibration: str | None = None  # folder of .npy / .npz samples (absolute); None: random samples
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES  # how many random ones
     verify_samples: int = DEFAULT_VERIFY_SAMPLES  # seeded inputs to verify on, without a calibration folder
+    repair: bool = True  # a quantized file that misses is rebuilt with its worst layers in float32 first
+    repair_min_quantized: float = DEFAULT_REPAIR_MIN_QUANTIZED
     channel_axis: dict = field(default_factory=dict)  # output name -> axis judged per channel
     task: dict | None = None  # what every output means (tasks.check_task): the quantized files' verdict
     outputs: dict = field(default_factory=dict)  # output name -> {"task": ..., options}: one output's task
@@ -378,6 +380,8 @@ KEYS = {
     "calibration": _calibration,
     "calibration_samples": lambda v: bounded("samples", v),
     "verify_samples": lambda v: bounded("verify_samples", v),
+    "repair": _bool,
+    "repair_min_quantized": lambda v: bounded("share", v),
     "channel_axis": _channel_axis,
     "task": lambda v: check_task(v) if isinstance(v, str) else _no_table(v),
     "outputs": _outputs,
@@ -459,8 +463,7 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
               defaults: dict | None = None, overrides: dict | None = None) -> ModelSpec:
     """Resolve the spec of one model from all its layers. Raises SpecError."""
     model_path = Path(model_path)
-    layers: list[tuple[str, dict]] = [("defaults", defaults or {})]
-    layers += [(str(p), layer) for p, layer in folder_layers(model_path, root)]
+    layers = [("defaults", defaults or {})] + [(str(p), layer) for p, layer in folder_layers(model_path, root)]
     side = sidecar_path(model_path)
     if side.is_file():
         layers.append((str(side), read_layer(side)))
@@ -478,7 +481,6 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
                     per_output.setdefault(name, {}).update(table)
             else:
                 merged[key] = value
-    sources = tuple(where for where, layer in layers[1:] if layer)
     where = str(side) if side.is_file() else str(model_path)
 
     # a state_dict is told at once, with the missing shape if it is missing too: not one after the other
@@ -494,4 +496,4 @@ def load_spec(model_path: Path, model_id: str, *, root: Path | None = None,
     if needs_factory:
         raise SpecError(where, "factory", factory)
     return ModelSpec(model_id=model_id, path=str(model_path), tolerance=tolerance,
-                     output_tolerance=per_output, sources=sources, **merged)
+                     output_tolerance=per_output, sources=tuple(w for w, layer in layers[1:] if layer), **merged)

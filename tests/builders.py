@@ -99,6 +99,23 @@ def torchscript_mlp(folder: Path, name: str = "mlp", hidden: int = 64, outlier: 
     return path
 
 
+def outlier_unit_cnn(folder: Path, name: str = "outlier_unit") -> Path:
+    """A CNN whose first dense layer has one unit far larger than the rest (an "attention sink"), which
+    the last layer ignores: the int8 grid of the last layer's input is then too coarse for every other
+    unit, so DRQ and int8 miss, while keeping one or two layers in float32 repairs them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16)).eval()
+    with torch.no_grad():
+        model[8].bias[0] = 300.0
+        model[10].weight[:, 0] = 0.0
+    path = Path(folder) / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.trace(model, torch.randn(1, 3, 16, 16)).save(str(path))
+    return path
+
+
 class Payload:
     """Unpickling this runs code: it writes `marker` (what a hostile model file would do)."""
 

@@ -119,6 +119,7 @@ class Checkpoint:
     tflite: TFLiteResult | None = None
     deliverables: tuple[Deliverable, ...] = ()  # the TFLite files built, then verified
     verify: VerifyResult | None = None
+    float32: Deliverable | None = None  # the float32 file built to explain or repair a quantized one, when not requested
     delivered: str | None = None  # the recipe whose file verified first, in the requested order
     fixes: tuple[Fix, ...] = ()
     divergence: Divergence | None = None

@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 import traceback
-from pathlib import Path
 
-from ..recipes import FP32, RECIPES
+from ..recipes import RECIPES
 from ..results import Divergence
 from .checkpoint import Checkpoint, Context
 from .memory import release_memory, rss_now_mb
@@ -36,17 +35,15 @@ def explain(ctx: Context, cp: Checkpoint) -> Checkpoint:
 def _explain_tflite(ctx: Context, cp: Checkpoint, recipe: str) -> tuple[Divergence | None, str]:
     """The TF model matched PyTorch and the `recipe` file did not: its quantization, or the TFLite
     converter? If the float32 file is wrong too, the TFLite op where it departs is found."""
-    from .tflite import to_tflite
-    from .verify import verify
+    from .repair import float32_file
 
-    fp32 = next((d for d in cp.deliverables if d.recipe == FP32), None)
-    if fp32 is None:
-        spec = dataclasses.replace(ctx.spec, deliverables=(FP32,))
-        _, files = to_tflite(spec, Path(cp.savedmodel.path), ctx.artifacts)
-        _, (fp32,) = verify(spec, cp.samples.sets, cp.savedmodel, files, ctx.threads, deploy=False)
+    cp, fp32 = float32_file(ctx, cp)
     if fp32.passed:  # the verdict was on a quantized file (a float32 one that passes raises no problem)
+        missed = next((d for d in cp.deliverables if d.recipe == recipe), None)
+        repair = missed.repair if missed is not None and missed.repair is not None else None
         return None, (f"the float32 TFLite file matches PyTorch (range-relative {fp32.worst.range_rel_err:.3g}): the "
-                      f"error is {RECIPES[recipe].title}'s quantization, not the conversion")
+                      f"error is {RECIPES[recipe].title}'s quantization, not the conversion"
+                      + (f"; not repaired: {repair.note}" if repair is not None and repair.note else ""))
     divergence = diagnose(ctx, cp, cp.savedmodel, fp32_tflite=fp32.path)
     return divergence, divergence.describe() if divergence else "the float32 TFLite file differs from PyTorch too"
 

@@ -41,7 +41,7 @@ from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, 
 from ..recipes import calibrated
 from ..results import LoadResult, Result
 from ..spec import ENGINES, ModelSpec, SpecError
-from . import explain, handover, litert_steps, offline, onnx2tf_steps
+from . import explain, handover, litert_steps, offline, onnx2tf_steps, repair
 from .checkpoint import Checkpoint, Context, Problem
 from .fixes import flatten_fix
 from .memory import peak_rss_mb, release_memory
@@ -147,17 +147,23 @@ def export(ctx: Context, cp: Checkpoint) -> Checkpoint:
 
 
 def verify(ctx: Context, cp: Checkpoint) -> Checkpoint:
-    """Every TFLite file on the verification samples and where it runs; the recipe delivered."""
-    from .verify import verdict
+    """Every TFLite file on the verification samples and where it runs."""
     from .verify import verify as verify_files
 
     release_memory()  # what the TFLite converter left, before the runtime-check process starts beside this one
     result, files = verify_files(ctx.spec, cp.samples.sets, cp.signature, cp.deliverables, ctx.threads)
-    problem, chosen, fixes = verdict(cp.export, cp.savedmodel, result, files, cp.tflite, ctx.spec.deliverables,
-                                     ctx.spec.allow_flex)
-    cp = dataclasses.replace(cp, verify=result, deliverables=files, delivered=chosen.recipe if problem is None else None)
+    return dataclasses.replace(cp, verify=result, deliverables=files)
+
+
+def verdict(ctx: Context, cp: Checkpoint) -> Checkpoint:
+    """The recipe delivered (the first requested whose file passes), or the problem that fails the model."""
+    from .verify import verdict as take_verdict
+
+    problem, chosen, fixes = take_verdict(cp.export, cp.savedmodel, cp.verify, cp.deliverables, cp.tflite,
+                                          ctx.spec.deliverables, ctx.spec.allow_flex)
+    cp = dataclasses.replace(cp, delivered=chosen.recipe if problem is None else None)
     if problem is None:
-        return cp.with_fixes(*fixes)
+        return cp.with_fixes(*fixes, *repair.fixes_of(chosen))
     explain_by = ""
     if problem.kind is FailureKind.NUMERIC_MISMATCH and cp.export is not None:  # the explanations are onnx2tf's
         explain_by = "tflite" if all(x.passed for x in cp.export.outputs) else "onnx"
@@ -186,6 +192,8 @@ STEPS = (
     Step("onnx2tf", onnx2tf_steps.convert, None, engine="onnx2tf"),
     Step("litert", litert_steps.convert, Stage.TFLITE, engine="litert"),
     Step("verify", verify, Stage.VERIFY),
+    Step("repair", repair.repair, None, engine="onnx2tf"),
+    Step("verdict", verdict, None),
     Step("explain", explain.explain, None, after_problem=True),
 )
 # ENGINES (spec.py, where sidecars and settings read it): the conversion routes the table has rows for

@@ -81,7 +81,7 @@ def _saved_model_converter():
     return Converter
 
 
-def _convert(saved_model: Path, *, recipe: str, allow_flex: bool, calibration=()) -> bytes:
+def _convert(saved_model: Path, *, recipe: str, allow_flex: bool, calibration=(), calibrate_only: bool = False) -> bytes:
     import tensorflow as tf
 
     converter = _saved_model_converter()(str(saved_model), {tf.saved_model.SERVING}, ["serving_default"])
@@ -91,7 +91,14 @@ def _convert(saved_model: Path, *, recipe: str, allow_flex: bool, calibration=()
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
+    converter._experimental_calibrate_only = calibrate_only  # the float model and its ranges, for a rebuild (selective.py)
     return converter.convert()
+
+
+def calibrated_model(spec: ModelSpec, saved_model: Path, recipe: str, calibration) -> bytes:
+    """The float model with the ranges `calibration` gave each tensor: what TensorFlow's quantizer
+    makes the `recipe` (int8 / int8_io) file from, kept to rebuild it with chosen layers in float32."""
+    return _convert(saved_model, recipe=recipe, allow_flex=spec.allow_flex, calibration=calibration, calibrate_only=True)
 
 
 def op_names(model: bytes) -> list[str]:

@@ -164,7 +164,8 @@ def test_too_few_samples_or_no_such_folder_is_told_before_converting(tmp_path):
 
 def test_a_chain_delivers_the_first_recipe_that_verifies_and_records_why(tmp_path):
     model = builders.torchscript_mlp(tmp_path / "m", hidden=256, outlier=40.0)
-    model.with_suffix(".toml").write_text('deliverables = ["drq", "fp16"]\n[[inputs]]\nshape = [1, 32]\n')
+    # no repair (tests/e2e/test_repair.py): keeping a layer of this MLP in float32 would mend its DRQ file
+    model.with_suffix(".toml").write_text('deliverables = ["drq", "fp16"]\nrepair = false\n[[inputs]]\nshape = [1, 32]\n')
     result = convert(tmp_path, model)
     assert result.passed and result.delivered == "fp16"
     assert not result.deliverable_of("drq").passed and result.deliverable_of("fp16").passed
@@ -172,10 +173,11 @@ def test_a_chain_delivers_the_first_recipe_that_verifies_and_records_why(tmp_pat
     assert fix.detail == "fp16" and "DRQ TFLite output" in fix.reason
     assert Path(result.deliverable).read_bytes() == Path(result.deliverable_of("fp16").path).read_bytes()
     # DRQ alone: the model fails, and the message says it is the quantization
-    model.with_suffix(".toml").write_text('deliverables = ["drq"]\n[[inputs]]\nshape = [1, 32]\n')
+    model.with_suffix(".toml").write_text('deliverables = ["drq"]\nrepair = false\n[[inputs]]\nshape = [1, 32]\n')
     alone = convert(tmp_path, model)
     assert alone.failure.kind is FailureKind.NUMERIC_MISMATCH
     assert "the error is DRQ's quantization, not the conversion" in alone.failure.message
+    assert alone.deliverable_of("drq").layers  # its per-layer report, repaired or not
 
 
 class BoxesAndScores(nn.Module):

@@ -1,0 +1,166 @@
+"""The repair step (child side): a quantized recipe whose file missed is rebuilt with the layers that
+cause the error kept in float32, before the chain moves on to the next recipe.
+
+For each requested recipe with int8 weights (drq, int8, int8_io) ahead of the first file that
+passes, whose numbers missed: its layers are ranked against the float32 file on the verification
+inputs (layers.py), the worst quantized one is kept in float32, the file rebuilt (selective.py) and
+judged again; then the ranking is taken again on the rebuilt file (keeping one layer float moves
+the error: an int8 layer's input grid belongs to the layer before it) and the next worst is added,
+one at a time, so the file keeps the fewest layers float that make it pass. The search stops when
+the file passes, when the weights still quantized fall below `repair_min_quantized` of the plain
+recipe's (then the chain goes on and the record says why), or when the model's timeout nears.
+
+A repaired file is verified like any other (every verification input, the runtime checks) and
+delivered as its recipe with a recorded fix `selective:<recipe>`; every quantized file that missed
+keeps its per-layer report (the worst layers) in its record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..recipes import FP32, RECIPES
+from ..results import Deliverable, Fix, LayerError, Repair
+from .checkpoint import Checkpoint, Context
+from .layers import TOP, layer_errors, weight_elements
+
+REPAIRED_SUFFIX = "_selective"
+SECONDS_SPARED = 30  # what a repair leaves of the model's timeout for the rest of its run
+
+
+def repairable(recipe: str) -> bool:
+    return RECIPES[recipe].quantized_dtype == "int8"
+
+
+def candidates(requested: tuple[str, ...], files: tuple[Deliverable, ...]) -> list[Deliverable]:
+    """The files worth repairing: int8-weight recipes ahead of the first file that passes, whose own
+    numbers missed (a file that cannot run is not the quantization's to mend)."""
+    found = []
+    for recipe in requested:
+        file = next((d for d in files if d.recipe == recipe), None)
+        if file is None:
+            continue
+        if file.passed:
+            break
+        if repairable(recipe) and file.verified and not file.numbers_pass:
+            found.append(file)
+    return found
+
+
+def fixes_of(chosen: Deliverable) -> tuple[Fix, ...]:
+    """The fix `selective:<recipe>` when the file delivered is a repaired one."""
+    if chosen.repair is None or not chosen.repair.passed:
+        return ()
+    return (Fix("selective", chosen.recipe, chosen.repair.describe(chosen.label, chosen.bytes)),)
+
+
+def float32_file(ctx: Context, cp: Checkpoint) -> tuple[Checkpoint, Deliverable]:
+    """The float32 TFLite file, verified: the requested one, or one built now (kept in the checkpoint,
+    so the explanation and the repair build it once)."""
+    from .tflite import to_tflite
+    from .verify import verify
+
+    found = next((d for d in cp.deliverables if d.recipe == FP32), None) or cp.float32
+    if found is not None:
+        return cp, found
+    spec = dataclasses.replace(ctx.spec, deliverables=(FP32,))
+    _, files = to_tflite(spec, Path(cp.savedmodel.path), ctx.artifacts)
+    _, (fp32,) = verify(spec, cp.samples.sets, cp.savedmodel, files, ctx.threads, deploy=False)
+    return dataclasses.replace(cp, float32=fp32), fp32
+
+
+def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
+    """The checkpoint with each missed quantized file's per-layer report, and the first one that a
+    repair makes pass in its place."""
+    misses = candidates(ctx.spec.deliverables, cp.deliverables)
+    if not misses or cp.savedmodel is None:
+        return cp
+    cp, fp32 = float32_file(ctx, cp)
+    if not fp32.passed:
+        return cp  # the conversion itself is off: the explain step says where, nothing to repair against
+    from ..tflite_run import tf_layout_feed
+
+    feeds = [tf_layout_feed(cp.savedmodel, arrays) for arrays, _ in cp.samples.sets]
+    files = list(cp.deliverables)
+    for plain in misses:
+        layers = layer_errors(fp32.path, plain.path, feeds, ctx.threads)
+        outcome = _search(ctx, cp, plain, fp32, feeds, layers) if ctx.spec.repair else None
+        index = files.index(plain)
+        files[index] = outcome if outcome is not None and outcome.passed else dataclasses.replace(
+            plain, layers=layers[:TOP], repair=outcome.repair if outcome is not None else None)
+        if files[index].passed:
+            break
+    return dataclasses.replace(cp, deliverables=tuple(files))
+
+
+def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable, feeds,
+            layers: tuple[LayerError, ...]) -> Deliverable:
+    """The plain file rebuilt with one more layer in float32 a round until it passes: the passing file
+    (its `repair` says how), or the plain file with a `repair` saying why none passed."""
+    from .verify import verify
+
+    spec, recipe = ctx.spec, plain.recipe
+    build = _builder(ctx, cp, recipe, fp32)
+    plain_quantized, _ = weight_elements(Path(plain.path).read_bytes())
+    path = Path(plain.path).with_name(f"model_{recipe}{REPAIRED_SUFFIX}.tflite")
+    kept: list[str] = []
+    ranking, note = layers, ""
+    record = Repair((), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, "")
+    while True:
+        worst = next((e for e in ranking if e.quantized and e.own > 0 and e.name not in kept), None)
+        if worst is None:
+            note = "no quantized layer left that adds error" if ranking else \
+                "its layers do not pair with the float32 file's"
+            break
+        if ctx.seconds_left < SECONDS_SPARED:
+            note = f"the model's timeout was near after {_layers(len(kept))} kept in float32"
+            break
+        kept.append(worst.name)
+        model = build(set(kept))
+        quantized, _ = weight_elements(model)
+        share = quantized / plain_quantized if plain_quantized else 0.0
+        record = dataclasses.replace(record, kept_float=tuple(kept), quantized_share=round(share, 4),
+                                     rebuilds=record.rebuilds + 1)
+        if share < spec.repair_min_quantized:
+            note = (f"keeping {_layers(len(kept))} in float32 leaves {share:.1%} of its weights quantized, "
+                    f"below repair_min_quantized {spec.repair_min_quantized:.0%}")
+            break
+        path.write_bytes(model)
+        built = Deliverable(recipe, str(path), len(model))
+        _, (checked,) = verify(spec, cp.samples.sets, cp.savedmodel, (built,), ctx.threads, deploy=False)
+        print(f"--- {plain.label} with {_layers(len(kept))} in float32 ({share:.1%} of its weights quantized): "
+              f"{checked.worst.brief(plain.label) if checked.worst else 'does not run'}", file=sys.stderr)
+        if checked.numbers_pass:
+            _, (final,) = verify(spec, cp.samples.sets, cp.savedmodel, (built,), ctx.threads)
+            record = dataclasses.replace(record, passed=final.passed,
+                                         note="" if final.passed else f"it does not run where it goes: {final.runtime.problem}")
+            return dataclasses.replace(final, layers=layers[:TOP], repair=record)
+        if not checked.verified:
+            note = "the rebuilt file does not run here"
+            break
+        ranking = layer_errors(fp32.path, str(path), feeds, ctx.threads)
+    path.unlink(missing_ok=True)
+    print(f"--- {plain.label} not repaired: {note}", file=sys.stderr)
+    return dataclasses.replace(plain, layers=layers[:TOP], repair=dataclasses.replace(record, note=note))
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer{'s' * (n != 1)}"
+
+
+def _builder(ctx: Context, cp: Checkpoint, recipe: str, fp32: Deliverable):
+    """`keep -> file bytes` for the recipe (selective.py): an edit of the DRQ file, or TensorFlow's
+    quantizer on the model calibrated once."""
+    from .selective import drq_keeping, int8_keeping
+
+    float_bytes = Path(fp32.path).read_bytes()
+    if not RECIPES[recipe].calibrated:
+        plain = Path(next(d.path for d in cp.deliverables if d.recipe == recipe)).read_bytes()
+        return lambda keep: drq_keeping(plain, float_bytes, keep)
+    from ..tflite_run import tf_layout_feed
+    from .tflite import calibrated_model
+
+    feeds = [tf_layout_feed(cp.savedmodel, arrays) for arrays in cp.samples.calibration_sets]
+    calibrated = calibrated_model(ctx.spec, Path(cp.savedmodel.path), recipe, feeds)
+    return int8_keeping(calibrated, recipe, float_bytes)
