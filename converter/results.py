@@ -53,6 +53,7 @@ class LayerError:
     error: float
     own: float       # its error less its inputs' largest: the ranking
     quantized: bool  # it runs on integers in this file
+    weights: int = 0  # the integer weight elements it reads (what keeping it in float32 costs the quantized share)
 
     def describe(self) -> str:
         return f"{self.op} '{self.name}' adds {self.own:.3g} (output error {self.error:.3g})" + (

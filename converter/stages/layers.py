@@ -8,8 +8,8 @@ the float32 file's same layer (paired in order: the converter emits the same lay
 order for every recipe, the quantized recipes adding only QUANTIZE / DEQUANTIZE around them).
 
 A layer's error is its output's RMS error relative to each channel's own spread, averaged over the
-channels (the last axis): a channel far larger than the rest, the usual cause of a coarse int8
-grid, would otherwise hide the channels it ruins. What a layer adds is its error less the largest
+channels, along the axis where it is worst: a channel far larger than the rest, the usual cause of
+a coarse int8 grid, would otherwise hide the channels it ruins. What a layer adds is its error less the largest
 error among its inputs: the ranking the repair (repair.py) keeps layers in float32 by.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Graph:
 
     ops: tuple[Op, ...]
     tensors: tuple[dict, ...]
+    inputs: frozenset[int] = frozenset()  # the model's input tensors
 
     @property
     def layers(self) -> tuple[Op, ...]:
@@ -58,7 +59,7 @@ def read_graph(interpreter) -> Graph:
     ops = tuple(Op(d["index"], d["op_name"], tuple(int(i) for i in d["inputs"]), tuple(int(i) for i in d["outputs"]))
                 for d in interpreter._get_ops_details() if d["op_name"] != "DELEGATE")
     tensors = tuple(interpreter.get_tensor_details())
-    return Graph(ops, tensors)
+    return Graph(ops, tensors, frozenset(d["index"] for d in interpreter.get_input_details()))
 
 
 def pair_layers(float_graph: Graph, quant_graph: Graph) -> dict[int, Op]:
@@ -71,29 +72,38 @@ def pair_layers(float_graph: Graph, quant_graph: Graph) -> dict[int, Op]:
 
 
 class _Spread:
-    """Running per-channel sums of a float32 tensor and of its quantized twin's difference."""
+    """Running sums of a float32 tensor and of its quantized twin's squared difference, per index of each
+    axis (over the other axes and the inputs): a layer's error is judged along the axis where it is
+    worst, since a layer's channels may be on any axis (channels-last images, a detector head's
+    [N, 4 + C, anchors], a transformer's tokens)."""
 
     def __init__(self):
         self.n = 0
-        self.sum = self.sum2 = self.diff2 = None
+        self.sums: dict[int, list] = {}
 
     def add(self, exact: np.ndarray, found: np.ndarray) -> None:
-        exact = exact.astype(np.float64).reshape(-1, exact.shape[-1] if exact.ndim else 1)
+        exact = np.atleast_1d(exact).astype(np.float64)
         found = found.astype(np.float64).reshape(exact.shape)
-        parts = (exact.sum(0), (exact ** 2).sum(0), ((found - exact) ** 2).sum(0))
-        if self.sum is None:
-            self.sum, self.sum2, self.diff2 = parts
-        else:
-            self.sum, self.sum2, self.diff2 = self.sum + parts[0], self.sum2 + parts[1], self.diff2 + parts[2]
-        self.n += exact.shape[0]
+        diff2 = (found - exact) ** 2
+        for axis in range(exact.ndim):
+            others = tuple(a for a in range(exact.ndim) if a != axis)
+            parts = [exact.sum(others), (exact ** 2).sum(others), diff2.sum(others), exact.size // exact.shape[axis]]
+            if axis in self.sums:
+                self.sums[axis] = [a + b for a, b in zip(self.sums[axis], parts)]
+            else:
+                self.sums[axis] = parts
+        self.n += 1
 
     def error(self) -> float:
-        """The mean over channels of RMS error / the channel's spread (a floor of a thousandth of the
-        typical spread keeps a constant channel from dividing by zero)."""
-        mean = self.sum / self.n
-        spread = np.sqrt(np.maximum(self.sum2 / self.n - mean ** 2, 0.0))
-        floor = max(float(np.sqrt(np.mean(spread ** 2))) * 1e-3, 1e-12)
-        return float(np.mean(np.sqrt(self.diff2 / self.n) / np.maximum(spread, floor)))
+        """The worst axis's mean over its indices of RMS error / that index's spread (a floor of a
+        thousandth of the typical spread keeps a constant index from dividing by zero)."""
+        worst = 0.0
+        for total, total2, diff2, count in self.sums.values():
+            n = count * self.n
+            spread = np.sqrt(np.maximum(total2 / n - (total / n) ** 2, 0.0))
+            floor = max(float(np.sqrt(np.mean(spread ** 2))) * 1e-3, 1e-12)
+            worst = max(worst, float(np.mean(np.sqrt(diff2 / n) / np.maximum(spread, floor))))
+        return worst
 
 
 def _value(interpreter, details: dict) -> np.ndarray:
@@ -140,8 +150,24 @@ def layer_errors(float_path: str, quant_path: str, feeds: list[dict[str, np.ndar
         carried = max((upstream(t) for t in op.inputs if t >= 0 and t in producer), default=0.0)
         found.append(LayerError(name=exact_g.tensors[f.outputs[0]]["name"], op=op.name, error=round(errors[q], 6),
                                 own=round(max(errors[q] - carried, 0.0), 6),
-                                quantized=_runs_quantized(quant_g, op)))
+                                quantized=_runs_quantized(quant_g, op), weights=_int8_weights(quant_g, op, producer)))
     return tuple(sorted(found, key=lambda e: (-e.own, -e.error)))
+
+
+def _int8_weights(graph: Graph, op: Op, producer: dict[int, Op]) -> int:
+    """The integer weight elements the op reads: its constant integer inputs, or the integer constants a
+    DEQUANTIZE turns into its float inputs (what keeping it in float32 takes out of the quantized share)."""
+    total = 0
+    for t in op.inputs:
+        source = producer.get(t)
+        if source is not None and source.name == "DEQUANTIZE" and source.inputs[0] not in producer:
+            t = source.inputs[0]
+        elif source is not None or t < 0 or t in graph.inputs:
+            continue
+        details = graph.tensors[t]
+        if details["dtype"] in (np.int8, np.int16) and len(details["quantization_parameters"]["scales"]):
+            total += int(np.prod(details["shape"]))
+    return total
 
 
 def _position(graph: Graph, index: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from ..recipes import FP32, RECIPES
@@ -26,6 +27,9 @@ from .checkpoint import Checkpoint, Context
 from .layers import TOP, layer_errors, weight_elements
 
 REPAIRED_SUFFIX = "_selective"
+# the verification inputs the layers are ranked on (every one still judges each rebuilt file): running
+# both files with every tensor kept costs about what verifying them does, once per round
+RANKING_INPUTS = 2
 SECONDS_SPARED = 30  # what a repair leaves of the model's timeout for the rest of its run
 
 
@@ -76,16 +80,21 @@ def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
     misses = candidates(ctx.spec.deliverables, cp.deliverables)
     if not misses or cp.savedmodel is None:
         return cp
+    started = time.perf_counter()
     cp, fp32 = float32_file(ctx, cp)
+    print(f"--- the float32 file to rank layers against: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not fp32.passed:
         return cp  # the conversion itself is off: the explain step says where, nothing to repair against
     from ..tflite_run import tf_layout_feed
 
-    feeds = [tf_layout_feed(cp.savedmodel, arrays) for arrays, _ in cp.samples.sets]
+    feeds = [tf_layout_feed(cp.savedmodel, arrays) for arrays, _ in cp.samples.sets[:RANKING_INPUTS]]
     files = list(cp.deliverables)
     for plain in misses:
+        started = time.perf_counter()
         layers = layer_errors(fp32.path, plain.path, feeds, ctx.threads)
         outcome = _search(ctx, cp, plain, fp32, feeds, layers) if ctx.spec.repair else None
+        print(f"--- {plain.label}: ranked its layers{' and searched' if outcome else ''} in "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
         index = files.index(plain)
         files[index] = outcome if outcome is not None and outcome.passed else dataclasses.replace(
             plain, layers=layers[:TOP], repair=outcome.repair if outcome is not None else None)
@@ -107,16 +116,18 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
     kept: list[str] = []
     ranking, note = layers, ""
     record = Repair((), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, "")
+    budget, spent = plain_quantized * (1 - spec.repair_min_quantized), 0  # int8 weight elements it may un-quantize
     while True:
-        worst = next((e for e in ranking if e.quantized and e.own > 0 and e.name not in kept), None)
+        left = [e for e in ranking if e.quantized and e.own > 0 and e.name not in kept]
+        worst = next((e for e in left if spent + e.weights <= budget), None)  # the worst that fits the share
         if worst is None:
-            note = "no quantized layer left that adds error" if ranking else \
-                "its layers do not pair with the float32 file's"
+            note = _why_none(left, ranking, spent, plain_quantized, spec.repair_min_quantized)
             break
         if ctx.seconds_left < SECONDS_SPARED:
             note = f"the model's timeout was near after {_layers(len(kept))} kept in float32"
             break
         kept.append(worst.name)
+        spent += worst.weights
         model = build(set(kept))
         quantized, _ = weight_elements(model)
         share = quantized / plain_quantized if plain_quantized else 0.0
@@ -143,6 +154,17 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
     path.unlink(missing_ok=True)
     print(f"--- {plain.label} not repaired: {note}", file=sys.stderr)
     return dataclasses.replace(plain, layers=layers[:TOP], repair=dataclasses.replace(record, note=note))
+
+
+def _why_none(left: list[LayerError], ranking, spent: int, plain_quantized: int, minimum: float) -> str:
+    if not ranking:
+        return "its layers do not pair with the float32 file's"
+    if not left:
+        return "no quantized layer left that adds error"
+    worst = left[0]
+    share = 1 - (spent + worst.weights) / plain_quantized if plain_quantized else 0.0
+    return (f"keeping the layer that adds most error, {worst.op} '{worst.name}' ({worst.weights:,} int8 weights), in "
+            f"float32 too would leave {share:.1%} of its weights quantized, below repair_min_quantized {minimum:.0%}")
 
 
 def _layers(n: int) -> str:

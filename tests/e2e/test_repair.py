@@ -61,9 +61,12 @@ def test_an_int8_io_file_is_repaired_layer_by_layer_and_still_runs_on_micro(tmp_
     result = convert(tmp_path, _model(tmp_path, 'deliverables = ["int8_io", "fp16"]'))
     assert result.passed and result.delivered == "int8_io", result.failure
     int8 = result.deliverable_of("int8_io")
-    # keeping the last layer float leaves its input on the coarse grid of the layer before: that one follows
+    # the layer whose int8 output grid is coarse goes first; its float output is then requantized on the
+    # same grid for the last layer's input, so the next round finds the last layer too
     assert int8.repair.passed and len(int8.repair.kept_float) == 2 and int8.repair.rebuilds == 2
-    assert int8.repair.kept_float[0] == "PartitionedCall:0"
+    first, second = int8.repair.kept_float
+    assert "matmul/MatMul" in first and second == "PartitionedCall:0"
+    assert int8.layers[0].name == first and int8.layers[0].weights == 64 * 64
     assert 0.8 < int8.repair.quantized_share < 0.95
     assert int8.runtime.micro.runs and int8.signature.inputs[0].dtype == "int8"
     assert [f.label for f in result.fixes if f.name in ("selective", "deliverable")] == ["selective:int8_io"]
@@ -76,7 +79,10 @@ def test_a_repair_that_keeps_too_little_quantized_is_refused_and_the_chain_goes_
     drq = result.deliverable_of("drq")
     assert not drq.numbers_pass and drq.layers and drq.repair is not None and not drq.repair.passed
     assert "below repair_min_quantized 99%" in drq.repair.note
-    assert "DRQ TFLite not repaired: keeping 1 layer in float32" in format_result(result)
+    assert drq.repair.rebuilds == 0 and drq.repair.note.startswith(
+        "keeping the layer that adds most error, FULLY_CONNECTED 'PartitionedCall:0' (1,024 int8 weights), in float32 "
+        "too would leave 98.0% of its weights quantized")  # known before any rebuild: it holds too many of the file's int8 weights
+    assert "DRQ TFLite not repaired: keeping the layer" in format_result(result)
     # repair = false: the miss fails the model, with its per-layer report kept
     model.with_suffix(".toml").write_text('deliverables = ["drq"]\nrepair = false\n' + SHAPE)
     refused = convert(tmp_path, model)
