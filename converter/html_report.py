@@ -200,9 +200,10 @@ def _layer_table(records: dict[str, Result]) -> str:
                           "of its weights quantized"
             else:
                 outcome = f"not repaired: {d.repair.note}" if d.repair is not None else "missed"
-            layers = "".join(f"<li>{html.escape(e.describe())}</li>" for e in d.layers[:5])
+            kept = d.repair.kept_float if d.repair is not None and d.repair.passed else ()
+            layers = "".join(f"<li>{_breakable(e.describe(kept))}</li>" for e in d.layers[:5])
             rows.append(f"<tr><td><code>{_breakable(model_id)}</code></td><td>{html.escape(d.label)}</td>"
-                        f'<td class="view">{html.escape(outcome)}</td><td class="view"><ol>{layers}</ol></td></tr>')
+                        f'<td class="view">{_breakable(outcome)}</td><td class="view"><ol>{layers}</ol></td></tr>')
     if not rows:
         return ""
     return ("<h2>Quantized files layer by layer</h2><p>Each quantized file that missed or was repaired, its layers "

@@ -55,9 +55,10 @@ class LayerError:
     quantized: bool  # it runs on integers in this file
     weights: int = 0  # the integer weight elements it reads (what keeping it in float32 costs the quantized share)
 
-    def describe(self) -> str:
+    def describe(self, kept: tuple[str, ...] = ()) -> str:
+        """`kept`: the layers a repair kept in float32 (marked, so the ranking shows what it chose)."""
         return f"{self.op} '{self.name}' adds {self.own:.3g} (output error {self.error:.3g})" + (
-            "" if self.quantized else ", runs in float32")
+            ", kept in float32 by the repair" if self.name in kept else "" if self.quantized else ", runs in float32")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ REPAIRED_SUFFIX = "_selective"
 # the verification inputs the layers are ranked on (every one still judges each rebuilt file): running
 # both files with every tensor kept costs about what verifying them does, once per round
 RANKING_INPUTS = 2
+# rebuilds a search may take: one layer a round, so a miss spread over many layers (a detector whose
+# error grows with depth) is told as such instead of spending the model's timeout
+MAX_REBUILDS = 12
 SECONDS_SPARED = 30  # what a repair leaves of the model's timeout for the rest of its run
 
 
@@ -122,6 +125,10 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
         worst = next((e for e in left if spent + e.weights <= budget), None)  # the worst that fits the share
         if worst is None:
             note = _why_none(left, ranking, spent, plain_quantized, spec.repair_min_quantized)
+            break
+        if record.rebuilds >= MAX_REBUILDS:
+            note = (f"{_layers(len(kept))} kept in float32 one at a time, the worst first, did not make it pass (its "
+                    "error is spread over many layers)")
             break
         if ctx.seconds_left < SECONDS_SPARED:
             note = f"the model's timeout was near after {_layers(len(kept))} kept in float32"

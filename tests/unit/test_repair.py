@@ -3,6 +3,7 @@ conversion; tests/e2e/test_repair.py repairs real files)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -51,13 +52,14 @@ def test_a_repaired_file_is_a_recorded_fix_and_its_layers_are_shown():
     assert fixes_of(file("drq")) == () and fixes_of(dataclasses.replace(repaired, repair=dataclasses.replace(
         repair, passed=False))) == ()
     (shown,) = layer_lines(repaired)
-    assert "FULLY_CONNECTED 'dense_1' adds 130 (output error 130); MEAN 'mean' adds 0.1" in shown
+    assert "FULLY_CONNECTED 'dense_1' adds 130 (output error 130), kept in float32 by the repair; MEAN 'mean' adds" in shown
     assert "runs in float32" in shown  # a layer the recipe never quantized is not one the repair kept
     refused = dataclasses.replace(repaired, repair=dataclasses.replace(repair, passed=False, note="too little left"))
     assert layer_lines(refused)[1] == "  DRQ TFLite not repaired: too little left"
     page = render({"m": Result(model_id="m", model_path="/m.pt", status="passed", deliverables=(repaired,))}, {})
-    assert "Quantized files layer by layer" in page and "repaired: 1 layer(s) in float32, 98.7%" in page
-    assert "FULLY_CONNECTED &#x27;dense_1&#x27; adds 130" in page
+    text = page.replace("<wbr>", "")  # break chances in long layer names
+    assert "Quantized files layer by layer" in page and "repaired: 1 layer(s) in float32, 98.7%" in text
+    assert "FULLY_CONNECTED &#x27;dense_1&#x27; adds 130 (output error 130), kept in float32 by the repair" in text
     assert "layer by layer" not in render({"m": Result(model_id="m", model_path="/m.pt", status="passed",
                                                        deliverables=(file("drq"),))}, {})
 
@@ -68,3 +70,62 @@ def test_the_share_a_repair_must_keep_quantized_is_a_share(value):
         validate_layer({"repair_min_quantized": value}, "m.toml")
     assert validate_layer({"repair_min_quantized": 0.9, "repair": False}, "m.toml") == {
         "repair_min_quantized": 0.9, "repair": False}
+
+
+def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: int = 1, minimum: float = 0.8):
+    """The search loop over fakes: a ranking that names a new worst layer a round, a builder, a weight count
+    that drops by `weights` a kept layer, and a verdict that passes once `passes_after` layers are kept."""
+    import time
+
+    from converter.protocol import Progress, SampleArrays
+    from converter.spec import ModelSpec
+    from converter.stages import repair
+    from converter.stages import verify as verify_module
+    from converter.stages.checkpoint import Checkpoint, Context
+
+    plain = dataclasses.replace(file("drq", passes=False), path=str(tmp_path / "model_drq.tflite"))
+    Path(plain.path).write_bytes(b"0" * 100)
+    kept_now: list[set] = [set()]
+
+    def ranking(n):
+        return tuple(LayerError(f"layer{i}", "CONV_2D", 1.0 / (i + 1), 1.0 / (i + 1), True, weights) for i in range(n, 40))
+
+    def build(keep):
+        kept_now[0] = set(keep)
+        return b"1" * (100 - weights * len(keep))
+
+    def judged(spec, sets, saved, files, threads, deploy=True):
+        (built,) = files
+        ok = passes_after is not None and len(kept_now[0]) >= passes_after
+        return None, (dataclasses.replace(built, outputs=(comparison() if ok else MISS,)),)
+
+    monkeypatch.setattr(repair, "_builder", lambda ctx, cp, recipe, fp32: build)
+    monkeypatch.setattr(repair, "weight_elements", lambda data: (len(data), 0))
+    monkeypatch.setattr(repair, "layer_errors", lambda f, q, feeds, threads: ranking(len(kept_now[0])))
+    monkeypatch.setattr(verify_module, "verify", judged)
+    spec = ModelSpec.from_dict({"model_id": "m", "path": str(tmp_path / "m.pt"), "repair_min_quantized": minimum})
+    ctx = Context(spec, tmp_path, 1, Progress(tmp_path / "progress.json"), started=time.monotonic())
+    cp = Checkpoint(samples=SampleArrays())
+    return repair._search(ctx, cp, plain, file("fp32"), [], ranking(0))
+
+
+def test_the_search_keeps_one_more_layer_a_round_until_the_file_passes(tmp_path, monkeypatch):
+    found = _search_with(tmp_path, monkeypatch, passes_after=3)
+    assert found.repair.passed and found.repair.kept_float == ("layer0", "layer1", "layer2")
+    assert found.repair.rebuilds == 3 and found.repair.quantized_share == 0.97 and found.numbers_pass
+    assert found.path.endswith("model_drq_selective.tflite")
+
+
+def test_the_search_is_bounded_by_its_rebuilds_and_by_the_share_it_must_keep(tmp_path, monkeypatch):
+    from converter.stages.repair import MAX_REBUILDS
+
+    endless = _search_with(tmp_path, monkeypatch, passes_after=None)
+    assert endless.repair.rebuilds == MAX_REBUILDS and not endless.repair.passed
+    assert endless.repair.note == (f"{MAX_REBUILDS} layers kept in float32 one at a time, the worst first, did not "
+                                   "make it pass (its error is spread over many layers)")
+    assert not Path(tmp_path / "model_drq_selective.tflite").exists()  # no half-repaired file left behind
+    # each layer holds 8 of the 100 int8 weights: two fit in the 20 % a repair may take, the third does not
+    heavy = _search_with(tmp_path, monkeypatch, passes_after=None, weights=8)
+    assert heavy.repair.rebuilds == 2 and heavy.repair.note == (
+        "keeping the layer that adds most error, CONV_2D 'layer2' (8 int8 weights), in float32 too would leave "
+        "76.0% of its weights quantized, below repair_min_quantized 80%")
