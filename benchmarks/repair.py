@@ -18,6 +18,10 @@ default check, so its tolerance is set below its own error (this measures the se
 judge the file). Converted three times, one process each: with its own tolerance (nothing to
 repair), below it with the repair off (what the float32 file and the per-layer report cost), and
 with it on; the verify stage's seconds beyond the first run's are the repair's cost.
+
+With `--real DIR`, part 3: real architectures that real_models.py built (random weights, BatchNorm
+recalibrated), each converted with `deliverables = ["drq", "int8"]` (int8 calibrated on random
+samples): which file is delivered, and where a quantized file missed, what the repair did.
 """
 from __future__ import annotations
 
@@ -150,12 +154,48 @@ def resnet(work: Path) -> dict:
     return figures
 
 
+def _repaired(repair: dict | None) -> str:
+    if repair is None:
+        return ""
+    if repair["passed"]:
+        return f" (repaired: {len(repair['kept_float'])} layer(s) in float32, {repair['quantized_share']:.1%} quantized)"
+    return f" (not repaired: {repair['note'][:100]})"
+
+
+def real(models: Path, work: Path) -> list[dict]:
+    """Real architectures (built by real_models.py in their own environment), each converted with
+    `deliverables = ["drq", "int8"]` (int8 calibrated on random samples: no data ships with them)."""
+    rows = []
+    for model in sorted([*models.glob("*.pt"), *models.glob("*.pt2")]):
+        sidecar = model.with_suffix(".toml")
+        text = sidecar.read_text()
+        if not text.startswith("deliverables"):
+            sidecar.write_text('deliverables = ["drq", "int8"]\n' + text)
+        result = convert(model, work, "--conversion-timeout", "1800")
+        row = {"model": model.stem, "passed": result.passed, "delivered": result.delivered,
+               "failure": result.failure.line() if result.failure else None, "seconds": result.seconds,
+               "tf_exact": bool(result.savedmodel and all(c.passed for c in result.savedmodel.outputs)),
+               "files": {}}
+        for d in result.deliverables:
+            row["files"][d.recipe] = {"error": d.worst.range_rel_err if d.worst else None, "passed": d.passed,
+                                      "cosine": min((c.cosine for c in d.outputs), default=None),
+                                      "repair": None if d.repair is None else dataclasses.asdict(d.repair),
+                                      "worst_layers": [e.describe() for e in d.layers[:3]]}
+        rows.append(row)
+        files = "; ".join(f"{r} {f['error']:.3g}{' ok' if f['passed'] else ''}{_repaired(f['repair'])}"
+                          for r, f in row["files"].items() if f["error"] is not None)
+        print(f"{model.stem:<26}{'PASS ' + str(result.delivered) if result.passed else 'FAIL':<14}"
+              f"{result.seconds:6.0f} s  {files or row['failure']}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "reports" / "repair_bench")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "repair_bench.json")
     parser.add_argument("--skip-tasks", action="store_true")
     parser.add_argument("--skip-resnet", action="store_true")
+    parser.add_argument("--real", type=Path, help="also a folder of real architectures built by real_models.py")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     figures = {}
@@ -167,6 +207,8 @@ def main() -> int:
         print(f"refused files that kept every task answer with cosine >= 0.999: {len(wrongly)} {wrongly}")
     if not args.skip_resnet:
         figures["resnet18"] = resnet(args.work)
+    if args.real:
+        figures["real"] = real(args.real, args.work / "real")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(f"\nwritten: {args.out}")

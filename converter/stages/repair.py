@@ -5,10 +5,13 @@ For each requested recipe with int8 weights (drq, int8, int8_io) ahead of the fi
 passes, whose numbers missed: its layers are ranked against the float32 file on the verification
 inputs (layers.py), the worst quantized one is kept in float32, the file rebuilt (selective.py) and
 judged again; then the ranking is taken again on the rebuilt file (keeping one layer float moves
-the error: an int8 layer's input grid belongs to the layer before it) and the next worst is added,
-one at a time, so the file keeps the fewest layers float that make it pass. The search stops when
-the file passes, when the weights still quantized fall below `repair_min_quantized` of the plain
-recipe's (then the chain goes on and the record says why), or when the model's timeout nears.
+the error: an int8 layer's input grid belongs to the layer before it) and the next worst are added:
+one a round at first, so that a file one or two layers from passing keeps no more than those, then
+half as many again as are kept (1, 2, 3, 4, 6, 9, ...), so that a miss spread over many layers is
+found within MAX_REBUILDS rebuilds. A layer whose weights would take the file below
+`repair_min_quantized` of the plain recipe's quantized weights is passed over for the next that
+fits. The search stops when the file passes, when no layer that adds error fits that share (then
+the chain goes on and the record says why), after MAX_REBUILDS, or when the model's timeout nears.
 
 A repaired file is verified like any other (every verification input, the runtime checks) and
 delivered as its recipe with a recorded fix `selective:<recipe>`; every quantized file that missed
@@ -30,8 +33,8 @@ REPAIRED_SUFFIX = "_selective"
 # the verification inputs the layers are ranked on (every one still judges each rebuilt file): running
 # both files with every tensor kept costs about what verifying them does, once per round
 RANKING_INPUTS = 2
-# rebuilds a search may take: one layer a round, so a miss spread over many layers (a detector whose
-# error grows with depth) is told as such instead of spending the model's timeout
+# rebuilds a search may take (up to about a hundred layers kept): a miss spread over more (a detector
+# whose error grows with depth) is told as such instead of spending the model's timeout
 MAX_REBUILDS = 12
 SECONDS_SPARED = 30  # what a repair leaves of the model's timeout for the rest of its run
 
@@ -108,7 +111,7 @@ def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
 
 def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable, feeds,
             layers: tuple[LayerError, ...]) -> Deliverable:
-    """The plain file rebuilt with one more layer in float32 a round until it passes: the passing file
+    """The plain file rebuilt with more of its worst layers in float32 a round until it passes: the passing file
     (its `repair` says how), or the plain file with a `repair` saying why none passed."""
     from .verify import verify
 
@@ -120,21 +123,22 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
     ranking, note = layers, ""
     record = Repair((), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, "")
     budget, spent = plain_quantized * (1 - spec.repair_min_quantized), 0  # int8 weight elements it may un-quantize
+    editable = RECIPES[recipe].calibrated  # TensorFlow's quantizer keeps any layer float; the DRQ edit, weighted ones
     while True:
-        left = [e for e in ranking if e.quantized and e.own > 0 and e.name not in kept]
-        worst = next((e for e in left if spent + e.weights <= budget), None)  # the worst that fits the share
-        if worst is None:
+        left = [e for e in ranking if e.quantized and e.own > 0 and e.name not in kept and (editable or e.weights)]
+        chosen = _next_layers(left, max(1, len(kept) // 2), budget - spent)
+        if not chosen:
             note = _why_none(left, ranking, spent, plain_quantized, spec.repair_min_quantized)
             break
         if record.rebuilds >= MAX_REBUILDS:
-            note = (f"{_layers(len(kept))} kept in float32 one at a time, the worst first, did not make it pass (its "
-                    "error is spread over many layers)")
+            note = (f"{_layers(len(kept))} kept in float32 over {MAX_REBUILDS} rebuilds, the worst first, did not make "
+                    "it pass (its error is spread over many layers)")
             break
         if ctx.seconds_left < SECONDS_SPARED:
             note = f"the model's timeout was near after {_layers(len(kept))} kept in float32"
             break
-        kept.append(worst.name)
-        spent += worst.weights
+        kept += [e.name for e in chosen]
+        spent += sum(e.weights for e in chosen)
         model = build(set(kept))
         quantized, _ = weight_elements(model)
         share = quantized / plain_quantized if plain_quantized else 0.0
@@ -161,6 +165,18 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
     path.unlink(missing_ok=True)
     print(f"--- {plain.label} not repaired: {note}", file=sys.stderr)
     return dataclasses.replace(plain, layers=layers[:TOP], repair=dataclasses.replace(record, note=note))
+
+
+def _next_layers(left: list[LayerError], count: int, room: int) -> list[LayerError]:
+    """The next `count` worst layers whose weights fit in `room` (int8 weight elements)."""
+    chosen = []
+    for layer in left:
+        if len(chosen) == count:
+            break
+        if layer.weights <= room:
+            chosen.append(layer)
+            room -= layer.weights
+    return chosen
 
 
 def _why_none(left: list[LayerError], ranking, spent: int, plain_quantized: int, minimum: float) -> str:

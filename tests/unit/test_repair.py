@@ -72,7 +72,8 @@ def test_the_share_a_repair_must_keep_quantized_is_a_share(value):
         "repair_min_quantized": 0.9, "repair": False}
 
 
-def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: int = 1, minimum: float = 0.8):
+def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: int = 1, minimum: float = 0.8,
+                 recipe: str = "drq"):
     """The search loop over fakes: a ranking that names a new worst layer a round, a builder, a weight count
     that drops by `weights` a kept layer, and a verdict that passes once `passes_after` layers are kept."""
     import time
@@ -83,12 +84,12 @@ def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: in
     from converter.stages import verify as verify_module
     from converter.stages.checkpoint import Checkpoint, Context
 
-    plain = dataclasses.replace(file("drq", passes=False), path=str(tmp_path / "model_drq.tflite"))
+    plain = dataclasses.replace(file(recipe, passes=False), path=str(tmp_path / f"model_{recipe}.tflite"))
     Path(plain.path).write_bytes(b"0" * 100)
     kept_now: list[set] = [set()]
 
     def ranking(n):
-        return tuple(LayerError(f"layer{i}", "CONV_2D", 1.0 / (i + 1), 1.0 / (i + 1), True, weights) for i in range(n, 40))
+        return tuple(LayerError(f"layer{i}", "CONV_2D", 1.0 / (i + 1), 1.0 / (i + 1), True, weights) for i in range(n, 200))
 
     def build(keep):
         kept_now[0] = set(keep)
@@ -119,11 +120,19 @@ def test_the_search_keeps_one_more_layer_a_round_until_the_file_passes(tmp_path,
 def test_the_search_is_bounded_by_its_rebuilds_and_by_the_share_it_must_keep(tmp_path, monkeypatch):
     from converter.stages.repair import MAX_REBUILDS
 
-    endless = _search_with(tmp_path, monkeypatch, passes_after=None)
+    # one more layer a round, then half as many again as are kept: 1, 2, 3, 4, 6, 9, ... 94 after 12 rebuilds
+    # layers without weights (an int8 file's concatenation) may be kept too, where the rebuild can keep them
+    endless = _search_with(tmp_path, monkeypatch, passes_after=None, weights=0, recipe="int8")
     assert endless.repair.rebuilds == MAX_REBUILDS and not endless.repair.passed
-    assert endless.repair.note == (f"{MAX_REBUILDS} layers kept in float32 one at a time, the worst first, did not "
+    assert endless.repair.kept_float[:5] == ("layer0", "layer1", "layer2", "layer3", "layer4")
+    assert endless.repair.note == (f"94 layers kept in float32 over {MAX_REBUILDS} rebuilds, the worst first, did not "
                                    "make it pass (its error is spread over many layers)")
-    assert not Path(tmp_path / "model_drq_selective.tflite").exists()  # no half-repaired file left behind
+    assert not Path(tmp_path / "model_int8_selective.tflite").exists()  # no half-repaired file left behind
+    wide = _search_with(tmp_path, monkeypatch, passes_after=5, weights=0, recipe="int8")  # 1, 2, 3, 4, then 6
+    assert wide.repair.passed and len(wide.repair.kept_float) == 6 and wide.repair.rebuilds == 5
+    # the DRQ edit can only give a layer back its float32 weights: a layer without int8 weights is no candidate
+    weightless = _search_with(tmp_path, monkeypatch, passes_after=1, weights=0)
+    assert weightless.repair.rebuilds == 0 and weightless.repair.note == "no quantized layer left that adds error"
     # each layer holds 8 of the 100 int8 weights: two fit in the 20 % a repair may take, the third does not
     heavy = _search_with(tmp_path, monkeypatch, passes_after=None, weights=8)
     assert heavy.repair.rebuilds == 2 and heavy.repair.note == (
