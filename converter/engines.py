@@ -44,8 +44,14 @@ def missing(python: Path) -> str | None:
     """Why the litert engine cannot run here (one line), or None."""
     if Path(python).is_file() and os.access(python, os.X_OK):
         return None
-    return (f"engine litert not installed: {python} not found; run `{SETUP}` in the harness's checkout, or give "
-            "its interpreter with --tflite-litert-python / TFLITE_HARNESS_LITERT_PYTHON")
+    from .settings import IN_CHECKOUT
+
+    where = "in the harness's checkout" if IN_CHECKOUT else \
+        "in this repository, with requirements_litert.txt from the harness release (as requirements_tflite.txt)"
+    shown = os.path.relpath(python)  # relative where it can be: a failure's line keeps no absolute path
+    shown = str(python) if shown.startswith("..") else shown
+    return (f"engine litert not installed: {shown} not found; run `{SETUP}` {where}, or give its interpreter with "
+            "--tflite-litert-python / TFLITE_HARNESS_LITERT_PYTHON")
 
 
 @functools.lru_cache(maxsize=None)  # one look per environment and process, not one per model

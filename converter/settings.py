@@ -30,8 +30,12 @@ ENV_PREFIX = "TFLITE_HARNESS_"
 NAMESPACE = "tflite_"  # of every pytest option and ini key: pytest shares one set of names among all plugins and conftests
 MAX_NAME = 200  # characters of one file name made from an id (room left for ".tflite" and temp prefixes)
 MEMORY_SHARE = 0.8  # of physical RAM, split among the conversions that run at once
-# where the README's set-up command makes the litert engine's environment: beside this checkout's .venv
-LITERT_PYTHON = Path(__file__).resolve().parent.parent / ".venv-litert" / (
+# a source checkout (the README's set-up command ran in it), not a package installed in another repository
+CHECKOUT = Path(__file__).resolve().parent.parent
+IN_CHECKOUT = (CHECKOUT / "requirements_litert.txt").is_file()
+# where the litert engine's environment is: beside the checkout's .venv; for an installed harness, in the
+# repository it runs in (a relative default is resolved against the rootdir, like every path setting)
+LITERT_PYTHON = (CHECKOUT if IN_CHECKOUT else Path()) / ".venv-litert" / (
     "Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 

@@ -64,6 +64,13 @@ def test_the_wheel_works_from_another_repository(tmp_path):
               "--tflite-conversion-threads", "1", cwd=project, env=env)  # the batch's spelling works here too
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert (project / "cli_out" / "net.tflite").is_file()
+    # the litert engine's environment is looked for in this repository (not beside the installed package)
+    litert = run(venv / "bin" / "tflite-harness", "models/net.pt", "--engine", "litert", "--reports-dir", "cli_reports",
+                 cwd=project, env=env)
+    assert litert.returncode == 1 and "engine_missing" in litert.stdout, litert.stdout + litert.stderr
+    assert ("engine litert not installed: .venv-litert/bin/python not found; run `python3 -m "
+            "venv .venv-litert && .venv-litert/bin/pip install -r requirements_litert.txt` in this repository, with "
+            "requirements_litert.txt from the harness release") in litert.stdout, litert.stdout
 
     (project / "pytest.ini").write_text("[pytest]\ntflite_models_dir = models\n")
     # a CI shard, as the recipe runs it (pytest-split's options aside), its reports folder an existing

@@ -65,10 +65,14 @@ def test_the_github_recipe_installs_this_release_keeps_the_cache_and_merges_its_
     install = steps["harness"]["run"]
     assert '-r requirements_tflite.txt' in install and '"$TFLITE_HARNESS"' in install and "pytest-split==" in install
     assert "--index-url https://download.pytorch.org/whl/cpu torch==" in install  # not PyPI's multi-GB CUDA build
+    # the litert engine's environment, where the harness looks for it: .venv-litert in the repository
+    assert "python -m venv .venv-litert" in install and ".venv-litert/bin/pip install -r requirements_litert.txt" in install
+    assert install.count("--index-url https://download.pytorch.org/whl/cpu torch==") == 2
     restore, save = steps["cache"], steps["Keep the conversion cache, also when a model failed"]
     assert restore["uses"].startswith("actions/cache/restore@") and save["uses"].startswith("actions/cache/save@")
     key = restore["with"]["key"]
-    for part in ("steps.harness.outputs.version", "hashFiles('requirements_tflite.txt')", "hashFiles('models/**')",
+    for part in ("steps.harness.outputs.version", "hashFiles('requirements_tflite.txt', 'requirements_litert.txt')",
+                 "hashFiles('models/**')",
                  "matrix.group"):  # what invalidates an entry, and the shard whose models it holds
         assert part in key, part
     assert restore["with"]["path"] == save["with"]["path"] == ".tflite_cache"
@@ -98,9 +102,11 @@ def test_the_gitlab_recipe_does_the_same_with_the_same_merge():
 
     shard = pipeline["tflite-shard"]
     (conversions,) = [c for c in shard["cache"] if ".tflite_cache" in c["paths"]]
-    assert conversions["key"]["files"] == ["requirements_tflite.txt"] and conversions["when"] == "always"
+    assert conversions["key"]["files"] == ["requirements_tflite.txt", "requirements_litert.txt"]
+    assert conversions["when"] == "always"
     assert "$TFLITE_HARNESS_VERSION" in conversions["key"]["prefix"] and "$CI_NODE_INDEX" in conversions["key"]["prefix"]
     assert any('"$TFLITE_HARNESS"' in line and "-r requirements_tflite.txt" in line for line in shard["script"])
+    assert ".venv-litert/bin/pip install -r requirements_litert.txt" in shard["script"]
     assert any("--splits $CI_NODE_TOTAL --group $CI_NODE_INDEX --tflite-reports-dir reports/shard-$CI_NODE_INDEX" in line
                for line in shard["script"])
     assert "reports/shard-$CI_NODE_INDEX/" in shard["artifacts"]["paths"] and shard["artifacts"]["when"] == "always"
