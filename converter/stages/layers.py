@@ -170,6 +170,14 @@ def _int8_weights(graph: Graph, op: Op, producer: dict[int, Op]) -> int:
     return total
 
 
+def tensor_mb(path: str) -> float:
+    """What the file's tensors take when every one is kept (its constants and activations, as allocated)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=path).get_tensor_details()
+    return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details) / 2**20
+
+
 def _position(graph: Graph, index: int) -> int:
     return next(i for i, op in enumerate(graph.ops) if op.index == index)
 

@@ -37,6 +37,7 @@ RANKING_INPUTS = 2
 # whose error grows with depth) is told as such instead of spending the model's timeout
 MAX_REBUILDS = 12
 SECONDS_SPARED = 30  # what a repair leaves of the model's timeout for the rest of its run
+MEMORY_SHARE = 0.8  # of the memory the ceiling leaves, what the per-layer comparison may take
 
 
 def repairable(recipe: str) -> bool:
@@ -97,6 +98,12 @@ def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
     files = list(cp.deliverables)
     for plain in misses:
         started = time.perf_counter()
+        crowded = _beyond_memory(ctx, fp32, plain)
+        if crowded:  # every tensor of both files kept at once: the model's memory ceiling would end the model
+            print(f"--- {plain.label} not compared layer by layer: {crowded}", file=sys.stderr)
+            files[files.index(plain)] = dataclasses.replace(plain, repair=Repair(
+                (), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, crowded))
+            continue
         layers = layer_errors(fp32.path, plain.path, feeds, ctx.threads)
         outcome = _search(ctx, cp, plain, fp32, feeds, layers) if ctx.spec.repair else None
         print(f"--- {plain.label}: ranked its layers{' and searched' if outcome else ''} in "
@@ -107,6 +114,21 @@ def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
         if files[index].passed:
             break
     return dataclasses.replace(cp, deliverables=tuple(files))
+
+
+def _beyond_memory(ctx: Context, fp32: Deliverable, plain: Deliverable) -> str:
+    """Why the per-layer comparison would not fit under the model's memory ceiling ("" when it does):
+    it keeps every tensor of both files, on top of what this process holds."""
+    from .layers import tensor_mb
+    from .memory import rss_now_mb
+
+    if not ctx.memory_limit_mb:
+        return ""
+    need, room = tensor_mb(fp32.path) + tensor_mb(plain.path), ctx.memory_limit_mb - rss_now_mb()
+    if need <= MEMORY_SHARE * room:
+        return ""
+    return (f"comparing its layers keeps every tensor of both files, {need:,.0f} MB, more than {MEMORY_SHARE:.0%} of the "
+            f"{max(room, 0):,.0f} MB its memory ceiling leaves (--tflite-memory-limit-mb)")
 
 
 def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable, feeds,

@@ -138,3 +138,28 @@ def test_the_search_is_bounded_by_its_rebuilds_and_by_the_share_it_must_keep(tmp
     assert heavy.repair.rebuilds == 2 and heavy.repair.note == (
         "keeping the layer that adds most error, CONV_2D 'layer2' (8 int8 weights), in float32 too would leave "
         "76.0% of its weights quantized, below repair_min_quantized 80%")
+
+
+def test_the_layer_comparison_is_skipped_when_it_would_not_fit_under_the_memory_ceiling(tmp_path, monkeypatch):
+    """Every tensor of both files is kept: on a large model that could be the child's ceiling, which would
+    end the whole model; the comparison is then left out, and the record says why."""
+    import time
+
+    from converter.protocol import Progress
+    from converter.spec import ModelSpec
+    from converter.stages import layers, memory, repair
+    from converter.stages.checkpoint import Context
+
+    monkeypatch.setattr(layers, "tensor_mb", lambda path: 600.0)
+    monkeypatch.setattr(memory, "rss_now_mb", lambda: 1200.0)
+    spec = ModelSpec.from_dict({"model_id": "m", "path": str(tmp_path / "m.pt")})
+
+    def context(limit):
+        return Context(spec, tmp_path, 1, Progress(tmp_path / "progress.json"), started=time.monotonic(),
+                       memory_limit_mb=limit)
+
+    assert repair._beyond_memory(context(4000.0), file("fp32"), file("drq")) == ""  # 1200 MB of 2800 left
+    assert repair._beyond_memory(context(0.0), file("fp32"), file("drq")) == ""  # no ceiling known
+    assert repair._beyond_memory(context(2400.0), file("fp32"), file("drq")) == (
+        "comparing its layers keeps every tensor of both files, 1,200 MB, more than 80% of the 1,200 MB its memory "
+        "ceiling leaves (--tflite-memory-limit-mb)")
