@@ -197,7 +197,7 @@ def _layer_table(records: dict[str, Result]) -> str:
                 continue
             if d.repair is not None and d.repair.passed:
                 outcome = f"repaired: {len(d.repair.kept_float)} layer(s) in float32, {d.repair.quantized_share:.1%} " \
-                          "of its weights quantized"
+                          "of the plain file's int8 weights still int8"
             else:
                 outcome = f"not repaired: {d.repair.note}" if d.repair is not None else "missed"
             kept = d.repair.kept_float if d.repair is not None and d.repair.passed else ()
@@ -207,7 +207,7 @@ def _layer_table(records: dict[str, Result]) -> str:
     if not rows:
         return ""
     return ("<h2>Quantized files layer by layer</h2><p>Each quantized file that missed or was repaired, its layers "
-            "against the float32 file's on the verification inputs: a layer's output error relative to each "
+            "against the float32 file's on the first two verification inputs: a layer's output error relative to each "
             "channel's spread, and what it adds to its inputs' error (the ranking the repair keeps layers in "
             "float32 by).</p><table><thead><tr><th>model</th><th>file</th><th>outcome</th><th>worst layers</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")

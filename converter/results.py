@@ -66,7 +66,7 @@ class Repair:
     """A quantized recipe that missed, rebuilt with its worst layers kept in float32 (stages/repair.py)."""
 
     kept_float: tuple[str, ...]  # the layers kept in float32, by output tensor, in the order they were added
-    quantized_share: float       # of the weight elements the plain recipe quantizes, the share still quantized
+    quantized_share: float       # of the int8 weight elements of the plain recipe's file, the share still int8
     plain_bytes: int
     plain_miss: str              # why the plain file was refused
     rebuilds: int                # files built and verified to find it
@@ -76,7 +76,7 @@ class Repair:
     def describe(self, label: str, size: int) -> str:
         layers = len(self.kept_float)
         return (f"{label} with {layers} layer{'s' * (layers != 1)} kept in float32 ({', '.join(self.kept_float[:3])}"
-                f"{', ...' if layers > 3 else ''}): {self.quantized_share:.1%} of its weights still quantized, "
+                f"{', ...' if layers > 3 else ''}): {self.quantized_share:.1%} of the plain file's int8 weights still int8, "
                 f"{size / 1e6:.2f} MB against {self.plain_bytes / 1e6:.2f} MB; the plain file: {self.plain_miss}")
 
 

@@ -15,6 +15,14 @@ def choose(requested: tuple[str, ...], deliverables) -> Deliverable | None:
     return next((d for d in mine if d.passed), mine[0] if mine else None)
 
 
+def repair_fixes(chosen: Deliverable | None) -> tuple[Fix, ...]:
+    """The fix `selective:<recipe>` when the file delivered is a quantized one repaired with layers in
+    float32 (stages/repair.py)."""
+    if chosen is None or chosen.repair is None or not chosen.repair.passed:
+        return ()
+    return (Fix("selective", chosen.recipe, chosen.repair.describe(chosen.label, chosen.bytes)),)
+
+
 def first_problem(export: ExportResult | None, saved: SavedModelResult | None, chosen: Deliverable | None, *,
                   deployable: bool, deploy_message: str, flex_ops: tuple[str, ...],
                   allow_flex: bool) -> ConversionError | None:
@@ -76,11 +84,12 @@ def judge(result: Result, spec) -> Result:
                             deployable=verify.deployable if verify else False,
                             deploy_message=verify.deploy_message if verify else "not verified",
                             flex_ops=result.tflite.flex_ops if result.tflite else (), allow_flex=spec.allow_flex)
-    fixes = tuple(f for f in result.fixes if f.name != "deliverable")
+    fixes = tuple(f for f in result.fixes if f.name not in ("deliverable", "selective"))  # taken again below
     if problem is None:
         refused = result.tflite.refused if result.tflite else ()
         return dataclasses.replace(result, status="passed", failure=None, delivered=chosen.recipe,
-                                   fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen, refused))
+                                   fixes=fixes + fallback_fixes(spec.deliverables, result.deliverables, chosen, refused)
+                                   + repair_fixes(chosen))
     if result.failure is not None and result.failure.message.startswith(normalise_message(problem.message)):
         return result  # the same failure: its message keeps what the retries and the diagnosis found then
     stage = Stage.VERIFY if chosen is not None and not chosen.passed else Stage.SAVEDMODEL

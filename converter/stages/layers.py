@@ -147,10 +147,11 @@ def layer_errors(float_path: str, quant_path: str, feeds: list[dict[str, np.ndar
         if q not in errors:
             continue
         op = quant_g.ops[_position(quant_g, q)]
+        weights = _int8_weights(quant_g, op, producer)  # a DRQ layer may read them through a DEQUANTIZE
         carried = max((upstream(t) for t in op.inputs if t >= 0 and t in producer), default=0.0)
         found.append(LayerError(name=exact_g.tensors[f.outputs[0]]["name"], op=op.name, error=round(errors[q], 6),
                                 own=round(max(errors[q] - carried, 0.0), 6),
-                                quantized=_runs_quantized(quant_g, op), weights=_int8_weights(quant_g, op, producer)))
+                                quantized=_runs_quantized(quant_g, op) or weights > 0, weights=weights))
     return tuple(sorted(found, key=lambda e: (-e.own, -e.error)))
 
 
@@ -162,7 +163,9 @@ def _int8_weights(graph: Graph, op: Op, producer: dict[int, Op]) -> int:
         source = producer.get(t)
         if source is not None and source.name == "DEQUANTIZE" and source.inputs[0] not in producer:
             t = source.inputs[0]
-        elif source is not None or t < 0 or t in graph.inputs:
+        elif source is not None:
+            continue
+        if t < 0 or t in graph.inputs:  # the model's own input (an int8_io file's) is no weight
             continue
         details = graph.tensors[t]
         if details["dtype"] in (np.int8, np.int16) and len(details["quantization_parameters"]["scales"]):

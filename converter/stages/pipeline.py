@@ -157,13 +157,14 @@ def verify(ctx: Context, cp: Checkpoint) -> Checkpoint:
 
 def verdict(ctx: Context, cp: Checkpoint) -> Checkpoint:
     """The recipe delivered (the first requested whose file passes), or the problem that fails the model."""
+    from ..verdict import repair_fixes
     from .verify import verdict as take_verdict
 
     problem, chosen, fixes = take_verdict(cp.export, cp.savedmodel, cp.verify, cp.deliverables, cp.tflite,
                                           ctx.spec.deliverables, ctx.spec.allow_flex)
     cp = dataclasses.replace(cp, delivered=chosen.recipe if problem is None else None)
     if problem is None:
-        return cp.with_fixes(*fixes, *repair.fixes_of(chosen))
+        return cp.with_fixes(*fixes, *repair_fixes(chosen))
     explain_by = ""
     if problem.kind is FailureKind.NUMERIC_MISMATCH and cp.export is not None:  # the explanations are onnx2tf's
         explain_by = "tflite" if all(x.passed for x in cp.export.outputs) else "onnx"

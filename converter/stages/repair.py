@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from ..failures import first_line, reraise_if_memory
 from ..recipes import FP32, RECIPES
-from ..results import Deliverable, Fix, LayerError, Repair
+from ..results import Deliverable, LayerError, Repair
 from .checkpoint import Checkpoint, Context
 from .layers import TOP, layer_errors, weight_elements
 
@@ -59,13 +61,6 @@ def candidates(requested: tuple[str, ...], files: tuple[Deliverable, ...]) -> li
     return found
 
 
-def fixes_of(chosen: Deliverable) -> tuple[Fix, ...]:
-    """The fix `selective:<recipe>` when the file delivered is a repaired one."""
-    if chosen.repair is None or not chosen.repair.passed:
-        return ()
-    return (Fix("selective", chosen.recipe, chosen.repair.describe(chosen.label, chosen.bytes)),)
-
-
 def float32_file(ctx: Context, cp: Checkpoint) -> tuple[Checkpoint, Deliverable]:
     """The float32 TFLite file, verified: the requested one, or one built now (kept in the checkpoint,
     so the explanation and the repair build it once)."""
@@ -83,29 +78,53 @@ def float32_file(ctx: Context, cp: Checkpoint) -> tuple[Checkpoint, Deliverable]
 
 def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
     """The checkpoint with each missed quantized file's per-layer report, and the first one that a
-    repair makes pass in its place."""
+    repair makes pass in its place. Whatever goes wrong here (a conversion the float32 file or the
+    calibration needs, a rebuild, the runtime) costs the file its repair, never the model its verdict:
+    the plain files are judged as they are, the reason recorded."""
     misses = candidates(ctx.spec.deliverables, cp.deliverables)
     if not misses or cp.savedmodel is None:
         return cp
+    files = list(cp.deliverables)
+
+    def note(plain: Deliverable, why: str) -> None:
+        print(f"--- {plain.label} not repaired: {why}", file=sys.stderr)
+        if ctx.spec.repair:  # with the repair off, nothing was promised: the log says why there is no report
+            files[files.index(plain)] = dataclasses.replace(plain, repair=_unrepaired(plain, why))
+
+    if ctx.seconds_left < 2 * SECONDS_SPARED:
+        for plain in misses:
+            note(plain, f"the model's timeout was near ({max(ctx.seconds_left, 0):.0f} s left)")
+        return dataclasses.replace(cp, deliverables=tuple(files))
     started = time.perf_counter()
-    cp, fp32 = float32_file(ctx, cp)
+    try:
+        cp, fp32 = float32_file(ctx, cp)
+    except Exception as exc:  # noqa: BLE001 - the float32 file is the repair's, not the model's
+        reraise_if_memory(exc)
+        traceback.print_exc()
+        for plain in misses:
+            note(plain, f"the float32 file to compare it with could not be built: {first_line(exc)}")
+        return dataclasses.replace(cp, deliverables=tuple(files))
     print(f"--- the float32 file to rank layers against: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    if not fp32.passed:
+    if not fp32.numbers_pass:
         return cp  # the conversion itself is off: the explain step says where, nothing to repair against
     from ..tflite_run import tf_layout_feed
 
     feeds = [tf_layout_feed(cp.savedmodel, arrays) for arrays, _ in cp.samples.sets[:RANKING_INPUTS]]
-    files = list(cp.deliverables)
     for plain in misses:
-        started = time.perf_counter()
         crowded = _beyond_memory(ctx, fp32, plain)
         if crowded:  # every tensor of both files kept at once: the model's memory ceiling would end the model
-            print(f"--- {plain.label} not compared layer by layer: {crowded}", file=sys.stderr)
-            files[files.index(plain)] = dataclasses.replace(plain, repair=Repair(
-                (), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, crowded))
+            note(plain, crowded)
             continue
-        layers = layer_errors(fp32.path, plain.path, feeds, ctx.threads)
-        outcome = _search(ctx, cp, plain, fp32, feeds, layers) if ctx.spec.repair else None
+        started = time.perf_counter()
+        try:
+            layers = layer_errors(fp32.path, plain.path, feeds, ctx.threads)
+            outcome = _search(ctx, cp, plain, fp32, feeds, layers) if ctx.spec.repair else None
+        except Exception as exc:  # noqa: BLE001 - a failed repair leaves the plain file's verdict
+            reraise_if_memory(exc)
+            traceback.print_exc()
+            _selective_path(plain).unlink(missing_ok=True)
+            note(plain, f"the repair failed: {first_line(exc)}")
+            continue
         print(f"--- {plain.label}: ranked its layers{' and searched' if outcome else ''} in "
               f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
         index = files.index(plain)
@@ -114,6 +133,14 @@ def repair(ctx: Context, cp: Checkpoint) -> Checkpoint:
         if files[index].passed:
             break
     return dataclasses.replace(cp, deliverables=tuple(files))
+
+
+def _unrepaired(plain: Deliverable, why: str) -> Repair:
+    return Repair((), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, why)
+
+
+def _selective_path(plain: Deliverable) -> Path:
+    return Path(plain.path).with_name(f"model_{plain.recipe}{REPAIRED_SUFFIX}.tflite")
 
 
 def _beyond_memory(ctx: Context, fp32: Deliverable, plain: Deliverable) -> str:
@@ -135,15 +162,16 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
             layers: tuple[LayerError, ...]) -> Deliverable:
     """The plain file rebuilt with more of its worst layers in float32 a round until it passes: the passing file
     (its `repair` says how), or the plain file with a `repair` saying why none passed."""
+    from ..protocol import write_bytes_atomic
     from .verify import verify
 
     spec, recipe = ctx.spec, plain.recipe
-    build = _builder(ctx, cp, recipe, fp32)
+    build = None  # made on the first rebuild: int8's costs a calibration, not worth it when no layer fits
     plain_quantized, _ = weight_elements(Path(plain.path).read_bytes())
-    path = Path(plain.path).with_name(f"model_{recipe}{REPAIRED_SUFFIX}.tflite")
+    path = _selective_path(plain)
     kept: list[str] = []
-    ranking, note = layers, ""
-    record = Repair((), 1.0, plain.bytes, plain.worst.brief(plain.label) if plain.worst else "", 0, False, "")
+    ranking, note, last_round = layers, "", 0.0
+    record = _unrepaired(plain, "")
     budget, spent = plain_quantized * (1 - spec.repair_min_quantized), 0  # int8 weight elements it may un-quantize
     editable = RECIPES[recipe].calibrated  # TensorFlow's quantizer keeps any layer float; the DRQ edit, weighted ones
     while True:
@@ -156,9 +184,11 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
             note = (f"{_layers(len(kept))} kept in float32 over {MAX_REBUILDS} rebuilds, the worst first, did not make "
                     "it pass (its error is spread over many layers)")
             break
-        if ctx.seconds_left < SECONDS_SPARED:
+        if ctx.seconds_left < SECONDS_SPARED + 1.5 * last_round:  # another round would eat into the rest of the run
             note = f"the model's timeout was near after {_layers(len(kept))} kept in float32"
             break
+        round_started = time.perf_counter()
+        build = build or _builder(ctx, cp, recipe, fp32)
         kept += [e.name for e in chosen]
         spent += sum(e.weights for e in chosen)
         model = build(set(kept))
@@ -167,23 +197,25 @@ def _search(ctx: Context, cp: Checkpoint, plain: Deliverable, fp32: Deliverable,
         record = dataclasses.replace(record, kept_float=tuple(kept), quantized_share=round(share, 4),
                                      rebuilds=record.rebuilds + 1)
         if share < spec.repair_min_quantized:
-            note = (f"keeping {_layers(len(kept))} in float32 leaves {share:.1%} of its weights quantized, "
-                    f"below repair_min_quantized {spec.repair_min_quantized:.0%}")
+            note = (f"keeping {_layers(len(kept))} in float32 leaves {share:.1%} of the plain file's int8 weights "
+                    f"int8, below repair_min_quantized {spec.repair_min_quantized:.0%}")
             break
-        path.write_bytes(model)
+        write_bytes_atomic(path, model)
         built = Deliverable(recipe, str(path), len(model))
         _, (checked,) = verify(spec, cp.samples.sets, cp.savedmodel, (built,), ctx.threads, deploy=False)
-        print(f"--- {plain.label} with {_layers(len(kept))} in float32 ({share:.1%} of its weights quantized): "
-              f"{checked.worst.brief(plain.label) if checked.worst else 'does not run'}", file=sys.stderr)
-        if checked.numbers_pass:
-            _, (final,) = verify(spec, cp.samples.sets, cp.savedmodel, (built,), ctx.threads)
-            record = dataclasses.replace(record, passed=final.passed,
-                                         note="" if final.passed else f"it does not run where it goes: {final.runtime.problem}")
-            return dataclasses.replace(final, layers=layers[:TOP], repair=record)
+        print(f"--- {plain.label} with {_layers(len(kept))} in float32 ({share:.1%} of its int8 weights int8): "
+              f"{checked.worst.brief(plain.label) if checked.worst else checked.runtime.problem}", file=sys.stderr)
         if not checked.verified:
-            note = "the rebuilt file does not run here"
+            note = f"the rebuilt file does not run here: {checked.runtime.problem}"
+            break
+        if checked.numbers_pass:  # where it goes, as every delivered file: both kernel sets, Micro
+            _, (final,) = verify(spec, cp.samples.sets, cp.savedmodel, (built,), ctx.threads)
+            if final.passed:
+                return dataclasses.replace(final, layers=layers[:TOP], repair=dataclasses.replace(record, passed=True))
+            note = f"the rebuilt file does not run where it goes: {final.runtime.problem}"
             break
         ranking = layer_errors(fp32.path, str(path), feeds, ctx.threads)
+        last_round = time.perf_counter() - round_started
     path.unlink(missing_ok=True)
     print(f"--- {plain.label} not repaired: {note}", file=sys.stderr)
     return dataclasses.replace(plain, layers=layers[:TOP], repair=dataclasses.replace(record, note=note))
@@ -209,7 +241,8 @@ def _why_none(left: list[LayerError], ranking, spent: int, plain_quantized: int,
     worst = left[0]
     share = 1 - (spent + worst.weights) / plain_quantized if plain_quantized else 0.0
     return (f"keeping the layer that adds most error, {worst.op} '{worst.name}' ({worst.weights:,} int8 weights), in "
-            f"float32 too would leave {share:.1%} of its weights quantized, below repair_min_quantized {minimum:.0%}")
+            f"float32{' too' if spent else ''} would leave {share:.1%} of the plain file's int8 weights int8, below "
+            f"repair_min_quantized {minimum:.0%}")
 
 
 def _layers(n: int) -> str:

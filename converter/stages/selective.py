@@ -62,11 +62,13 @@ def drq_keeping(drq: bytes, fp32: bytes, keep: set[str]) -> bytes:
         for t in op.inputs:
             users[t] = users.get(t, 0) + 1
     dropped = []
-    for op, float_op in layer_pairs(model_t, float_t):
+    pairs = layer_pairs(model_t, float_t)
+    _all_known(keep, {_name(float_graph.tensors[f.outputs[0]]) for _, f in pairs})
+    for op, float_op in pairs:
         if _name(float_graph.tensors[float_op.outputs[0]]) not in keep:
             continue
         for position, t in enumerate(op.inputs):
-            if t < 0 or position >= len(float_op.inputs):
+            if t < 0 or position >= len(float_op.inputs) or float_op.inputs[position] < 0:
                 continue
             source = producer.get(t)
             weights = t
@@ -116,11 +118,20 @@ def int8_keeping(calibrated: bytes, recipe: str, fp32: bytes) -> Callable[[set[s
     io_type = tf.int8 if RECIPES[recipe].integer_io else tf.float32
 
     def build(keep: set[str]) -> bytes:
+        _all_known(keep, set(names))
         model = convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type,
                                       denylisted_nodes=sorted(names.get(n, n) for n in keep))
         return lite._deduplicate_readonly_buffers(model)  # as TFLiteConverter finishes its files
 
     return build
+
+
+def _all_known(keep: set[str], known: set[str]) -> None:
+    """A layer the rebuild cannot find would leave the file as it was, round after round: said at once."""
+    unknown = sorted(keep - known)
+    if unknown:
+        raise ValueError(f"cannot keep '{unknown[0]}' in float32: the rebuilt model's layers do not pair with the "
+                         "float32 file's")
 
 
 def _named_pairs(mine: bytes, theirs: bytes):

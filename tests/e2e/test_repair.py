@@ -81,7 +81,7 @@ def test_a_repair_that_keeps_too_little_quantized_is_refused_and_the_chain_goes_
     assert "below repair_min_quantized 99%" in drq.repair.note
     assert drq.repair.rebuilds == 0 and drq.repair.note.startswith(
         "keeping the layer that adds most error, FULLY_CONNECTED 'PartitionedCall:0' (1,024 int8 weights), in float32 "
-        "too would leave 98.0% of its weights quantized")  # known before any rebuild: it holds too many int8 weights
+        "would leave 98.0% of the plain file's int8 weights int8")  # known before any rebuild: too many int8 weights
     assert "DRQ TFLite not repaired: keeping the layer" in format_result(result)
     # repair = false: the miss fails the model, with its per-layer report kept
     model.with_suffix(".toml").write_text('deliverables = ["drq"]\nrepair = false\n' + SHAPE)

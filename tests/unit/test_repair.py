@@ -11,7 +11,8 @@ from converter.html_report import render
 from converter.report import layer_lines
 from converter.results import Deliverable, LayerError, Repair, Result
 from converter.spec import SpecError, validate_layer
-from converter.stages.repair import candidates, fixes_of
+from converter.stages.repair import candidates
+from converter.verdict import repair_fixes
 
 from ..support import comparison
 
@@ -45,11 +46,11 @@ def test_a_repaired_file_is_a_recorded_fix_and_its_layers_are_shown():
                     passed=True)
     repaired = dataclasses.replace(file("drq"), path="/a/model_drq_selective.tflite", bytes=117856, layers=LAYERS,
                                    repair=repair)
-    (fix,) = fixes_of(repaired)
+    (fix,) = repair_fixes(repaired)
     assert fix.label == "selective:drq"
-    assert fix.reason.startswith("DRQ TFLite with 1 layer kept in float32 (dense_1): 98.7% of its weights still "
-                                 "quantized, 0.12 MB against 0.11 MB; the plain file: DRQ TFLite output 'out'")
-    assert fixes_of(file("drq")) == () and fixes_of(dataclasses.replace(repaired, repair=dataclasses.replace(
+    assert fix.reason.startswith("DRQ TFLite with 1 layer kept in float32 (dense_1): 98.7% of the plain file's int8 "
+                                 "weights still int8, 0.12 MB against 0.11 MB; the plain file: DRQ TFLite output 'out'")
+    assert repair_fixes(file("drq")) == () and repair_fixes(dataclasses.replace(repaired, repair=dataclasses.replace(
         repair, passed=False))) == ()
     (shown,) = layer_lines(repaired)
     assert "FULLY_CONNECTED 'dense_1' adds 130 (output error 130), kept in float32 by the repair; MEAN 'mean' adds" in shown
@@ -73,11 +74,12 @@ def test_the_share_a_repair_must_keep_quantized_is_a_share(value):
 
 
 def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: int = 1, minimum: float = 0.8,
-                 recipe: str = "drq"):
+                 recipe: str = "drq", runtime_fails: bool = False, deploys: list | None = None):
     """The search loop over fakes: a ranking that names a new worst layer a round, a builder, a weight count
     that drops by `weights` a kept layer, and a verdict that passes once `passes_after` layers are kept."""
     import time
 
+    from converter.checks import RuntimeCheck
     from converter.protocol import Progress, SampleArrays
     from converter.spec import ModelSpec
     from converter.stages import repair
@@ -87,6 +89,7 @@ def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: in
     plain = dataclasses.replace(file(recipe, passes=False), path=str(tmp_path / f"model_{recipe}.tflite"))
     Path(plain.path).write_bytes(b"0" * 100)
     kept_now: list[set] = [set()]
+    deploys = [] if deploys is None else deploys
 
     def ranking(n):
         return tuple(LayerError(f"layer{i}", "CONV_2D", 1.0 / (i + 1), 1.0 / (i + 1), True, weights) for i in range(n, 200))
@@ -98,7 +101,9 @@ def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: in
     def judged(spec, sets, saved, files, threads, deploy=True):
         (built,) = files
         ok = passes_after is not None and len(kept_now[0]) >= passes_after
-        return None, (dataclasses.replace(built, outputs=(comparison() if ok else MISS,)),)
+        deploys.append(deploy)
+        runs = RuntimeCheck(not (deploy and runtime_fails), "failed to prepare" if deploy and runtime_fails else "")
+        return None, (dataclasses.replace(built, outputs=(comparison() if ok else MISS,), runtime=runs),)
 
     monkeypatch.setattr(repair, "_builder", lambda ctx, cp, recipe, fp32: build)
     monkeypatch.setattr(repair, "weight_elements", lambda data: (len(data), 0))
@@ -111,10 +116,18 @@ def _search_with(tmp_path, monkeypatch, *, passes_after: int | None, weights: in
 
 
 def test_the_search_keeps_one_more_layer_a_round_until_the_file_passes(tmp_path, monkeypatch):
-    found = _search_with(tmp_path, monkeypatch, passes_after=3)
+    deploys = []
+    found = _search_with(tmp_path, monkeypatch, passes_after=3, deploys=deploys)
     assert found.repair.passed and found.repair.kept_float == ("layer0", "layer1", "layer2")
     assert found.repair.rebuilds == 3 and found.repair.quantized_share == 0.97 and found.numbers_pass
     assert found.path.endswith("model_drq_selective.tflite")
+    assert deploys == [False, False, False, True]  # the passing file is then checked where it goes, as any file
+    # ... and one that passes its numbers but does not run where it goes is not delivered, nor left behind
+    refused = _search_with(tmp_path, monkeypatch, passes_after=1, runtime_fails=True)
+    assert not refused.repair.passed and refused.path.endswith("model_drq.tflite")
+    assert refused.repair.note == ("the rebuilt file does not run where it goes: does not run on the TFLite runtime "
+                                   "without TensorFlow: failed to prepare")
+    assert not (tmp_path / "model_drq_selective.tflite").exists()
 
 
 def test_the_search_is_bounded_by_its_rebuilds_and_by_the_share_it_must_keep(tmp_path, monkeypatch):
@@ -137,7 +150,7 @@ def test_the_search_is_bounded_by_its_rebuilds_and_by_the_share_it_must_keep(tmp
     heavy = _search_with(tmp_path, monkeypatch, passes_after=None, weights=8)
     assert heavy.repair.rebuilds == 2 and heavy.repair.note == (
         "keeping the layer that adds most error, CONV_2D 'layer2' (8 int8 weights), in float32 too would leave "
-        "76.0% of its weights quantized, below repair_min_quantized 80%")
+        "76.0% of the plain file's int8 weights int8, below repair_min_quantized 80%")
 
 
 def test_the_layer_comparison_is_skipped_when_it_would_not_fit_under_the_memory_ceiling(tmp_path, monkeypatch):
@@ -163,3 +176,33 @@ def test_the_layer_comparison_is_skipped_when_it_would_not_fit_under_the_memory_
     assert repair._beyond_memory(context(2400.0), file("fp32"), file("drq")) == (
         "comparing its layers keeps every tensor of both files, 1,200 MB, more than 80% of the 1,200 MB its memory "
         "ceiling leaves (--tflite-memory-limit-mb)")
+
+
+def test_a_repair_that_fails_costs_the_file_its_repair_never_the_model_its_verdict(tmp_path, monkeypatch):
+    """An error anywhere in the repair (here the rebuild) leaves the plain files to be judged as they are."""
+    import time
+
+    from converter.protocol import Progress, SampleArrays
+    from converter.spec import ModelSpec
+    from converter.stages import repair
+    from converter.stages.checkpoint import Checkpoint, Context
+
+    from ..support import saved_model
+
+    def boom(ctx, cp, recipe, fp32):
+        raise RuntimeError("mlir_quantize could not read the model")
+
+    monkeypatch.setattr(repair, "float32_file", lambda ctx, cp: (cp, file("fp32")))
+    monkeypatch.setattr(repair, "layer_errors", lambda f, q, feeds, threads: (dataclasses.replace(LAYERS[0], weights=10),))
+    monkeypatch.setattr(repair, "weight_elements", lambda data: (100, 0))
+    monkeypatch.setattr(repair, "_builder", boom)
+    (tmp_path / "model_drq.tflite").write_bytes(b"0" * 100)
+    plain = dataclasses.replace(file("drq", passes=False), path=str(tmp_path / "model_drq.tflite"))
+    spec = ModelSpec.from_dict({"model_id": "m", "path": str(tmp_path / "m.pt"), "deliverables": ["drq", "fp16"]})
+    ctx = Context(spec, tmp_path, 1, Progress(tmp_path / "progress.json"), started=time.monotonic())
+    cp = Checkpoint(savedmodel=saved_model(), deliverables=(plain, file("fp16")), samples=SampleArrays())
+    found = repair.repair(ctx, cp)
+    drq, fp16 = found.deliverables
+    assert drq.path == plain.path and drq.outputs == plain.outputs and fp16 == file("fp16")  # judged as they were
+    assert drq.repair.note == "the repair failed: RuntimeError: mlir_quantize could not read the model"
+    assert found.problem is None  # the verdict step decides: fp16 is delivered
