@@ -37,7 +37,7 @@ class Graph:
     """A file's ops and tensors as the runtime reads them."""
 
     ops: tuple[Op, ...]
-    tensors: tuple[dict, ...]
+    tensors: dict[int, dict]  # by tensor index (the runtime may leave out a tensor it cannot describe)
     inputs: frozenset[int] = frozenset()  # the model's input tensors
 
     @property
@@ -58,7 +58,7 @@ def _interpreter(path: str, threads: int):
 def read_graph(interpreter) -> Graph:
     ops = tuple(Op(d["index"], d["op_name"], tuple(int(i) for i in d["inputs"]), tuple(int(i) for i in d["outputs"]))
                 for d in interpreter._get_ops_details() if d["op_name"] != "DELEGATE")
-    tensors = tuple(interpreter.get_tensor_details())
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
     return Graph(ops, tensors, frozenset(d["index"] for d in interpreter.get_input_details()))
 
 
@@ -167,8 +167,8 @@ def _int8_weights(graph: Graph, op: Op, producer: dict[int, Op]) -> int:
             continue
         if t < 0 or t in graph.inputs:  # the model's own input (an int8_io file's) is no weight
             continue
-        details = graph.tensors[t]
-        if details["dtype"] in (np.int8, np.int16) and len(details["quantization_parameters"]["scales"]):
+        details = graph.tensors.get(t)
+        if details and details["dtype"] in (np.int8, np.int16) and len(details["quantization_parameters"]["scales"]):
             total += int(np.prod(details["shape"]))
     return total
 
@@ -187,7 +187,7 @@ def _position(graph: Graph, index: int) -> int:
 
 def _runs_quantized(graph: Graph, op: Op) -> bool:
     """Whether the op takes or makes integer tensors (int8 weights under DRQ, int8 activations under int8)."""
-    return any(graph.tensors[t]["dtype"] in (np.int8, np.uint8, np.int16) for t in op.inputs + op.outputs if t >= 0)
+    return any(graph.tensors.get(t, {}).get("dtype") in (np.int8, np.uint8, np.int16) for t in op.inputs + op.outputs)
 
 
 def weight_elements(model: bytes) -> tuple[int, int]:

@@ -151,7 +151,9 @@ def _beyond_memory(ctx: Context, fp32: Deliverable, plain: Deliverable) -> str:
 
     if not ctx.memory_limit_mb:
         return ""
-    need, room = tensor_mb(fp32.path) + tensor_mb(plain.path), ctx.memory_limit_mb - rss_now_mb()
+    files_mb = (Path(fp32.path).stat().st_size + Path(plain.path).stat().st_size) / 2**20
+    # every tensor of both files, and the files themselves three times over: read, parsed by a rebuild, written
+    need, room = tensor_mb(fp32.path) + tensor_mb(plain.path) + 3 * files_mb, ctx.memory_limit_mb - rss_now_mb()
     if need <= MEMORY_SHARE * room:
         return ""
     return (f"comparing its layers keeps every tensor of both files, {need:,.0f} MB, more than {MEMORY_SHARE:.0%} of the "

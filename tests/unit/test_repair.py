@@ -171,10 +171,13 @@ def test_the_layer_comparison_is_skipped_when_it_would_not_fit_under_the_memory_
         return Context(spec, tmp_path, 1, Progress(tmp_path / "progress.json"), started=time.monotonic(),
                        memory_limit_mb=limit)
 
-    assert repair._beyond_memory(context(4000.0), file("fp32"), file("drq")) == ""  # 1200 MB of 2800 left
-    assert repair._beyond_memory(context(0.0), file("fp32"), file("drq")) == ""  # no ceiling known
-    assert repair._beyond_memory(context(2400.0), file("fp32"), file("drq")) == (
-        "comparing its layers keeps every tensor of both files, 1,200 MB, more than 80% of the 1,200 MB its memory "
+    for recipe in ("fp32", "drq"):
+        (tmp_path / f"model_{recipe}.tflite").write_bytes(b"0" * 2**20)  # 1 MB each: 6 MB more
+    fp32, drq = (dataclasses.replace(file(r), path=str(tmp_path / f"model_{r}.tflite")) for r in ("fp32", "drq"))
+    assert repair._beyond_memory(context(4000.0), fp32, drq) == ""  # 1206 MB of 2800 left
+    assert repair._beyond_memory(context(0.0), fp32, drq) == ""  # no ceiling known
+    assert repair._beyond_memory(context(2400.0), fp32, drq) == (
+        "comparing its layers keeps every tensor of both files, 1,206 MB, more than 80% of the 1,200 MB its memory "
         "ceiling leaves (--tflite-memory-limit-mb)")
 
 
@@ -206,3 +209,20 @@ def test_a_repair_that_fails_costs_the_file_its_repair_never_the_model_its_verdi
     assert drq.path == plain.path and drq.outputs == plain.outputs and fp16 == file("fp16")  # judged as they were
     assert drq.repair.note == "the repair failed: RuntimeError: mlir_quantize could not read the model"
     assert found.problem is None  # the verdict step decides: fp16 is delivered
+
+
+def test_a_restored_entry_takes_its_selective_fix_again_with_its_verdict():
+    """Under other tolerances (the cache's restore) another file may be chosen: the fix follows the choice."""
+    from converter.results import Fix
+    from converter.spec import ModelSpec
+    from converter.verdict import judge
+
+    repaired = dataclasses.replace(file("drq"), layers=LAYERS, repair=Repair(("dense_1",), 0.98, 90, "missed", 1, True))
+    stale = Fix("selective", "drq", "from the conversion")
+    record = Result(model_id="m", model_path="/m.pt", status="passed", deliverables=(repaired, file("fp16")),
+                    delivered="drq", fixes=(stale,))
+    as_converted = judge(record, ModelSpec.from_dict({"model_id": "m", "path": "/m.pt", "deliverables": ["drq", "fp16"]}))
+    assert as_converted.delivered == "drq" and [f.label for f in as_converted.fixes] == ["selective:drq"]
+    assert as_converted.fixes[0].reason.startswith("DRQ TFLite with 1 layer kept in float32 (dense_1)")
+    fp16_first = judge(record, ModelSpec.from_dict({"model_id": "m", "path": "/m.pt", "deliverables": ["fp16", "drq"]}))
+    assert fp16_first.delivered == "fp16" and fp16_first.fixes == ()
