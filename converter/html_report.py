@@ -200,8 +200,7 @@ def _layer_table(records: dict[str, Result]) -> str:
                           "of the plain file's int8 weights still int8"
             else:
                 outcome = f"not repaired: {d.repair.note}" if d.repair is not None else "missed"
-            kept = d.repair.kept_float if d.repair is not None and d.repair.passed else ()
-            layers = "".join(f"<li>{_breakable(e.describe(kept))}</li>" for e in d.layers[:5])
+            layers = "".join(f"<li>{_breakable(e.describe(d.kept_float))}</li>" for e in d.layers[:5])
             rows.append(f"<tr><td><code>{_breakable(model_id)}</code></td><td>{html.escape(d.label)}</td>"
                         f'<td class="view">{_breakable(outcome)}</td><td class="view"><ol>{layers}</ol></td></tr>')
     if not rows:

@@ -80,8 +80,7 @@ def layer_lines(d) -> list[str]:
     what the repair did (stages/repair.py)."""
     lines = []
     if d.layers:
-        kept = d.repair.kept_float if d.repair is not None and d.repair.passed else ()
-        worst = "; ".join(e.describe(kept) for e in d.layers[:3])
+        worst = "; ".join(e.describe(d.kept_float) for e in d.layers[:3])
         lines.append(f"  {d.label} layer by layer against the float32 file (worst first, on the first two "
                      f"verification inputs): {worst}")
     if d.repair is not None and not d.repair.passed:

@@ -110,6 +110,11 @@ class Deliverable:
         return "; ".join(parts)
 
     @property
+    def kept_float(self) -> tuple[str, ...]:
+        """The layers a repair kept in float32 to make this file pass (none for a plain file)."""
+        return self.repair.kept_float if self.repair is not None and self.repair.passed else ()
+
+    @property
     def verified(self) -> bool:
         return bool(self.outputs)
 

@@ -62,13 +62,13 @@ def read_graph(interpreter) -> Graph:
     return Graph(ops, tensors, frozenset(d["index"] for d in interpreter.get_input_details()))
 
 
-def pair_layers(float_graph: Graph, quant_graph: Graph) -> dict[int, Op]:
-    """Each layer of the quantized file (by op index) -> the float32 file's same layer, or {} when
-    the two do not have the same layers in the same order (nothing is then compared)."""
+def pair_layers(float_graph: Graph, quant_graph: Graph) -> list[tuple[Op, Op]]:
+    """Each layer of the quantized file with the float32 file's same layer, or [] when the two do not
+    have the same layers in the same order (nothing is then compared)."""
     mine, theirs = quant_graph.layers, float_graph.layers
     if [op.name for op in mine] != [op.name for op in theirs]:
-        return {}
-    return {q.index: f for q, f in zip(mine, theirs)}
+        return []
+    return list(zip(mine, theirs))
 
 
 class _Spread:
@@ -123,16 +123,16 @@ def layer_errors(float_path: str, quant_path: str, feeds: list[dict[str, np.ndar
     pairs = pair_layers(exact_g, quant_g)
     if not pairs:
         return ()
-    spreads = {q: _Spread() for q in pairs}
+    spreads = {q.index: _Spread() for q, _ in pairs}
     runners = [it.get_signature_runner("serving_default") for it in (exact_it, quant_it)]
     for feed in feeds:
         for runner in runners:
             run_signature(runner, feed)
-        for q, f in pairs.items():
+        for q, f in pairs:
             exact = _value(exact_it, exact_g.tensors[f.outputs[0]])
-            found = _value(quant_it, quant_g.tensors[quant_g.ops[_position(quant_g, q)].outputs[0]])
+            found = _value(quant_it, quant_g.tensors[q.outputs[0]])
             if exact.shape == found.shape and exact.size:
-                spreads[q].add(exact, found)
+                spreads[q.index].add(exact, found)
     errors = {q: s.error() for q, s in spreads.items() if s.n}
     producer = quant_g.producer()
 
@@ -143,14 +143,14 @@ def layer_errors(float_path: str, quant_path: str, feeds: list[dict[str, np.ndar
         return errors.get(op.index, 0.0) if op is not None else 0.0
 
     found = []
-    for q, f in pairs.items():
-        if q not in errors:
+    for op, f in pairs:
+        if op.index not in errors:
             continue
-        op = quant_g.ops[_position(quant_g, q)]
+        error = errors[op.index]
         weights = _int8_weights(quant_g, op, producer)  # a DRQ layer may read them through a DEQUANTIZE
         carried = max((upstream(t) for t in op.inputs if t >= 0 and t in producer), default=0.0)
-        found.append(LayerError(name=exact_g.tensors[f.outputs[0]]["name"], op=op.name, error=round(errors[q], 6),
-                                own=round(max(errors[q] - carried, 0.0), 6),
+        found.append(LayerError(name=exact_g.tensors[f.outputs[0]]["name"], op=op.name, error=round(error, 6),
+                                own=round(max(error - carried, 0.0), 6),
                                 quantized=_runs_quantized(quant_g, op) or weights > 0, weights=weights))
     return tuple(sorted(found, key=lambda e: (-e.own, -e.error)))
 
@@ -179,10 +179,6 @@ def tensor_mb(path: str) -> float:
 
     details = Interpreter(model_path=path).get_tensor_details()
     return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details) / 2**20
-
-
-def _position(graph: Graph, index: int) -> int:
-    return next(i for i, op in enumerate(graph.ops) if op.index == index)
 
 
 def _runs_quantized(graph: Graph, op: Op) -> bool:

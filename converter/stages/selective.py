@@ -113,8 +113,10 @@ def int8_keeping(calibrated: bytes, recipe: str, fp32: bytes) -> Callable[[set[s
     import tensorflow as tf
     from tensorflow.lite.python import convert, lite
 
-    names = {_name(float_t_graph.tensors[f.outputs[0]]): _name(cal_graph.tensors[c.outputs[0]])
-             for c, f, cal_graph, float_t_graph in _named_pairs(calibrated, fp32)}
+    mine, theirs = _model(calibrated), _model(fp32)
+    names = {_name(theirs.subgraphs[0].tensors[f.outputs[0]]): _name(mine.subgraphs[0].tensors[c.outputs[0]])
+             for c, f in layer_pairs(mine, theirs)}
+    del mine, theirs  # object trees of two whole models: not kept for the rebuilds
     io_type = tf.int8 if RECIPES[recipe].integer_io else tf.float32
 
     def build(keep: set[str]) -> bytes:
@@ -132,8 +134,3 @@ def _all_known(keep: set[str], known: set[str]) -> None:
     if unknown:
         raise ValueError(f"cannot keep '{unknown[0]}' in float32: the rebuilt model's layers do not pair with the "
                          "float32 file's")
-
-
-def _named_pairs(mine: bytes, theirs: bytes):
-    a, b = _model(mine), _model(theirs)
-    return [(x, y, a.subgraphs[0], b.subgraphs[0]) for x, y in layer_pairs(a, b)]
