@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 from importlib import metadata
+from pathlib import Path
 
 TOOLS = ("torch", "tensorflow", "onnx2tf", "onnx", "onnxruntime", "ai-edge-litert")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
@@ -32,3 +34,13 @@ def child_environment(threads: int) -> dict[str, str]:
     # peaks on ConvNeXt-tiny, and no slower (benchmarks/README.md); a value the user set is kept
     env.setdefault("MALLOC_ARENA_MAX", "1")
     return env
+
+
+def interpreter_command(python: str, module: str, function: str, *args: str) -> list[str]:
+    """`module.function()` in another environment's interpreter: isolated (-I: none of this environment's
+    variables, no user site, no script folder first on sys.path), unbuffered, with the harness's package
+    found after that environment's own packages (its torch and numpy, never this one's); PYTHONPATH is
+    appended likewise, for factories that import from it. `args` are its sys.argv[1:]."""
+    bootstrap = ("import os, sys; sys.path += [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]"
+                 f" + [{str(PROJECT_ROOT)!r}]; from {module} import {function}; {function}()")
+    return [python, "-I", "-u", "-c", bootstrap, *args]

@@ -6,6 +6,10 @@ count, which forks a child per model: the child is still a separate process in i
 session, watched, timed and killed exactly like a spawned one, and its memory is released
 when it exits. Whatever goes wrong with the preloaded process (it cannot start, it dies, it
 stops answering), the parent discards it and spawns children as before.
+
+An engine with its own environment (litert) has its own preloaded process, started from that
+environment's interpreter: its imports (torch, litert-torch, JAX, ai-edge-quantizer) take 5-8 s a
+model otherwise.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .environment import child_environment
+from .environment import child_environment, interpreter_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_SECONDS = 300.0  # imports take 3-10 s; a loaded machine may be much slower
@@ -32,11 +36,15 @@ class Unavailable(Exception):
 
 
 class Forkserver:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, python: str | None = None):
+        """`python`: another environment's interpreter (an engine's own), else this one."""
         self.threads = threads
         self._buffer = b""
+        parent = str(os.getpid())
+        command = ([sys.executable, "-m", "converter.stages.forkserver", parent] if python is None
+                   else interpreter_command(python, "converter.stages.forkserver", "spawned_main", parent, "litert"))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "converter.stages.forkserver", str(os.getpid())],
+            command,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(PROJECT_ROOT),
             env=child_environment(threads), start_new_session=True)
         try:
@@ -130,29 +138,31 @@ class ForkedChild:
             self.returncode = -signal.SIGKILL
 
 
-_servers: dict[int, Forkserver] = {}
-_broken: set[int] = set()
+_servers: dict[tuple[str | None, int], Forkserver] = {}
+_broken: set[tuple[str | None, int]] = set()
 
 
-def launch(job_path: Path, log_path: Path, threads: int) -> ForkedChild:
-    """Fork a conversion child from this process's preloaded process for `threads` (started
-    on first use). Raises Unavailable if there is none to be had."""
-    if not sys.platform.startswith("linux") or threads in _broken:
+def launch(job_path: Path, log_path: Path, threads: int, python: str | None = None) -> ForkedChild:
+    """Fork a conversion child from this process's preloaded process for `threads` (started on
+    first use), of the environment of `python` (None: this one). Raises Unavailable if there is
+    none to be had."""
+    key = (python, threads)
+    if not sys.platform.startswith("linux") or key in _broken:
         raise Unavailable("no preloaded process on this platform")  # fork after TensorFlow is Linux-only
-    server = _servers.get(threads)
+    server = _servers.get(key)
     if server is None or not server.alive():
         if server is not None:
             server.close()  # its pipes, and its zombie
         try:
-            server = _servers[threads] = Forkserver(threads)
+            server = _servers[key] = Forkserver(threads, python)
         except (OSError, Unavailable):
-            _broken.add(threads)  # once is enough: do not pay the imports again for every model
+            _broken.add(key)  # once is enough: do not pay the imports again for every model
             raise Unavailable("the preloaded process did not start") from None
     try:
         return server.launch(job_path, log_path)
     except Unavailable:
         server.close()
-        del _servers[threads]
+        del _servers[key]
         raise
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 import psutil
 
 from . import forkserver
-from .environment import child_environment, tool_versions
+from .environment import child_environment, interpreter_command, tool_versions
 from .failures import DISK_ADVICE, DISK_MARKERS, MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
 from .protocol import JOB_FILE, LOG_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
@@ -112,8 +112,8 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     false or that process is unavailable; then it is spawned. `command` spawns another child
     instead (tests use one-line children that crash, sleep or eat memory, to check the
     classification in seconds, without torch). `engine`: whose rows the child runs; `python`: the
-    interpreter of an engine with its own environment (litert), always spawned: the preloaded
-    process holds the other environment's libraries."""
+    interpreter of an engine with its own environment (litert), whose children are forked from a
+    preloaded process of that interpreter (each environment has its own)."""
     artifacts = Path(artifacts_dir)
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
@@ -122,10 +122,8 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     job_path = artifacts / JOB_FILE
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb,
         diagnosis_share, fail_on_vacuous, engine).write(job_path)
-    if python is not None:
-        command = command or engine_command(python, job_path.resolve())
     start = time.monotonic()
-    child = _start_child(command, job_path.resolve(), (artifacts / LOG_FILE).resolve(), threads, preload)
+    child = _start_child(command, job_path.resolve(), (artifacts / LOG_FILE).resolve(), threads, preload, python)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None
     ended_by, peak = _watch(child, limit_mb, timeout, on_start, watch)
     seconds, peak_mb = time.monotonic() - start, peak / 2**20
@@ -174,22 +172,19 @@ class _Spawned:
 
 
 def engine_command(python: str, job_path: Path) -> list[str]:
-    """A child in another environment's interpreter: isolated (-I: none of this environment's variables,
-    no user site, no script folder first on sys.path), unbuffered, with the harness's package found
-    after that environment's own packages (its torch and numpy, never this one's); PYTHONPATH is
-    appended likewise, for factories that import from it."""
-    bootstrap = ("import os, sys; sys.path += [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]"
-                 f" + [{str(PROJECT_ROOT)!r}]; from converter.stages.pipeline import spawned_main; spawned_main()")
-    return [python, "-I", "-u", "-c", bootstrap, str(job_path)]
+    """A child in another environment's interpreter (see interpreter_command)."""
+    return interpreter_command(python, "converter.stages.pipeline", "spawned_main", str(job_path))
 
 
-def _start_child(command, job_path: Path, log_path: Path, threads: int, preload: bool):
+def _start_child(command, job_path: Path, log_path: Path, threads: int, preload: bool, python: str | None):
     if command is None and preload:
         try:
-            return forkserver.launch(job_path, log_path, threads)
+            return forkserver.launch(job_path, log_path, threads, python)
         except forkserver.Unavailable:
             pass  # spawning works everywhere; it only costs the imports
-    command = command or [sys.executable, "-m", "converter.stages.pipeline", str(job_path)]
+    if command is None:
+        command = (engine_command(python, job_path) if python is not None
+                   else [sys.executable, "-m", "converter.stages.pipeline", str(job_path)])
     return _Spawned(command, log_path, threads)
 
 

@@ -1,6 +1,9 @@
 """The preloaded process: imports torch, TensorFlow and onnx2tf once, then forks one child per model.
 
-    python -m converter.stages.forkserver PARENT_PID
+    python -m converter.stages.forkserver PARENT_PID [litert]
+
+With `litert`, in the litert engine's own environment, it imports that engine's libraries instead
+(torch, litert-torch and with it JAX, ai-edge-quantizer, the LiteRT runtime).
 
 Reads one job per line on stdin (JSON: the job file, the log, the child's environment) and answers on stdout: `ready` once the
 imports are done, then `started PID` and `ended RETURNCODE` for each job. A forked child
@@ -29,7 +32,17 @@ import warnings
 from .. import lifeline
 
 
-def preload() -> None:
+def preload(engine: str) -> None:
+    global _BEFORE_ONNX2TF
+    if engine == "litert":
+        import ai_edge_litert.interpreter  # noqa: F401
+        import ai_edge_quantizer  # noqa: F401
+        import litert_torch  # noqa: F401
+        import torch  # noqa: F401
+
+        from . import litert_steps, load, pipeline, verify  # noqa: F401
+        _BEFORE_ONNX2TF = (sys.getrecursionlimit(), list(warnings.filters))  # nothing to undo: kept as they are
+        return
     import numpy  # noqa: F401
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
@@ -40,7 +53,6 @@ def preload() -> None:
     from . import deploy, diagnose, export, load, pipeline, tflite, verify  # noqa: F401
     from .savedmodel import prepare_onnx2tf
 
-    global _BEFORE_ONNX2TF
     _BEFORE_ONNX2TF = (sys.getrecursionlimit(), list(warnings.filters))
     prepare_onnx2tf()  # which raises the recursion limit, silences warnings, seeds (undone per child)
 
@@ -78,11 +90,11 @@ def _child(job_path: str, log_path: str, env: dict, replies: int, parent: int) -
         os._exit(status)
 
 
-def serve(parent: int) -> None:
+def serve(parent: int, engine: str = "onnx2tf") -> None:
     lifeline.die_with_parent_on_linux(parent)  # no watchdog thread here: see the module's docstring
     replies = os.dup(1)  # the protocol's own descriptor: a library printing to stdout cannot garble it
     os.dup2(2, 1)
-    preload()
+    preload(engine)
 
     def reply(text: str) -> None:
         os.write(replies, (text + "\n").encode())
@@ -104,5 +116,11 @@ def serve(parent: int) -> None:
         reply(f"ended {os.waitstatus_to_exitcode(status)}")
 
 
+def spawned_main() -> None:
+    """`python -m converter.stages.forkserver PARENT_PID [ENGINE]`, or an engine's own interpreter's
+    bootstrap (environment.interpreter_command)."""
+    serve(int(sys.argv[1]), *sys.argv[2:3])
+
+
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    spawned_main()

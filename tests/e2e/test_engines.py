@@ -1,12 +1,20 @@
 """The litert engine, for real: a model onnx2tf cannot convert is delivered by litert under
-engine = auto (recorded as the fix engine:litert, restored from the cache like any other), and a
-litert environment that is not there is one line, with no child started."""
+engine = auto (recorded as the fix engine:litert, restored from the cache like any other), its
+children are forked from a preloaded process of its own environment, and a litert environment
+that is not there is one line, with no child started."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import psutil
+
+from converter import forkserver
+from converter.discovery import discover
 from converter.failures import FailureKind
+from converter.isolation import run_isolated
+from converter.settings import LITERT_PYTHON
 
 from ..builders import factory_model
 from ..support import convert
@@ -58,6 +66,27 @@ def test_auto_delivers_the_litert_engines_files_where_onnx2tf_fails(tmp_path):
     again = convert(tmp_path, model, engine="auto")  # unchanged: restored, its files proven by the runtime
     assert again.cache_hit and again.passed and again.engine == "litert"
     assert [f.label for f in again.fixes] == [f.label for f in result.fixes]
+
+
+def test_litert_children_are_forked_from_a_preloaded_process_of_its_own_environment(tmp_path):
+    model = factory_model(tmp_path / "models", "stn", STN_SOURCE, "arch:build", (1, 1, 28, 28))
+    (case,) = discover([model.parent])
+    spec = dataclasses.replace(case.spec, engine="litert", deliverables=("fp32",))
+    parents: list = []
+
+    def convert_once(folder, preload):
+        result = run_isolated(spec, tmp_path / folder, threads=1, memory_limit_mb=6000, engine="litert",
+                              python=str(LITERT_PYTHON), preload=preload,
+                              on_start=lambda pid: parents.append(psutil.Process(pid).ppid()))
+        assert result.passed, result.failure
+        return Path(result.deliverable_of("fp32").path).read_bytes()
+
+    forked, spawned = convert_once("fork", True), convert_once("spawn", False)
+    server = forkserver._servers[str(LITERT_PYTHON), 1].process
+    command = " ".join(psutil.Process(server.pid).cmdline())
+    assert command.startswith(str(LITERT_PYTHON)) and "converter.stages.forkserver" in command
+    assert parents == [server.pid, psutil.Process().pid]  # forked by litert's own preloaded process, then spawned
+    assert forked == spawned  # the same file either way
 
 
 def test_a_missing_litert_environment_is_one_line_and_starts_no_child(tmp_path):

@@ -51,7 +51,7 @@ def test_a_forked_child_converts_exactly_as_a_spawned_one(tmp_path):
 def test_each_forked_child_takes_its_memory_with_it(tmp_path):
     spec = _spec(builders.torchscript_cnn(tmp_path / "m").parent)
     run_isolated(spec, tmp_path / "warm", threads=1, memory_limit_mb=4000)  # the preloaded process exists now
-    server = psutil.Process(forkserver._servers[1].process.pid)
+    server = psutil.Process(forkserver._servers[None, 1].process.pid)
     before = server.memory_info().rss
     children: list = []
     for i in range(2):
