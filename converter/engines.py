@@ -3,10 +3,11 @@ onnx2tf's route fails or its float32 numbers are wrong).
 
 Each engine's conversion is one isolated child (isolation.py), with the same timeout, memory ceiling
 and kill on SIGTERM. The litert engine runs in its own environment's interpreter (litert-torch pins
-an ai-edge-litert that onnx2tf's stack cannot take), always spawned. Under auto, a model litert
+an ai-edge-litert that onnx2tf's stack cannot take), forked from a preloaded process of its own. Under auto, a model litert
 rescues is delivered from litert's files with a recorded fix `engine:litert` naming onnx2tf's
 failure; onnx2tf's log and intermediates stay in the artifacts folder, litert's run sits in its
-`litert/` sub-folder. A model onnx2tf converts keeps onnx2tf's files and record.
+`litert/` sub-folder. A model onnx2tf converts keeps onnx2tf's files and record. Under auto, onnx2tf's
+float32 diagnosis runs only when litert cannot deliver the model either (its child prepares it).
 """
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ import dataclasses
 import functools
 import glob
 import os
+import shutil
+import time
 from pathlib import Path
 
+import psutil
+
+from . import diagnosis_run
 from .environment import tool_versions
 from .failures import FailureKind, Stage, normalise_message
 from .isolation import run_isolated
@@ -71,23 +77,47 @@ def convert(spec, artifacts: Path, *, litert_python: Path, **isolated) -> tuple[
     """The model's Result, and the folder its files and samples are in (what the cache stores)."""
     if spec.engine == LITERT:
         return _litert(spec, artifacts, litert_python, isolated), artifacts
-    result = run_isolated(spec, artifacts, **isolated)
-    if spec.engine != "auto" or not litert_may_mend(result):
-        return result, artifacts
+    # under auto, onnx2tf's float32 diagnosis (21 of 54 s on a small bidirectional LSTM) waits: litert may
+    # deliver the model, and then nobody would read it
+    litert_follows = spec.engine == "auto" and missing(litert_python) is None
+    result = run_isolated(spec, artifacts, diagnose_later=litert_follows, **isolated)
+    rescued = None
     left = spec.timeout - result.seconds  # the model's timeout covers both engines
-    if left < 1:
-        return result, artifacts
-    folder = artifacts / LITERT_FOLDER
-    rescued = _litert(spec, folder, litert_python, {**isolated, "timeout": left})
-    if rescued.passed:
-        print(f"--- {spec.model_id}: onnx2tf's route failed ({result.failure.kind.value}); delivered by litert")
-        return dataclasses.replace(rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes,
-                                   stage_seconds=_added(result.stage_seconds, rescued.stage_seconds),
-                                   seconds=round(result.seconds + rescued.seconds, 3),
-                                   peak_rss_mb=max(result.peak_rss_mb, rescued.peak_rss_mb)), folder
-    also = f"; engine litert failed too: {_told(rescued.failure)}"
-    failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
-    return dataclasses.replace(result, failure=failure), artifacts
+    if spec.engine == "auto" and litert_may_mend(result) and left >= 1:
+        folder = artifacts / LITERT_FOLDER
+        rescued = _litert(spec, folder, litert_python, {**isolated, "timeout": left})
+        if rescued.passed:
+            print(f"--- {spec.model_id}: onnx2tf's route failed ({result.failure.kind.value}); delivered by litert")
+            shutil.rmtree(artifacts / diagnosis_run.FOLDER, ignore_errors=True)  # the diagnosis left for later, unneeded
+            return dataclasses.replace(rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes,
+                                       stage_seconds=_added(result.stage_seconds, rescued.stage_seconds),
+                                       seconds=round(result.seconds + rescued.seconds, 3),
+                                       peak_rss_mb=max(result.peak_rss_mb, rescued.peak_rss_mb)), folder
+    if rescued is not None:  # said before the diagnosis, which a long line would cut off
+        also = f"; engine litert failed too: {_told(rescued.failure)}"
+        failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
+        result = dataclasses.replace(result, failure=failure)
+    spent = result.seconds + (rescued.seconds if rescued else 0)
+    return _diagnosed(result, spec, artifacts, isolated, spent), artifacts
+
+
+def _diagnosed(result: Result, spec, artifacts: Path, isolated: dict, spent: float) -> Result:
+    """onnx2tf's failure with the float32 diagnosis its child left for later run now (litert could
+    not deliver the model), in its own process within the same budgets; else as it is."""
+    work = artifacts / diagnosis_run.FOLDER
+    if result.failure is None or not diagnosis_run.pending(work):
+        return result
+    start = time.monotonic()
+    share = isolated.get("diagnosis_share", 0.25)
+    limit = spec.memory_limit_mb or isolated.get("memory_limit_mb", 0.0)
+    divergence = diagnosis_run.run_prepared(work, **diagnosis_run.budget(share, spec.timeout, spec.timeout - spent - 10, limit,
+                                                                psutil.Process().memory_info().rss / 2**20))
+    seconds = round(result.seconds + time.monotonic() - start, 3)
+    if divergence is None:
+        return dataclasses.replace(result, seconds=seconds)
+    message = normalise_message(f"{result.failure.message}; {divergence.describe()}")
+    return dataclasses.replace(result, failure=dataclasses.replace(result.failure, message=message),
+                               divergence=divergence, seconds=seconds)
 
 
 def litert_may_mend(result: Result) -> bool:

@@ -105,7 +105,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
                  on_start: Callable[[int], None] | None = None, command: list[str] | None = None,
                  on_progress: Callable[[dict, float], None] | None = None, preload: bool = True,
                  diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = "onnx2tf",
-                 python: str | None = None) -> Result:
+                 python: str | None = None, diagnose_later: bool = False) -> Result:
     """Convert `spec` (a ModelSpec) in a child; always returns a Result, even when the child dies.
 
     The child is forked from the preloaded process (see forkserver.py) unless `preload` is
@@ -113,7 +113,8 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     instead (tests use one-line children that crash, sleep or eat memory, to check the
     classification in seconds, without torch). `engine`: whose rows the child runs; `python`: the
     interpreter of an engine with its own environment (litert), whose children are forked from a
-    preloaded process of that interpreter (each environment has its own)."""
+    preloaded process of that interpreter (each environment has its own). `diagnose_later`: a float32
+    diagnosis is only prepared (engines.py runs it if the litert engine cannot deliver the model)."""
     artifacts = Path(artifacts_dir)
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
@@ -121,7 +122,7 @@ def run_isolated(spec, artifacts_dir: Path, *, threads: int, memory_limit_mb: fl
     limit_mb = spec.memory_limit_mb or memory_limit_mb
     job_path = artifacts / JOB_FILE
     Job(spec.to_dict(), str(artifacts.resolve()), threads, guardians_of_this_process(), limit_mb,
-        diagnosis_share, fail_on_vacuous, engine).write(job_path)
+        diagnosis_share, fail_on_vacuous, engine, diagnose_later).write(job_path)
     start = time.monotonic()
     child = _start_child(command, job_path.resolve(), (artifacts / LOG_FILE).resolve(), threads, preload, python)
     watch = (lambda elapsed: on_progress(read_progress(artifacts / PROGRESS_FILE), elapsed)) if on_progress else None

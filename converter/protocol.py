@@ -36,6 +36,7 @@ class Job:
     diagnosis_share: float = 0.25  # of the timeout and of the ceiling, that a float32 diagnosis may take
     fail_on_vacuous: bool = False  # an output that hardly depends on the input fails the model
     engine: str = "onnx2tf"  # the conversion route whose rows the child runs (stages/pipeline.ENGINES)
+    diagnose_later: bool = False  # engine auto: a float32 diagnosis waits for litert's outcome (engines.py)
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, dataclasses.asdict(self))

@@ -48,6 +48,7 @@ class Context:
     diagnosis_share: float = 0.25
     fail_on_vacuous: bool = False
     engine: str = "onnx2tf"  # whose rows of the step table run (pipeline.ENGINES)
+    diagnose_later: bool = False  # a float32 diagnosis is prepared, and run by the parent only if litert fails too
     # (context, checkpoint, why) -> None: replaces this interpreter, or returns having not (see handover.py)
     hand_over: typing.Callable | None = None
 

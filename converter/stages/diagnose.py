@@ -2,7 +2,8 @@
 
 Runs when wrong numbers fail a model (the TF model onnx2tf built, a TFLite file whose float32 twin
 is wrong too, or the ONNX file itself), in a process of its own (`python -m
-converter.stages.diagnose JOB.json`) that the conversion child watches: it gets at most
+converter.stages.diagnose JOB.json`) that the conversion child watches (under engine auto, the parent,
+once the litert engine has failed too: converter/diagnosis_run.py): it gets at most
 `diagnosis_share` of the model's timeout and of the memory its ceiling leaves, and what it found by
 then is kept when it is stopped (and says so). In that process:
 
@@ -30,26 +31,23 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from ..diagnosis_run import FOUND, prepare, run_prepared
 from ..metrics import scale_of
-from ..protocol import build, plain, write_json_atomic, write_text_atomic
+from ..protocol import plain, write_json_atomic, write_text_atomic
 from ..results import Divergence, NodeError
 
 PRECISION_FACTOR = 10  # a converted error up to this many times PyTorch's own float32 error is float32's
 # one float32 op computed two ways differs by ~1e-7 of its scale: a tensor off by more departs, even
 # where the output's own tolerance is wider (a cancellation later on can blow 1 % into 1000 %)
 TENSOR_TOLERANCE = 1e-4
-POLL_SECONDS = 0.2
-JOB = "diagnosis_job.json"
-FOUND = "diagnosis.json"  # what it found so far, rewritten as it goes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,56 +75,8 @@ class DiagnosisJob:
 def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float,
                 share: float = 0.25) -> Divergence | None:
     """The diagnosis in its own process, stopped at `seconds` or `memory_mb`; what it found by then."""
-    import psutil
-
-    work = Path(job.work_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    for i, array in enumerate(arrays):
-        np.save(work / f"input_{i}.npy", array)
-    for i, array in enumerate(reference):
-        np.save(work / f"reference_{i}.npy", array)
-    write_json_atomic(work / JOB, dataclasses.asdict(job))
-    start = time.monotonic()
-    with open(work / "diagnosis.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "converter.stages.diagnose", str(work / JOB)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[2]))
-    stopped = None
-    try:
-        watched = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            elapsed = time.monotonic() - start
-            try:
-                rss = sum(p.memory_info().rss for p in [watched] + watched.children(recursive=True)) / 2**20
-            except psutil.Error:
-                rss = 0.0
-            if elapsed > seconds:
-                stopped = f"its time budget of {seconds:.0f} s ran out (diagnosis_share {share:g} of the timeout)"
-            elif rss > memory_mb:
-                stopped = f"it reached its memory budget of {memory_mb:.0f} MB (diagnosis_share {share:g})"
-            if stopped:
-                break
-            time.sleep(POLL_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    found = read_found(work)
-    if found is None:
-        if stopped is None:
-            print(f"--- the diagnosis process ended with status {proc.returncode}; its log: {work / 'diagnosis.log'}",
-                  file=sys.stderr)
-            return None
-        # stopped before it wrote a table: its log is what there is to read
-        found = Divergence("unknown", None, job.tolerance, 0, str(work / "diagnosis.log"))
-    return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(time.monotonic() - start, 1))
-
-
-def read_found(work: Path) -> Divergence | None:
-    try:
-        return build(Divergence, json.loads((Path(work) / FOUND).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
+    prepare(job, arrays, reference)
+    return run_prepared(Path(job.work_dir), seconds=seconds, memory_mb=memory_mb, share=share)
 
 
 # --- the diagnosis process --------------------------------------------------------------------
@@ -352,8 +302,10 @@ def _markdown(found: Divergence, rows: list[NodeError]) -> str:
 
 
 def main(job_path: str) -> int:
+    from .. import lifeline
     from . import offline
 
+    lifeline.die_with_parent_on_linux(os.getppid())  # a harness or child killed outright takes this with it
     offline.install()
     diagnose(DiagnosisJob(**json.loads(Path(job_path).read_text())))
     return 0

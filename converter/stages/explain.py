@@ -9,6 +9,7 @@ import dataclasses
 import sys
 import traceback
 
+from ..diagnosis_run import FOLDER, budget, prepare
 from ..recipes import RECIPES
 from ..results import Divergence
 from .checkpoint import Checkpoint, Context
@@ -68,15 +69,16 @@ def diagnose(ctx: Context, cp: Checkpoint, saved, fp32_tflite: str | None = None
         input_perms=[list(p) for p in saved.input_perms], output_keys=[k for _, k in saved.output_names],
         output_perms=[list(p) for p in saved.output_perms],
         keep=kept_layout_inputs(spec, cp.input_names, export.input_shapes), pseudo_ops=list(saved.pseudo_ops),
-        mode=saved.onnx2tf_mode, tolerance=tolerance, work_dir=str(ctx.artifacts / "diagnosis"), spec=spec.to_dict(),
+        mode=saved.onnx2tf_mode, tolerance=tolerance, work_dir=str(ctx.artifacts / FOLDER), spec=spec.to_dict(),
         steps=tuple(steps), observed=max((x.range_rel_err for x in failing), default=0.0))
     release_memory()
-    share = ctx.diagnosis_share
     try:
-        # a share of the timeout (never past it), and of the memory the ceiling leaves this process
+        if ctx.diagnose_later:  # engine auto: litert may deliver the model yet, and then nobody reads this
+            prepare(job, cp.samples.inputs, cp.samples.reference)
+            print(f"--- the diagnosis is left for later: it runs if the litert engine fails too ({job.work_dir})")
+            return None
         return run_bounded(job, cp.samples.inputs, cp.samples.reference,
-                           seconds=max(5.0, min(share * spec.timeout, left)),
-                           memory_mb=max(256.0, share * 2 * ((ctx.memory_limit_mb or 4 * own) - own)), share=share)
+                           **budget(ctx.diagnosis_share, spec.timeout, left, ctx.memory_limit_mb, own))
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the diagnosis failed:", file=sys.stderr)
         traceback.print_exc()

@@ -226,12 +226,14 @@ def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS) -> tuple[Checkpoint, Fa
 
 def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
             hand_over: Callable | None = None, resumed: tuple[Checkpoint, Progress, float] | None = None,
-            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = ENGINES[0]) -> Result:
+            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = ENGINES[0],
+            diagnose_later: bool = False) -> Result:
     """Run every step; never raises for a model's own problems, returns a Result. `hand_over`: see
     handover.py; `resumed`: what the interpreter this one replaced left (handover.resume)."""
     cp, progress, started = resumed or (Checkpoint(), Progress(artifacts / PROGRESS_FILE, peak_rss_mb), time.monotonic())
     ctx = Context(spec, artifacts, threads, progress, started, memory_limit_mb=memory_limit_mb,
-                  diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over, engine=engine)
+                  diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over, engine=engine,
+                  diagnose_later=diagnose_later)
     cp, failure = run_steps(ctx, cp)
     progress.finish()
     _write_samples(cp, artifacts)
@@ -318,7 +320,8 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb,
                      hand_over=handover.hand_over(str(job_path)) if spawned else None,
                      resumed=handover.resume(spec, artifacts) if resume else None,
-                     diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous, engine=job.engine)
+                     diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous, engine=job.engine,
+                     diagnose_later=job.diagnose_later)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     handover.clean(artifacts)

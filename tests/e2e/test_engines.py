@@ -1,7 +1,8 @@
 """The litert engine, for real: a model onnx2tf cannot convert is delivered by litert under
 engine = auto (recorded as the fix engine:litert, restored from the cache like any other), its
-children are forked from a preloaded process of its own environment, and a litert environment
-that is not there is one line, with no child started."""
+children are forked from a preloaded process of its own environment, onnx2tf's float32 diagnosis
+waits until litert has failed too, and a litert environment that is not there is one line, with no
+child started."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,8 @@ import json
 from pathlib import Path
 
 import psutil
+import torch
+from torch import nn
 
 from converter import forkserver
 from converter.discovery import discover
@@ -66,6 +69,66 @@ def test_auto_delivers_the_litert_engines_files_where_onnx2tf_fails(tmp_path):
     again = convert(tmp_path, model, engine="auto")  # unchanged: restored, its files proven by the runtime
     assert again.cache_hit and again.passed and again.engine == "litert"
     assert [f.label for f in again.fixes] == [f.label for f in result.fixes]
+
+
+class BidirectionalTagger(nn.Module):
+    """Two bidirectional LSTM layers of 4 units over 8 steps: onnx2tf's TF model reads the LSTM's output
+    (8 steps of 2 x 4) in the wrong layout, as it does when the two sizes meet (range-relative ~0.4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(9, 4, 2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+# (x + 1000).mean - 1000 in float32 keeps ~6e-5 of a range of ~0.14: no converter meets 1e-4
+OFFSET_MEAN_SOURCE = """
+import torch
+
+class OffsetMean(torch.nn.Module):
+    def forward(self, x):
+        return (x + 1000.0).mean(-1) - 1000.0
+
+def build():
+    return OffsetMean().eval()
+"""
+
+
+def test_under_auto_onnx2tfs_diagnosis_runs_only_when_litert_fails_too(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    tagger = folder / "tagger.pt"
+    torch.jit.trace(BidirectionalTagger().eval(), torch.randn(1, 8, 9)).save(str(tagger))
+    tagger.with_suffix(".toml").write_text('deliverables = ["fp32"]\n[[inputs]]\nshape = [1, 8, 9]\n')
+    result = convert(tmp_path, tagger, engine="auto")
+    assert result.passed and result.engine == "litert" and result.litert.source.startswith("TorchScript"), result.failure
+    (fix,) = [f for f in result.fixes if f.name == "engine"]
+    assert "numeric_mismatch in savedmodel: TF model (onnx2tf) output" in fix.reason
+    artifacts = tmp_path / "reports" / "artifacts" / "tagger"
+    assert "the diagnosis is left for later" in (artifacts / "convert.log").read_text()
+    assert result.divergence is None and not (artifacts / "diagnosis").exists()  # litert delivered: none ran
+
+    # a litert environment that cannot run: the model fails, and onnx2tf's failure is explained after all
+    broken = tmp_path / "broken" / "bin" / "python"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("#!/bin/sh\necho 'this environment is broken' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    model = factory_model(tmp_path / "more", "offset", OFFSET_MEAN_SOURCE, "arch:build", (1, 64, 1024))
+    model.with_suffix(".toml").write_text('factory = "arch:build"\n[[inputs]]\nshape = [1, 64, 1024]\n'
+                                          '[tolerance]\nonnx = 1e-4\nfp32 = 1e-4\n')
+    failed = convert(tmp_path, model, engine="auto", litert_python=str(broken))
+    assert failed.failure.kind is FailureKind.NUMERIC_MISMATCH, failed.failure
+    message = failed.failure.message
+    litert_said, diagnosed = message.find("; engine litert failed too: crash"), message.find("; float32 precision")
+    assert 0 < litert_said < diagnosed, message  # litert's failure first: a long diagnosis is cut, not it
+    assert failed.divergence.where == "precision" and failed.divergence.stopped is None
+    assert (tmp_path / "reports" / "artifacts" / "offset" / "diagnosis" / "diagnosis.json").is_file()
+    recorded = json.loads((tmp_path / "reports" / "artifacts" / "offset" / "result.json").read_text())
+    assert recorded["divergence"]["where"] == "precision"
 
 
 def test_litert_children_are_forked_from_a_preloaded_process_of_its_own_environment(tmp_path):

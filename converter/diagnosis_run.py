@@ -1,0 +1,97 @@
+"""The float32 diagnosis's own process, from either side: the conversion child runs it at once
+(stages/explain.py), or, under engine auto, prepares it and leaves it to the parent, which runs it
+only if the litert engine cannot deliver the model either (engines.py). What the process does is
+converter/stages/diagnose.py's; this module only prepares, starts, bounds and reads it, so the
+parent imports none of the child's stages."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .protocol import build, write_json_atomic
+from .results import Divergence
+
+POLL_SECONDS = 0.2
+FOLDER = "diagnosis"  # in the model's artifacts
+JOB = "diagnosis_job.json"
+FOUND = "diagnosis.json"  # what it found so far, rewritten as it goes
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def prepare(job, arrays, reference) -> None:
+    """The diagnosis's folder, ready for its process: the job (a diagnose.DiagnosisJob) and the seeded
+    inputs and references."""
+    work = Path(job.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for i, array in enumerate(arrays):
+        np.save(work / f"input_{i}.npy", array)
+    for i, array in enumerate(reference):
+        np.save(work / f"reference_{i}.npy", array)
+    write_json_atomic(work / JOB, dataclasses.asdict(job))
+
+
+def pending(work: Path) -> bool:
+    """A diagnosis prepared and left for later (engine auto, while litert may still deliver the model)."""
+    return (Path(work) / JOB).is_file() and not (Path(work) / "diagnosis.log").exists()
+
+
+def run_prepared(work: Path, *, seconds: float, memory_mb: float, share: float = 0.25) -> Divergence | None:
+    """The prepared diagnosis in `work`, run in its own process within its budgets."""
+    import psutil
+
+    tolerance = json.loads((work / JOB).read_text())["tolerance"]
+    start = time.monotonic()
+    with open(work / "diagnosis.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "converter.stages.diagnose", str(work / JOB)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT))
+    stopped = None
+    try:
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            elapsed = time.monotonic() - start
+            try:
+                rss = sum(p.memory_info().rss for p in [watched] + watched.children(recursive=True)) / 2**20
+            except psutil.Error:
+                rss = 0.0
+            if elapsed > seconds:
+                stopped = f"its time budget of {seconds:.0f} s ran out (diagnosis_share {share:g} of the timeout)"
+            elif rss > memory_mb:
+                stopped = f"it reached its memory budget of {memory_mb:.0f} MB (diagnosis_share {share:g})"
+            if stopped:
+                break
+            time.sleep(POLL_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    found = read_found(work)
+    if found is None:
+        if stopped is None:
+            print(f"--- the diagnosis process ended with status {proc.returncode}; its log: {work / 'diagnosis.log'}",
+                  file=sys.stderr)
+            return None
+        # stopped before it wrote a table: its log is what there is to read
+        found = Divergence("unknown", None, tolerance, 0, str(work / "diagnosis.log"))
+    return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(time.monotonic() - start, 1))
+
+
+def budget(share: float, timeout: float, seconds_left: float, memory_limit_mb: float, own_mb: float) -> dict:
+    """A diagnosis's budgets: a share of the timeout (never past what is left of it), and of the memory the
+    ceiling leaves the process that runs it."""
+    return {"seconds": max(5.0, min(share * timeout, seconds_left)),
+            "memory_mb": max(256.0, share * 2 * ((memory_limit_mb or 4 * own_mb) - own_mb)), "share": share}
+
+
+def read_found(work: Path) -> Divergence | None:
+    try:
+        return build(Divergence, json.loads((Path(work) / FOUND).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
