@@ -171,6 +171,10 @@ def build_all(out: Path = EXAMPLES, only: set[str] | None = None) -> list[Path]:
     torch.manual_seed(28)
     stn = arch.SpatialTransformer().eval()
     save("spatial_transformer.pt", lambda p: torch.save(stn.state_dict(), p))
+    torch.manual_seed(29)
+    bilstm = arch.BidirectionalLSTM().eval()
+    window = torch.randn(1, 16, 9)
+    save("bidirectional_lstm.pt", lambda p: torch.jit.trace(bilstm, window).save(str(p)))
     return written
 
 

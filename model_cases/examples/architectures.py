@@ -488,6 +488,19 @@ class StatefulLSTM(nn.Module):
         return self.fc(y), h, c
 
 
+class BidirectionalLSTM(nn.Module):
+    """An activity classifier: two bidirectional LSTM layers over a window of sensor readings
+    ([batch, time, features]), the last step's features classified."""
+
+    def __init__(self, features: int = 9, hidden: int = 8, layers: int = 2, classes: int = 6):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, layers, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
 class SpatialTransformer(nn.Module):
     """A spatial transformer: a localisation head predicts an affine transform, affine_grid and
     grid_sample resample the image with it, a linear layer classifies the result."""
