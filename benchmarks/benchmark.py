@@ -20,7 +20,10 @@ original's over the models both converted, and the targets beside. `--ingredient
 model, what each ingredient of the onnx2tf stage costs (benchmarks/ingredients.py); `--recipes`
 converts each model with each recipe alone (fp32, drq, fp16, int8: sizes, the tflite and verify
 stages, errors, invoke times; targets for ResNet-18: int8 at most 0.27x float32's size, its
-calibration and conversion at most 15 s, fp16's at most 5 s). `--skip-models` skips the
+calibration and conversion at most 15 s, fp16's at most 5 s). `--engines` converts each model
+with each engine alone (onnx2tf, litert; the litert one in its own environment, `.venv-litert`)
+and with auto, printing per model and engine the wall time, peak memory, stages and the float32
+and DRQ files' errors (`--group engines` of real_models.py: the classes onnx2tf fails on). `--skip-models` skips the
 original-against-harness runs. Unless
 `--skip-batch`: the harness's fixed cost per model, and the bundled examples as a batch
 (`pytest -n N model_cases` under -n 1, 2, 4, and warm from the cache).
@@ -161,12 +164,13 @@ def _why(log: str, status: int) -> str:
     return (errors[-1] if errors else f"exit status {status}")[:300]
 
 
-def run_cli(case, work: Path, deliverables: str | None = None) -> dict:
+def run_cli(case, work: Path, deliverables: str | None = None, engine: str | None = None) -> dict:
     """`python -m converter MODEL`, as a user runs one model (a spawned child), without the cache."""
-    out = work / "harness" / (case.model_id + (f"-{deliverables}" if deliverables else ""))
+    out = work / "harness" / (case.model_id + (f"-{deliverables}" if deliverables else "") + (f"-{engine}" if engine else ""))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     recipes = ["--deliverables", deliverables] if deliverables else []
+    recipes += ["--engine", engine] if engine else []
     proc, wall, peak = _measured([sys.executable, "-m", "converter", str(case.path), "--no-cache", *recipes,
                                   "--tflite-dir", str(out / "tflite"), "--reports-dir", str(out / "reports")],
                                  out / "log.txt")
@@ -176,7 +180,8 @@ def run_cli(case, work: Path, deliverables: str | None = None) -> dict:
     result = Result.read(out / "reports" / "artifacts" / file_name(case.model_id) / "result.json")
     saved = result.savedmodel
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "ok": result.passed,
-            "onnx2tf_runs": result.onnx2tf_runs, "onnx2tf_mode": saved.onnx2tf_mode if saved else None,
+            "engine": result.engine, "onnx2tf_runs": result.onnx2tf_runs,
+            "onnx2tf_mode": saved.onnx2tf_mode if saved else None,
             "fixes": [f.label for f in result.fixes], "stages_s": result.stage_seconds,
             "tf_err": result.tf_error,
             "recipes": {d.recipe: {"bytes": d.bytes, "err": d.worst.range_rel_err if d.verified else None,
@@ -211,6 +216,25 @@ def measure_recipes(cases, work: Path, report: dict) -> None:
                   f"int8 tflite stage {runs['int8']['stages_s'].get('tflite', 0):.1f} s (target <= "
                   f"{RECIPE_TARGETS['int8_tflite_s']:.0f}); fp16 tflite stage {runs['fp16']['stages_s'].get('tflite', 0):.1f} s "
                   f"(target <= {RECIPE_TARGETS['fp16_tflite_s']:.0f})")
+
+
+ENGINE_RUNS = ("onnx2tf", "litert", "auto")
+
+
+def measure_engines(cases, work: Path, report: dict) -> None:
+    """Each model through each engine alone, then auto, as a user runs one model: wall time and peak
+    memory of the whole process tree, where the time went, and the float32 and DRQ files' errors."""
+    print(f"\n{'model':<24}{'engine':<9}{'wall s':>8}{'MB':>7}  {'made by':<9}" + " ".join(f"{s:>7}" for s in STAGES)
+          + f"{'fp32 err':>10}{'drq err':>10}")
+    for case in cases:
+        runs = {e: run_cli(case, work, "fp32,drq", engine=e) for e in ENGINE_RUNS}
+        report.setdefault("engines", {})[case.model_id] = runs
+        for engine, run in runs.items():
+            errors = [run["recipes"].get(r, {}).get("err") for r in ("fp32", "drq")]
+            print(f"{case.model_id:<24}{engine:<9}{run['wall_s']:>8.1f}{run['peak_rss_mb']:>7.0f}  "
+                  f"{(run['engine'] if run['ok'] else '-'):<9}" + " ".join(f"{run['stages_s'].get(s, 0):>7.1f}" for s in STAGES)
+                  + "".join(f"{e:>10.2g}" if e is not None else f"{'-':>10}" for e in errors)
+                  + ("" if run["ok"] else f"  FAILED: {(run['failure'] or '')[:150]}"), flush=True)
 
 
 def run_ingredients(case, work: Path) -> list[dict]:
@@ -315,7 +339,7 @@ def measure_batch(work: Path, args, report: dict) -> None:
     run_forked(tiny, settings)  # starts the preloaded process, as a batch's first model does
     report["first_model_with_preload_start_s"] = round(time.perf_counter() - started, 2)
     runs = [run_forked(tiny, settings) for _ in range(max(3, args.repeat))]
-    server = psutil.Process(forkserver._servers[settings.threads].process.pid)
+    server = psutil.Process(forkserver._servers[None, settings.threads].process.pid)
     overheads = [r["overhead_s"] for r in runs]
     report["fixed_cost"] = {"model": SMALLEST_EXAMPLE, "runs": runs, "overhead_s_min": min(overheads),
                             "wall_s_median": statistics.median(r["wall_s"] for r in runs),
@@ -360,6 +384,8 @@ def main() -> int:
     parser.add_argument("--recipes", action="store_true", help="also convert each model with each recipe alone "
                         "(fp32, drq, fp16, int8): sizes, stage seconds, errors, invoke times")
     parser.add_argument("--skip-models", action="store_true", help="no original-against-harness runs per model")
+    parser.add_argument("--engines", action="store_true", help="also convert each model with each engine alone "
+                        "(onnx2tf, litert) and with auto: wall time, peak memory, stages, float32 and DRQ errors")
     parser.add_argument("--out", default="reports/benchmark.json")
     parser.add_argument("--work", default="reports/benchmark", help="models and outputs of the runs")
     args = parser.parse_args()
@@ -382,6 +408,8 @@ def main() -> int:
         measure_models(cases, work, args, report)
     if args.recipes:
         measure_recipes(cases, work, report)
+    if args.engines:
+        measure_engines(cases, work, report)
     if not args.skip_batch:
         measure_batch(work, args, report)
     out = ROOT / args.out
