@@ -19,8 +19,8 @@ from converter.failures import FailureKind
 from converter.isolation import run_isolated
 from converter.settings import LITERT_PYTHON
 
-from ..builders import factory_model
-from ..support import convert
+from ..builders import factory_model, waiting_model_source
+from ..support import convert, gone_within
 
 # affine_grid + grid_sample: onnx2tf fails in every mode ("Dimensions must be equal, but are 2 and 784")
 STN_SOURCE = """
@@ -150,6 +150,21 @@ def test_litert_children_are_forked_from_a_preloaded_process_of_its_own_environm
     assert command.startswith(str(LITERT_PYTHON)) and "converter.stages.forkserver" in command
     assert parents == [server.pid, psutil.Process().pid]  # forked by litert's own preloaded process, then spawned
     assert forked == spawned  # the same file either way
+
+
+def test_the_litert_child_is_held_to_the_timeout_and_the_memory_ceiling(tmp_path, monkeypatch):
+    slow = factory_model(tmp_path / "m", "slow", waiting_model_source(kill_parent=False), "slowness:waits", (1, 4))
+    slow.with_suffix(".toml").write_text("timeout = 10\n" + slow.with_suffix(".toml").read_text())
+    monkeypatch.setenv("HARNESS_TEST_PID_FILE", str(tmp_path / "pid"))
+    result = convert(tmp_path, slow, engine="litert")
+    assert result.failure.kind is FailureKind.TIMEOUT and result.engine == "litert", result.failure
+    assert "10 s timeout (still in load)" in result.failure.message
+    assert gone_within(int((tmp_path / "pid").read_text()), 10)  # killed, whatever it was doing
+
+    stn = factory_model(tmp_path / "n", "stn", STN_SOURCE, "arch:build", (1, 1, 28, 28))
+    result = convert(tmp_path, stn, engine="litert", memory_limit_mb="400")
+    assert result.failure.kind is FailureKind.OUT_OF_MEMORY and "400 MB ceiling" in result.failure.message
+    assert not (tmp_path / "out" / "stn.tflite").exists()
 
 
 def test_a_missing_litert_environment_is_one_line_and_starts_no_child(tmp_path):
