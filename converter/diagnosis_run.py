@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,15 +44,20 @@ def pending(work: Path) -> bool:
     return (Path(work) / JOB).is_file() and not (Path(work) / "diagnosis.log").exists()
 
 
+def command(work: Path, guardians: list[int]) -> list[str]:
+    """The diagnosis process of the job prepared in `work`, which dies with any of `guardians`."""
+    return [sys.executable, "-m", "converter.stages.diagnose", str(work / JOB), *map(str, guardians)]
+
+
 def run_prepared(work: Path, *, seconds: float, memory_mb: float, share: float = 0.25) -> Divergence | None:
-    """The prepared diagnosis in `work`, run in its own process within its budgets."""
+    """The prepared diagnosis in `work`, run in its own process within its budgets (the conversion
+    child's way: the process is in the child's group, which the parent kills as a whole)."""
     import psutil
 
-    tolerance = json.loads((work / JOB).read_text())["tolerance"]
     start = time.monotonic()
     with open(work / "diagnosis.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "converter.stages.diagnose", str(work / JOB)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT))
+        proc = subprocess.Popen(command(work, [os.getpid()]), stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(PROJECT_ROOT))
     stopped = None
     try:
         watched = psutil.Process(proc.pid)
@@ -61,10 +67,7 @@ def run_prepared(work: Path, *, seconds: float, memory_mb: float, share: float =
                 rss = sum(p.memory_info().rss for p in [watched] + watched.children(recursive=True)) / 2**20
             except psutil.Error:
                 rss = 0.0
-            if elapsed > seconds:
-                stopped = f"its time budget of {seconds:.0f} s ran out (diagnosis_share {share:g} of the timeout)"
-            elif rss > memory_mb:
-                stopped = f"it reached its memory budget of {memory_mb:.0f} MB (diagnosis_share {share:g})"
+            stopped = why_stopped(elapsed > seconds, rss > memory_mb, seconds, memory_mb, share)
             if stopped:
                 break
             time.sleep(POLL_SECONDS)
@@ -72,15 +75,29 @@ def run_prepared(work: Path, *, seconds: float, memory_mb: float, share: float =
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+    return outcome(work, stopped, proc.returncode, time.monotonic() - start)
+
+
+def why_stopped(out_of_time: bool, out_of_memory: bool, seconds: float, memory_mb: float, share: float) -> str | None:
+    if out_of_time:
+        return f"its time budget of {seconds:.0f} s ran out (diagnosis_share {share:g} of the timeout)"
+    if out_of_memory:
+        return f"it reached its memory budget of {memory_mb:.0f} MB (diagnosis_share {share:g})"
+    return None
+
+
+def outcome(work: Path, stopped: str | None, status: int | None, seconds: float) -> Divergence | None:
+    """What a diagnosis process left in `work`: its finding, marked as stopped early if it was."""
     found = read_found(work)
     if found is None:
         if stopped is None:
-            print(f"--- the diagnosis process ended with status {proc.returncode}; its log: {work / 'diagnosis.log'}",
+            print(f"--- the diagnosis process ended with status {status}; its log: {work / 'diagnosis.log'}",
                   file=sys.stderr)
             return None
         # stopped before it wrote a table: its log is what there is to read
+        tolerance = json.loads((work / JOB).read_text())["tolerance"]
         found = Divergence("unknown", None, tolerance, 0, str(work / "diagnosis.log"))
-    return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(time.monotonic() - start, 1))
+    return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(seconds, 1))
 
 
 def budget(share: float, timeout: float, seconds_left: float, memory_limit_mb: float, own_mb: float) -> dict:

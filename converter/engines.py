@@ -16,15 +16,14 @@ import functools
 import glob
 import os
 import shutil
-import time
+import sys
+import traceback
 from pathlib import Path
-
-import psutil
 
 from . import diagnosis_run
 from .environment import tool_versions
-from .failures import FailureKind, Stage, normalise_message
-from .isolation import run_isolated
+from .failures import Failure, FailureKind, Stage, normalise_message
+from .isolation import run_diagnosis, run_isolated
 from .recipes import FP32
 from .results import Fix, Result
 
@@ -81,43 +80,66 @@ def convert(spec, artifacts: Path, *, litert_python: Path, **isolated) -> tuple[
     # deliver the model, and then nobody would read it
     litert_follows = spec.engine == "auto" and missing(litert_python) is None
     result = run_isolated(spec, artifacts, diagnose_later=litert_follows, **isolated)
-    rescued = None
     left = spec.timeout - result.seconds  # the model's timeout covers both engines
-    if spec.engine == "auto" and litert_may_mend(result) and left >= 1:
-        folder = artifacts / LITERT_FOLDER
-        rescued = _litert(spec, folder, litert_python, {**isolated, "timeout": left})
-        if rescued.passed:
-            print(f"--- {spec.model_id}: onnx2tf's route failed ({result.failure.kind.value}); delivered by litert")
-            shutil.rmtree(artifacts / diagnosis_run.FOLDER, ignore_errors=True)  # the diagnosis left for later, unneeded
-            return dataclasses.replace(rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes,
-                                       stage_seconds=_added(result.stage_seconds, rescued.stage_seconds),
-                                       seconds=round(result.seconds + rescued.seconds, 3),
-                                       peak_rss_mb=max(result.peak_rss_mb, rescued.peak_rss_mb)), folder
-    if rescued is not None:  # said before the diagnosis, which a long line would cut off
-        also = f"; engine litert failed too: {_told(rescued.failure)}"
-        failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
-        result = dataclasses.replace(result, failure=failure)
-    spent = result.seconds + (rescued.seconds if rescued else 0)
-    return _diagnosed(result, spec, artifacts, isolated, spent), artifacts
+    if spec.engine != "auto" or not litert_may_mend(result) or left < 1:
+        return _diagnosed(result, spec, artifacts, isolated), artifacts
+    folder = artifacts / LITERT_FOLDER
+    rescued = _litert(spec, folder, litert_python, {**isolated, "timeout": left})
+    if rescued.passed:
+        print(f"--- {spec.model_id}: onnx2tf's route failed ({result.failure.kind.value}); delivered by litert")
+        _drop_pending(artifacts)  # the diagnosis left for later: nobody needs it now
+        return _both(rescued, result, rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes), folder
+    kind = rescued.failure.kind
+    if kind.machine and kind is not FailureKind.ENGINE_MISSING:
+        # litert could not finish (its time, memory, a crash, the disk): that is the verdict, which a rerun may
+        # change, so it is neither cached nor removes what an earlier run delivered; nothing is left to explain
+        _drop_pending(artifacts)
+        failure = Failure(kind, rescued.failure.stage, normalise_message(
+            f"engine litert: {rescued.failure.message}; onnx2tf's route had failed first: {_told(result.failure)}"))
+        return _both(result, result, rescued, failure=failure), artifacts
+    # said before the diagnosis, which a long line would cut off
+    also = f"; engine litert failed too: {_told(rescued.failure)}"
+    failure = dataclasses.replace(result.failure, message=normalise_message(result.failure.message + also))
+    return _diagnosed(_both(result, result, rescued, failure=failure), spec, artifacts, isolated), artifacts
 
 
-def _diagnosed(result: Result, spec, artifacts: Path, isolated: dict, spent: float) -> Result:
-    """onnx2tf's failure with the float32 diagnosis its child left for later run now (litert could
-    not deliver the model), in its own process within the same budgets; else as it is."""
+def _both(base: Result, onnx2tf: Result, litert: Result, **fields) -> Result:
+    """`base` with both engines' runs counted: their seconds, stages and peak memory."""
+    return dataclasses.replace(base, stage_seconds=_added(onnx2tf.stage_seconds, litert.stage_seconds),
+                               seconds=round(onnx2tf.seconds + litert.seconds, 3),
+                               peak_rss_mb=max(onnx2tf.peak_rss_mb, litert.peak_rss_mb), **fields)
+
+
+def _drop_pending(artifacts: Path) -> None:
+    if diagnosis_run.pending(artifacts / diagnosis_run.FOLDER):
+        shutil.rmtree(artifacts / diagnosis_run.FOLDER, ignore_errors=True)
+
+
+def _diagnosed(result: Result, spec, artifacts: Path, isolated: dict) -> Result:
+    """onnx2tf's wrong numbers explained by the float32 diagnosis its child left for later (litert could
+    not deliver the model), run from here within the budgets the child would have given it; any other
+    result as it is (a diagnosis prepared before a timeout or a kill is dropped)."""
     work = artifacts / diagnosis_run.FOLDER
-    if result.failure is None or not diagnosis_run.pending(work):
+    if not diagnosis_run.pending(work):
         return result
-    start = time.monotonic()
+    if result.failure is None or result.failure.kind is not FailureKind.NUMERIC_MISMATCH:
+        _drop_pending(artifacts)
+        return result
     share = isolated.get("diagnosis_share", 0.25)
-    limit = spec.memory_limit_mb or isolated.get("memory_limit_mb", 0.0)
-    divergence = diagnosis_run.run_prepared(work, **diagnosis_run.budget(share, spec.timeout, spec.timeout - spent - 10, limit,
-                                                                psutil.Process().memory_info().rss / 2**20))
-    seconds = round(result.seconds + time.monotonic() - start, 3)
+    limits = diagnosis_run.budget(share, spec.timeout, spec.timeout - result.seconds - 10,
+                                  spec.memory_limit_mb or isolated.get("memory_limit_mb", 0.0), 0.0)
+    try:
+        divergence, peak_mb = run_diagnosis(work, threads=isolated.get("threads", 1), **limits)
+    except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
+        print(f"--- {spec.model_id}: the diagnosis failed:\n{traceback.format_exc()}", file=sys.stderr)
+        return result
+    seconds = round(result.seconds + (divergence.seconds if divergence else 0.0), 3)
+    result = dataclasses.replace(result, seconds=seconds, peak_rss_mb=round(max(result.peak_rss_mb, peak_mb), 1))
     if divergence is None:
-        return dataclasses.replace(result, seconds=seconds)
+        return result
     message = normalise_message(f"{result.failure.message}; {divergence.describe()}")
     return dataclasses.replace(result, failure=dataclasses.replace(result.failure, message=message),
-                               divergence=divergence, seconds=seconds)
+                               divergence=divergence)
 
 
 def litert_may_mend(result: Result) -> bool:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import psutil
 
-from . import forkserver
+from . import diagnosis_run, forkserver
 from .environment import child_environment, interpreter_command, tool_versions
 from .failures import DISK_ADVICE, DISK_MARKERS, MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
@@ -175,6 +175,19 @@ class _Spawned:
 def engine_command(python: str, job_path: Path) -> list[str]:
     """A child in another environment's interpreter (see interpreter_command)."""
     return interpreter_command(python, "converter.stages.pipeline", "spawned_main", str(job_path))
+
+
+def run_diagnosis(work: Path, *, seconds: float, memory_mb: float, share: float, threads: int) -> tuple:
+    """A float32 diagnosis a conversion child prepared and left (diagnosis_run.prepare), run from here
+    as a conversion child is: in its own session, with a child's environment, dying with this process
+    and the xdist controller, watched, and killed with all it started when its budget runs out or
+    this process is stopped. Returns (the Divergence or None, its peak MB)."""
+    start = time.monotonic()
+    child = _Spawned(diagnosis_run.command(work, guardians_of_this_process()), work / "diagnosis.log", threads)
+    ended_by, peak = _watch(child, memory_mb, seconds, None, None)
+    stopped = diagnosis_run.why_stopped(ended_by is FailureKind.TIMEOUT, ended_by is FailureKind.OUT_OF_MEMORY,
+                                        seconds, memory_mb, share)
+    return diagnosis_run.outcome(work, stopped, child.returncode, time.monotonic() - start), peak / 2**20
 
 
 def _start_child(command, job_path: Path, log_path: Path, threads: int, preload: bool, python: str | None):

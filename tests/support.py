@@ -3,8 +3,11 @@ conversion or a pytester batch, waiting for a process, and small records for the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -52,6 +55,25 @@ def gone_within(pid: int, seconds: float) -> bool:
     except psutil.TimeoutExpired:
         return False
     return True
+
+def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pid_file.is_file() and pid_file.read_text().strip():
+            return int(pid_file.read_text())
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.2)
+    raise AssertionError("the conversion child never started")
+
+
+def with_group_killed(proc: subprocess.Popen) -> None:
+    """Whatever the test found, leave nothing running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
 
 # One model's exported graph, simplified and rewritten (if asked), converted by onnx2tf in one
 # mode, then by TFLite: its float32 error against onnxruntime on the exported graph, or the failure.

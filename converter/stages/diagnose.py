@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -301,15 +302,23 @@ def _markdown(found: Divergence, rows: list[NodeError]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(job_path: str) -> int:
+def main(job_path: str, *guardians: str) -> int:
+    """`python -m converter.stages.diagnose JOB.json GUARDIAN_PID...` (diagnosis_run.command)."""
     from .. import lifeline
     from . import offline
 
-    lifeline.die_with_parent_on_linux(os.getppid())  # a harness or child killed outright takes this with it
+    # dies with the process that started it (and, run from the harness itself, with the xdist controller)
+    lifeline.hold([int(pid) for pid in guardians] or [os.getppid()])
     offline.install()
-    diagnose(DiagnosisJob(**json.loads(Path(job_path).read_text())))
+    scratch = Path(job_path).parent / "tmp"  # TensorFlow's autograph files: this process's own, removed with it
+    scratch.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
+    try:
+        diagnose(DiagnosisJob(**json.loads(Path(job_path).read_text())))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:]))

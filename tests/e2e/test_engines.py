@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -20,7 +24,7 @@ from converter.isolation import run_isolated
 from converter.settings import LITERT_PYTHON
 
 from ..builders import factory_model, waiting_model_source
-from ..support import convert, gone_within
+from ..support import ROOT, convert, gone_within, wait_for_pid, with_group_killed
 
 # affine_grid + grid_sample: onnx2tf fails in every mode ("Dimensions must be equal, but are 2 and 784")
 STN_SOURCE = """
@@ -112,23 +116,72 @@ def test_under_auto_onnx2tfs_diagnosis_runs_only_when_litert_fails_too(tmp_path)
     assert "the diagnosis is left for later" in (artifacts / "convert.log").read_text()
     assert result.divergence is None and not (artifacts / "diagnosis").exists()  # litert delivered: none ran
 
-    # a litert environment that cannot run: the model fails, and onnx2tf's failure is explained after all
-    broken = tmp_path / "broken" / "bin" / "python"
-    broken.parent.mkdir(parents=True)
-    broken.write_text("#!/bin/sh\necho 'this environment is broken' >&2\nexit 3\n")
-    broken.chmod(0o755)
+    # litert's float32 file misses too (no float32 converter can meet this tolerance): onnx2tf's failure is
+    # explained after all, by the diagnosis its child left for later
     model = factory_model(tmp_path / "more", "offset", OFFSET_MEAN_SOURCE, "arch:build", (1, 64, 1024))
-    model.with_suffix(".toml").write_text('factory = "arch:build"\n[[inputs]]\nshape = [1, 64, 1024]\n'
-                                          '[tolerance]\nonnx = 1e-4\nfp32 = 1e-4\n')
-    failed = convert(tmp_path, model, engine="auto", litert_python=str(broken))
-    assert failed.failure.kind is FailureKind.NUMERIC_MISMATCH, failed.failure
+    model.with_suffix(".toml").write_text('factory = "arch:build"\ndeliverables = ["fp32"]\n[[inputs]]\n'
+                                          'shape = [1, 64, 1024]\n[tolerance]\nonnx = 1e-4\nfp32 = 1e-4\n')
+    failed = convert(tmp_path, model, engine="auto")
+    assert failed.failure.kind is FailureKind.NUMERIC_MISMATCH and failed.engine == "onnx2tf", failed.failure
     message = failed.failure.message
-    litert_said, diagnosed = message.find("; engine litert failed too: crash"), message.find("; float32 precision")
+    litert_said = message.find("; engine litert failed too: numeric_mismatch")
+    diagnosed = message.find("; float32 precision, not the conversion")
     assert 0 < litert_said < diagnosed, message  # litert's failure first: a long diagnosis is cut, not it
     assert failed.divergence.where == "precision" and failed.divergence.stopped is None
-    assert (tmp_path / "reports" / "artifacts" / "offset" / "diagnosis" / "diagnosis.json").is_file()
-    recorded = json.loads((tmp_path / "reports" / "artifacts" / "offset" / "result.json").read_text())
-    assert recorded["divergence"]["where"] == "precision"
+    artifacts = tmp_path / "reports" / "artifacts" / "offset"
+    assert (artifacts / "diagnosis" / "diagnosis.json").is_file() and not (artifacts / "diagnosis" / "tmp").exists()
+    assert json.loads((artifacts / "result.json").read_text())["divergence"]["where"] == "precision"
+
+
+# onnx2tf mistranslates this adaptive pool (as in the bundled diverging_pool), and only the diagnosis
+# runs the model in float64, where it waits, as a large model's diagnosis takes minutes
+SLOW_TO_DIAGNOSE_SOURCE = """
+import os, time
+import torch
+
+class SlowToDiagnose(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
+        self.head = torch.nn.Linear(4 * 7 * 7, 5)
+
+    def forward(self, x):
+        if x.dtype == torch.float64:
+            with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
+                fh.write(str(os.getpid()))
+            time.sleep(300)
+        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+
+def build():
+    torch.manual_seed(0)
+    return SlowToDiagnose().eval()
+"""
+
+
+def test_sigterm_while_the_harness_runs_a_diagnosis_itself_leaves_nothing_running(tmp_path):
+    model = factory_model(tmp_path / "m", "slow", SLOW_TO_DIAGNOSE_SOURCE, "arch:build", (1, 3, 20, 20))
+    # litert converts it, but no float32 file meets this tolerance: litert fails too, on the model's numbers
+    model.with_suffix(".toml").write_text('factory = "arch:build"\ndeliverables = ["fp32"]\n[[inputs]]\n'
+                                          'shape = [1, 3, 20, 20]\n[tolerance]\nfp32 = 1e-12\n')
+    pid_file = tmp_path / "diagnosis.pid"
+    proc = subprocess.Popen([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
+                             "--reports-dir", str(tmp_path / "r"), "--engine", "auto", "--no-cache"], cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)), start_new_session=True)
+    try:
+        busy = wait_for_pid(pid_file, proc, seconds=300)  # litert has failed; the diagnosis runs the model in float64
+        diagnosis = psutil.Process(busy)
+        assert "converter.stages.diagnose" in " ".join(diagnosis.cmdline())
+        assert diagnosis.ppid() == proc.pid and os.getsid(busy) == busy  # the CLI's own child, in its own session
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with_group_killed(proc)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "python -m converter: terminated by SIGTERM during the conversion of slow"
+    assert gone_within(busy, 10)  # its own session is no shelter: the harness killed it on its way out
+    assert (tmp_path / "r" / "artifacts" / "slow" / "litert" / "convert.log").is_file()  # litert ran before it
 
 
 def test_litert_children_are_forked_from_a_preloaded_process_of_its_own_environment(tmp_path):

@@ -18,17 +18,7 @@ import pytest
 from converter.failures import FailureKind
 
 from .. import builders
-from ..support import ROOT, convert, gone_within, run
-
-
-def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pid_file.is_file() and pid_file.read_text().strip():
-            return int(pid_file.read_text())
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.2)
-    raise AssertionError("the conversion child never started")
+from ..support import ROOT, convert, gone_within, run, wait_for_pid, with_group_killed
 
 
 def start_pytest(harness, *args, env=None) -> subprocess.Popen:
@@ -360,12 +350,3 @@ def test_a_worker_killed_mid_conversion_fails_one_model_and_the_run_ends_by_itse
     assert names == set(rows)  # the plugin's items are named by the model id itself
     assert "3 converted and verified, 1 failed, 0 failed as expected, of 4 models" in out
     assert not [p for p in (harness.path / "tflite_models").iterdir() if p.name.startswith("killer")]
-
-
-def with_group_killed(proc: subprocess.Popen) -> None:
-    """Whatever the test found, leave nothing running."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()

@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
-from converter import engines
+from converter import diagnosis_run, engines
 from converter.checks import OutputComparison
 from converter.failures import FailureKind, Stage
-from converter.results import Deliverable, Result
+from converter.results import Deliverable, Divergence, Result
 from converter.spec import ModelSpec
 
 
@@ -44,13 +44,20 @@ OUT_OF_MEMORY = _failed(FailureKind.OUT_OF_MEMORY, Stage.SAVEDMODEL, "peak 4000 
 @pytest.fixture
 def children(monkeypatch, tmp_path):
     """Fake children: onnx2tf's gives `calls["onnx2tf"]`, litert's a pass; each call is recorded."""
-    calls: dict = {"runs": []}
+    calls: dict = {"runs": [], "litert": _passed("litert"), "diagnoses": []}
 
     def run_isolated(spec, artifacts, **kwargs):
         calls["runs"].append((kwargs.get("engine", "onnx2tf"), kwargs))
-        return _passed("litert") if kwargs.get("engine") == "litert" else calls["onnx2tf"]
+        return calls["litert"] if kwargs.get("engine") == "litert" else calls["onnx2tf"]
+
+    def run_diagnosis(work, **budget):
+        calls["diagnoses"].append(budget)
+        if isinstance(calls.get("diagnosis"), Exception):
+            raise calls["diagnosis"]
+        return calls.get("diagnosis"), 1800.0
 
     monkeypatch.setattr(engines, "run_isolated", run_isolated)
+    monkeypatch.setattr(engines, "run_diagnosis", run_diagnosis)
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text("#!/bin/sh\n")
@@ -108,3 +115,58 @@ def test_without_the_litert_environment_auto_diagnoses_at_once(children, tmp_pat
 def test_no_time_left_means_no_second_engine(children, tmp_path):
     spent = dataclasses.replace(CRASH, seconds=99.5)
     assert _convert(children, tmp_path, spent) == spent and len(children["runs"]) == 1
+
+
+def _left_for_later(tmp_path):
+    """What onnx2tf's child leaves when it prepares a diagnosis and does not run it."""
+    work = tmp_path / "artifacts" / diagnosis_run.FOLDER
+    work.mkdir(parents=True)
+    (work / diagnosis_run.JOB).write_text('{"tolerance": 0.0001}')
+    return work
+
+
+FOUND = Divergence("onnx2tf", None, 1e-4, 40, "node_errors.md", tf_error=0.39, seconds=21.0)
+LITERT_REFUSES = _failed(FailureKind.TFLITE_ERROR, Stage.TFLITE, "litert-torch could not convert the model: aten.foo")
+
+
+def test_when_litert_fails_too_onnx2tfs_wrong_numbers_are_diagnosed_then(children, tmp_path):
+    work = _left_for_later(tmp_path)
+    children["litert"], children["diagnosis"] = LITERT_REFUSES, FOUND
+    result = _convert(children, tmp_path, WRONG_FLOAT32)
+    assert result.failure.kind is FailureKind.NUMERIC_MISMATCH and result.divergence == FOUND
+    message = result.failure.message
+    said = [message.find(part) for part in ("float32 TFLite output 'y': off", "; engine litert failed too: tflite_error",
+                                            "; " + FOUND.describe())]
+    assert -1 < said[0] < said[1] < said[2], message  # litert's failure before the diagnosis, which a long line cuts
+    (budget,) = children["diagnoses"]
+    # the time the child would have given it, less what both engines spent (12 s and 12 s) and a margin
+    assert budget["seconds"] == pytest.approx(min(0.25 * 100.0, 100.0 - 24.0 - 10)) and budget["threads"] == 1
+    assert result.seconds == 12.0 + 12.0 + 21.0 and result.peak_rss_mb == 1800.0  # the diagnosis counted too
+    assert work.is_dir()
+
+
+def test_a_diagnosis_that_fails_leaves_the_failure_it_was_to_explain(children, tmp_path):
+    _left_for_later(tmp_path)
+    children["litert"], children["diagnosis"] = LITERT_REFUSES, OSError("no space left on device")
+    result = _convert(children, tmp_path, WRONG_FLOAT32)
+    assert result.failure.kind is FailureKind.NUMERIC_MISMATCH and result.divergence is None
+    assert result.failure.message.endswith("litert-torch could not convert the model: aten.foo")
+
+
+def test_a_diagnosis_left_for_later_is_dropped_when_no_wrong_numbers_are_to_explain(children, tmp_path):
+    work = _left_for_later(tmp_path)  # the child was stopped after preparing it
+    timed_out = _failed(FailureKind.TIMEOUT, Stage.SAVEDMODEL, "no result after the 100 s timeout")
+    assert _convert(children, tmp_path, timed_out, engine="onnx2tf") == timed_out
+    assert not children["diagnoses"] and not work.exists()
+    work = _left_for_later(tmp_path)  # litert delivered the model: nobody reads it
+    assert _convert(children, tmp_path, WRONG_FLOAT32).passed and not children["diagnoses"] and not work.exists()
+
+
+def test_when_litert_cannot_finish_that_is_the_verdict_and_a_rerun_tries_again(children, tmp_path):
+    work = _left_for_later(tmp_path)
+    children["litert"] = _failed(FailureKind.TIMEOUT, Stage.TFLITE, "no result after the 88 s timeout (still in tflite)")
+    result = _convert(children, tmp_path, WRONG_FLOAT32)
+    assert result.failure.kind is FailureKind.TIMEOUT and not result.failure.kind.cached  # not restored next time
+    assert result.failure.message.startswith("engine litert: no result after the 88 s timeout (still in tflite); "
+                                             "onnx2tf's route had failed first: numeric_mismatch in verify: ")
+    assert result.seconds == 24.0 and not children["diagnoses"] and not work.exists()
