@@ -224,6 +224,11 @@ ENGINE_RUNS = ("onnx2tf", "litert", "auto")
 def measure_engines(cases, work: Path, report: dict) -> None:
     """Each model through each engine alone, then auto, as a user runs one model: wall time and peak
     memory of the whole process tree, where the time went, and the float32 and DRQ files' errors."""
+    from converter.engines import missing
+    from converter.settings import LITERT_PYTHON
+
+    if missing(LITERT_PYTHON):
+        raise SystemExit(f"benchmark: --engines needs the litert engine's environment: {missing(LITERT_PYTHON)}")
     print(f"\n{'model':<24}{'engine':<9}{'wall s':>8}{'MB':>7}  {'made by':<9}" + " ".join(f"{s:>7}" for s in STAGES)
           + f"{'fp32 err':>10}{'drq err':>10}")
     for case in cases:
