@@ -166,15 +166,15 @@ def test_the_benchmark_measures_each_engine_on_a_model(tmp_path):
     """`--engines`: one model through onnx2tf alone, litert alone and auto, each row with its figures."""
     out = tmp_path / "benchmark.json"
     proc = subprocess.run([sys.executable, "benchmarks/benchmark.py", "--models", "model_cases/examples",
-                           "--only", "two_in_two_out", "--engines", "--skip-models", "--skip-batch",
+                           "--only", "cnn_batchnorm", "--engines", "--skip-models", "--skip-batch",
                            "--work", str(tmp_path / "work"), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = json.loads(out.read_text())["engines"]["two_in_two_out"]
+    runs = json.loads(out.read_text())["engines"]["cnn_batchnorm"]
     assert [(e, r["ok"], r["engine"]) for e, r in runs.items()] == [
         ("onnx2tf", True, "onnx2tf"), ("litert", True, "litert"), ("auto", True, "onnx2tf")]  # auto keeps onnx2tf's
     assert all(r["wall_s"] > 0 and r["peak_rss_mb"] > 0 and r["recipes"]["fp32"]["err"] < 1e-4 for r in runs.values())
-    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("two_in_two_out")]
+    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("cnn_batchnorm")]
     assert [ln[1] for ln in lines] == ["onnx2tf", "litert", "auto"] and [ln[4] for ln in lines] == \
         ["onnx2tf", "litert", "onnx2tf"]
 
