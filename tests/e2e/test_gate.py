@@ -14,11 +14,11 @@ from ..support import run
 
 
 def test_regression_flow(harness):
-    """The whole story under xdist, as CI runs it (the gate is the controller's, the same code in a
-    plain run): no baseline, a baseline written, a partial rerun that keeps the full run's rows,
-    regressions only the gate catches (failed test cases in JUnit and on the terminal's last line),
-    the broken state accepted (its known failure declared, so the job is green), then mended."""
-    workers = ["-n", "2"]
+    """The whole story (the gate is the controller's, the same code in a plain run and under xdist):
+    no baseline, a baseline written, a partial rerun that keeps the full run's rows, regressions only
+    the gate catches (under xdist, as CI runs it: failed test cases in JUnit and on the terminal's last
+    line), the broken state accepted (its known failure declared, so the job is green), then mended.
+    The other steps run plain: each xdist run pays its workers' start again."""
     models = harness.path / "models"
     builders.torchscript_mlp(models, "mlp")
     builders.torchscript_mlp(models, "wide")
@@ -26,7 +26,7 @@ def test_regression_flow(harness):
     with open(models / "leaving.toml", "a") as fh:
         fh.write('[expect]\nkind = "untrusted_pickle"\nreason = "not opted in"\n')
     builders.torchscript_mlp(models, "fails_later")
-    args = [*workers, "--tflite-models-dir", "models"]
+    args = ["--tflite-models-dir", "models"]
 
     first = run(harness, *args, "-k", "mlp")
     assert first.ret == 0
@@ -53,7 +53,7 @@ def test_regression_flow(harness):
     (models / "fails_later.pt").unlink()  # now holds an op that no exporter supports
     builders.factory_model(models, "fails_later", builders.EIGH_SOURCE, "eighs:eigh", (1, 4, 4))
     builders.torchscript_mlp(models, "arrived")
-    broken = run(harness, *args)
+    broken = run(harness, *args, "-n", "2")
     assert broken.ret == 1
     broken.stdout.fnmatch_lines([               # the drift and the growth pass every test: only the gate catches them
         "*REGRESSION leaving: was in the baseline and has disappeared*",
