@@ -243,3 +243,32 @@ def record(outcome="passed", kind=None, message=None, drq=1e-3, fp32=1e-7, size=
         deliverables=(Deliverable("drq", "model_drq.tflite", size, outputs(drq)),),
         requested=("drq",), delivered=None if failed else "drq", seconds=seconds, peak_rss_mb=800.0,
         cache_hit=cache_hit)
+
+
+# onnx2tf mistranslates this adaptive pool (as in the bundled diverging_pool); only the diagnosis runs the
+# model in float64, and there it waits (300 s), as a large model's diagnosis takes minutes, having written
+# its process id where a test can find it (HARNESS_TEST_PID_FILE, when set)
+SLOW_TO_DIAGNOSE_SOURCE = """
+import os, time
+import torch
+
+
+class SlowInDouble(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
+        self.head = torch.nn.Linear(4 * 7 * 7, 5)
+
+    def forward(self, x):
+        if x.dtype == torch.float64:
+            if os.environ.get("HARNESS_TEST_PID_FILE"):
+                with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
+                    fh.write(str(os.getpid()))
+            time.sleep(300)
+        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+
+
+def slow():
+    return SlowInDouble()
+"""

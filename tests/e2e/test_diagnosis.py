@@ -12,7 +12,6 @@ import html
 import os
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -169,34 +168,9 @@ def test_a_tflite_kernel_that_loses_precision_is_named_by_its_op(tmp_path):
     assert len(rows) == 1 and "| MEAN |" in rows[0] and first.node in rows[0]
 
 
-SLOW_DIAGNOSIS_SOURCE = """
-import time
-import torch
-
-
-class SlowInDouble(torch.nn.Module):
-    # onnx2tf mistranslates this pool (as in the bundled diverging_pool); only the diagnosis runs the
-    # model in float64, and there it takes minutes, as a large model's diagnosis would
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
-        self.head = torch.nn.Linear(4 * 7 * 7, 5)
-
-    def forward(self, x):
-        if x.dtype == torch.float64:
-            time.sleep(300)
-        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
-
-
-def slow():
-    return SlowInDouble()
-"""
-
-
 def test_the_diagnosis_stops_at_its_share_of_the_timeout_and_says_so(tmp_path):
     torch.manual_seed(0)
-    model = builders.factory_model(tmp_path / "m", "slow", textwrap.dedent(SLOW_DIAGNOSIS_SOURCE), "slows:slow",
+    model = builders.factory_model(tmp_path / "m", "slow", builders.SLOW_TO_DIAGNOSE_SOURCE, "slows:slow",
                                    (1, 3, 20, 20))
     timeout, share = 200, 0.05  # a budget of 10 s, against a diagnosis that would take minutes
     proc, result = cli(tmp_path, model, "--conversion-timeout", str(timeout), "--diagnosis-share", str(share))

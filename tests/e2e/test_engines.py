@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import torch
 
 from converter import forkserver
 from converter.discovery import discover
@@ -21,7 +22,7 @@ from converter.failures import FailureKind
 from converter.isolation import run_isolated
 from converter.settings import LITERT_PYTHON
 
-from ..builders import factory_model, waiting_model_source
+from ..builders import SLOW_TO_DIAGNOSE_SOURCE, factory_model, waiting_model_source
 from ..support import ROOT, convert, gone_within, wait_for_pid, with_group_killed
 
 # affine_grid + grid_sample: onnx2tf fails in every mode ("Dimensions must be equal, but are 2 and 784")
@@ -115,36 +116,11 @@ def test_under_auto_onnx2tfs_diagnosis_runs_only_when_litert_fails_too(tmp_path)
     assert json.loads((artifacts / "result.json").read_text())["divergence"]["where"] == "precision"
 
 
-# onnx2tf mistranslates this adaptive pool (as in the bundled diverging_pool), and only the diagnosis
-# runs the model in float64, where it waits, as a large model's diagnosis takes minutes
-SLOW_TO_DIAGNOSE_SOURCE = """
-import os, time
-import torch
-
-class SlowToDiagnose(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.pool = torch.nn.AdaptiveAvgPool2d((7, 7))
-        self.head = torch.nn.Linear(4 * 7 * 7, 5)
-
-    def forward(self, x):
-        if x.dtype == torch.float64:
-            with open(os.environ["HARNESS_TEST_PID_FILE"], "w") as fh:
-                fh.write(str(os.getpid()))
-            time.sleep(300)
-        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
-
-def build():
-    torch.manual_seed(0)
-    return SlowToDiagnose().eval()
-"""
-
-
 def test_sigterm_while_the_harness_runs_a_diagnosis_itself_leaves_nothing_running(tmp_path):
-    model = factory_model(tmp_path / "m", "slow", SLOW_TO_DIAGNOSE_SOURCE, "arch:build", (1, 3, 20, 20))
+    torch.manual_seed(0)
+    model = factory_model(tmp_path / "m", "slow", SLOW_TO_DIAGNOSE_SOURCE, "slows:slow", (1, 3, 20, 20))
     # litert converts it, but no float32 file meets this tolerance: litert fails too, on the model's numbers
-    model.with_suffix(".toml").write_text('factory = "arch:build"\ndeliverables = ["fp32"]\n[[inputs]]\n'
+    model.with_suffix(".toml").write_text('factory = "slows:slow"\ndeliverables = ["fp32"]\n[[inputs]]\n'
                                           'shape = [1, 3, 20, 20]\n[tolerance]\nfp32 = 1e-12\n')
     pid_file = tmp_path / "diagnosis.pid"
     proc = subprocess.Popen([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "o"),
