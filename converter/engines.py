@@ -91,8 +91,8 @@ def convert(spec, artifacts: Path, *, litert_python: Path, **isolated) -> tuple[
         return _both(rescued, result, rescued, fixes=(engine_fix(LITERT, result.failure),) + rescued.fixes), folder
     kind = rescued.failure.kind
     if kind.machine and kind is not FailureKind.ENGINE_MISSING:
-        # litert could not finish (its time, memory, a crash, the disk): that is the verdict, which a rerun may
-        # change, so it is neither cached nor removes what an earlier run delivered; nothing is left to explain
+        # litert could not finish (its time, memory, a crash, the disk): that is the verdict, of a kind a rerun
+        # may change, so it is not cached and the next run tries litert again; nothing is left to explain
         _drop_pending(artifacts)
         failure = Failure(kind, rescued.failure.stage, normalise_message(
             f"engine litert: {rescued.failure.message}; onnx2tf's route had failed first: {_told(result.failure)}"))
