@@ -56,6 +56,19 @@ def gone_within(pid: int, seconds: float) -> bool:
         return False
     return True
 
+# A shell that starts a job in the background (`cmd &` without job control) has it ignore SIGINT, and
+# Python then never turns SIGINT into KeyboardInterrupt: the run these tests signal gets the default a
+# terminal gives, through an exec that keeps its pid.
+DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+def start_pytest(harness, *args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", DEFAULT_SIGINT, sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--junitxml=junit.xml", "--tflite-conversion-threads=1", *args], cwd=harness.path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
 def wait_for_pid(pid_file: Path, proc: subprocess.Popen, seconds: float = 180) -> int:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

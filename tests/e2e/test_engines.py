@@ -23,7 +23,7 @@ from converter.isolation import run_isolated
 from converter.settings import LITERT_PYTHON
 
 from ..builders import SLOW_TO_DIAGNOSE_SOURCE, factory_model, waiting_model_source
-from ..support import ROOT, convert, gone_within, wait_for_pid, with_group_killed
+from ..support import ROOT, convert, gone_within, start_pytest, wait_for_pid, with_group_killed
 
 # affine_grid + grid_sample: onnx2tf fails in every mode ("Dimensions must be equal, but are 2 and 784")
 STN_SOURCE = """
@@ -140,6 +140,26 @@ def test_sigterm_while_the_harness_runs_a_diagnosis_itself_leaves_nothing_runnin
     assert err.strip().splitlines()[-1] == "python -m converter: terminated by SIGTERM during the conversion of slow"
     assert gone_within(busy, 10)  # its own session is no shelter: the harness killed it on its way out
     assert (tmp_path / "r" / "artifacts" / "slow" / "litert" / "convert.log").is_file()  # litert ran before it
+
+
+def test_sigterm_to_a_batch_on_the_litert_engine_leaves_none_of_its_processes(harness, tmp_path):
+    factory_model(harness.path / "models", "slow", waiting_model_source(kill_parent=False), "slowness:waits", (1, 4))
+    pid_file = tmp_path / "child.pid"
+    proc = start_pytest(harness, "--tflite-models-dir", "models", "--tflite-engine", "litert",
+                        env=dict(os.environ, HARNESS_TEST_PID_FILE=str(pid_file)))
+    try:
+        child = wait_for_pid(pid_file, proc)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        # a forked child keeps its preloaded process's command line: the one that is not the child is the server
+        (preloaded,) = [p for p in family if "converter.stages.forkserver" in " ".join(p.cmdline()) and p.pid != child]
+        assert preloaded.cmdline()[-1] == "litert" and psutil.Process(child).ppid() == preloaded.pid
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        with_group_killed(proc)
+    assert proc.returncode != 0 and "The run was ended by SIGTERM" in out, out
+    assert gone_within(child, 30)
+    assert all(gone_within(p.pid, 15) for p in family), "a process of the run outlived it"  # litert's preloaded one too
 
 
 def test_litert_children_are_forked_from_a_preloaded_process_of_its_own_environment(tmp_path):

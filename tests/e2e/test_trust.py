@@ -18,20 +18,7 @@ import pytest
 from converter.failures import FailureKind
 
 from .. import builders
-from ..support import ROOT, convert, gone_within, run, wait_for_pid, with_group_killed
-
-# A shell that starts a job in the background (`cmd &` without job control) has it ignore SIGINT, and
-# Python then never turns SIGINT into KeyboardInterrupt: the run these tests signal gets the default a
-# terminal gives, through an exec that keeps its pid.
-DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-
-
-def start_pytest(harness, *args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", DEFAULT_SIGINT, sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                             "--junitxml=junit.xml", "--tflite-conversion-threads=1", *args], cwd=harness.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
+from ..support import ROOT, convert, gone_within, run, start_pytest, wait_for_pid, with_group_killed
 
 # --- code from untrusted files ----------------------------------------------------------------
 
