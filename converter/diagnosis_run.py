@@ -1,17 +1,15 @@
 """The float32 diagnosis's own process, from either side: the conversion child runs it at once
 (stages/explain.py), or, under engine auto, prepares it and leaves it to the parent, which runs it
-only if the litert engine cannot deliver the model either (engines.py). What the process does is
-converter/stages/diagnose.py's; this module only prepares, starts, bounds and reads it, so the
-parent imports none of the child's stages."""
+only if the litert engine cannot deliver the model either (engines.py). Either runs it through
+isolation.run_diagnosis, as a child is run. What the process does is converter/stages/diagnose.py's;
+this module only prepares it, names its command and reads what it found, so the parent imports none
+of the child's stages."""
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +17,9 @@ import numpy as np
 from .protocol import build, write_json_atomic
 from .results import Divergence
 
-POLL_SECONDS = 0.2
 FOLDER = "diagnosis"  # in the model's artifacts
 JOB = "diagnosis_job.json"
 FOUND = "diagnosis.json"  # what it found so far, rewritten as it goes
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def prepare(job, arrays, reference) -> None:
@@ -47,35 +43,6 @@ def pending(work: Path) -> bool:
 def command(work: Path, guardians: list[int]) -> list[str]:
     """The diagnosis process of the job prepared in `work`, which dies with any of `guardians`."""
     return [sys.executable, "-m", "converter.stages.diagnose", str(work / JOB), *map(str, guardians)]
-
-
-def run_prepared(work: Path, *, seconds: float, memory_mb: float, share: float = 0.25) -> Divergence | None:
-    """The prepared diagnosis in `work`, run in its own process within its budgets (the conversion
-    child's way: the process is in the child's group, which the parent kills as a whole)."""
-    import psutil
-
-    start = time.monotonic()
-    with open(work / "diagnosis.log", "wb") as log:
-        proc = subprocess.Popen(command(work, [os.getpid()]), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(PROJECT_ROOT))
-    stopped = None
-    try:
-        watched = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            elapsed = time.monotonic() - start
-            try:
-                rss = sum(p.memory_info().rss for p in [watched] + watched.children(recursive=True)) / 2**20
-            except psutil.Error:
-                rss = 0.0
-            stopped = why_stopped(elapsed > seconds, rss > memory_mb, seconds, memory_mb, share)
-            if stopped:
-                break
-            time.sleep(POLL_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    return outcome(work, stopped, proc.returncode, time.monotonic() - start)
 
 
 def why_stopped(out_of_time: bool, out_of_memory: bool, seconds: float, memory_mb: float, share: float) -> str | None:

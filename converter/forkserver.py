@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from .environment import child_environment, interpreter_command
+from .environment import PROJECT_ROOT, child_environment, interpreter_command
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_SECONDS = 300.0  # imports take 3-10 s; a loaded machine may be much slower
 ANSWER_SECONDS = 30.0
 

@@ -22,14 +22,13 @@ from typing import Callable
 import psutil
 
 from . import diagnosis_run, forkserver
-from .environment import child_environment, interpreter_command, tool_versions
+from .environment import PROJECT_ROOT, child_environment, interpreter_command, tool_versions
 from .failures import DISK_ADVICE, DISK_MARKERS, MEMORY_ADVICE, MEMORY_MARKERS, Failure, FailureKind
 from .lifeline import guardians_of_this_process
 from .protocol import JOB_FILE, LOG_FILE, PROGRESS_FILE, RESULT_FILE, Job, read_progress
 from .results import Result
 
 POLL_SECONDS = 0.1
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def tree_rss(proc: psutil.Process | None, seen: dict | None = None) -> int:
@@ -178,10 +177,11 @@ def engine_command(python: str, job_path: Path) -> list[str]:
 
 
 def run_diagnosis(work: Path, *, seconds: float, memory_mb: float, share: float, threads: int) -> tuple:
-    """A float32 diagnosis a conversion child prepared and left (diagnosis_run.prepare), run from here
-    as a conversion child is: in its own session, with a child's environment, dying with this process
-    and the xdist controller, watched, and killed with all it started when its budget runs out or
-    this process is stopped. Returns (the Divergence or None, its peak MB)."""
+    """The float32 diagnosis prepared in `work` (diagnosis_run.prepare), run as a conversion child is: in
+    its own session, with a child's environment, dying with this process (and, under xdist, the
+    controller), watched, and killed with all it started when its budget runs out or this process is
+    stopped. The conversion child runs its own so; the harness, one a child left for later (engines.py).
+    Returns (the Divergence or None, its peak MB)."""
     start = time.monotonic()
     child = _Spawned(diagnosis_run.command(work, guardians_of_this_process()), work / "diagnosis.log", threads)
     ended_by, peak = _watch(child, memory_mb, seconds, None, None)

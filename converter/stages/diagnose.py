@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnosis_run import FOUND, prepare, run_prepared
+from ..diagnosis_run import FOUND, prepare
 from ..metrics import scale_of
 from ..protocol import plain, write_json_atomic, write_text_atomic
 from ..results import Divergence, NodeError
@@ -73,11 +73,14 @@ class DiagnosisJob:
 
 # --- the conversion child's side ------------------------------------------------------------
 
-def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float,
-                share: float = 0.25) -> Divergence | None:
+def run_bounded(job: DiagnosisJob, arrays, reference, *, seconds: float, memory_mb: float, share: float = 0.25,
+                threads: int = 1) -> Divergence | None:
     """The diagnosis in its own process, stopped at `seconds` or `memory_mb`; what it found by then."""
+    from ..isolation import run_diagnosis
+
     prepare(job, arrays, reference)
-    return run_prepared(Path(job.work_dir), seconds=seconds, memory_mb=memory_mb, share=share)
+    divergence, _ = run_diagnosis(Path(job.work_dir), seconds=seconds, memory_mb=memory_mb, share=share, threads=threads)
+    return divergence
 
 
 # --- the diagnosis process --------------------------------------------------------------------

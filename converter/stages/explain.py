@@ -77,7 +77,7 @@ def diagnose(ctx: Context, cp: Checkpoint, saved, fp32_tflite: str | None = None
             prepare(job, cp.samples.inputs, cp.samples.reference)
             print(f"--- the diagnosis is left for later: it runs if the litert engine fails too ({job.work_dir})")
             return None
-        return run_bounded(job, cp.samples.inputs, cp.samples.reference,
+        return run_bounded(job, cp.samples.inputs, cp.samples.reference, threads=ctx.threads,
                            **budget(ctx.diagnosis_share, spec.timeout, left, ctx.memory_limit_mb, own))
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the diagnosis failed:", file=sys.stderr)

@@ -111,7 +111,6 @@ def test_under_auto_onnx2tfs_diagnosis_runs_only_when_litert_fails_too(tmp_path)
     diagnosed = message.find("; float32 precision, not the conversion")
     assert 0 < litert_said < diagnosed, message  # litert's failure first: a long diagnosis is cut, not it
     assert failed.divergence.where == "precision" and failed.divergence.stopped is None
-    artifacts = tmp_path / "reports" / "artifacts" / "offset"
     assert (artifacts / "diagnosis" / "diagnosis.json").is_file() and not (artifacts / "diagnosis" / "tmp").exists()
     assert json.loads((artifacts / "result.json").read_text())["divergence"]["where"] == "precision"
 
