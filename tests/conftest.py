@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
+from .support import NO_HYPOTHESIS, ROOT
+
 # this repository's own tests drive pytest in pytest; no user of the plugin needs pytester's options
 pytest_plugins = ["pytester"]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +37,7 @@ def harness(torch_warmed_up, pytester, monkeypatch):
     # a model made to fail there must not cost a second engine's conversion (tests/e2e/test_engines.py
     # tests `auto`)
     monkeypatch.setenv("TFLITE_HARNESS_ENGINE", "onnx2tf")
+    monkeypatch.setenv("PYTEST_ADDOPTS", NO_HYPOTHESIS)
     pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')  # as an installed copy's entry point would
     pytester.makeini("[pytest]\njunit_family = xunit1\n")
     return pytester

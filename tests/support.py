@@ -20,6 +20,9 @@ from converter.settings import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "model_cases" / "examples"
+# A user's pytest has no Hypothesis (this repository's own test tool, requirements_dev.txt); its
+# plugin would cost every pytest these tests start, and each of its xdist workers, 0.9 s of imports.
+NO_HYPOTHESIS = "-p no:hypothesispytest"
 
 
 def write(path, text=""):

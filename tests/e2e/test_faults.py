@@ -21,11 +21,12 @@ from converter.protocol import WAITING_FILE
 
 from .. import builders
 from ..mounts import FILL, needs_mounts, run_mounted
-from ..support import ROOT, convert, run, settings_for
+from ..support import NO_HYPOTHESIS, ROOT, convert, run, settings_for
 
 
 def pytest_command(*args) -> str:
-    return shlex.join([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--tflite-conversion-threads=1", *args])
+    return shlex.join([sys.executable, "-m", "pytest", *NO_HYPOTHESIS.split(), "-p", "no:cacheprovider",
+                       "--tflite-conversion-threads=1", *args])
 
 
 def cli_command(*args) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import users
-from ..support import ROOT
+from ..support import NO_HYPOTHESIS, ROOT
 
 SLOT = """
 import time
@@ -221,7 +221,8 @@ def test_proc_as_the_models_folder_while_processes_come_and_go_is_one_line(tmp_p
     try:
         done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "converter.pytest_plugin"],
                               capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                              env=dict(os.environ, TFLITE_HARNESS_MODELS_DIR="/proc", PYTHONPATH=str(ROOT)))
+                              env=dict(os.environ, TFLITE_HARNESS_MODELS_DIR="/proc", PYTHONPATH=str(ROOT),
+                                       PYTEST_ADDOPTS=NO_HYPOTHESIS))
     finally:
         os.killpg(churn.pid, 9)
         churn.wait()

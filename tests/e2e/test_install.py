@@ -23,7 +23,7 @@ import yaml
 from converter.failures import FailureKind
 
 from .. import builders
-from ..support import ROOT
+from ..support import NO_HYPOTHESIS, ROOT
 
 
 def run(*command, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -36,7 +36,8 @@ def test_the_wheel_works_from_another_repository(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "converter", source / "converter", ignore=shutil.ignore_patterns("__pycache__"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("TFLITE_HARNESS_")}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("TFLITE_HARNESS_")},
+           "PYTEST_ADDOPTS": NO_HYPOTHESIS}
     built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist",
                 source, cwd=tmp_path, env=env)
     assert built.returncode == 0, built.stderr
