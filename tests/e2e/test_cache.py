@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from .. import builders
-from ..support import EXAMPLES, convert, run
+from ..support import convert, run
 
 
 def test_an_unchanged_model_is_restored_and_a_changed_one_converted(tmp_path):
@@ -61,19 +61,13 @@ def test_a_hit_shows_in_junit_and_the_summaries(harness):
     assert 'name="cache_hit" value=""' in (harness.path / "junit.xml").read_text()
 
 
-def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path):
+def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path, diverging_pool):
     """A wrong float32 conversion, restored from the cache, is judged again and fails the same way,
     with the words its retries and its diagnosis added: a baseline written from a warm run then
     matches a cold one (it did not: the restored message lost them, and the gate called it a new
     failure)."""
-    import shutil
-
-    folder = tmp_path / "m"
-    folder.mkdir()
-    for name in ("diverging_pool.pt", "diverging_pool.toml", "architectures.py"):
-        shutil.copy(EXAMPLES / name, folder / name)
-    cold = convert(tmp_path, folder / "diverging_pool.pt")
-    warm = convert(tmp_path, folder / "diverging_pool.pt")
+    cold = diverging_pool.result
+    warm = convert(tmp_path, diverging_pool.model, tflite_cache_dir=str(diverging_pool.work / "cache"))
     assert not cold.cache_hit and warm.cache_hit
     assert cold.failure.kind.value == "numeric_mismatch" and "first divergence at node" in cold.failure.message
     assert warm.failure == cold.failure

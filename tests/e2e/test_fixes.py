@@ -17,7 +17,7 @@ import torch
 from converter.failures import FailureKind
 
 from .. import builders
-from ..support import EXAMPLES, ROOT, convert, run
+from ..support import ROOT, convert, run
 
 TRIG_SOURCE = """
 import torch
@@ -208,9 +208,8 @@ def test_a_pt2_that_dynamo_leaves_at_opset_18_exports_at_17(tmp_path):
     assert dynamo.export.exporter == "dynamo" and dynamo.fixes == ()
 
 
-def test_a_wrong_float32_conversion_names_its_first_diverging_node(tmp_path):
-    model = EXAMPLES / "diverging_pool.pt"  # the bundled example onnx2tf mistranslates
-    result = convert(tmp_path, model)
+def test_a_wrong_float32_conversion_names_its_first_diverging_node(diverging_pool):
+    result = diverging_pool.result  # the bundled example onnx2tf mistranslates
     assert result.failure.kind is FailureKind.NUMERIC_MISMATCH
     assert result.failure.stage == "savedmodel" and "TF model (onnx2tf) output" in result.failure.message
     assert result.divergence.where == "onnx2tf"

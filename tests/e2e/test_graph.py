@@ -83,7 +83,7 @@ print(json.dumps({"max_abs_diff": float(max(np.abs(x - y).max() for x, y in zip(
 """
 
 
-def test_a_float32_mismatch_in_the_first_mode_is_converted_again_in_strict_mode(tmp_path):
+def test_a_float32_mismatch_in_the_first_mode_is_converted_again_in_strict_mode(tmp_path, diverging_pool):
     """No rule sees square_patches coming (16 channels folded back into a 16x16 map): verification
     does, and the harness converts again in strict mode. A model wrong in every mode keeps its
     first failure and is diagnosed in the last mode tried."""
@@ -93,7 +93,7 @@ def test_a_float32_mismatch_in_the_first_mode_is_converted_again_in_strict_mode(
     assert [f.label for f in retried.fixes][-1] == "onnx2tf_mode:strict"
     assert retried.fixes[-1].reason == "in onnx2tf's simplified mode the float32 outputs of its TF model differed from ONNX's"
     assert [d.recipe for d in retried.deliverables] == ["drq"]  # the wrong first TF model was never converted to TFLite
-    diverging = convert(tmp_path, EXAMPLES / "diverging_pool.pt")
+    diverging = diverging_pool.result
     assert diverging.onnx2tf_runs == 2 and diverging.savedmodel.onnx2tf_mode == "strict"
     assert diverging.fixes == ()  # a fix is recorded only where it cured the model
     assert diverging.failure.kind is FailureKind.NUMERIC_MISMATCH and diverging.divergence is not None

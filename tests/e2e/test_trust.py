@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,21 +264,19 @@ def test_a_broken_baseline_is_one_line_and_summaries_are_still_written(harness):
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "1"], ["-n", "2"]], ids=["plain", "one_worker", "two_workers"])
-def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(harness, tmp_path, workers):
-    cancelled_run(harness, tmp_path, workers, signal.SIGTERM)
+def test_sigterm_to_pytest_ends_the_run_delivers_nothing_after_it_and_says_so(harness, tmp_path, two_cached_cnns,
+                                                                             workers):
+    cancelled_run(harness, tmp_path, two_cached_cnns, workers, signal.SIGTERM)
 
 
-def test_sigint_to_the_pytest_controller_under_xdist_ends_the_run_like_sigterm(harness, tmp_path):
-    cancelled_run(harness, tmp_path, ["-n", "2"], signal.SIGINT)  # `kill -INT` to the controller alone
+def test_sigint_to_the_pytest_controller_under_xdist_ends_the_run_like_sigterm(harness, tmp_path, two_cached_cnns):
+    cancelled_run(harness, tmp_path, two_cached_cnns, ["-n", "2"], signal.SIGINT)  # `kill -INT` to the controller alone
 
 
-def cancelled_run(harness, tmp_path, workers: list[str], sig: signal.Signals) -> None:
+def cancelled_run(harness, tmp_path, cached: Path, workers: list[str], sig: signal.Signals) -> None:
     models = harness.path / "models"
-    for name in ("b_net", "c_net"):
-        builders.torchscript_cnn(models, name=name, seed=len(name))
-    run(harness, "--tflite-models-dir", "models").assert_outcomes(passed=2)  # cached: a rerun would restore them
-    for old in (harness.path / "tflite_models").glob("*.tflite"):
-        old.unlink()
+    shutil.copytree(cached / "models", models)  # b_net and c_net, cached: the run would restore them
+    shutil.copytree(cached / "cache", harness.path / ".tflite_cache", symlinks=True)
     builders.factory_model(models, "a_slow", builders.waiting_model_source(kill_parent=False),
                            "slowness:waits", (1, 4))
     pid_file = tmp_path / "child.pid"
@@ -310,6 +309,7 @@ def cancelled_run(harness, tmp_path, workers: list[str], sig: signal.Signals) ->
         assert summary["ended"]["not_run"] >= 2 and "b_net" not in ran and "c_net" not in ran
         assert stopped == ["a_slow"] and "a_slow" not in ran, summary["ended"]  # the one converting, named
     assert "a_slow" not in {m for m, r in summary["models"].items() if r["outcome"] == "passed"}
+    assert all(summary["models"][m]["cache_hit"] for m in ran - {"a_slow"}), summary["models"]
     for delivered in (harness.path / "tflite_models").glob("*.tflite"):  # delivered before the signal, and reported
         assert delivered.stat().st_mtime < signalled, f"{delivered.name} was delivered after {sig.name}"
         assert summary["models"][delivered.stem]["outcome"] == "passed"
