@@ -22,7 +22,6 @@ fork() by itself.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ import traceback
 import warnings
 
 from .. import lifeline
+from .memory import freeze_imports
 
 
 def preload(engine: str) -> None:
@@ -96,12 +96,7 @@ def serve(parent: int, engine: str = "onnx2tf") -> None:
     replies = os.dup(1)  # the protocol's own descriptor: a library printing to stdout cannot garble it
     os.dup2(2, 1)
     preload(engine)
-    # The imports leave ~440,000 objects the cyclic collector tracks. Frozen, no collection scans them
-    # again, here or in a child: each child's gc.collect (release_memory, between its steps) took
-    # 0.3 s, half of a small model's conversion, and wrote to these objects' headers, unsharing
-    # their pages from this process. Only the imports' objects are frozen: a model's are not yet born.
-    gc.collect()
-    gc.freeze()
+    freeze_imports()  # in every child too: its collections no longer walk what the imports left
 
     def reply(text: str) -> None:
         os.write(replies, (text + "\n").encode())

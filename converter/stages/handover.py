@@ -23,7 +23,7 @@ from ..protocol import PROGRESS_FILE, Progress
 from ..spec import ModelSpec
 from . import checkpoint, offline
 from .checkpoint import Checkpoint, Context
-from .memory import peak_rss_mb
+from .memory import freeze_imports, peak_rss_mb
 
 FOLDER = "handoff"  # in the artifacts: what the next interpreter starts from
 STATE = "state.json"  # the checkpoint and the run's clocks
@@ -73,8 +73,11 @@ def resume(spec: ModelSpec, artifacts: Path) -> tuple[Checkpoint, Progress, floa
     progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
     cp, state = checkpoint.load(artifacts / FOLDER / STATE, artifacts / FOLDER / ARRAYS)
     progress.stage_seconds = dict(state["stage_seconds"])
-    if cp.built is not None:
-        progress.start("tflite")  # reading the state back is the TFLite stage's cost, like the import
+    # reading the state back and the imports are the next stage's cost (onnx2tf's, or the TFLite conversion's)
+    progress.start("tflite" if cp.built is not None else "savedmodel")
+    # what the steps left to this interpreter import anyway (for the TFLite conversion alone, not
+    # onnx2tf's libraries): imported now, they are frozen before any of the model's objects exist
+    freeze_imports(*(("tensorflow",) if cp.built is not None else ("tensorflow", "onnx", "onnxruntime", "onnx2tf")))
     offline.attempts.extend(state["network_attempts"])
     return cp, progress, float(state.get("started", time.monotonic()))
 
