@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..failures import FailureKind
-from ..protocol import Progress, SampleArrays, build, plain, write_json_atomic
+from ..protocol import Job, Progress, SampleArrays, build, plain, write_json_atomic
 from ..results import (
     Deliverable,
     Divergence,
@@ -57,6 +57,18 @@ class Context:
         import time
 
         return self.spec.timeout - (time.monotonic() - self.started)
+
+    @classmethod
+    def of(cls, job: Job, progress: Progress, started: float, hand_over: typing.Callable | None = None) -> "Context":
+        """The context of `job`: its settings are taken by name, so that a setting the job carries
+        is one field here and one there (tests/unit/test_checkpoint.py checks that none is dropped)."""
+        spec = ModelSpec.from_dict(job.spec)
+        return cls(spec, Path(job.artifacts_dir), progress=progress, started=started, hand_over=hand_over,
+                   **{name: getattr(job, name) for name in JOB_SETTINGS})
+
+
+# the job's fields a step reads through its context (the rest: the spec, parsed; where; who to outlive)
+JOB_SETTINGS = ("threads", "memory_limit_mb", "diagnosis_share", "fail_on_vacuous", "engine", "diagnose_later")
 
 
 @dataclass(frozen=True)

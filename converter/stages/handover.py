@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from ..protocol import PROGRESS_FILE, Progress
-from ..spec import ModelSpec
 from . import checkpoint, offline
 from .checkpoint import Checkpoint, Context
 from .memory import freeze_imports, peak_rss_mb
@@ -68,7 +67,7 @@ def hand_over(job_path: str):
     return go
 
 
-def resume(spec: ModelSpec, artifacts: Path) -> tuple[Checkpoint, Progress, float]:
+def resume(artifacts: Path) -> tuple[Checkpoint, Progress, float]:
     """The checkpoint the replaced interpreter wrote, its progress clocks, and when the run started."""
     progress = Progress(artifacts / PROGRESS_FILE, peak_rss_mb)
     cp, state = checkpoint.load(artifacts / FOLDER / STATE, artifacts / FOLDER / ARRAYS)

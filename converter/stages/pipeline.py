@@ -40,7 +40,7 @@ from ..failures import (
 from ..protocol import PROGRESS_FILE, RESULT_FILE, SAMPLES_FILE, Job, Progress, SampleArrays
 from ..recipes import calibrated
 from ..results import LoadResult, Result
-from ..spec import ENGINES, ModelSpec, SpecError
+from ..spec import ModelSpec, SpecError
 from . import explain, handover, litert_steps, offline, onnx2tf_steps, repair
 from .checkpoint import Checkpoint, Context, Problem
 from .fixes import flatten_fix
@@ -224,16 +224,14 @@ def run_steps(ctx: Context, cp: Checkpoint, steps=STEPS) -> tuple[Checkpoint, Fa
     return cp, None
 
 
-def convert(spec: ModelSpec, artifacts: Path, threads: int, memory_limit_mb: float = 0.0, *,
-            hand_over: Callable | None = None, resumed: tuple[Checkpoint, Progress, float] | None = None,
-            diagnosis_share: float = 0.25, fail_on_vacuous: bool = False, engine: str = ENGINES[0],
-            diagnose_later: bool = False) -> Result:
+def convert(job: Job, *, hand_over: Callable | None = None,
+            resumed: tuple[Checkpoint, Progress, float] | None = None) -> Result:
     """Run every step; never raises for a model's own problems, returns a Result. `hand_over`: see
     handover.py; `resumed`: what the interpreter this one replaced left (handover.resume)."""
+    artifacts = Path(job.artifacts_dir)
     cp, progress, started = resumed or (Checkpoint(), Progress(artifacts / PROGRESS_FILE, peak_rss_mb), time.monotonic())
-    ctx = Context(spec, artifacts, threads, progress, started, memory_limit_mb=memory_limit_mb,
-                  diagnosis_share=diagnosis_share, fail_on_vacuous=fail_on_vacuous, hand_over=hand_over, engine=engine,
-                  diagnose_later=diagnose_later)
+    ctx = Context.of(job, progress, started, hand_over)
+    spec, engine = ctx.spec, ctx.engine
     cp, failure = run_steps(ctx, cp)
     progress.finish()
     _write_samples(cp, artifacts)
@@ -315,13 +313,9 @@ def main(job_path: str, parent: int | None = None, *, spawned: bool = False, res
     scratch = artifacts / "tmp"
     scratch.mkdir(exist_ok=True)
     os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
-    spec = ModelSpec.from_dict(job.spec)
     # a hand-over comes only before the rows that allow one (hand_over_before): litert's have none
-    result = convert(spec, artifacts, job.threads, memory_limit_mb=job.memory_limit_mb,
-                     hand_over=handover.hand_over(str(job_path)) if spawned else None,
-                     resumed=handover.resume(spec, artifacts) if resume else None,
-                     diagnosis_share=job.diagnosis_share, fail_on_vacuous=job.fail_on_vacuous, engine=job.engine,
-                     diagnose_later=job.diagnose_later)
+    result = convert(job, hand_over=handover.hand_over(str(job_path)) if spawned else None,
+                     resumed=handover.resume(artifacts) if resume else None)
     result.write(artifacts / RESULT_FILE)
     (artifacts / PROGRESS_FILE).unlink(missing_ok=True)
     handover.clean(artifacts)

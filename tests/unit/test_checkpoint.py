@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.failures import FailureKind
-from converter.protocol import SampleArrays
+from converter.protocol import Job, Progress, SampleArrays
 from converter.results import (
     Caveat,
     Deliverable,
@@ -27,7 +27,7 @@ from converter.results import (
 )
 from converter.spec import InputSpec
 from converter.stages import checkpoint, handover
-from converter.stages.checkpoint import Attempt, BuiltSavedModel, Checkpoint, Problem
+from converter.stages.checkpoint import JOB_SETTINGS, Attempt, BuiltSavedModel, Checkpoint, Context, Problem
 
 from ..support import comparison, saved_model
 
@@ -118,3 +118,19 @@ def test_a_hand_over_before_tflite_pays_only_for_a_large_savedmodel(tmp_path):
     assert handover.worth_it(withsaved_model(small), "tflite") is None
     assert "TFLite conversion of its 64 MB SavedModel" in handover.worth_it(withsaved_model(large), "tflite")
     assert handover.worth_it(Checkpoint(), "prepare") == "TensorFlow's stages, without torch"
+
+
+def test_every_setting_a_job_carries_reaches_the_steps_context_with_its_default(tmp_path):
+    """A setting the parent puts in the job is one field of Job and one of Context, passed by name
+    (Context.of): one the steps never see, or a different default on either side, fails here."""
+    job_fields = {f.name: f.default for f in dataclasses.fields(Job)}
+    context_fields = {f.name: f.default for f in dataclasses.fields(Context)}
+    assert set(job_fields) - set(JOB_SETTINGS) == {"spec", "artifacts_dir", "guardians"}
+    for name in JOB_SETTINGS:
+        assert name in context_fields and job_fields[name] == context_fields[name], name
+    job = Job(spec={"model_id": "m", "path": str(tmp_path / "m.pt")}, artifacts_dir=str(tmp_path), threads=3,
+              guardians=[], memory_limit_mb=512.0, diagnosis_share=0.1, fail_on_vacuous=True, engine="litert",
+              diagnose_later=True)
+    ctx = Context.of(job, Progress(tmp_path / "progress.json"), started=1.0)
+    assert {name: getattr(ctx, name) for name in JOB_SETTINGS} == {name: getattr(job, name) for name in JOB_SETTINGS}
+    assert ctx.spec.model_id == "m" and ctx.artifacts == tmp_path and ctx.hand_over is None

@@ -8,7 +8,7 @@ import pytest
 
 from converter.failures import ConversionError, FailureKind, Stage
 from converter.protocol import Progress
-from converter.spec import ModelSpec
+from converter.spec import ENGINES, ModelSpec
 from converter.stages import pipeline
 from converter.stages.checkpoint import Checkpoint, Context, Problem
 
@@ -91,7 +91,7 @@ def test_a_hand_over_comes_before_its_row_only_after_work_done_in_this_interpret
 
 def test_every_engine_has_rows_and_every_row_names_a_known_engine():
     engines = {step.engine for step in pipeline.STEPS} - {None}
-    assert engines == set(pipeline.ENGINES)
+    assert engines == set(ENGINES)
     names = [step.name for step in pipeline.STEPS]
     assert len(names) == len(set(names))  # steps_done records names: two rows may not share one
     assert [s.name for s in pipeline.STEPS if s.after_problem] == ["explain"]
