@@ -35,7 +35,7 @@ class Job:
     memory_limit_mb: float = 0.0  # the ceiling the parent enforces on the child's whole process tree
     diagnosis_share: float = 0.25  # of the timeout and of the ceiling, that a float32 diagnosis may take
     fail_on_vacuous: bool = False  # an output that hardly depends on the input fails the model
-    engine: str = "onnx2tf"  # the conversion route whose rows the child runs (stages/pipeline.ENGINES)
+    engine: str = "onnx2tf"  # the conversion route whose rows the child runs (spec.ENGINES)
     diagnose_later: bool = False  # engine auto: a float32 diagnosis waits for litert's outcome (engines.py)
 
     def write(self, path: Path) -> None:

@@ -360,7 +360,7 @@ class Result:
     onnx2tf_runs: int = 0  # conversions by onnx2tf it took (a retry in another mode, a second pseudo-op pass)
     model_sha256: str = ""  # of the bytes the child read, also when loading them failed (the cache keys on them)
     versions: dict[str, str] = field(default_factory=dict)
-    engine: str = "onnx2tf"  # the conversion route that made the files (pipeline.ENGINES)
+    engine: str = "onnx2tf"  # the conversion route that made the files (spec.ENGINES)
     litert: LiteRTResult | None = None  # the litert engine's conversion, in place of `savedmodel`
     schema_version: int = SCHEMA_VERSION
 

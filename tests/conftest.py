@@ -43,12 +43,10 @@ def harness(torch_warmed_up, pytester, monkeypatch):
     # a model made to fail there must not cost a second engine's conversion (tests/e2e/test_engines.py
     # tests `auto`)
     monkeypatch.setenv("TFLITE_HARNESS_ENGINE", "onnx2tf")
-    monkeypatch.setenv("PYTEST_ADDOPTS", NO_HYPOTHESIS)
+    monkeypatch.setenv("PYTEST_ADDOPTS", NO_HYPOTHESIS)  # a developer's own PYTEST_ADDOPTS stays out too
     pytester.makeconftest('pytest_plugins = ["converter.pytest_plugin"]')  # as an installed copy's entry point would
     pytester.makeini("[pytest]\njunit_family = xunit1\n")
     return pytester
-
-
 
 
 def once_per_run(tmp_path_factory, name: str, make) -> Path:

@@ -47,7 +47,7 @@ class Context:
     memory_limit_mb: float = 0.0  # the ceiling the parent enforces (0: unknown)
     diagnosis_share: float = 0.25
     fail_on_vacuous: bool = False
-    engine: str = "onnx2tf"  # whose rows of the step table run (pipeline.ENGINES)
+    engine: str = "onnx2tf"  # whose rows of the step table run (spec.ENGINES)
     diagnose_later: bool = False  # a float32 diagnosis is prepared, and run by the parent only if litert fails too
     # (context, checkpoint, why) -> None: replaces this interpreter, or returns having not (see handover.py)
     hand_over: typing.Callable | None = None

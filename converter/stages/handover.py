@@ -13,6 +13,7 @@ goes on in this process, and says so in its log.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -74,9 +75,13 @@ def resume(artifacts: Path) -> tuple[Checkpoint, Progress, float]:
     progress.stage_seconds = dict(state["stage_seconds"])
     # reading the state back and the imports are the next stage's cost (onnx2tf's, or the TFLite conversion's)
     progress.start("tflite" if cp.built is not None else "savedmodel")
-    # what the steps left to this interpreter import anyway (for the TFLite conversion alone, not
-    # onnx2tf's libraries): imported now, they are frozen before any of the model's objects exist
-    freeze_imports(*(("tensorflow",) if cp.built is not None else ("tensorflow", "onnx", "onnxruntime", "onnx2tf")))
+    # What the steps left to this interpreter import anyway (for the TFLite conversion alone, not
+    # onnx's), frozen with the checkpoint just read: it holds no cycle (its arrays are not even
+    # tracked), and reference counts still free it. onnx2tf itself is imported by its own step, whose
+    # import changes the recursion limit, the warnings and the seeds (savedmodel.prepare_onnx2tf).
+    # An import that fails here fails again in the step that needs it, which names the cause.
+    with contextlib.suppress(Exception):
+        freeze_imports(*(("tensorflow",) if cp.built is not None else ("tensorflow", "onnx", "onnxruntime")))
     offline.attempts.extend(state["network_attempts"])
     return cp, progress, float(state.get("started", time.monotonic()))
 

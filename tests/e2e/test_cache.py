@@ -3,6 +3,7 @@ entry rebuilt; every conversion here is real."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def test_a_restored_failure_keeps_the_message_its_conversion_gave(tmp_path, dive
     matches a cold one (it did not: the restored message lost them, and the gate called it a new
     failure)."""
     cold = diverging_pool.result
-    warm = convert(tmp_path, diverging_pool.model, tflite_cache_dir=str(diverging_pool.work / "cache"))
+    shutil.copytree(diverging_pool.work / "cache", tmp_path / "cache")  # a failed re-judging would rebuild the entry
+    warm = convert(tmp_path, diverging_pool.model)
     assert not cold.cache_hit and warm.cache_hit
     assert cold.failure.kind.value == "numeric_mismatch" and "first divergence at node" in cold.failure.message
     assert warm.failure == cold.failure

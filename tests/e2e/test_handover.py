@@ -136,3 +136,29 @@ def test_a_hand_over_that_cannot_be_written_goes_on_in_the_same_interpreter(tmp_
     assert [r["resumed"] for r in runs] == [False]  # one interpreter did every stage
     assert {"torch", "onnx2tf", "tensorflow"} <= runs[0]["imported"]
     assert set(result.stage_seconds) == {"load", "export", "savedmodel", "tflite", "verify"}
+
+
+REFUSING_ONNXRUNTIME = """
+import sys
+if "--resume" in sys.argv:  # the interpreter that takes over after the export, alone
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxruntime":
+                raise ImportError("onnxruntime refused by this test")
+    sys.meta_path.insert(0, Refuse())
+"""
+
+
+def test_a_library_the_fresh_interpreter_cannot_import_is_the_steps_one_line_failure(tmp_path):
+    """The interpreter that takes over imports its steps' libraries before them: one that fails to
+    import there still fails in its step, in words (it was a crash without a reason)."""
+    model = builders.torchscript_cnn(tmp_path / "m")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(REFUSING_ONNXRUNTIME)
+    proc = subprocess.run([sys.executable, "-m", "converter", str(model), "--tflite-dir", str(tmp_path / "out"),
+                           "--reports-dir", str(tmp_path / "r"), "--no-cache", "--engine", "onnx2tf"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "savedmodel failed [savedmodel_error]: ImportError: onnxruntime refused by this test" in proc.stdout, \
+        proc.stdout
