@@ -85,6 +85,9 @@ def _simplify(model):
     """onnxsim until the node count stops falling (onnx2tf runs it three times for the same reason)."""
     import traceback
 
+    # before onnxsim: onnxsim's own import runs `pip install onnxruntime` (a package index, at run
+    # time, into the user's environment) when onnxruntime cannot be imported; this fails in words
+    import onnxruntime  # noqa: F401
     import onnxsim
 
     try:

@@ -151,7 +151,8 @@ if "--resume" in sys.argv:  # the interpreter that takes over after the export, 
 
 def test_a_library_the_fresh_interpreter_cannot_import_is_the_steps_one_line_failure(tmp_path):
     """The interpreter that takes over imports its steps' libraries before them: one that fails to
-    import there still fails in its step, in words (it was a crash without a reason)."""
+    import there still fails in its step, in words (it was a crash without a reason), and no step
+    tries to install it."""
     model = builders.torchscript_cnn(tmp_path / "m")
     site = tmp_path / "site"
     site.mkdir()
@@ -162,3 +163,6 @@ def test_a_library_the_fresh_interpreter_cannot_import_is_the_steps_one_line_fai
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "savedmodel failed [savedmodel_error]: ImportError: onnxruntime refused by this test" in proc.stdout, \
         proc.stdout
+    # and nothing tried to install it: onnxsim's import runs `pip install onnxruntime` when it cannot
+    log = (tmp_path / "r" / "artifacts" / "cnn" / "convert.log").read_text()
+    assert "ImportError: onnxruntime refused by this test" in log and "pip install" not in log, log[-3000:]
