@@ -18,13 +18,13 @@ def release_memory() -> None:
 def freeze_imports(*modules: str) -> None:
     """Import `modules`, then freeze every object alive, out of the cyclic collector's reach.
 
-    Called where a process has imported its libraries and holds no model yet (the preloaded process,
-    an interpreter taking over): the imports leave hundreds of thousands of objects the collector
-    tracks (440,000 after torch, TensorFlow and onnx2tf), and every release_memory between steps
-    walked them all again (0.3 s each, half of a small model's conversion), writing to their headers
-    and so unsharing a forked child's pages from its parent's. Frozen objects are still freed by
-    their reference counts; only cycles among them would outlive their use, and a model's objects
-    are not among them."""
+    Called where a process has imported its libraries and holds no model yet (the preloaded
+    process; an interpreter taking over, which holds only the checkpoint's records and arrays): the
+    imports leave hundreds of thousands of objects the collector tracks (440,000 after torch,
+    TensorFlow and onnx2tf), and every release_memory between steps walked them all again (0.3 s
+    each, half of a small model's conversion), writing to their headers and so unsharing a forked
+    child's pages from its parent's. Frozen objects are still freed by their reference counts; only
+    cycles among them would outlive their use, and a model's objects are not among them."""
     for module in modules:
         importlib.import_module(module)
     gc.collect()
