@@ -67,10 +67,13 @@ def outcome(work: Path, stopped: str | None, status: int | None, seconds: float)
     return dataclasses.replace(found, stopped=stopped or found.stopped, seconds=round(seconds, 1))
 
 
+AFTER_SECONDS = 10.0  # of the model's timeout, kept for what follows the diagnosis (the rest of its stage, the record)
+
+
 def budget(share: float, timeout: float, seconds_left: float, memory_limit_mb: float, own_mb: float) -> dict:
-    """A diagnosis's budgets: a share of the timeout (never past what is left of it), and of the memory the
-    ceiling leaves the process that runs it."""
-    return {"seconds": max(5.0, min(share * timeout, seconds_left)),
+    """A diagnosis's budgets: a share of the timeout (never past what is left of it, less AFTER_SECONDS),
+    and of the memory the ceiling leaves the process that runs it."""
+    return {"seconds": max(5.0, min(share * timeout, seconds_left - AFTER_SECONDS)),
             "memory_mb": max(256.0, share * 2 * ((memory_limit_mb or 4 * own_mb) - own_mb)), "share": share}
 
 

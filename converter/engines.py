@@ -126,7 +126,7 @@ def _diagnosed(result: Result, spec, artifacts: Path, isolated: dict) -> Result:
         _drop_pending(artifacts)
         return result
     share = isolated.get("diagnosis_share", 0.25)
-    limits = diagnosis_run.budget(share, spec.timeout, spec.timeout - result.seconds - 10,
+    limits = diagnosis_run.budget(share, spec.timeout, spec.timeout - result.seconds,
                                   spec.memory_limit_mb or isolated.get("memory_limit_mb", 0.0), 0.0)
     try:
         divergence, peak_mb = run_diagnosis(work, threads=isolated.get("threads", 1), **limits)

@@ -61,7 +61,6 @@ def diagnose(ctx: Context, cp: Checkpoint, saved, fp32_tflite: str | None = None
     outputs = saved.outputs if outputs is None else outputs
     failing = [x for x in outputs if not x.passed] or list(outputs)
     tolerance = min(x.tolerance for x in failing) if failing else spec.tolerance["fp32"]
-    left = ctx.seconds_left - 10  # leave the rest of the stage its time
     own = rss_now_mb()
     job = DiagnosisJob(
         onnx_path=saved.onnx_path or export.onnx_path, saved_model=saved.path, tflite_fp32=fp32_tflite or "",
@@ -78,7 +77,7 @@ def diagnose(ctx: Context, cp: Checkpoint, saved, fp32_tflite: str | None = None
             print(f"--- the diagnosis is left for later: it runs if the litert engine fails too ({job.work_dir})")
             return None
         return run_bounded(job, cp.samples.inputs, cp.samples.reference, threads=ctx.threads,
-                           **budget(ctx.diagnosis_share, spec.timeout, left, ctx.memory_limit_mb, own))
+                           **budget(ctx.diagnosis_share, spec.timeout, ctx.seconds_left, ctx.memory_limit_mb, own))
     except Exception:  # a diagnosis that fails must not hide the failure it was asked to explain
         print("--- the diagnosis failed:", file=sys.stderr)
         traceback.print_exc()
